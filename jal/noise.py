@@ -215,7 +215,9 @@ def generate_instance_labels(
 def load_instance_labels(path, rate: float) -> np.ndarray:
     """Load a precomputed instance-dependent label set (npz with keys "rate_0.2", ...)."""
     check_inputs(rate=rate)
-    with _open_label_file(path, "precomputed instance-dependent labels (e.g. cifar10_idn_labels.npz)") as data:
+    with _open_label_file(
+        path, "precomputed instance-dependent labels (e.g. cifar10_idn_labels.npz)"
+    ) as data:
         available = {float(key.split("_", 1)[1]): key for key in data.files if key.startswith("rate_")}
         matches = [key for value, key in available.items() if abs(value - rate) < 1e-9]
         if not matches:

@@ -33,14 +33,14 @@ import math
 import numpy as np
 
 __all__ = [
-    "amse_min_a_from_weights",
-    "noise_weights",
     "amse_min_a",
-    "is_asymmetric",
+    "amse_min_a_from_weights",
     "amse_risk",
-    "project_to_simplex",
-    "minimise_amse_risk",
     "check_amse_a",
+    "is_asymmetric",
+    "minimise_amse_risk",
+    "noise_weights",
+    "project_to_simplex",
 ]
 
 # Noise types with a class-independent transition row, hence a closed-form bound.

@@ -1,0 +1,156 @@
+"""Datasets as arrays, and augmentation as a few batched tensor ops on the training device.
+
+The whole training set lives on the device as uint8 (150 MB for CIFAR): no DataLoader workers, no PIL,
+no per-sample Python. A prepared `<data_dir>/<name>.npz` (x_train uint8 (N,32,32,3) HWC RGB, y_train,
+x_test, y_test: the format of ../shared/data/cifar10.npz) is used when present; otherwise torchvision
+downloads the dataset into data_dir and the prepared file is written once.
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class ImageData:
+    x_train: np.ndarray  # uint8 (N, 32, 32, 3)
+    y_train: np.ndarray  # int64 (N,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_dataset(name: str, data_dir: str | Path, *, num_classes: int = 10, train_size: int = 256,
+                 test_size: int = 128) -> ImageData:
+    """CIFAR-10/100 from `<data_dir>/<name>.npz` (downloaded and prepared once if missing), or synthetic data."""
+    if name == "synthetic":
+        return synthetic_dataset(train_size, test_size, num_classes)
+    if name not in ("cifar10", "cifar100"):
+        raise ValueError(f"unknown dataset {name!r}: choose one of cifar10, cifar100, synthetic")
+    path = Path(data_dir) / f"{name}.npz"
+    if not path.exists():
+        _download_and_prepare(name, path)
+    with np.load(path) as f:
+        return ImageData(f["x_train"], f["y_train"].astype(np.int64), f["x_test"], f["y_test"].astype(np.int64))
+
+
+def _download_and_prepare(name: str, path: Path) -> None:
+    import torchvision
+
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+    try:
+        train = cls(str(path.parent), train=True, download=True)
+        test = cls(str(path.parent), train=False, download=True)
+    except Exception as err:  # no network, no disk: say what to put where
+        raise FileNotFoundError(
+            f"{path} is missing and {name} could not be downloaded ({type(err).__name__}); put {name}.npz "
+            f"(x_train, y_train, x_test, y_test) in {path.parent} or point JAL_DATA_DIR at a folder holding it"
+        ) from None
+    arrays = dict(x_train=train.data, y_train=np.asarray(train.targets, np.uint8),
+                  x_test=test.data, y_test=np.asarray(test.targets, np.uint8))
+    atomic_save_npz(path, **arrays)
+
+
+def atomic_save_npz(path: str | Path, **arrays) -> None:
+    """np.savez to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def synthetic_dataset(train_size: int, test_size: int, num_classes: int, seed: int = 0) -> ImageData:
+    """Random images whose class sets a faint colour offset: learnable, so smoke runs can beat chance."""
+    rng = np.random.default_rng(seed)
+    class_colour = rng.integers(-40, 41, size=(num_classes, 1, 1, 3))
+
+    def make(n):
+        labels = rng.integers(0, num_classes, size=n)
+        images = rng.integers(60, 196, size=(n, 32, 32, 3)) + class_colour[labels]
+        return images.clip(0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    x_train, y_train = make(train_size)
+    x_test, y_test = make(test_size)
+    return ImageData(x_train, y_train, x_test, y_test)
+
+
+def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
+    """Sorted indices of `size` samples, size // K from each class, chosen with a seeded RNG."""
+    per_class = size // num_classes
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise ValueError(f"dataset.subset={size} needs {per_class} images of class {c}, found {len(members)}")
+        picks.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+# ---------------------------------------------------------------------------------------------------
+# On the device
+
+
+def images_to_device(x: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 NHWC numpy -> uint8 NCHW tensor on the device (kept as uint8: 4x less memory than float)."""
+    return torch.from_numpy(x).to(device).permute(0, 3, 1, 2).contiguous()
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The RNG of one epoch (its order and augmentation), a function of (seed, epoch) alone, so that a
+    resumed run draws exactly what an uninterrupted one would."""
+    return torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
+
+
+def random_crop(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    """Random crop of the original size from the image zero-padded by `padding` on each side, per sample."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=generator)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (n, 1, h, 1)
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (n, 1, 1, w)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def random_flip(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def random_rotation(x: Tensor, degrees: float, generator: torch.Generator) -> Tensor:
+    """Rotate each image by an angle uniform in [-degrees, degrees] about its centre; nearest-neighbour
+    sampling and zero fill, as torchvision's RandomRotation defaults."""
+    n = x.shape[0]
+    angle = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * (degrees * torch.pi / 180)
+    cos, sin = angle.cos(), angle.sin()
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def augment(x: Tensor, generator: torch.Generator, rotation: float = 0.0) -> Tensor:
+    """The training augmentation of PROTOCOL.md: crop with 4-pixel zero padding, flip, optional rotation."""
+    x = random_flip(random_crop(x, generator), generator)
+    if rotation > 0:
+        x = random_rotation(x, rotation, generator)
+    return x
+
+
+def normalize(x: Tensor, mean, std, channels_last: bool = True) -> Tensor:
+    """uint8 (or float 0-255) images -> float32 standardised with the dataset's mean and std (0-1 units)."""
+    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255
+    x = (x.float() - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

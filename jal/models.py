@@ -1,0 +1,77 @@
+"""The two backbones of the paper (PROTOCOL.md section 1): an 8-layer CNN for CIFAR-10 and a CIFAR
+ResNet-34 for CIFAR-100."""
+
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+
+
+class CNN8(nn.Module):
+    """Six 3x3 conv layers in three blocks (64, 128, 196 channels, max-pool after each) and two linear layers.
+
+    32x32 -> 16 -> 8 -> 4, so the flattened features are 196 * 4 * 4 = 3136.
+    """
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        layers, in_channels = [], 3
+        for width in (64, 128, 196):
+            layers += _conv_bn_relu(in_channels, width) + _conv_bn_relu(width, width) + [nn.MaxPool2d(2)]
+            in_channels = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(196 * 4 * 4, 256),
+            nn.BatchNorm1d(256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, num_classes),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet34(nn.Module):
+    """ResNet-34 (BasicBlock x [3, 4, 6, 3]) with the CIFAR stem: 3x3 conv, stride 1, no max-pool."""
+
+    def __init__(self, num_classes: int = 100, blocks: tuple[int, ...] = (3, 4, 6, 3)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        stages, in_channels = [], 64
+        for i, (width, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stages.append(BasicBlock(in_channels, width, stride))
+                in_channels = width
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)))

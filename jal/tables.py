@@ -1,0 +1,348 @@
+"""Results tables: our runs beside the published figures.
+
+Every training run writes <run_dir>/result.json. This module averages the last-epoch test accuracy over
+seeds for each (dataset, noise setting, loss) cell and lays the cells out as in the paper, rows = losses
+and columns = noise settings, with the published figure and our difference beside each of ours:
+
+    python -m jal.tables outputs/ multirun/ --out results/ [--published PATH] [--expect-seeds 3]
+
+writes results/table.md (one table per dataset, failed and missing runs listed under it) and
+results/table.csv (one row per cell). The published figures are read from results/published_results.csv.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PUBLISHED = REPO_ROOT / "results" / "published_results.csv"
+
+# config name -> the paper's name; loss_label() falls back to "NCE+NEW" style for names not listed here
+LOSS_LABELS = {
+    "ce": "CE", "fl": "FL", "mae": "MAE", "mse": "MSE", "gce": "GCE", "rce": "RCE", "sce": "SCE",
+    "nce": "NCE", "nfl": "NFL", "aul": "AUL", "agce": "AGCE", "ael": "AEL", "nnce": "NNCE", "nnfl": "NNFL",
+    "amse": "AMSE", "nce_rce": "NCE+RCE", "nce_mae": "NCE+MAE", "nfl_rce": "NFL+RCE", "nfl_mae": "NFL+MAE",
+    "nce_agce": "NCE+AGCE", "nce_aul": "NCE+AUL", "nce_ael": "NCE+AEL", "anl_ce": "ANL-CE",
+    "anl_fl": "ANL-FL", "jal_ce": "JAL-CE", "jal_fl": "JAL-FL",
+}
+# the paper's row order; losses not listed follow (those in LOSS_LABELS first, then alphabetically)
+LOSS_ORDER = ["ce", "fl", "gce", "sce", "nce_rce", "nfl_rce", "nce_mae", "nfl_mae", "nce_agce", "nce_aul",
+              "nce_ael", "anl_ce", "anl_fl", "jal_ce", "jal_fl"]
+LOSS_ORDER += [name for name in LOSS_LABELS if name not in LOSS_ORDER]
+
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "synthetic": "Synthetic"}
+# the published CIFAR-N rows say cifar10n/cifar100n; our records say cifar10/cifar100 with human noise
+DATASET_ALIASES = {"cifar10n": "cifar10", "cifar100n": "cifar100"}
+NOISE_ORDER = ["none", "symmetric", "asymmetric", "instance", "human"]
+NOISE_SHORT = {"symmetric": "Sym", "asymmetric": "Asym", "instance": "IDN", "human": "Human"}
+HUMAN_LABEL_ORDER = ["aggre", "rand1", "rand2", "rand3", "worst", "noisy"]
+
+# Which published figure goes beside a cell: the first of these sources that has it. Each source covers
+# one kind of noise, so one list serves all columns; sources not listed (jal2025_ablation: different
+# models; anl2023) are never picked. Marks are the compact per-cell source tags used in table.md.
+SOURCE_PRIORITY = ["jal2025_main", "jal2025_idn", "jal2025_cifarn",
+                   "epssoftmax2024_main", "epssoftmax2024_idn", "epssoftmax2024_cifarn"]
+SOURCE_MARKS = {"jal2025_main": "", "jal2025_idn": "", "jal2025_cifarn": "",
+                "epssoftmax2024_main": "†", "epssoftmax2024_idn": "†", "epssoftmax2024_cifarn": "‡"}
+SOURCE_NOTES = {
+    "jal2025_main": "JAL paper, main table", "jal2025_idn": "JAL paper, instance-dependent noise table",
+    "jal2025_cifarn": "JAL paper, CIFAR-N table, epoch not stated",
+    "epssoftmax2024_main": "ε-Softmax paper, NeurIPS 2024, same authors and protocol: main table",
+    "epssoftmax2024_idn": "ε-Softmax paper: instance-dependent noise table",
+    "epssoftmax2024_cifarn": "ε-Softmax paper: CIFAR-N table, best epoch over 5 runs, not last epoch over 3",
+}
+
+CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noise_labels", "mean", "std",
+               "runs", "failed", "published", "published_std", "published_source", "difference"]
+
+
+def loss_label(loss):
+    return LOSS_LABELS.get(loss, loss.upper().replace("_", "+"))
+
+
+def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
+    """The table column a run or a published figure belongs to, as (noise_type, rate, labels)."""
+    if noise_type == "human":
+        return ("human", None, noise_labels)  # the label set names the column; its rate is a measurement
+    if noise_type in ("none", "clean") or not noise_rate:
+        return ("none", 0.0, None)
+    return (noise_type, round(float(noise_rate), 4), None)
+
+
+def record_cell(record):
+    """The (dataset, column, loss) cell a training record belongs to."""
+    dataset = DATASET_ALIASES.get(record["dataset"], record["dataset"])
+    column = noise_column(record["noise_type"], record.get("noise_rate") or 0.0, record.get("noise_labels"))
+    return dataset, column, record["loss"]
+
+
+def column_header(column):
+    noise_type, rate, labels = column
+    if noise_type == "none":
+        return "Clean"
+    if noise_type == "human":
+        return f"Human {labels}"
+    return f"{NOISE_SHORT.get(noise_type, noise_type)} {rate:g}"
+
+
+def column_sort_key(column):
+    noise_type, rate, labels = column
+    kind = NOISE_ORDER.index(noise_type) if noise_type in NOISE_ORDER else len(NOISE_ORDER)
+    label = HUMAN_LABEL_ORDER.index(labels) if labels in HUMAN_LABEL_ORDER else len(HUMAN_LABEL_ORDER)
+    return (kind, noise_type, rate or 0.0, label, str(labels))
+
+
+def loss_sort_key(loss):
+    return (LOSS_ORDER.index(loss), "") if loss in LOSS_ORDER else (len(LOSS_ORDER), loss)
+
+
+def dataset_sort_key(dataset):
+    names = list(DATASET_LABELS)
+    return (names.index(dataset), "") if dataset in names else (len(names), dataset)
+
+
+def cell_sort_key(cell):
+    dataset, column, loss = cell
+    return dataset_sort_key(dataset), loss_sort_key(loss), column_sort_key(column)
+
+
+def load_records(dirs):
+    """Every result.json under the given directories (recursively), each dict with run_dir added."""
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    records, seen = [], set()
+    for directory in map(Path, dirs):
+        if not directory.is_dir():
+            raise SystemExit(f"jal.tables: {directory} is not a directory")
+        paths = sorted(directory.rglob("result.json"))
+        if not paths:
+            raise SystemExit(f"jal.tables: no result.json under {directory} "
+                             "(each training run writes <run_dir>/result.json)")
+        for path in paths:
+            if path.resolve() in seen:  # overlapping directories given
+                continue
+            seen.add(path.resolve())
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                print(f"jal.tables: skipping unreadable {path}: {error}", file=sys.stderr)
+                continue
+            if not isinstance(record, dict) or not {"dataset", "loss", "noise_type"} <= record.keys():
+                print(f"jal.tables: skipping {path}: no dataset/loss/noise_type", file=sys.stderr)
+                continue
+            record["run_dir"] = str(path.parent)
+            record["result_mtime"] = path.stat().st_mtime  # to keep the newest of two runs of one seed
+            records.append(record)
+    return records
+
+
+def load_published(path=None):
+    """The published figures: one dict per row of the CSV, mean/std as floats (std None when not given)."""
+    path = Path(path) if path is not None else DEFAULT_PUBLISHED
+    if not path.is_file():
+        raise SystemExit(f"jal.tables: published figures not found: {path}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["mean"] = float(row["mean"])
+        row["std"] = float(row["std"]) if row["std"] else None
+        if row["noise_type"] != "human":  # human rows name their label set in noise_rate
+            row["noise_rate"] = float(row["noise_rate"])
+        row.setdefault("loss", "")
+    return rows
+
+
+def pick_published(published, dataset, column, loss):
+    """The published row to put beside our (dataset, column, loss) cell, by SOURCE_PRIORITY; None if none."""
+    candidates = []
+    for row in published:
+        if row.get("loss") != loss or row["source"] not in SOURCE_PRIORITY:
+            continue
+        human = row["noise_type"] == "human"
+        row_column = noise_column(row["noise_type"], None if human else row["noise_rate"],
+                                  row["noise_rate"] if human else None)
+        if DATASET_ALIASES.get(row["dataset"], row["dataset"]) == dataset and row_column == column:
+            candidates.append(row)
+    return min(candidates, key=lambda row: SOURCE_PRIORITY.index(row["source"]), default=None)
+
+
+def summarise(records, expect_seeds=3, published=None):
+    """One row per (dataset, noise column, loss) cell: mean/std of last_test_acc over seeds, published figure.
+
+    A cell also appears with runs = 0 when its loss was run at other noise settings of the dataset and
+    its noise setting for other losses, but not this combination. Rows carry `issues`, human-readable
+    lines about failed, missing or duplicated runs.
+    """
+    published = load_published() if published is None else published
+    cells = defaultdict(list)
+    for record in records:
+        cells[record_cell(record)].append(record)
+    present = list(cells)
+    for dataset in {d for d, _, _ in present}:
+        columns = {c for d, c, _ in present if d == dataset}
+        losses = {loss for d, _, loss in present if d == dataset}
+        for column in columns:
+            for loss in losses:
+                cells.setdefault((dataset, column, loss), [])
+
+    rows = []
+    for key in sorted(cells, key=cell_sort_key):
+        dataset, column, loss = key
+        issues = []
+        finished_by_seed, unfinished = defaultdict(list), []
+        for record in cells[key]:
+            if record.get("status") == "finished" and record.get("last_test_acc") is not None:
+                finished_by_seed[record.get("seed")].append(record)
+            else:
+                unfinished.append(record)
+        finished = []
+        for seed, runs in sorted(finished_by_seed.items(), key=lambda item: str(item[0])):
+            runs.sort(key=lambda r: r["result_mtime"])
+            finished.append(runs[-1])  # a rerun of a seed replaces the older run rather than counting twice
+            if len(runs) > 1:
+                newest = runs[-1]["run_dir"]
+                issues.append(f"seed {seed}: {len(runs)} finished runs, kept the newest ({newest})")
+        # a failed seed that later finished is not a failure of the cell
+        failed = [r for r in unfinished if r.get("seed") not in finished_by_seed]
+        for record in failed:
+            error = str(record.get("error") or f"status {record.get('status')}, no last_test_acc").strip()
+            error = error.splitlines()[-1] if error else ""  # the last line of a traceback says what broke
+            issues.append(f"failed (seed {record.get('seed')}): {record['run_dir']}: {error[:200]}")
+        accuracies = np.array([float(r["last_test_acc"]) for r in finished])
+        if len(finished) == 0 and not failed:
+            issues.insert(0, "no runs")
+        elif len(finished) < expect_seeds:
+            seeds = ", ".join(str(r.get("seed")) for r in finished)
+            issues.insert(0, f"{len(finished)}/{expect_seeds} runs finished"
+                          + (f" (seeds {seeds})" if seeds else ""))
+        epochs = sorted({r.get("epochs") for r in finished}, key=str)
+        subsets = sorted({r.get("subset") for r in finished}, key=str)
+        if len(epochs) > 1 or len(subsets) > 1:
+            issues.append(f"runs differ in epochs {epochs} or subset {subsets}")
+
+        noise_type, rate, labels = column
+        if noise_type == "human":  # report the measured rate of the label set
+            realised = [r.get("realised_noise_rate", r.get("noise_rate")) for r in finished]
+            realised = [float(x) for x in realised if x is not None]
+            rate = round(float(np.mean(realised)), 4) if realised else None
+        mean = float(accuracies.mean()) if len(accuracies) else None
+        std = float(accuracies.std(ddof=1)) if len(accuracies) > 1 else None
+        reference = pick_published(published, dataset, column, loss)
+        rows.append({
+            "dataset": dataset, "loss": loss, "loss_label": loss_label(loss),
+            "noise_type": noise_type, "noise_rate": rate, "noise_labels": labels,
+            "mean": mean, "std": std, "runs": len(finished), "failed": len(failed),
+            "missing": max(0, expect_seeds - len(finished)),
+            "published": reference["mean"] if reference else None,
+            "published_std": reference["std"] if reference else None,
+            "published_source": reference["source"] if reference else None,
+            "difference": mean - reference["mean"] if reference and mean is not None else None,
+            "column": column, "header": column_header(column),
+            "seeds": [r.get("seed") for r in finished], "epochs": epochs, "subsets": subsets,
+            "issues": issues,
+        })
+    return rows
+
+
+def render_markdown(rows):
+    """table.md: one table per dataset, best mean per column in bold, issues listed under the table."""
+    lines = ["# Last-epoch test accuracy (%)", "",
+             ("Each cell: ours, mean ± std over seeds (unbiased; no std with one run), then "
+              "(published figure, ours − published). Best of ours per column in **bold**; "
+              "— = no finished run."), ""]
+    for dataset in sorted({r["dataset"] for r in rows}, key=dataset_sort_key):
+        table = [r for r in rows if r["dataset"] == dataset]
+        columns = sorted({r["column"] for r in table}, key=column_sort_key)
+        losses = sorted({r["loss"] for r in table}, key=loss_sort_key)
+        cell = {(r["loss"], r["column"]): r for r in table}
+        best = {c: max((r["mean"] for r in table if r["column"] == c and r["mean"] is not None), default=None)
+                for c in columns}
+        runs = sum(r["runs"] for r in table)
+        failed = sum(r["failed"] for r in table)
+        epochs = sorted({e for r in table for e in r["epochs"]}, key=str)
+        subsets = sorted({s for r in table for s in r["subsets"]}, key=str)
+        subsets = ", ".join("full" if s is None else str(s) for s in subsets) or "—"
+        lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", "",
+                  (f"{runs} finished runs, {failed} failed; epochs: {', '.join(map(str, epochs)) or '—'}; "
+                   f"training subset: {subsets}."), "",
+                  "| Loss | " + " | ".join(column_header(c) for c in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for loss in losses:
+            texts = []
+            for column in columns:
+                r = cell.get((loss, column))
+                if r is None or r["mean"] is None:
+                    text = "—"
+                else:
+                    text = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
+                    if best[column] is not None and r["mean"] == best[column]:
+                        text = f"**{text}**"
+                if r is not None and r["published"] is not None:
+                    mark = SOURCE_MARKS[r["published_source"]]
+                    if r["difference"] is None:
+                        text += f" ({r['published']:.2f}{mark})"
+                    else:
+                        text += f" ({r['published']:.2f}{mark}, {r['difference']:+.2f})".replace("-", "−")
+                texts.append(text)
+            lines.append(f"| {loss_label(loss)} | " + " | ".join(texts) + " |")
+        sources = {r["published_source"] for r in table if r["published_source"]}
+        sources = sorted(sources, key=SOURCE_PRIORITY.index)
+        if sources:
+            marks = list(dict.fromkeys(SOURCE_MARKS[s] for s in sources))
+            lines += ["", "Published figures: " + "; ".join(
+                f"{mark or 'unmarked'} = " + ", ".join(f"{s} ({SOURCE_NOTES[s]})" for s in sources
+                                                       if SOURCE_MARKS[s] == mark) for mark in marks) + "."]
+        issues = [f"- {r['loss_label']}, {r['header']}: {issue}" for r in table for issue in r["issues"]]
+        lines += ["", "Runs to check:" if issues else "All cells complete.", *issues, ""]
+    return "\n".join(lines)
+
+
+def write_atomically(path, text):
+    # a reader (or a crash mid-write) never sees a half-written table
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
+                                     newline="") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def write_tables(rows, out_dir):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(out_dir / "table.md", render_markdown(rows))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        values = {k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS}
+        writer.writerow({k: "" if v is None else v for k, v in values.items()})
+    write_atomically(out_dir / "table.csv", buffer.getvalue())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m jal.tables", description=__doc__.split("\n\n")[0])
+    parser.add_argument("records", nargs="+", help="directories searched recursively for result.json")
+    parser.add_argument("--out", required=True, help="directory to write table.md and table.csv into")
+    parser.add_argument("--published", default=None,
+                        help=f"published figures CSV (default {DEFAULT_PUBLISHED})")
+    parser.add_argument("--expect-seeds", type=int, default=3, help="runs expected per cell (default 3)")
+    args = parser.parse_args(argv)
+    records = load_records(args.records)
+    if not records:
+        raise SystemExit("jal.tables: no readable result.json records")
+    rows = summarise(records, expect_seeds=args.expect_seeds, published=load_published(args.published))
+    write_tables(rows, args.out)
+    incomplete = sum(1 for r in rows if r["issues"])
+    print(f"jal.tables: {len(records)} records -> {len(rows)} cells ({incomplete} with issues); "
+          f"wrote {Path(args.out) / 'table.md'} and {Path(args.out) / 'table.csv'}")
+
+
+if __name__ == "__main__":
+    main()

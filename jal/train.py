@@ -1,0 +1,344 @@
+"""Train one cell of the paper's tables: `python -m jal.train [hydra overrides]`.
+
+    python -m jal.train dataset=cifar10 loss=jal_ce noise=symmetric noise.rate=0.8
+    python -m jal.train -m loss=ce,jal_ce noise=symmetric noise.rate=0.4,0.8 seed=123,124,125
+
+Read top to bottom: prepare the data (clean and noisy labels, on the device), build model, loss and
+optimiser from the composed config, then train with the whole step on the device, reading metrics back
+once per epoch. Each run writes into its directory (a function of its cell, see configs/train.yaml):
+result.json (atomic), labels.npz (the noisy labels it trained on) and checkpoint.pt (every epoch, atomic).
+Starting a run again resumes from its checkpoint; a finished run is skipped.
+"""
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from jal import noise as label_noise
+from jal.data import ImageData, atomic_save_npz, augment, balanced_subset, epoch_generator, images_to_device
+from jal.data import load_dataset, normalize
+from jal.losses import AMSE
+from jal.theory import check_amse_a
+
+log = logging.getLogger("jal.train")
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
+
+
+class ConfigError(ValueError):
+    """A wrong setting: reported as one line that names the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Labels: clean and noisy
+
+
+def check_config(cfg: DictConfig) -> None:
+    kind, name = cfg.noise.type, cfg.dataset.name
+    if kind in ("symmetric", "asymmetric", "instance") and not 0 <= cfg.noise.rate < 1:
+        raise ConfigError(f"noise.rate={cfg.noise.rate} is outside [0, 1): pick a rate such as noise.rate=0.4")
+    if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
+        valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
+        raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
+    if cfg.trainer.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"trainer.precision={cfg.trainer.precision}: choose auto, bf16 or fp32")
+
+
+def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndarray:
+    """The noisy training labels of this run (for the samples in `subset`), drawn from the run's seed."""
+    kind, k, seed = cfg.noise.type, cfg.dataset.num_classes, cfg.seed
+    clean = data.y_train[subset]
+    if kind == "none":
+        return clean.copy()
+    if kind in ("symmetric", "asymmetric"):
+        return label_noise.make_noisy_labels(clean, kind, cfg.noise.rate, k, seed, sampling=cfg.noise.sampling)
+    if kind == "instance":
+        path = Path(cfg.data_dir) / f"{cfg.dataset.name}_idn_labels.npz"
+        if cfg.noise.generate or cfg.dataset.name == "synthetic" or not path.exists() and cfg.noise.rate not in (
+            0.2, 0.4, 0.6
+        ):
+            features = data.x_train[subset].reshape(len(subset), -1).astype(np.float32) / 255
+            return label_noise.generate_instance_labels(features, clean, cfg.noise.rate, k, seed)
+        return label_noise.load_instance_labels(path, cfg.noise.rate)[subset]
+    if kind == "human":
+        path = Path(cfg.data_dir) / f"{cfg.dataset.name}n_labels.npz"
+        return label_noise.load_human_labels(path, cfg.noise.labels, data.y_train)[subset]
+    raise ConfigError(f"unknown noise.type {kind!r}: choose none, symmetric, asymmetric, instance or human")
+
+
+def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
+    """jal.theory's warning when an AMSE term's `a` is below the asymmetry bound for the configured noise."""
+    for module in criterion.modules():
+        if isinstance(module, AMSE) and cfg.noise.type in ("symmetric", "asymmetric"):
+            return check_amse_a(module.a, cfg.noise.type, cfg.noise.rate, cfg.dataset.num_classes)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small utilities: atomic files, the git commit, W&B
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CONFIG_DIR.parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def start_wandb(cfg: DictConfig, run_dir: Path):
+    if cfg.logger.name != "wandb":
+        return None
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(
+        project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, group=cfg.logger.group,
+        tags=list(cfg.logger.tags), name=cfg.run_name, dir=str(run_dir), config=OmegaConf.to_container(cfg),
+        id=cfg.run_name.replace("/", "-"), resume="allow", reinit="finish_previous",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
+    name = cfg.trainer.device
+    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+    precision = cfg.trainer.precision
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return device, bf16
+
+
+def add_l1_gradient(params: list[torch.Tensor], strength: float) -> None:
+    """Add the gradient of strength * sum|theta| (= strength * sign(theta)) to every parameter's gradient.
+
+    The same as adding the penalty to the loss before backward, as the reference does, but in two fused
+    foreach ops instead of a Python sum that builds a graph over every parameter each step."""
+    grads = [p.grad for p in params]
+    torch._foreach_add_(grads, torch._foreach_sign(params), alpha=strength)
+
+
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: DictConfig, bf16: bool) -> torch.Tensor:
+    """Number of correct test predictions, left on the device."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+        for i in range(0, len(x), cfg.trainer.eval_batch_size):
+            images = normalize(x[i : i + cfg.trainer.eval_batch_size], cfg.dataset.mean, cfg.dataset.std,
+                               cfg.trainer.channels_last)
+            correct += (model(images).argmax(1) == y[i : i + cfg.trainer.eval_batch_size]).sum()
+    return correct
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Train the run described by `cfg` into `run_dir`; returns its result record."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_path, checkpoint_path = run_dir / "result.json", run_dir / "checkpoint.pt"
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+        if result.get("status") == "finished":
+            log.info("%s is finished already: skipping", run_dir)
+            return result
+    check_config(cfg)
+    device, bf16 = resolve_device(cfg)
+    torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
+
+    # Data: clean and noisy labels; images and labels on the device.
+    k = cfg.dataset.num_classes
+    data = load_dataset(cfg.dataset.name, cfg.data_dir, num_classes=k,
+                        train_size=cfg.dataset.get("train_size", 256), test_size=cfg.dataset.get("test_size", 128))
+    subset = (balanced_subset(data.y_train, cfg.dataset.subset, k, cfg.seed) if cfg.dataset.subset
+              else np.arange(len(data.y_train)))
+    clean_labels = data.y_train[subset]
+    noisy_labels = make_labels(cfg, data, subset)
+    summary = label_noise.noise_summary(clean_labels, noisy_labels, k)
+    atomic_save_npz(run_dir / "labels.npz", noisy=noisy_labels, clean=clean_labels, indices=subset)
+    x_train = images_to_device(data.x_train[subset], device)
+    y_noisy = torch.from_numpy(noisy_labels).to(device)
+    y_clean = torch.from_numpy(clean_labels).to(device)
+    is_corrupted = y_noisy != y_clean
+    test = (balanced_subset(data.y_test, cfg.dataset.test_subset, k, seed=0) if cfg.dataset.get("test_subset")
+            else np.arange(len(data.y_test)))  # a fixed test subset only for CPU-sized presets
+    x_test, y_test = images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
+    n_train, n_corrupted = len(y_noisy), int(is_corrupted.sum())
+
+    # Model, loss, optimiser: all from the composed config.
+    model = hydra.utils.instantiate(cfg.model).to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = hydra.utils.instantiate(cfg.loss)
+    if warning := amse_warning(cfg, criterion):
+        log.warning(warning)
+    params = [p for p in model.parameters()]
+    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    epochs = cfg.trainer.epochs
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0)
+    step_model = torch.compile(model) if cfg.trainer.compile else model
+
+    history, start_epoch, wall_before = [], 0, 0.0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_seconds"]
+        log.info("resuming %s from epoch %d", run_dir, start_epoch)
+
+    wandb_run = start_wandb(cfg, run_dir)
+    started = time.perf_counter()
+    try:
+        batch_size = cfg.trainer.batch_size
+        progress = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=cfg.run_name,
+                        disable=not cfg.trainer.progress, dynamic_ncols=True, file=sys.stderr)
+        for epoch in progress:
+            model.train()
+            epoch_start = time.perf_counter()
+            generator = epoch_generator(cfg.seed, epoch, device)
+            order = torch.randperm(n_train, device=device, generator=generator)
+            # Running sums stay on the device: nothing in the step waits for the host.
+            sums = torch.zeros(5, device=device)  # loss, fit noisy, fit clean (clean part), clean (corrupted), memorised
+            for i in range(0, n_train, batch_size):
+                idx = order[i : i + batch_size]
+                if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                    continue
+                images = normalize(augment(x_train[idx], generator, cfg.dataset.rotation), cfg.dataset.mean,
+                                   cfg.dataset.std, cfg.trainer.channels_last)
+                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                    logits = step_model(images)
+                loss = criterion(logits, y_noisy[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.l1 > 0:
+                    add_l1_gradient(params, cfg.optim.l1)
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip, foreach=True)
+                optimizer.step()
+                with torch.no_grad():
+                    pred, corrupted = logits.argmax(1), is_corrupted[idx]
+                    hit_clean = pred == y_clean[idx]
+                    sums += torch.stack([
+                        loss.detach() * len(idx),
+                        (pred == y_noisy[idx]).sum(),
+                        (hit_clean & ~corrupted).sum(),
+                        (hit_clean & corrupted).sum(),
+                        ((pred == y_noisy[idx]) & corrupted).sum(),
+                    ]).float()
+            train_seconds = time.perf_counter() - epoch_start
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            test_correct = evaluate(model, x_test, y_test, cfg, bf16)
+
+            # Once per epoch: read the sums back, check them, record, checkpoint.
+            loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums.tolist()
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}: lower optim.lr or check "
+                                         f"the loss; the last good checkpoint is kept in {checkpoint_path}")
+            pct = lambda a, b: 100.0 * a / b if b else None  # noqa: E731  (None: an empty subset, e.g. no noise)
+            record = dict(
+                epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
+                train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
+                train_acc_corrupted_subset=pct(clean_corrupted, n_corrupted),
+                train_memorised=pct(memorised, n_corrupted), test_acc=pct(int(test_correct), len(y_test)),
+                lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
+            )
+            history.append(record)
+            progress.set_postfix(test_acc=f"{record['test_acc']:.2f}", img_s=f"{record['images_per_second']:.0f}")
+            if wandb_run is not None:
+                wandb_run.log(record, step=epoch + 1)
+            atomic_torch_save(checkpoint_path, dict(
+                model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                history=history, epoch=epoch + 1, wall_seconds=wall_before + time.perf_counter() - started,
+            ))
+
+        test_accs = [h["test_acc"] for h in history]
+        result = dict(
+            status="finished", dataset=cfg.dataset.name, model=HydraConfig.get().runtime.choices.model
+            if HydraConfig.initialized() else cfg.model._target_.rsplit(".", 1)[-1].lower(),
+            loss=cfg_loss_name(cfg), noise_type=cfg.noise.type, noise_rate=float(cfg.noise.rate or summary["rate"]),
+            noise_labels=cfg.noise.get("labels"), seed=cfg.seed, epochs=epochs, subset=cfg.dataset.subset,
+            last_test_acc=test_accs[-1], best_test_acc=max(test_accs), realised_noise_rate=summary["rate"],
+            noise_transition=np.asarray(summary["transition"]).round(4).tolist(),
+            wall_seconds=wall_before + time.perf_counter() - started,
+            images_per_second=float(np.mean([h["images_per_second"] for h in history])),
+            device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            precision="bf16" if bf16 else "fp32", git_commit=git_commit(),
+            config=OmegaConf.to_container(cfg, resolve=True), history=history,
+        )
+        atomic_write_json(result_path, result)
+        if wandb_run is not None:
+            wandb_run.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+            wandb_run.finish()
+        return result
+    except BaseException:
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
+        raise
+
+
+def cfg_loss_name(cfg: DictConfig) -> str:
+    """The loss's config name (jal_ce, ...): Hydra's choice when run through Hydra, else from run_name."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.loss
+    return cfg.get("loss_name") or cfg.run_name.split("/")[2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Fail fast, in one line, on an unknown config group option (Hydra's own message spans a screen)."""
+    for arg in argv:
+        group, sep, value = arg.lstrip("+~").partition("=")
+        folder = CONFIG_DIR / group
+        if not sep or "." in group or "/" in group or not folder.is_dir() or group == "hydra":
+            continue
+        choices = sorted(p.stem for p in folder.glob("*.yaml"))
+        for option in value.split(","):  # a multirun sweep lists options with commas
+            if option and option != "null" and option not in choices and "(" not in option:
+                sys.exit(f"error: unknown {group} {option!r}; choose one of: {', '.join(choices)}")
+
+
+@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        result = train(cfg, HydraConfig.get().runtime.output_dir)
+    except (ConfigError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    return result["last_test_acc"]
+
+
+if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
+    main()

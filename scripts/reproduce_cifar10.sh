@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The paper's CIFAR-10 table (PROTOCOL.md section 4): losses x {clean, symmetric 0.2-0.8, asymmetric 0.1-0.4}
+# x three seeds, 8-layer CNN, 120 epochs; then the table beside the published figures.
+# PRESET=quick: the CPU-sized version (2000-image subset, 6 epochs, one seed, six losses, four noise settings).
+source "$(dirname "$0")/sweep.sh"
+
+if [ "$PRESET" = quick ]; then
+  LOSSES=${LOSSES:-ce,gce,sce,nce_rce,nce_aul,jal_ce}
+  SEEDS=${SEEDS:-123}
+  SYMMETRIC=0.4,0.8
+  ASYMMETRIC=0.4
+  RECORDS=results/quick/runs/cifar10 TABLE=results/quick
+else
+  LOSSES=${LOSSES:-ce,gce,sce,nce_rce,nfl_rce,nce_aul,nce_agce,anl_ce,anl_fl,jal_ce,jal_fl}
+  SEEDS=${SEEDS:-123,124,125}
+  SYMMETRIC=0.2,0.4,0.6,0.8
+  ASYMMETRIC=0.1,0.2,0.3,0.4
+  RECORDS=results/runs/cifar10 TABLE=results/cifar10
+fi
+
+multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=none
+multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=symmetric "noise.rate=$SYMMETRIC"
+multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric "noise.rate=$ASYMMETRIC"
+"$PYTHON" -m jal.tables "$RECORDS" --out "$TABLE" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"
