@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from jal import noise as label_noise
 from jal.data import ImageData, atomic_save_npz, augment, balanced_subset, epoch_generator, images_to_device
-from jal.data import load_dataset, normalize
+from jal.data import channel_stats, load_dataset, normalize
 from jal.losses import AMSE
 from jal.theory import check_amse_a
 
@@ -105,6 +105,12 @@ def atomic_torch_save(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def plain_config(cfg: DictConfig) -> dict:
+    """The resolved run config as plain data (without Hydra's own node, present when composed in tests)."""
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CONFIG_DIR.parent, capture_output=True,
@@ -122,7 +128,7 @@ def start_wandb(cfg: DictConfig, run_dir: Path):
     os.environ.setdefault("WANDB_SILENT", "true")
     return wandb.init(
         project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, group=cfg.logger.group,
-        tags=list(cfg.logger.tags), name=cfg.run_name, dir=str(run_dir), config=OmegaConf.to_container(cfg),
+        tags=list(cfg.logger.tags), name=cfg.run_name, dir=str(run_dir), config=plain_config(cfg),
         id=cfg.run_name.replace("/", "-"), resume="allow", reinit="finish_previous",
     )
 
@@ -136,6 +142,8 @@ def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
     device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
     precision = cfg.trainer.precision
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     return device, bf16
 
 
@@ -148,16 +156,77 @@ def add_l1_gradient(params: list[torch.Tensor], strength: float) -> None:
     torch._foreach_add_(grads, torch._foreach_sign(params), alpha=strength)
 
 
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, cfg: DictConfig, bf16: bool) -> torch.Tensor:
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, bf16: bool) -> torch.Tensor:
     """Number of correct test predictions, left on the device."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=x.device)
+    batch = cfg.trainer.eval_batch_size
     with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
-        for i in range(0, len(x), cfg.trainer.eval_batch_size):
-            images = normalize(x[i : i + cfg.trainer.eval_batch_size], cfg.dataset.mean, cfg.dataset.std,
-                               cfg.trainer.channels_last)
-            correct += (model(images).argmax(1) == y[i : i + cfg.trainer.eval_batch_size]).sum()
+        for i in range(0, len(x), batch):
+            images = normalize(x[i : i + batch], stats, cfg.trainer.channels_last)
+            correct += (model(images).argmax(1) == y[i : i + batch]).sum()
     return correct
+
+
+def training_batch(x_train, idx, generator: torch.Generator, stats, cfg: DictConfig) -> torch.Tensor:
+    """The augmented, normalised images of one training batch, made on the device."""
+    images = augment(x_train[idx], generator, cfg.dataset.rotation)
+    return normalize(images, stats, cfg.trainer.channels_last)
+
+
+def train_step(model, criterion, optimizer, params, images, targets, cfg: DictConfig, bf16: bool):
+    """Forward, loss, backward, L1 gradient, clip, SGD step; returns the logits and the loss (on the device)."""
+    with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
+        logits = model(images)
+    loss = criterion(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.l1 > 0:
+        add_l1_gradient(params, cfg.optim.l1)
+    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip, foreach=True)
+    optimizer.step()
+    return logits, loss
+
+
+def batch_starts(n_train: int, batch_size: int) -> range:
+    """Where each batch of an epoch starts; a last batch of a single image is dropped (BatchNorm cannot
+    train on one sample)."""
+    n_used = n_train - 1 if n_train % batch_size == 1 else n_train
+    return range(0, n_used, batch_size)
+
+
+def train_epoch(model, criterion, optimizer, params, cfg: DictConfig, bf16: bool, x_train, y_noisy, y_clean,
+                is_corrupted, stats, generator: torch.Generator, max_steps: int | None = None) -> torch.Tensor:
+    """One pass over the training set in the order drawn from `generator`; returns the epoch's running sums
+    (loss, fit to the noisy labels, fit to the clean labels on the clean part, the same on the corrupted part,
+    fit to the noisy labels on the corrupted part), left on the device: nothing in the step waits for the host."""
+    model.train()
+    order = torch.randperm(len(y_noisy), device=y_noisy.device, generator=generator)
+    sums = torch.zeros(5, device=y_noisy.device)
+    for i in batch_starts(len(y_noisy), cfg.trainer.batch_size)[:max_steps]:
+        idx = order[i : i + cfg.trainer.batch_size]
+        images = training_batch(x_train, idx, generator, stats, cfg)
+        logits, loss = train_step(model, criterion, optimizer, params, images, y_noisy[idx], cfg, bf16)
+        with torch.no_grad():
+            pred, corrupted = logits.argmax(1), is_corrupted[idx]
+            fit_noisy, fit_clean = pred == y_noisy[idx], pred == y_clean[idx]
+            sums += torch.stack([loss.detach() * len(idx), fit_noisy.sum(), (fit_clean & ~corrupted).sum(),
+                                 (fit_clean & corrupted).sum(), (fit_noisy & corrupted).sum()]).float()
+    return sums
+
+
+def build_training(cfg: DictConfig, device: torch.device):
+    """Model, loss, SGD and the cosine schedule, all from the composed config. `step_model` is the model the
+    training step calls: the model itself, or its torch.compile'd version (sharing its parameters)."""
+    model = hydra.utils.instantiate(cfg.model).to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = hydra.utils.instantiate(cfg.loss)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
+    step_model = torch.compile(model) if cfg.trainer.compile else model
+    return model, step_model, criterion, optimizer, scheduler
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -192,20 +261,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             else np.arange(len(data.y_test)))  # a fixed test subset only for CPU-sized presets
     x_test, y_test = images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
     n_train, n_corrupted = len(y_noisy), int(is_corrupted.sum())
+    stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, device)
 
-    # Model, loss, optimiser: all from the composed config.
-    model = hydra.utils.instantiate(cfg.model).to(device)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = hydra.utils.instantiate(cfg.loss)
+    model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
+    params = list(model.parameters())
     if warning := amse_warning(cfg, criterion):
         log.warning(warning)
-    params = [p for p in model.parameters()]
-    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
     epochs = cfg.trainer.epochs
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0)
-    step_model = torch.compile(model) if cfg.trainer.compile else model
 
     history, start_epoch, wall_before = [], 0, 0.0
     if checkpoint_path.exists():
@@ -223,44 +285,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         progress = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=cfg.run_name,
                         disable=not cfg.trainer.progress, dynamic_ncols=True, file=sys.stderr)
         for epoch in progress:
-            model.train()
             epoch_start = time.perf_counter()
             generator = epoch_generator(cfg.seed, epoch, device)
-            order = torch.randperm(n_train, device=device, generator=generator)
-            # Running sums stay on the device: nothing in the step waits for the host.
-            sums = torch.zeros(5, device=device)  # loss, fit noisy, fit clean (clean part), clean (corrupted), memorised
-            for i in range(0, n_train, batch_size):
-                idx = order[i : i + batch_size]
-                if len(idx) < 2:  # BatchNorm cannot train on a single sample
-                    continue
-                images = normalize(augment(x_train[idx], generator, cfg.dataset.rotation), cfg.dataset.mean,
-                                   cfg.dataset.std, cfg.trainer.channels_last)
-                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                    logits = step_model(images)
-                loss = criterion(logits, y_noisy[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.l1 > 0:
-                    add_l1_gradient(params, cfg.optim.l1)
-                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip, foreach=True)
-                optimizer.step()
-                with torch.no_grad():
-                    pred, corrupted = logits.argmax(1), is_corrupted[idx]
-                    hit_clean = pred == y_clean[idx]
-                    sums += torch.stack([
-                        loss.detach() * len(idx),
-                        (pred == y_noisy[idx]).sum(),
-                        (hit_clean & ~corrupted).sum(),
-                        (hit_clean & corrupted).sum(),
-                        ((pred == y_noisy[idx]) & corrupted).sum(),
-                    ]).float()
+            sums = train_epoch(step_model, criterion, optimizer, params, cfg, bf16, x_train, y_noisy, y_clean,
+                               is_corrupted, stats, generator)
+            # Once per epoch: read the sums back (the only host-device sync of the epoch's training).
+            loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums.tolist()
             train_seconds = time.perf_counter() - epoch_start
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            test_correct = evaluate(model, x_test, y_test, cfg, bf16)
+            test_correct = evaluate(model, x_test, y_test, stats, cfg, bf16)
 
-            # Once per epoch: read the sums back, check them, record, checkpoint.
-            loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums.tolist()
+            # Check, record, checkpoint.
             if not math.isfinite(loss_sum):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}: lower optim.lr or check "
                                          f"the loss; the last good checkpoint is kept in {checkpoint_path}")
@@ -293,7 +329,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             images_per_second=float(np.mean([h["images_per_second"] for h in history])),
             device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             precision="bf16" if bf16 else "fp32", git_commit=git_commit(),
-            config=OmegaConf.to_container(cfg, resolve=True), history=history,
+            config=plain_config(cfg), history=history,
         )
         atomic_write_json(result_path, result)
         if wandb_run is not None:

@@ -1,0 +1,277 @@
+"""Tests for the Hydra configs: the protocol of PROTOCOL.md comes out of composition alone.
+
+`dataset=...` must bring model, epochs, lr, augmentation and the default L2; `loss=...` its
+hyperparameters, specialised per dataset by `optional dataset_loss: ${dataset}_${loss}`, which also
+switches the regularisation to L1 for losses with AMSE / NNCE / NNFL (PROTOCOL.md sections 1 and 2).
+
+Composing is slow (~0.15 s each), so every config is composed once and cached. The loss x dataset grid
+is composed in full; the noise option rotates over the grid so that every (dataset, noise) pair and
+three noises per loss are composed (the noise group shares no key with loss, model or optim).
+"""
+
+import functools
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from jal import losses
+from jal.models import CNN8, ResNet34
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+LOSS_NAMES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
+DATASETS = ["cifar10", "cifar100", "synthetic"]
+NOISES = ["none", "symmetric", "asymmetric", "instance", "human"]
+NOISE_TAGS = {"none": "clean", "symmetric": "symmetric_0.4", "asymmetric": "asymmetric_0.4",
+              "instance": "instance_0.4", "human": "human_worst"}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a busy machine (restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@functools.cache
+def compose_cfg(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", list(overrides), return_hydra_config=True)
+
+
+def grid_noise(loss, dataset):
+    return NOISES[(LOSS_NAMES.index(loss) + DATASETS.index(dataset)) % len(NOISES)]
+
+
+def grid_cfg(loss, dataset):
+    """The composed config of one loss x dataset cell of the grid (its noise rotates, see module doc)."""
+    return compose_cfg(f"loss={loss}", f"dataset={dataset}", f"noise={grid_noise(loss, dataset)}")
+
+
+def resolved(cfg, key):
+    """cfg.<key> with its interpolations resolved (no hydra: ones: see hydra_resolved)."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def hydra_resolved(cfg, *keys):
+    """cfg.<key> for each key, resolving hydra: interpolations too, as in a running app."""
+    HydraConfig.instance().set_config(cfg)
+    try:
+        return [resolved(cfg, key) for key in keys]
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+# ----------------------------------------------------------------------------- every option composes
+
+
+def test_grid_covers_every_dataset_noise_pair():
+    pairs = {(d, grid_noise(loss, d)) for loss in LOSS_NAMES for d in DATASETS}
+    assert pairs == {(d, n) for d in DATASETS for n in NOISES}
+    for loss in LOSS_NAMES:
+        assert len({grid_noise(loss, d) for d in DATASETS}) == 3
+    assert len(LOSS_NAMES) == 26
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_every_loss_composes_and_instantiates(loss_name, dataset):
+    cfg = grid_cfg(loss_name, dataset)
+    noise = grid_noise(loss_name, dataset)
+    k = NUM_CLASSES[dataset]
+    assert cfg.dataset.num_classes == k
+    assert cfg.noise.type == noise
+    run_name, tags = hydra_resolved(cfg, "run_name", "logger.tags")
+    assert run_name == f"{dataset}/{NOISE_TAGS[noise]}/{loss_name}/seed123"
+    assert tags == [dataset, noise, loss_name]
+
+    loss = hydra.utils.instantiate(cfg.loss)
+    assert isinstance(loss, torch.nn.Module) and isinstance(loss, losses.Loss)
+    assert loss.num_classes == k
+    if isinstance(loss, losses.ActivePassive):
+        assert loss.active.num_classes == k and loss.passive.num_classes == k
+    g = torch.Generator().manual_seed(0)
+    value = loss(torch.randn(4, k, generator=g), torch.randint(0, k, (4,), generator=g))
+    assert value.shape == () and torch.isfinite(value)
+
+
+def test_dataset_loss_files_name_existing_options():
+    """A misspelt <dataset>_<loss>.yaml would be skipped silently by the `optional` default."""
+    valid = {f"{d}_{loss}" for d in DATASETS for loss in LOSS_NAMES}
+    files = sorted(p.stem for p in (CONFIG_DIR / "dataset_loss").glob("*.yaml"))
+    assert files and set(files) <= valid, set(files) - valid
+
+
+# ----------------------------------------------------------------------------- hyperparameter table (section 2)
+
+C10, C100 = "cifar10", "cifar100"
+
+# single losses: class and attributes, the same on both datasets unless given per dataset
+SINGLES = {
+    "ce": ("CE", {}),
+    "fl": ("FL", {"gamma": 0.5}),
+    "nce": ("NCE", {}),
+    "nfl": ("NFL", {"gamma": 0.5}),
+    "mae": ("MAE", {"scale": 2.0}),
+    "mse": ("AMSE", {"a": 1.0}),
+    "gce": ("GCE", {"q": 0.7}),
+    "rce": ("RCE", {}),
+    "aul": ("AUL", {"a": 5.5, "q": 3.0}),
+    "agce": ("AGCE", {"a": 0.6, "q": 0.6}),
+    "ael": ("AEL", {"a": 2.5}),
+    "nnce": ("NNCE", {"min_prob": 1e-8}),
+    "nnfl": ("NNFL", {"gamma": 0.5, "min_prob": 1e-8}),
+    "amse": ("AMSE", {C10: {"a": 30.0}, C100: {"a": 20.0}}),
+}
+
+# combinations: active class + attrs, passive class, and per dataset (alpha, beta, passive attrs)
+COMBOS = {
+    "sce": ("CE", {}, "RCE", {C10: (0.1, 1.0, {}), C100: (6.0, 0.1, {})}),
+    "nce_rce": ("NCE", {}, "RCE", {C10: (1.0, 1.0, {}), C100: (10.0, 0.1, {})}),
+    "nfl_rce": ("NFL", {"gamma": 0.5}, "RCE", {C10: (1.0, 1.0, {}), C100: (10.0, 0.1, {})}),
+    "nce_mae": ("NCE", {}, "MAE", {C10: (1.0, 1.0, {"scale": 1.0}), C100: (10.0, 0.1, {"scale": 1.0})}),
+    "nfl_mae": ("NFL", {"gamma": 0.5}, "MAE", {C10: (1.0, 1.0, {"scale": 1.0}), C100: (10.0, 0.1, {"scale": 1.0})}),
+    "nce_agce": ("NCE", {}, "AGCE", {C10: (1.0, 4.0, {"a": 6.0, "q": 1.5}), C100: (10.0, 0.1, {"a": 1.8, "q": 3.0})}),
+    "nce_aul": ("NCE", {}, "AUL", {C10: (1.0, 4.0, {"a": 6.3, "q": 1.5}), C100: (10.0, 0.015, {"a": 6.0, "q": 3.0})}),
+    "nce_ael": ("NCE", {}, "AEL", {C10: (1.0, 4.0, {"a": 5.0}), C100: (10.0, 0.1, {"a": 1.5})}),
+    "anl_ce": ("NCE", {}, "NNCE", {C10: (5.0, 5.0, {"min_prob": 1e-8}), C100: (10.0, 1.0, {"min_prob": 1e-8})}),
+    "anl_fl": ("NFL", {"gamma": 0.5}, "NNFL",
+               {C10: (5.0, 5.0, {"gamma": 0.5, "min_prob": 1e-8}), C100: (10.0, 1.0, {"gamma": 0.5, "min_prob": 1e-8})}),
+    "jal_ce": ("NCE", {}, "AMSE", {C10: (1.0, 1.0, {"a": 30.0}), C100: (5.0, 1.0, {"a": 20.0})}),
+    "jal_fl": ("NFL", {"gamma": 0.5}, "AMSE", {C10: (1.0, 1.0, {"a": 30.0}), C100: (5.0, 1.0, {"a": 20.0})}),
+}
+
+
+def test_every_loss_option_has_expectations():
+    assert set(SINGLES) | set(COMBOS) == set(LOSS_NAMES)
+    assert not set(SINGLES) & set(COMBOS)
+
+
+def assert_module(module, class_name, attrs, where):
+    assert type(module) is getattr(losses, class_name), f"{where}: {type(module).__name__} != {class_name}"
+    for name, value in attrs.items():
+        assert getattr(module, name) == pytest.approx(value, rel=1e-12), f"{where}.{name}"
+
+
+@pytest.mark.parametrize("dataset", [C10, C100])
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_hyperparameters_come_from_composition(loss_name, dataset):
+    loss = hydra.utils.instantiate(grid_cfg(loss_name, dataset).loss)
+    where = f"{dataset}/{loss_name}"
+    if loss_name in SINGLES:
+        class_name, attrs = SINGLES[loss_name]
+        attrs = attrs.get(dataset, attrs) if C10 in attrs else attrs
+        assert_module(loss, class_name, attrs, where)
+    else:
+        active_cls, active_attrs, passive_cls, per_dataset = COMBOS[loss_name]
+        alpha, beta, passive_attrs = per_dataset[dataset]
+        assert type(loss) is losses.ActivePassive, where
+        assert (loss.alpha, loss.beta) == (pytest.approx(alpha, rel=1e-12), pytest.approx(beta, rel=1e-12)), where
+        assert_module(loss.active, active_cls, active_attrs, where + ".active")
+        assert_module(loss.passive, passive_cls, passive_attrs, where + ".passive")
+
+
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_synthetic_takes_the_cifar10_hyperparameters(loss_name):
+    """No specialisation for synthetic: its losses are the loss configs' defaults, which are CIFAR-10's."""
+    syn = OmegaConf.to_container(grid_cfg(loss_name, "synthetic").loss, resolve=True)
+    c10 = OmegaConf.to_container(grid_cfg(loss_name, C10).loss, resolve=True)
+    assert syn == c10
+
+
+def test_cifar100_specialisation_changes_the_loss_value():
+    """Behaviour, not just attributes: JAL-CE on CIFAR-100 is 5 NCE + AMSE(20), not NCE + AMSE(30)."""
+    loss = hydra.utils.instantiate(grid_cfg("jal_ce", C100).loss)
+    g = torch.Generator().manual_seed(1)
+    z, y = torch.randn(6, 100, generator=g), torch.randint(0, 100, (6,), generator=g)
+    expected = 5.0 * losses.NCE(100)(z, y) + losses.AMSE(100, a=20.0)(z, y)
+    torch.testing.assert_close(loss(z, y), expected)
+
+
+# ----------------------------------------------------------------------------- regularisation rule (section 1)
+
+L1_LOSSES = {
+    "jal_ce": (5e-5, 5e-6), "jal_fl": (5e-5, 5e-6), "amse": (5e-5, 5e-6),  # losses with AMSE
+    "anl_ce": (5e-5, 5e-7), "anl_fl": (5e-5, 5e-7), "nnce": (5e-5, 5e-7), "nnfl": (5e-5, 5e-7),  # NNCE / NNFL
+}
+L2 = {C10: 1e-4, C100: 1e-5}
+
+
+@pytest.mark.parametrize("dataset", [C10, C100])
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_regularisation_rule(loss_name, dataset):
+    cfg = grid_cfg(loss_name, dataset)
+    l1, weight_decay = resolved(cfg, "optim.l1"), resolved(cfg, "optim.weight_decay")
+    if loss_name in L1_LOSSES:
+        expected_l1 = L1_LOSSES[loss_name][0 if dataset == C10 else 1]
+        assert l1 == pytest.approx(expected_l1, rel=1e-12) and weight_decay == 0.0, (loss_name, l1, weight_decay)
+    else:
+        assert l1 == 0.0 and weight_decay == pytest.approx(L2[dataset], rel=1e-12), (loss_name, l1, weight_decay)
+
+
+# ----------------------------------------------------------------------------- dataset protocol (section 1)
+
+PROTOCOL = {
+    C10: {"model": CNN8, "epochs": 120, "lr": 0.01, "rotation": 0.0,
+          "mean": [0.49139968, 0.48215827, 0.44653124], "std": [0.24703233, 0.24348505, 0.26158768]},
+    C100: {"model": ResNet34, "epochs": 200, "lr": 0.1, "rotation": 20.0,
+           "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
+}
+
+
+@pytest.mark.parametrize("dataset", [C10, C100])
+def test_dataset_brings_its_protocol(dataset):
+    cfg = grid_cfg("ce", dataset)
+    want = PROTOCOL[dataset]
+    assert resolved(cfg, "model._target_").endswith(want["model"].__name__)
+    assert hydra.utils.get_class(cfg.model._target_) is want["model"]
+    assert resolved(cfg, "model.num_classes") == NUM_CLASSES[dataset]
+    assert resolved(cfg, "trainer.epochs") == want["epochs"]
+    assert resolved(cfg, "optim.lr") == pytest.approx(want["lr"])
+    assert resolved(cfg, "dataset.rotation") == pytest.approx(want["rotation"])
+    assert resolved(cfg, "dataset.mean") == pytest.approx(want["mean"], rel=1e-9)
+    assert resolved(cfg, "dataset.std") == pytest.approx(want["std"], rel=1e-9)
+    # shared by both datasets
+    assert resolved(cfg, "trainer.batch_size") == 128
+    assert resolved(cfg, "trainer.eval_batch_size") == 256
+    assert resolved(cfg, "optim.momentum") == pytest.approx(0.9)
+    assert resolved(cfg, "optim.grad_clip") == pytest.approx(5.0)
+
+
+def test_model_override_beats_the_dataset_default():
+    cfg = compose_cfg("dataset=cifar100", "model=cnn8")
+    assert hydra.utils.get_class(cfg.model._target_) is CNN8
+    assert resolved(cfg, "model.num_classes") == 100
+    assert resolved(cfg, "trainer.epochs") == 200  # the rest of the dataset's protocol stays
+    cfg = compose_cfg("dataset=cifar10", "model=resnet34")
+    assert hydra.utils.get_class(cfg.model._target_) is ResNet34
+    assert resolved(cfg, "model.num_classes") == 10
+
+
+# ----------------------------------------------------------------------------- command line beats specialisation
+
+
+def test_command_line_beats_the_specialisation():
+    cfg = compose_cfg("loss=jal_ce", "dataset=cifar100", "loss.passive.a=12", "loss.alpha=3")
+    loss = hydra.utils.instantiate(cfg.loss)
+    assert loss.passive.a == 12 and loss.alpha == 3
+    assert loss.beta == 1.0  # untouched specialisation values stay
+    assert resolved(cfg, "optim.l1") == pytest.approx(5e-6)
+
+    cfg = compose_cfg("loss=jal_ce", "dataset=cifar100", "optim.l1=1e-3", "optim.weight_decay=2e-4")
+    assert resolved(cfg, "optim.l1") == pytest.approx(1e-3)
+    assert resolved(cfg, "optim.weight_decay") == pytest.approx(2e-4)
+    assert hydra.utils.instantiate(cfg.loss).passive.a == 20.0
+
+    cfg = compose_cfg("loss=nce_aul", "dataset=cifar100", "loss.passive.q=2.5")
+    loss = hydra.utils.instantiate(cfg.loss)
+    assert loss.passive.q == 2.5 and loss.passive.a == 6.0 and loss.beta == pytest.approx(0.015)
+

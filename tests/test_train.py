@@ -1,0 +1,256 @@
+"""The training entrypoint: records, resume, skip, W&B, non-finite losses, one-line errors, augmentation."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, compose_train, shared_data_dir
+from jal import data as jal_data
+from jal import train as jal_train
+
+RESULT_KEYS = {"dataset", "model", "loss", "noise_type", "noise_rate", "seed", "epochs", "last_test_acc",
+               "best_test_acc", "realised_noise_rate", "wall_seconds", "images_per_second", "device", "precision",
+               "git_commit", "history", "status", "config"}
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc_noisy", "train_acc_clean_subset", "train_acc_corrupted_subset",
+              "train_memorised", "test_acc", "lr", "images_per_second"}
+
+
+def run_dir_of(cfg) -> Path:
+    return Path(cfg.out_root) / cfg.run_name
+
+
+def test_two_epoch_run_writes_a_complete_record(synthetic_run):
+    cfg = synthetic_run("loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "seed=7")
+    result = jal_train.train(cfg, run_dir_of(cfg))
+    on_disk = json.loads((run_dir_of(cfg) / "result.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    assert RESULT_KEYS <= set(result)
+    assert (result["dataset"], result["model"], result["loss"], result["noise_type"]) == (
+        "synthetic", "cnn8", "jal_ce", "symmetric")
+    assert result["noise_rate"] == 0.4 and result["seed"] == 7 and result["epochs"] == 2
+    assert len(result["history"]) == 2 and all(EPOCH_KEYS <= set(h) for h in result["history"])
+    assert result["last_test_acc"] == result["history"][-1]["test_acc"]
+    assert result["best_test_acc"] == max(h["test_acc"] for h in result["history"])
+    # exact sampling: 9 * int(0.4 / 9 * n_i) flips per class i, and the record says what the labels hold
+    labels = np.load(run_dir_of(cfg) / "labels.npz")
+    expected_flips = sum(9 * int(0.4 / 9 * n) for n in np.bincount(labels["clean"], minlength=10))
+    assert np.sum(labels["noisy"] != labels["clean"]) == expected_flips
+    assert result["realised_noise_rate"] == pytest.approx(expected_flips / len(labels["clean"]))
+    # cosine schedule stepped per epoch: lr 0.01 in epoch 1, 0.005 in epoch 2 of 2
+    assert [h["lr"] for h in result["history"]] == pytest.approx([0.01, 0.005])
+    # the JAL-CE run trains with L1 and no L2 (PROTOCOL.md section 1)
+    assert result["config"]["optim"]["l1"] == 5e-5 and result["config"]["optim"]["weight_decay"] == 0.0
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch):
+    overrides = ("loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "trainer.epochs=3")
+    cfg = synthetic_run(*overrides)
+    uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
+
+    save = jal_train.atomic_torch_save
+
+    def save_then_die(path, obj):  # the process is killed right after its first checkpoint
+        save(path, obj)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jal_train, "atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        jal_train.train(cfg, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(jal_train, "atomic_torch_save", save)
+    resumed = jal_train.train(cfg, tmp_path / "resumed")
+
+    def deterministic(history):
+        return [{k: v for k, v in h.items() if k not in ("images_per_second", "seconds")} for h in history]
+
+    assert deterministic(resumed["history"]) == deterministic(uninterrupted["history"])
+    final = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["model"]
+             for d in ("uninterrupted", "resumed")]
+    for name in final[0]:
+        torch.testing.assert_close(final[0][name], final[1][name], rtol=0, atol=0)
+
+
+def test_finished_run_is_skipped(synthetic_run, monkeypatch):
+    cfg = synthetic_run("trainer.epochs=1")
+    first = jal_train.train(cfg, run_dir_of(cfg))
+    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("a finished run must not train"))
+    assert jal_train.train(cfg, run_dir_of(cfg)) == first
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run, monkeypatch):
+    cfg = synthetic_run("trainer.epochs=3")
+    calls = {"n": 0}
+    real = jal_train.train_epoch
+
+    def second_epoch_diverges(*args, **kwargs):
+        calls["n"] += 1
+        sums = real(*args, **kwargs)
+        return sums * float("nan") if calls["n"] == 2 else sums
+
+    monkeypatch.setattr(jal_train, "train_epoch", second_epoch_diverges)
+    with pytest.raises(FloatingPointError, match="non-finite training loss at epoch 2"):
+        jal_train.train(cfg, run_dir_of(cfg))
+    state = torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and np.isfinite(state["history"][0]["train_loss"])
+    assert not (run_dir_of(cfg) / "result.json").exists()
+
+
+def read_wandb_history(path: Path) -> list[dict]:
+    """The history rows of an offline .wandb file (LevelDB-style log of protobuf records, 32 KiB blocks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw, rows, pending = path.read_bytes(), [], b""
+    pos = 7  # file header: ":W&B", a 2-byte magic and a version byte
+    while pos + 7 <= len(raw):
+        if (pos % 32768) + 7 > 32768:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        if length == 0 and kind == 0:
+            break
+        pending += raw[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
+
+
+def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = synthetic_run("logger=wandb", "trainer.epochs=2")
+    result = jal_train.train(cfg, run_dir_of(cfg))
+    files = list(run_dir_of(cfg).glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    rows = read_wandb_history(files[0])
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
+    assert all(EPOCH_KEYS <= set(r) for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
+    (["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, synthetic"),
+    (["dataset=synthetic", "noise=symmetric", "noise.rate=1.5"], "noise.rate=1.5 is outside [0, 1)"),
+    (["dataset=synthetic", "noise=human"], "no human label set 'worst' for dataset synthetic"),
+    (["dataset=cifar100", "noise=human", "noise.labels=worst"], "valid noise.labels (cifar10: aggre|worst"),
+    (["dataset=cifar10", "data_dir=/nonexistent"], "put cifar10.npz (x_train, y_train, x_test, y_test) in"),
+])
+def test_bad_overrides_fail_with_one_line(args, message, tmp_path):
+    env = dict(os.environ, JAL_DATA_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "jal.train", "logger=none", f"out_root={tmp_path}", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# Augmentation on the device
+
+
+def test_random_crop_is_a_shift_of_at_most_four_pixels_with_zero_padding():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)  # no zeros in the images
+    out = jal_data.random_crop(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(len(x)):
+        matches = [(dy, dx) for dy in range(9) for dx in range(9)
+                   if torch.equal(padded[i, :, dy : dy + 32, dx : dx + 32], out[i])]
+        assert len(matches) == 1
+        dy, dx = matches[0]
+        # every pixel that came from outside the image is zero, every other is the image's
+        outside = torch.zeros(40, 40, dtype=torch.bool)
+        outside[:4], outside[36:], outside[:, :4], outside[:, 36:] = True, True, True, True
+        window = outside[dy : dy + 32, dx : dx + 32]
+        assert (out[i][:, window] == 0).all() and (out[i][:, ~window] > 0).all()
+    offsets = {tuple(torch.nonzero(out[i, 0] > 0).min(0).values.tolist()) for i in range(len(x))}
+    assert len(offsets) > 10  # the offsets really vary
+
+
+def test_random_flip_mirrors_about_half_the_images():
+    x = torch.randint(0, 256, (400, 3, 32, 32), dtype=torch.uint8)
+    out = jal_data.random_flip(x, torch.Generator().manual_seed(0))
+    flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
+    assert (flipped | kept).all() and 150 < int(flipped.sum()) < 250
+
+
+def test_random_rotation_preserves_the_centre_and_fills_zeros():
+    x = torch.randint(1, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    out = jal_data.random_rotation(x, 20.0, torch.Generator().manual_seed(0))
+    # rotation about the image centre: the four central pixels map onto the four central pixels
+    centre = slice(15, 17)
+    assert torch.equal(out[:, :, centre, centre].sort(-1).values.sort(-2).values.flatten(1).sort(1).values,
+                       x[:, :, centre, centre].float().flatten(1).sort(1).values)
+    corner_zero = (out[:, :, 0, 0] == 0).float().mean()
+    assert corner_zero > 0.8  # a rotated corner samples outside the image: zero fill
+    same = jal_data.random_rotation(x, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(same, x.float())  # angle 0 is the identity
+
+
+def test_augmentation_is_a_function_of_seed_and_epoch():
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    a = jal_data.augment(x, jal_data.epoch_generator(123, 4, torch.device("cpu")), rotation=20)
+    b = jal_data.augment(x, jal_data.epoch_generator(123, 4, torch.device("cpu")), rotation=20)
+    c = jal_data.augment(x, jal_data.epoch_generator(123, 5, torch.device("cpu")), rotation=20)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_balanced_subset_takes_equal_classes_deterministically():
+    labels = np.repeat(np.arange(10), 50)
+    idx = jal_data.balanced_subset(labels, 200, 10, seed=3)
+    assert np.bincount(labels[idx]).tolist() == [20] * 10 and len(set(idx)) == 200
+    assert np.array_equal(idx, jal_data.balanced_subset(labels, 200, 10, seed=3))
+    assert not np.array_equal(idx, jal_data.balanced_subset(labels, 200, 10, seed=4))
+
+
+def test_l1_gradient_equals_the_gradient_of_the_penalty_in_the_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    (loss + 5e-5 * sum(p.abs().sum() for p in model.parameters())).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    jal_train.add_l1_gradient(list(model.parameters()), 5e-5)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real data (skipped without ../shared/data)
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data/cifar10.npz")
+def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
+    data_dir = shared_data_dir()
+    cfg = compose_train(["dataset=cifar10", "noise=human", "noise.labels=worst", "logger=none", "dataset.subset=100",
+                         f"data_dir={data_dir}", f"out_root={tmp_path}"])
+    data = jal_data.load_dataset("cifar10", data_dir)
+    assert np.bincount(data.y_train).tolist() == [5000] * 10 and np.bincount(data.y_test).tolist() == [1000] * 10
+    noisy = jal_train.make_labels(cfg, data, np.arange(len(data.y_train)))
+    assert np.mean(noisy != data.y_train) == pytest.approx(0.4021, abs=5e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data/cifar10.npz")
+def test_real_cifar10_subset_learns_well_above_chance(tmp_path):
+    cfg = compose_train(["dataset=cifar10", "dataset.subset=2000", "trainer.epochs=3", "logger=none",
+                         "trainer.progress=false", f"data_dir={shared_data_dir()}", f"out_root={tmp_path}"])
+    result = jal_train.train(cfg, tmp_path / "run")
+    assert result["last_test_acc"] > 30  # chance is 10%
