@@ -366,7 +366,7 @@ def check_overrides(argv: list[str]) -> None:
                 sys.exit(f"error: unknown {group} {option!r}; choose one of: {', '.join(choices)}")
 
 
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
         result = train(cfg, HydraConfig.get().runtime.output_dir)
@@ -377,4 +377,8 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     check_overrides(sys.argv[1:])
-    main()
+    # Call main from the importable module jal.train, not from __main__: cluster launchers (submitit) pickle
+    # the task function, which then travels by reference instead of dragging this whole module along.
+    from jal.train import main as importable_main
+
+    importable_main()

@@ -103,10 +103,13 @@ def test_every_loss_composes_and_instantiates(loss_name, dataset):
     assert value.shape == () and torch.isfinite(value)
 
 
-def test_dataset_loss_files_name_existing_options():
-    """A misspelt <dataset>_<loss>.yaml would be skipped silently by the `optional` default."""
-    valid = {f"{d}_{loss}" for d in DATASETS for loss in LOSS_NAMES}
-    files = sorted(p.stem for p in (CONFIG_DIR / "dataset_loss").glob("*.yaml"))
+@pytest.mark.parametrize("group", ["dataset_loss", "regularization"])
+def test_optional_group_files_name_existing_options(group):
+    """A misspelt <dataset>_<loss>.yaml (or <loss>.yaml) would be skipped silently by an `optional` default."""
+    if not (CONFIG_DIR / group).is_dir():
+        pytest.skip(f"no configs/{group}")
+    valid = {f"{d}_{loss}" for d in DATASETS for loss in LOSS_NAMES} | set(LOSS_NAMES)
+    files = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
     assert files and set(files) <= valid, set(files) - valid
 
 
@@ -202,16 +205,16 @@ L1_LOSSES = {
     "jal_ce": (5e-5, 5e-6), "jal_fl": (5e-5, 5e-6), "amse": (5e-5, 5e-6),  # losses with AMSE
     "anl_ce": (5e-5, 5e-7), "anl_fl": (5e-5, 5e-7), "nnce": (5e-5, 5e-7), "nnfl": (5e-5, 5e-7),  # NNCE / NNFL
 }
-L2 = {C10: 1e-4, C100: 1e-5}
+L2 = {C10: 1e-4, C100: 1e-5, "synthetic": 1e-4}
 
 
-@pytest.mark.parametrize("dataset", [C10, C100])
+@pytest.mark.parametrize("dataset", [C10, C100, "synthetic"])  # synthetic follows CIFAR-10
 @pytest.mark.parametrize("loss_name", LOSS_NAMES)
 def test_regularisation_rule(loss_name, dataset):
     cfg = grid_cfg(loss_name, dataset)
     l1, weight_decay = resolved(cfg, "optim.l1"), resolved(cfg, "optim.weight_decay")
     if loss_name in L1_LOSSES:
-        expected_l1 = L1_LOSSES[loss_name][0 if dataset == C10 else 1]
+        expected_l1 = L1_LOSSES[loss_name][1 if dataset == C100 else 0]
         assert l1 == pytest.approx(expected_l1, rel=1e-12) and weight_decay == 0.0, (loss_name, l1, weight_decay)
     else:
         assert l1 == 0.0 and weight_decay == pytest.approx(L2[dataset], rel=1e-12), (loss_name, l1, weight_decay)
