@@ -41,10 +41,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from jal.data import ImageData, channel_stats, epoch_generator, images_to_device, load_dataset, synthetic_dataset
+from jal.data import (
+    ImageData,
+    channel_stats,
+    epoch_generator,
+    images_to_device,
+    load_dataset,
+    synthetic_dataset,
+)
 from jal.train import (
     CONFIG_DIR,
-    add_l1_gradient,
     atomic_write_json,
     batch_starts,
     build_training,

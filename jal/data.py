@@ -151,7 +151,7 @@ def augment(x: Tensor, generator: torch.Generator, rotation: float = 0.0) -> Ten
 def channel_stats(mean, std, device: torch.device) -> tuple[Tensor, Tensor]:
     """The dataset's per-channel mean and std (0-1 units) as (1, C, 1, 1) tensors in 0-255 units on the device.
     Made once per run: building them per batch would copy from the host, and so sync, every step."""
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255  # noqa: E731
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
     return as_tensor(mean), as_tensor(std)
 
 

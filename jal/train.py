@@ -28,8 +28,17 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from jal import noise as label_noise
-from jal.data import ImageData, atomic_save_npz, augment, balanced_subset, epoch_generator, images_to_device
-from jal.data import channel_stats, load_dataset, normalize
+from jal.data import (
+    ImageData,
+    atomic_save_npz,
+    augment,
+    balanced_subset,
+    channel_stats,
+    epoch_generator,
+    images_to_device,
+    load_dataset,
+    normalize,
+)
 from jal.losses import AMSE
 from jal.theory import check_amse_a
 
@@ -66,12 +75,11 @@ def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndar
     if kind in ("symmetric", "asymmetric"):
         return label_noise.make_noisy_labels(clean, kind, cfg.noise.rate, k, seed, sampling=cfg.noise.sampling)
     if kind == "instance":
-        path = Path(cfg.data_dir) / f"{cfg.dataset.name}_idn_labels.npz"
-        if cfg.noise.generate or cfg.dataset.name == "synthetic" or not path.exists() and cfg.noise.rate not in (
-            0.2, 0.4, 0.6
-        ):
+        precomputed = cfg.dataset.name != "synthetic" and cfg.noise.rate in (0.2, 0.4, 0.6)
+        if cfg.noise.generate or not precomputed:  # the seeded generator the precomputed sets come from
             features = data.x_train[subset].reshape(len(subset), -1).astype(np.float32) / 255
             return label_noise.generate_instance_labels(features, clean, cfg.noise.rate, k, seed)
+        path = Path(cfg.data_dir) / f"{cfg.dataset.name}_idn_labels.npz"
         return label_noise.load_instance_labels(path, cfg.noise.rate)[subset]
     if kind == "human":
         path = Path(cfg.data_dir) / f"{cfg.dataset.name}n_labels.npz"
@@ -278,10 +286,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_seconds"]
         log.info("resuming %s from epoch %d", run_dir, start_epoch)
 
+    choices = HydraConfig.get().runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
+    cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
+                noise_rate=float(cfg.noise.rate or summary["rate"]), noise_labels=cfg.noise.get("labels"),
+                seed=cfg.seed)  # what the tables group by
     wandb_run = start_wandb(cfg, run_dir)
     started = time.perf_counter()
     try:
-        batch_size = cfg.trainer.batch_size
         progress = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=cfg.run_name,
                         disable=not cfg.trainer.progress, dynamic_ncols=True, file=sys.stderr)
         for epoch in progress:
@@ -300,7 +311,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if not math.isfinite(loss_sum):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}: lower optim.lr or check "
                                          f"the loss; the last good checkpoint is kept in {checkpoint_path}")
-            pct = lambda a, b: 100.0 * a / b if b else None  # noqa: E731  (None: an empty subset, e.g. no noise)
+            pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)
             record = dict(
                 epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
                 train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
@@ -319,11 +330,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
         test_accs = [h["test_acc"] for h in history]
         result = dict(
-            status="finished", dataset=cfg.dataset.name, model=HydraConfig.get().runtime.choices.model
-            if HydraConfig.initialized() else cfg.model._target_.rsplit(".", 1)[-1].lower(),
-            loss=cfg_loss_name(cfg), noise_type=cfg.noise.type, noise_rate=float(cfg.noise.rate or summary["rate"]),
-            noise_labels=cfg.noise.get("labels"), seed=cfg.seed, epochs=epochs, subset=cfg.dataset.subset,
-            last_test_acc=test_accs[-1], best_test_acc=max(test_accs), realised_noise_rate=summary["rate"],
+            status="finished", **cell, epochs=epochs, subset=cfg.dataset.subset, last_test_acc=test_accs[-1],
+            best_test_acc=max(test_accs), realised_noise_rate=summary["rate"],
             noise_transition=np.asarray(summary["transition"]).round(4).tolist(),
             wall_seconds=wall_before + time.perf_counter() - started,
             images_per_second=float(np.mean([h["images_per_second"] for h in history])),
@@ -336,17 +344,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             wandb_run.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
             wandb_run.finish()
         return result
-    except BaseException:
+    except BaseException as err:
+        if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
+            atomic_write_json(result_path, dict(status="failed", error=f"{type(err).__name__}: {err}", **cell))
         if wandb_run is not None:
             wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
         raise
-
-
-def cfg_loss_name(cfg: DictConfig) -> str:
-    """The loss's config name (jal_ce, ...): Hydra's choice when run through Hydra, else from run_name."""
-    if HydraConfig.initialized():
-        return HydraConfig.get().runtime.choices.loss
-    return cfg.get("loss_name") or cfg.run_name.split("/")[2]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -370,7 +373,7 @@ def check_overrides(argv: list[str]) -> None:
 def main(cfg: DictConfig) -> float:
     try:
         result = train(cfg, HydraConfig.get().runtime.output_dir)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # wrong settings or missing files: one line, no traceback
         raise SystemExit(f"error: {err}") from None
     return result["last_test_acc"]
 

@@ -26,8 +26,13 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LOSS_NAMES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
 DATASETS = ["cifar10", "cifar100", "synthetic"]
 NOISES = ["none", "symmetric", "asymmetric", "instance", "human"]
-NOISE_TAGS = {"none": "clean", "symmetric": "symmetric_0.4", "asymmetric": "asymmetric_0.4",
-              "instance": "instance_0.4", "human": "human_worst"}
+NOISE_TAGS = {
+    "none": "clean",
+    "symmetric": "symmetric_0.4",
+    "asymmetric": "asymmetric_0.4",
+    "instance": "instance_0.4",
+    "human": "human_worst",
+}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 
@@ -146,8 +151,12 @@ COMBOS = {
     "nce_aul": ("NCE", {}, "AUL", {C10: (1.0, 4.0, {"a": 6.3, "q": 1.5}), C100: (10.0, 0.015, {"a": 6.0, "q": 3.0})}),
     "nce_ael": ("NCE", {}, "AEL", {C10: (1.0, 4.0, {"a": 5.0}), C100: (10.0, 0.1, {"a": 1.5})}),
     "anl_ce": ("NCE", {}, "NNCE", {C10: (5.0, 5.0, {"min_prob": 1e-8}), C100: (10.0, 1.0, {"min_prob": 1e-8})}),
-    "anl_fl": ("NFL", {"gamma": 0.5}, "NNFL",
-               {C10: (5.0, 5.0, {"gamma": 0.5, "min_prob": 1e-8}), C100: (10.0, 1.0, {"gamma": 0.5, "min_prob": 1e-8})}),
+    "anl_fl": (
+        "NFL",
+        {"gamma": 0.5},
+        "NNFL",
+        {C10: (5.0, 5.0, {"gamma": 0.5, "min_prob": 1e-8}), C100: (10.0, 1.0, {"gamma": 0.5, "min_prob": 1e-8})},
+    ),
     "jal_ce": ("NCE", {}, "AMSE", {C10: (1.0, 1.0, {"a": 30.0}), C100: (5.0, 1.0, {"a": 20.0})}),
     "jal_fl": ("NFL", {"gamma": 0.5}, "AMSE", {C10: (1.0, 1.0, {"a": 30.0}), C100: (5.0, 1.0, {"a": 20.0})}),
 }
@@ -202,8 +211,13 @@ def test_cifar100_specialisation_changes_the_loss_value():
 # ----------------------------------------------------------------------------- regularisation rule (section 1)
 
 L1_LOSSES = {
-    "jal_ce": (5e-5, 5e-6), "jal_fl": (5e-5, 5e-6), "amse": (5e-5, 5e-6),  # losses with AMSE
-    "anl_ce": (5e-5, 5e-7), "anl_fl": (5e-5, 5e-7), "nnce": (5e-5, 5e-7), "nnfl": (5e-5, 5e-7),  # NNCE / NNFL
+    "jal_ce": (5e-5, 5e-6),
+    "jal_fl": (5e-5, 5e-6),
+    "amse": (5e-5, 5e-6),  # losses with AMSE
+    "anl_ce": (5e-5, 5e-7),
+    "anl_fl": (5e-5, 5e-7),
+    "nnce": (5e-5, 5e-7),
+    "nnfl": (5e-5, 5e-7),  # NNCE / NNFL
 }
 L2 = {C10: 1e-4, C100: 1e-5, "synthetic": 1e-4}
 
@@ -223,10 +237,22 @@ def test_regularisation_rule(loss_name, dataset):
 # ----------------------------------------------------------------------------- dataset protocol (section 1)
 
 PROTOCOL = {
-    C10: {"model": CNN8, "epochs": 120, "lr": 0.01, "rotation": 0.0,
-          "mean": [0.49139968, 0.48215827, 0.44653124], "std": [0.24703233, 0.24348505, 0.26158768]},
-    C100: {"model": ResNet34, "epochs": 200, "lr": 0.1, "rotation": 20.0,
-           "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
+    C10: {
+        "model": CNN8,
+        "epochs": 120,
+        "lr": 0.01,
+        "rotation": 0.0,
+        "mean": [0.49139968, 0.48215827, 0.44653124],
+        "std": [0.24703233, 0.24348505, 0.26158768],
+    },
+    C100: {
+        "model": ResNet34,
+        "epochs": 200,
+        "lr": 0.1,
+        "rotation": 20.0,
+        "mean": [0.5071, 0.4865, 0.4409],
+        "std": [0.2673, 0.2564, 0.2762],
+    },
 }
 
 
@@ -277,4 +303,3 @@ def test_command_line_beats_the_specialisation():
     cfg = compose_cfg("loss=nce_aul", "dataset=cifar100", "loss.passive.q=2.5")
     loss = hydra.utils.instantiate(cfg.loss)
     assert loss.passive.q == 2.5 and loss.passive.a == 6.0 and loss.beta == pytest.approx(0.015)
-

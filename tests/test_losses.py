@@ -17,7 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_configs import LOSS_NAMES, grid_cfg
+from test_configs import LOSS_NAMES, grid_cfg  # tests/ is on sys.path: one shared compose cache
 
 from jal.losses import (
     AEL,
@@ -149,8 +149,13 @@ def test_hand_values_on_uniform_logits():
     }
     assert expected["MSE"] == pytest.approx(2 / 9)
     for name, value in expected.items():
-        torch.testing.assert_close(build(name, 3)(z, y), torch.tensor(value, dtype=torch.float32), rtol=1e-5,
-                                   atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            build(name, 3)(z, y),
+            torch.tensor(value, dtype=torch.float32),
+            rtol=1e-5,
+            atol=1e-6,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
 
 
 # ----------------------------------------------------------------------------- reference-style torch formulations
@@ -389,8 +394,9 @@ def test_jal_ce_and_nce_mae_by_hand():
     jal = ActivePassive(NCE(3), AMSE(3, a=20.0), alpha=5.0, beta=1.0)
     torch.testing.assert_close(jal.per_sample(z, y).double(), torch.tensor(5 * f["NCE"] + amse20), rtol=1e-5, atol=1e-6)
     nce_mae = ActivePassive(NCE(3), MAE(3, scale=1.0), alpha=10.0, beta=0.1)
-    torch.testing.assert_close(nce_mae.per_sample(z, y).double(), torch.tensor(10 * f["NCE"] + 0.1 * (1 - p_y)),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        nce_mae.per_sample(z, y).double(), torch.tensor(10 * f["NCE"] + 0.1 * (1 - p_y)), rtol=1e-5, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- every config in configs/loss

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, compose_train, shared_data_dir
+
 from jal import data as jal_data
 from jal import train as jal_train
 
@@ -100,7 +100,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run,
         jal_train.train(cfg, run_dir_of(cfg))
     state = torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and np.isfinite(state["history"][0]["train_loss"])
-    assert not (run_dir_of(cfg) / "result.json").exists()
+    record = json.loads((run_dir_of(cfg) / "result.json").read_text())  # a record the tables flag as failed
+    assert record["status"] == "failed" and "non-finite" in record["error"] and record["loss"] == "ce"
 
 
 def read_wandb_history(path: Path) -> list[dict]:
