@@ -99,18 +99,20 @@ def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
 # Small utilities: atomic files, the git commit, W&B
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
+def atomic_save(path: Path, save, suffix: str) -> None:
+    """save(tmp_path) beside `path`, then rename: a crash mid-write never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
+    os.close(fd)
+    save(tmp)
     os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_save(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)), ".json")
 
 
 def atomic_torch_save(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_save(path, lambda tmp: torch.save(obj, tmp), ".pt")
 
 
 def plain_config(cfg: DictConfig) -> dict:
