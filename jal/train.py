@@ -250,6 +250,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             log.info("%s is finished already: skipping", run_dir)
             return result
     check_config(cfg)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
 
@@ -307,7 +309,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             train_seconds = time.perf_counter() - epoch_start
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            test_correct = evaluate(model, x_test, y_test, stats, cfg, bf16)
+            evaluated = (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs  # the last always
+            test_correct = evaluate(model, x_test, y_test, stats, cfg, bf16) if evaluated else None
 
             # Check, record, checkpoint.
             if not math.isfinite(loss_sum):
@@ -318,11 +321,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
                 train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
                 train_acc_corrupted_subset=pct(clean_corrupted, n_corrupted),
-                train_memorised=pct(memorised, n_corrupted), test_acc=pct(int(test_correct), len(y_test)),
+                train_memorised=pct(memorised, n_corrupted),
+                test_acc=pct(int(test_correct), len(y_test)) if evaluated else None,
                 lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
             )
             history.append(record)
-            progress.set_postfix(test_acc=f"{record['test_acc']:.2f}", img_s=f"{record['images_per_second']:.0f}")
+            progress.set_postfix(test_acc=record["test_acc"], img_s=f"{record['images_per_second']:.0f}")
             if wandb_run is not None:
                 wandb_run.log(record, step=epoch + 1)
             atomic_torch_save(checkpoint_path, dict(
@@ -330,7 +334,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 history=history, epoch=epoch + 1, wall_seconds=wall_before + time.perf_counter() - started,
             ))
 
-        test_accs = [h["test_acc"] for h in history]
+        test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
         result = dict(
             status="finished", **cell, epochs=epochs, subset=cfg.dataset.subset, last_test_acc=test_accs[-1],
             best_test_acc=max(test_accs), realised_noise_rate=summary["rate"],
