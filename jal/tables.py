@@ -329,18 +329,20 @@ def render_fidelity(score):
         return f"{count}/{of}" if of else "n/a"
 
     t = score["table"]
+    ranked = f"{t['ranked_columns']} column{'s' * (t['ranked_columns'] != 1)}"
     lines = ["## Fidelity to the published figures", ""]
     if not score["columns"]:
         return "\n".join(lines + ["No cell has a published figure: no fidelity score.", ""])
     lines += [
         (f"Whole table: {t['compared']} of {t['published']} cells with a published figure have ours, in "
-         f"{t['columns']} columns. Kendall's τ {number(t['tau'])} (over {t['ranked_columns']} columns); "
+         f"{t['columns']} columns. Kendall's τ {number(t['tau'])} (over the {ranked} with a τ); "
          f"within 1 pp: {share(t['within_1pp'], t['compared'])}; within 2 published std: "
          f"{share(t['within_2std'], t['with_std'])}; mean |ours − published| "
          f"{number(t['mean_abs_difference'])} pp."), "",
-        ("τ: Kendall's tau-b between our ranking of the losses and the published one in a column (n/a under "
-         "2 losses); whole-table τ: the columns' τ weighted by their number of loss pairs. Within 2 std counts "
-         "only cells whose published std is known. Details in fidelity.json."), "",
+        ("Cells: ours / with a published figure. τ: Kendall's tau-b between our ranking of the losses and the "
+         "published one in a column (n/a under 2 losses); whole-table τ: the columns' τ weighted by their "
+         "number of loss pairs. Within 2 std counts only cells whose published std is known. Details in "
+         "fidelity.json."), "",
         "| Dataset | Column | Cells | τ | Within 1 pp | Within 2 std | Mean abs. diff. (pp) |",
         "|---|---|---|---|---|---|---|"]
     for c in score["columns"]:
@@ -352,7 +354,8 @@ def render_fidelity(score):
 
 
 def render_markdown(rows, with_fidelity=True):
-    """table.md: one table per dataset, best mean per column in bold, issues listed under the table."""
+    """table.md: the fidelity score (unless with_fidelity=False), then one table per dataset, best mean per
+    column in bold, issues listed under the table."""
     lines = ["# Last-epoch test accuracy (%)", "",
              ("Each cell: ours, mean ± std over seeds (unbiased; no std with one run), then "
               "(published figure, ours − published). Best of ours per column in **bold**; "
@@ -415,6 +418,7 @@ def write_atomically(path, text):
 
 
 def write_tables(rows, out_dir):
+    """Writes table.md, table.csv and fidelity.json; returns the fidelity score."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(out_dir / "table.md", render_markdown(rows))
@@ -425,7 +429,9 @@ def write_tables(rows, out_dir):
         values = {k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS}
         writer.writerow({k: "" if v is None else v for k, v in values.items()})
     write_atomically(out_dir / "table.csv", buffer.getvalue())
-    write_atomically(out_dir / "fidelity.json", json.dumps(fidelity(rows), indent=1) + "\n")
+    score = fidelity(rows)
+    write_atomically(out_dir / "fidelity.json", json.dumps(score, indent=1) + "\n")
+    return score
 
 
 def main(argv=None):
@@ -440,9 +446,8 @@ def main(argv=None):
     if not records:
         raise SystemExit("jal.tables: no readable result.json records")
     rows = summarise(records, expect_seeds=args.expect_seeds, published=load_published(args.published))
-    write_tables(rows, args.out)
+    t = write_tables(rows, args.out)["table"]
     incomplete = sum(1 for r in rows if r["issues"])
-    t = fidelity(rows)["table"]
     tau = "n/a" if t["tau"] is None else f"{t['tau']:.2f}"
     print(f"jal.tables: {len(records)} records -> {len(rows)} cells ({incomplete} with issues); "
           f"fidelity: tau {tau}, {t['within_1pp']}/{t['compared']} within 1 pp; "

@@ -72,7 +72,7 @@ def test_notebook_runs_and_writes_figures(tmp_path, monkeypatch):
     assert len(images) == len(FIGURES)  # each figure is also shown
     markdown = [output["data"]["text/markdown"] for output in outputs if "text/markdown" in output.get("data", {})]
     # the fidelity cell: JAL-CE above CE in every noisy column, as published; clean has no published JAL-CE
-    assert "Whole table: 7 of 7 cells with a published figure have ours, in 4 columns. Kendall's τ 1.00 (over 3" \
+    assert "Whole table: 7 of 7 cells with a published figure have ours, in 4 columns. Kendall's τ 1.00 (over the 3" \
         in markdown[0] and "| CIFAR-10 | Clean | 1/1 | n/a |" in markdown[0]
     assert "Fidelity" not in markdown[1] and "| Loss | Clean |" in markdown[1]  # the table, shown once
 

@@ -241,7 +241,7 @@ def test_fidelity_in_table_md_and_json(record_dir, tmp_path):
     markdown = (out / "table.md").read_text()
     assert markdown.index("## Fidelity to the published figures") < markdown.index("## CIFAR-10")
     assert ("Whole table: 4 of 5 cells with a published figure have ours, in 2 columns. Kendall's τ 1.00 "
-            "(over 1 columns); within 1 pp: 4/4; within 2 published std: 2/2; mean |ours − published| "
+            "(over the 1 column with a τ); within 1 pp: 4/4; within 2 published std: 2/2; mean |ours − published| "
             "0.31 pp.") in markdown
     assert "| CIFAR-10 | Sym 0.2 | 1/2 | n/a | 1/1 | 1/1 | 0.10 |" in markdown
     assert "| CIFAR-10 | Sym 0.8 | 3/3 | 1.00 | 3/3 | 1/1 | 0.38 |" in markdown
