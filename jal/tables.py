@@ -6,8 +6,10 @@ and columns = noise settings, with the published figure and our difference besid
 
     python -m jal.tables outputs/ multirun/ --out results/ [--published PATH] [--expect-seeds 3]
 
-writes results/table.md (one table per dataset, failed and missing runs listed under it) and
-results/table.csv (one row per cell). The published figures are read from results/published_results.csv.
+writes results/table.md (the fidelity score, then one table per dataset, failed and missing runs listed
+under it), results/table.csv (one row per cell) and results/fidelity.json (the fidelity score: how closely
+our cells follow the published figures, see fidelity()). The published figures are read from
+results/published_results.csv.
 """
 
 import argparse
@@ -252,12 +254,114 @@ def summarise(records, expect_seeds=3, published=None):
     return rows
 
 
-def render_markdown(rows):
-    """table.md: one table per dataset, best mean per column in bold, issues listed under the table."""
+def kendall_tau_b(x, y):
+    """Kendall's tau-b of two equal-length sequences (ties in either count as neither concordant nor
+    discordant and shrink the denominator); None with fewer than 2 items or when either is all ties."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    upper = np.triu_indices(len(x), k=1)  # every unordered pair once
+    sx = np.sign(x[:, None] - x[None, :])[upper]
+    sy = np.sign(y[:, None] - y[None, :])[upper]
+    denominator = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy))
+    return float(np.sum(sx * sy) / denominator) if denominator else None
+
+
+def within(difference, bound):
+    return abs(difference) <= bound + 1e-9  # inclusive; the tolerance absorbs float rounding of ours − published
+
+
+def fidelity(rows):
+    """How closely our cells follow the published figures, per column and over the whole table.
+
+    A cell is compared when it has both our mean and a published figure. Per (dataset, noise column) with
+    at least one published figure: `tau`, Kendall's tau-b between our ranking of the losses and the
+    published one over the compared cells (None with fewer than 2, or when either side is all ties);
+    `within_1pp`, compared cells with |ours − published| <= 1 pp; `within_2std`, those within 2 published
+    std, out of `with_std` compared cells whose published std is known; `mean_abs_difference` in pp.
+
+    Whole table: the counts and the mean absolute difference pool every compared cell. Its tau is the mean
+    of the columns' taus weighted by their number of loss pairs, n(n − 1)/2: without ties that is exactly
+    Kendall's tau over all pairs of losses compared within the same column. Pooling the cells of all
+    columns into one ranking is not used: it would mostly measure that accuracy falls as noise grows,
+    not whether the losses come in the published order.
+    """
+    columns, all_differences = [], []
+    for dataset in sorted({r["dataset"] for r in rows}, key=dataset_sort_key):
+        here = [r for r in rows if r["dataset"] == dataset]
+        for column in sorted({r["column"] for r in here}, key=column_sort_key):
+            cells = [r for r in here if r["column"] == column and r["published"] is not None]
+            if not cells:
+                continue
+            compared = [r for r in cells if r["mean"] is not None]
+            differences = [r["mean"] - r["published"] for r in compared]
+            with_std = [r for r in compared if r["published_std"] is not None]
+            all_differences += differences
+            columns.append({
+                "dataset": dataset, "column": column_header(column), "noise_type": column[0],
+                "noise_rate": column[1], "noise_labels": column[2],
+                "published": len(cells), "compared": len(compared),
+                "losses": [r["loss"] for r in compared],
+                "tau": kendall_tau_b([r["mean"] for r in compared], [r["published"] for r in compared]),
+                "within_1pp": sum(within(d, 1.0) for d in differences),
+                "within_2std": sum(within(r["mean"] - r["published"], 2 * r["published_std"]) for r in with_std),
+                "with_std": len(with_std),
+                "mean_abs_difference": float(np.mean(np.abs(differences))) if differences else None,
+            })
+    ranked = [c for c in columns if c["tau"] is not None]
+    pairs = [c["compared"] * (c["compared"] - 1) / 2 for c in ranked]
+    table = {
+        "columns": len(columns), "ranked_columns": len(ranked),
+        "published": sum(c["published"] for c in columns), "compared": len(all_differences),
+        "tau": float(np.average([c["tau"] for c in ranked], weights=pairs)) if ranked else None,
+        "within_1pp": sum(c["within_1pp"] for c in columns),
+        "within_2std": sum(c["within_2std"] for c in columns),
+        "with_std": sum(c["with_std"] for c in columns),
+        "mean_abs_difference": float(np.mean(np.abs(all_differences))) if all_differences else None,
+    }
+    return {"table": table, "columns": columns}
+
+
+def render_fidelity(score):
+    """The fidelity block at the top of table.md: whole-table figures, then one line per column."""
+    def number(value, digits=2):
+        return "n/a" if value is None else f"{value:.{digits}f}".replace("-", "−")
+
+    def share(count, of):
+        return f"{count}/{of}" if of else "n/a"
+
+    t = score["table"]
+    ranked = f"{t['ranked_columns']} column{'s' * (t['ranked_columns'] != 1)}"
+    lines = ["## Fidelity to the published figures", ""]
+    if not score["columns"]:
+        return "\n".join(lines + ["No cell has a published figure: no fidelity score.", ""])
+    lines += [
+        (f"Whole table: {t['compared']} of {t['published']} cells with a published figure have ours, in "
+         f"{t['columns']} columns. Kendall's τ {number(t['tau'])} (over the {ranked} with a τ); "
+         f"within 1 pp: {share(t['within_1pp'], t['compared'])}; within 2 published std: "
+         f"{share(t['within_2std'], t['with_std'])}; mean |ours − published| "
+         f"{number(t['mean_abs_difference'])} pp."), "",
+        ("Cells: ours / with a published figure. τ: Kendall's tau-b between our ranking of the losses and the "
+         "published one in a column (n/a under 2 losses); whole-table τ: the columns' τ weighted by their "
+         "number of loss pairs. Within 2 std counts only cells whose published std is known. Details in "
+         "fidelity.json."), "",
+        "| Dataset | Column | Cells | τ | Within 1 pp | Within 2 std | Mean abs. diff. (pp) |",
+        "|---|---|---|---|---|---|---|"]
+    for c in score["columns"]:
+        lines.append(f"| {DATASET_LABELS.get(c['dataset'], c['dataset'])} | {c['column']} | "
+                     f"{share(c['compared'], c['published'])} | {number(c['tau'])} | "
+                     f"{share(c['within_1pp'], c['compared'])} | {share(c['within_2std'], c['with_std'])} | "
+                     f"{number(c['mean_abs_difference'])} |")
+    return "\n".join(lines + [""])
+
+
+def render_markdown(rows, with_fidelity=True):
+    """table.md: the fidelity score (unless with_fidelity=False), then one table per dataset, best mean per
+    column in bold, issues listed under the table."""
     lines = ["# Last-epoch test accuracy (%)", "",
              ("Each cell: ours, mean ± std over seeds (unbiased; no std with one run), then "
               "(published figure, ours − published). Best of ours per column in **bold**; "
               "— = no finished run."), ""]
+    if with_fidelity:
+        lines += [render_fidelity(fidelity(rows))]
     for dataset in sorted({r["dataset"] for r in rows}, key=dataset_sort_key):
         table = [r for r in rows if r["dataset"] == dataset]
         columns = sorted({r["column"] for r in table}, key=column_sort_key)
@@ -314,6 +418,7 @@ def write_atomically(path, text):
 
 
 def write_tables(rows, out_dir):
+    """Writes table.md, table.csv and fidelity.json; returns the fidelity score."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(out_dir / "table.md", render_markdown(rows))
@@ -324,12 +429,15 @@ def write_tables(rows, out_dir):
         values = {k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS}
         writer.writerow({k: "" if v is None else v for k, v in values.items()})
     write_atomically(out_dir / "table.csv", buffer.getvalue())
+    score = fidelity(rows)
+    write_atomically(out_dir / "fidelity.json", json.dumps(score, indent=1) + "\n")
+    return score
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jal.tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("records", nargs="+", help="directories searched recursively for result.json")
-    parser.add_argument("--out", required=True, help="directory to write table.md and table.csv into")
+    parser.add_argument("--out", required=True, help="directory to write table.md, table.csv, fidelity.json into")
     parser.add_argument("--published", default=None,
                         help=f"published figures CSV (default {DEFAULT_PUBLISHED})")
     parser.add_argument("--expect-seeds", type=int, default=3, help="runs expected per cell (default 3)")
@@ -338,10 +446,12 @@ def main(argv=None):
     if not records:
         raise SystemExit("jal.tables: no readable result.json records")
     rows = summarise(records, expect_seeds=args.expect_seeds, published=load_published(args.published))
-    write_tables(rows, args.out)
+    t = write_tables(rows, args.out)["table"]
     incomplete = sum(1 for r in rows if r["issues"])
+    tau = "n/a" if t["tau"] is None else f"{t['tau']:.2f}"
     print(f"jal.tables: {len(records)} records -> {len(rows)} cells ({incomplete} with issues); "
-          f"wrote {Path(args.out) / 'table.md'} and {Path(args.out) / 'table.csv'}")
+          f"fidelity: tau {tau}, {t['within_1pp']}/{t['compared']} within 1 pp; "
+          f"wrote table.md, table.csv and fidelity.json to {args.out}")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,11 @@ def test_notebook_runs_and_writes_figures(tmp_path, monkeypatch):
     outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) == len(FIGURES)  # each figure is also shown
+    markdown = [output["data"]["text/markdown"] for output in outputs if "text/markdown" in output.get("data", {})]
+    # the fidelity cell: JAL-CE above CE in every noisy column, as published; clean has no published JAL-CE
+    assert "Whole table: 7 of 7 cells with a published figure have ours, in 4 columns. Kendall's τ 1.00 (over the 3" \
+        in markdown[0] and "| CIFAR-10 | Clean | 1/1 | n/a |" in markdown[0]
+    assert "Fidelity" not in markdown[1] and "| Loss | Clean |" in markdown[1]  # the table, shown once
 
 
 def test_notebook_without_records(tmp_path, monkeypatch):
@@ -77,7 +82,7 @@ def test_notebook_without_records(tmp_path, monkeypatch):
     notebook = run_notebook([tmp_path / "empty"], tmp_path / "figures", monkeypatch)
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["amse_lower_bound.png"]
     text = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
-    assert "no result.json" in text and "nothing to tabulate" in text
+    assert "no result.json" in text and "nothing to tabulate" in text and "no fidelity score" in text
 
 
 def test_committed_notebook_has_no_outputs():

@@ -150,3 +150,99 @@ def test_empty_directory_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jal.tables", str(tmp_path), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "no result.json" in result.stderr
+
+
+# ---- fidelity score ----
+
+def score_row(loss, column, mean, published, published_std=None, dataset="cifar10"):
+    """The fields of a summarise() row that fidelity() reads."""
+    return {"dataset": dataset, "loss": loss, "column": column, "mean": mean, "published": published,
+            "published_std": published_std}
+
+
+SYM8, SYM4, ASYM4 = ("symmetric", 0.8, None), ("symmetric", 0.4, None), ("asymmetric", 0.4, None)
+
+
+def test_kendall_tau_b_by_hand():
+    # pairs of [1,2,2,3] vs [1,3,2,4]: 5 concordant, 0 discordant, 1 tied in ours only -> 5/sqrt(5 * 6)
+    assert tables.kendall_tau_b([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(5 / np.sqrt(30))
+    # [3,1,2] vs [1,2,3]: (0,1) and (0,2) discordant, (1,2) concordant -> (1 - 2) / 3
+    assert tables.kendall_tau_b([3, 1, 2], [1, 2, 3]) == pytest.approx(-1 / 3)
+    # a pair tied on both sides drops out of both sides of the denominator: 2 / sqrt(2 * 2)
+    assert tables.kendall_tau_b([1, 1, 2], [5, 5, 7]) == pytest.approx(1.0)
+    assert tables.kendall_tau_b([4, 4, 4], [1, 2, 3]) is None  # no ranking on our side
+    assert tables.kendall_tau_b([1.0], [2.0]) is None and tables.kendall_tau_b([], []) is None
+
+
+def test_fidelity_counts_at_the_boundaries():
+    rows = [score_row("ce", SYM8, 16.03, 15.03),          # 1 pp above, 1.0000000000000018 in floats
+            score_row("gce", SYM8, 24.81, 25.82, 1.03),   # 1.01 pp below; exactly 2 std below (25.82 - 2.06)
+            score_row("sce", SYM8, 24.79, 25.82, 0.5),    # 1.03 pp below; 1.03 > 2 std
+            score_row("jal_ce", SYM8, 64.43, 65.43, 0.0)]  # exactly 1 pp below; std 0 is known: not within
+    rows[1]["mean"] = 25.82 - 2 * 1.03
+    (column,) = tables.fidelity(rows)["columns"]
+    assert (column["within_1pp"], column["within_2std"], column["with_std"]) == (2, 1, 3)
+    assert column["compared"] == column["published"] == 4
+    assert column["mean_abs_difference"] == pytest.approx((1 + 2.06 + 1.03 + 1) / 4)
+    # ours 16.03 < 23.76 < 24.79 < 64.43, published 15.03 < 25.82 = 25.82 < 65.43: 5 concordant, 1 tied
+    assert column["tau"] == pytest.approx(5 / np.sqrt(30))
+
+
+def test_fidelity_missing_cells_and_whole_table():
+    rows = [  # sym 0.8: tau 5/sqrt(30) over 4 losses (6 pairs); a loss with no run; a loss with no figure
+        *[score_row(loss, SYM8, ours, theirs) for loss, ours, theirs in
+          [("ce", 1, 1), ("gce", 2, 3), ("sce", 2, 2), ("nce_rce", 3, 4)]],
+        score_row("anl_ce", SYM8, None, 50.0), score_row("jal_ce", SYM8, 70.0, None),
+        # sym 0.4: tau -1/3 over 3 losses (3 pairs)
+        *[score_row(loss, SYM4, ours, theirs, 1.0) for loss, ours, theirs in
+          [("ce", 3, 1), ("gce", 1, 2), ("sce", 2, 3)]],
+        score_row("ce", ASYM4, 10.0, 10.5),  # one loss: no tau, still counted
+        score_row("ce", ("none", 0.0, None), 90.0, None),  # no published figure: no column
+    ]
+    score = tables.fidelity(rows)
+    by_column = {c["column"]: c for c in score["columns"]}
+    assert list(by_column) == ["Sym 0.4", "Sym 0.8", "Asym 0.4"]
+    sym8 = by_column["Sym 0.8"]
+    assert (sym8["published"], sym8["compared"], sym8["losses"]) == (5, 4, ["ce", "gce", "sce", "nce_rce"])
+    assert sym8["tau"] == pytest.approx(5 / np.sqrt(30)) and sym8["with_std"] == 0
+    assert by_column["Sym 0.4"]["tau"] == pytest.approx(-1 / 3)
+    assert by_column["Asym 0.4"]["tau"] is None and by_column["Asym 0.4"]["within_1pp"] == 1
+    table = score["table"]
+    assert table["tau"] == pytest.approx((6 * 5 / np.sqrt(30) + 3 * (-1 / 3)) / 9)  # weighted by pairs
+    assert (table["columns"], table["ranked_columns"], table["published"], table["compared"]) == (3, 2, 9, 8)
+    # |differences|: sym 0.8 0, 1, 0, 1; sym 0.4 2, 1, 1 (std 1: all within 2 std); asym 0.4 0.5
+    assert (table["within_1pp"], table["within_2std"], table["with_std"]) == (7, 3, 3)
+    assert table["mean_abs_difference"] == pytest.approx(6.5 / 8)
+
+
+def test_fidelity_without_published_figures():
+    score = tables.fidelity([score_row("ce", SYM8, 20.0, None)])
+    assert score["columns"] == [] and score["table"]["tau"] is None
+    assert score["table"]["mean_abs_difference"] is None
+    assert "No cell has a published figure" in tables.render_fidelity(score)
+
+
+def test_fidelity_in_table_md_and_json(record_dir, tmp_path):
+    out = tmp_path / "out"
+    tables.main([str(record_dir), "--out", str(out)])
+    # Sym 0.2: CE has no run, GCE 86.767 vs 86.87 ± 0.06, JAL-CE no published figure.
+    # Sym 0.8: CE 19.2 vs 19.74, GCE 25.25 vs 25.82 ± 1.03, JAL-CE 65.4 vs 65.43: same order, tau 1.
+    score = json.loads((out / "fidelity.json").read_text())
+    sym2, sym8 = score["columns"]
+    assert (sym2["column"], sym2["published"], sym2["compared"], sym2["tau"]) == ("Sym 0.2", 2, 1, None)
+    assert (sym2["within_1pp"], sym2["within_2std"], sym2["with_std"]) == (1, 1, 1)
+    assert sym2["mean_abs_difference"] == pytest.approx(86.87 - 86.1 / 3 - 86.9 / 3 - 87.3 / 3)
+    assert (sym8["column"], sym8["tau"], sym8["within_1pp"], sym8["within_2std"], sym8["with_std"]) == \
+        ("Sym 0.8", 1.0, 3, 1, 1)
+    assert sym8["mean_abs_difference"] == pytest.approx((0.54 + 0.57 + 0.03) / 3)
+    assert score["table"] == pytest.approx({
+        "columns": 2, "ranked_columns": 1, "published": 5, "compared": 4, "tau": 1.0, "within_1pp": 4,
+        "within_2std": 2, "with_std": 2, "mean_abs_difference": (86.87 - 260.3 / 3 + 0.54 + 0.57 + 0.03) / 4})
+    markdown = (out / "table.md").read_text()
+    assert markdown.index("## Fidelity to the published figures") < markdown.index("## CIFAR-10")
+    assert ("Whole table: 4 of 5 cells with a published figure have ours, in 2 columns. Kendall's τ 1.00 "
+            "(over the 1 column with a τ); within 1 pp: 4/4; within 2 published std: 2/2; mean |ours − published| "
+            "0.31 pp.") in markdown
+    assert "| CIFAR-10 | Sym 0.2 | 1/2 | n/a | 1/1 | 1/1 | 0.10 |" in markdown
+    assert "| CIFAR-10 | Sym 0.8 | 3/3 | 1.00 | 3/3 | 1/1 | 0.38 |" in markdown
+    assert not list(out.glob(".fidelity*"))
