@@ -307,11 +307,14 @@ class Progress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
         overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-        self.runs = {str(r.dir): r.cell for r in plan_runs(overrides, config.hydra.job.config_name)}
-        self.started = time.time()
-        self.finished_before = {d for d in self.runs if read_status(Path(d))[0] == "finished"}
+        self.start(plan_runs(overrides, config.hydra.job.config_name))
         # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.
         atexit.register(self.summary)
+
+    def start(self, runs: list[Run]) -> None:
+        self.runs = {str(r.dir): r.cell for r in runs}
+        self.started = time.time()
+        self.finished_before = {d for d in self.runs if read_status(Path(d))[0] == "finished"}
 
     def ended(self) -> list[str]:
         """The runs of this sweep that have ended: finished before it started, or ended since."""

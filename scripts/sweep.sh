@@ -12,7 +12,9 @@ set -euo pipefail
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
 
-if "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+# CUDA or not, and the cores this process may use (nproc would follow OMP_NUM_THREADS)
+read -r CUDA CORES < <("$PYTHON" -c 'import os, torch; print(int(torch.cuda.is_available()), len(os.sched_getaffinity(0)))')
+if [ "$CUDA" = 1 ]; then
   PRESET=${PRESET:-paper} LAUNCHER=${LAUNCHER:-basic} JOBS=${JOBS:-2} THREADS=${THREADS:-}
 else
   # A CPU takes about 17 h per run of the paper's protocol: parallel single-threaded runs of the CPU-sized one.
@@ -20,7 +22,6 @@ else
     PRESET=quick
     echo "No CUDA device: the CPU-sized preset (PRESET=quick, results/quick). PRESET=paper forces the paper's protocol."
   fi
-  CORES=$(nproc)
   LAUNCHER=${LAUNCHER:-joblib} JOBS=${JOBS:-$CORES}
   if [ "$LAUNCHER" = joblib ]; then THREADS=${THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}; fi
   THREADS=${THREADS:-}
