@@ -30,6 +30,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -371,8 +372,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="the sweep", help="what the plan is of, e.g. reproduce_cifar10")
     args = parser.parse_args(argv)
     overrides = [shlex.split(sweep) for sweep in args.sweeps]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        sweeps = [plan_runs(sweep) for sweep in overrides]
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            sweeps = [plan_runs(sweep) for sweep in overrides]
+    except HydraException as err:  # a wrong override: Hydra's message in one line, without the traceback
+        raise SystemExit("error: " + " ".join(str(err).split("Config search path")[0].split())) from None
     print_plan(overrides, sweeps, args.name)
 
 
