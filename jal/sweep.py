@@ -214,6 +214,10 @@ def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
     return steps * batch / (time.perf_counter() - start), batch
 
 
+def runs_(n: int) -> str:
+    return f"{n} run{'s' * (n != 1)}"
+
+
 def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -287,7 +291,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
               f"machines")
         return
     at_once = min(parallel, len(todo))
-    print(f"  time left  about {duration(seconds / at_once)}: {len(todo)} runs, {sum(work.values()) / 1e6:.2f}M "
+    print(f"  time left  about {duration(seconds / at_once)}: {runs_(len(todo))}, {sum(work.values()):,.0f} "
           f"training images (an evaluated image counted as a third), {at_once} at a time")
 
 
@@ -355,7 +359,7 @@ class Progress(Callback):
         statuses = {d: read_status(Path(d)) for d in self.runs}
         by = {s: [d for d in self.runs if statuses[d][0] == s] for s in ENDED}
         other = [d for d in self.runs if statuses[d][0] not in ENDED]
-        print(f"Sweep summary: {len(self.runs)} runs: {len(by['finished'])} finished, {len(by['failed'])} failed, "
+        print(f"Sweep summary: {runs_(len(self.runs))}: {len(by['finished'])} finished, {len(by['failed'])} failed, "
               f"{len(by['paused'])} paused, {len(other)} not run to an end", flush=True)
         for d in by["failed"]:
             print(f"  failed  {self.runs[d]}: {statuses[d][1].get('error', 'no error recorded')}")

@@ -173,7 +173,7 @@ def test_failed_runs_are_summarised_although_hydra_stops_the_sweep(tmp_path):
     assert error.startswith("FloatingPointError: non-finite training loss")
     assert f"[1/1] {CELLS[0]}: failed: {error} (sweep done)" in done.stdout
     assert done.stdout.strip().splitlines()[-2:] == [
-        "Sweep summary: 1 runs: 0 finished, 1 failed, 0 paused, 0 not run to an end", f"  failed  {CELLS[0]}: {error}"]
+        "Sweep summary: 1 run: 0 finished, 1 failed, 0 paused, 0 not run to an end", f"  failed  {CELLS[0]}: {error}"]
 
 
 def sweep_script(out_root: Path, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
@@ -225,4 +225,4 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
     assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
            "device)\n" in out
     work = 2 * 64 + 2 * 32 / 3  # two epochs of 64 images, each evaluated on 32 test images (a third each)
-    assert f"  time left  about {sweep.duration(work / speed)}: 1 runs, 0.00M training images" in out
+    assert f"  time left  about {sweep.duration(work / speed)}: 1 run, 149 training images" in out
