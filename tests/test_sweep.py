@@ -226,3 +226,12 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
            "device)\n" in out
     work = 2 * 64 + 2 * 32 / 3  # two epochs of 64 images, each evaluated on 32 test images (a third each)
     assert f"  time left  about {sweep.duration(work / speed)}: 1 run, 149 training images" in out
+
+
+def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
+    stdout = multirun(three_of_four_finished).stdout
+    assert re.findall(r"^\[\d/4\] .*$", stdout, re.M) == [
+        f"[4/4] {CELLS[3]}: finished, last-epoch test accuracy "
+        f"{json.loads((three_of_four_finished / CELLS[3] / 'result.json').read_text())['last_test_acc']:.2f}% "
+        "(sweep done)"]
+    assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
