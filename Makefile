@@ -4,11 +4,11 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export JAL_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
 
-# Sweep settings (see scripts/sweep.sh): PRESET=paper|quick, LAUNCHER=basic|joblib|local|slurm, JOBS, SEEDS, LOSSES
-PRESET ?= paper
-LAUNCHER ?= basic
-JOBS ?= 2
-SWEEP := PYTHON=$(abspath $(PYTHON)) PRESET=$(PRESET) LAUNCHER=$(LAUNCHER) JOBS=$(JOBS) $(if $(SEEDS),SEEDS=$(SEEDS)) $(if $(LOSSES),LOSSES=$(LOSSES))
+# Sweep settings, each optional (defaults in scripts/sweep.sh): PRESET=paper|quick (paper with CUDA, quick
+# without), LAUNCHER=basic|joblib|local|slurm (basic with CUDA; joblib, one run per core, without), JOBS,
+# THREADS (torch threads per run), SEEDS, LOSSES; DRY_RUN=1 prints the plan of the sweep and stops.
+SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN
+SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 
 .PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n \
 	notebooks bench clean

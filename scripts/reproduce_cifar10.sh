@@ -21,4 +21,5 @@ fi
 multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=none
 multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=symmetric "noise.rate=$SYMMETRIC"
 multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric "noise.rate=$ASYMMETRIC"
+run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
 "$PYTHON" -m jal.tables "$RECORDS" --out "$TABLE" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"

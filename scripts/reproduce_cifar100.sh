@@ -9,4 +9,5 @@ SEEDS=${SEEDS:-123,124,125}
 multirun dataset=cifar100 "loss=$LOSSES" "seed=$SEEDS" noise=none
 multirun dataset=cifar100 "loss=$LOSSES" "seed=$SEEDS" noise=symmetric noise.rate=0.2,0.4,0.6,0.8
 multirun dataset=cifar100 "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric noise.rate=0.1,0.2,0.3,0.4
+run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
 "$PYTHON" -m jal.tables results/runs/cifar100 --out results/cifar100 --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"

@@ -1,21 +1,59 @@
-# Shared by the table scripts: how to call one Hydra multirun. Sourced, not run.
-# Variables (from the Makefile or the environment):
-#   PRESET=paper|quick   LAUNCHER=basic|joblib|local|slurm|submitit_slurm (JOBS=N for joblib)
-#   SEEDS=123,124,125    LOSSES=ce,gce,...   PYTHON=python
+# Shared by the table scripts: how they run their Hydra multiruns. Sourced, not run.
+# A table script queues its sweeps with `multirun OVERRIDES...`, then `run_sweeps` prints the plan of all of
+# them (python -m jal.sweep: preset, device, launcher, runs, finished already, time left), stops there when
+# DRY_RUN=1, and runs them one after the other.
+# Variables (from the Makefile or the environment), each optional:
+#   PRESET=paper|quick   default: paper with CUDA; quick, the CPU-sized protocol, without
+#   LAUNCHER=basic|joblib|local|slurm|submitit_slurm   default: basic with CUDA; joblib without
+#   JOBS=N               runs at once with joblib; default: 2 with CUDA, one per core without
+#   THREADS=N            torch threads per run (trainer.threads); default with joblib on a CPU: cores / JOBS
+#   SEEDS=123,124,125    LOSSES=ce,gce,...   DRY_RUN=1   PYTHON=python
 set -euo pipefail
-PRESET=${PRESET:-paper}
-LAUNCHER=${LAUNCHER:-basic}
-JOBS=${JOBS:-2}
 PYTHON=${PYTHON:-python}
+DRY_RUN=${DRY_RUN:-0}
 
-# multirun OVERRIDES...: one sweep over the cells given, with the preset and launcher applied.
+# CUDA or not, and the cores this process may use (nproc would follow OMP_NUM_THREADS)
+read -r CUDA CORES < <("$PYTHON" -c 'import os, torch; print(int(torch.cuda.is_available()), len(os.sched_getaffinity(0)))')
+if [ "$CUDA" = 1 ]; then
+  PRESET=${PRESET:-paper} LAUNCHER=${LAUNCHER:-basic} JOBS=${JOBS:-2} THREADS=${THREADS:-}
+else
+  # A CPU takes about 17 h per run of the paper's protocol: parallel single-threaded runs of the CPU-sized one.
+  if [ -z "${PRESET:-}" ]; then
+    PRESET=quick
+    echo "No CUDA device: the CPU-sized preset (PRESET=quick, results/quick). PRESET=paper forces the paper's protocol."
+  fi
+  LAUNCHER=${LAUNCHER:-joblib} JOBS=${JOBS:-$CORES}
+  if [ "$LAUNCHER" = joblib ]; then THREADS=${THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}; fi
+  THREADS=${THREADS:-}
+fi
+
+SWEEPS=()  # one multirun's overrides per entry, shell-quoted
+
+# multirun OVERRIDES...: queue one sweep over the cells given, with the preset, launcher and threads applied.
 multirun() {
-  local launcher=()
+  local settings=("experiment=$PRESET")
   case "$LAUNCHER" in
     basic) ;;
-    joblib) launcher=(hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS") ;;
-    *) launcher=("hydra/launcher=$LAUNCHER") ;;
+    joblib) settings+=(hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS")
+            # parallel runs share one terminal: their progress bars would overwrite each other
+            if [ "$JOBS" -gt 1 ]; then settings+=(trainer.progress=false); fi ;;
+    *) settings+=("hydra/launcher=$LAUNCHER") ;;
   esac
-  echo "+ python -m jal.train -m experiment=$PRESET ${launcher[*]} $*"
-  "$PYTHON" -m jal.train -m "experiment=$PRESET" "${launcher[@]}" "$@"
+  if [ -n "$THREADS" ]; then settings+=("trainer.threads=$THREADS"); fi
+  SWEEPS+=("$(printf '%q ' "${settings[@]}" "$@")")
+}
+
+# run_sweeps: the plan of the queued sweeps; then, unless DRY_RUN=1, the sweeps themselves.
+run_sweeps() {
+  "$PYTHON" -m jal.sweep --name "$(basename "$0" .sh)" "${SWEEPS[@]}"
+  if [ "$DRY_RUN" != 0 ]; then
+    echo "DRY_RUN=$DRY_RUN: stopping before the first run."
+    exit 0
+  fi
+  local sweep
+  for sweep in "${SWEEPS[@]}"; do
+    eval "set -- $sweep"
+    echo "+ python -m jal.train -m $*"
+    "$PYTHON" -m jal.train -m "$@"
+  done
 }

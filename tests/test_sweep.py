@@ -1,17 +1,24 @@
 """Hydra multirun sweeps through the basic and the submitit (local, as on SLURM) launchers, their table,
-a second sweep skipping every finished run, and the notebook on the records they wrote."""
+a second sweep skipping every finished run, and the notebook on the records they wrote; the plan before a
+sweep (jal.sweep, scripts/sweep.sh) and the progress lines and summary during it."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+import torch
+from conftest import CONFIG_DIR, REPO, compose_train
+from hydra import initialize_config_dir
 from test_notebook import FIGURES, run_notebook
 
-from jal import tables
+from jal import sweep, tables
+from jal.train import plain_config
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
         "trainer.progress=false", "loss=ce,jal_ce", "noise=symmetric", "noise.rate=0.2,0.8"]
@@ -29,11 +36,18 @@ def records_of(out_root: Path) -> dict[Path, float]:
     return {p: p.stat().st_mtime_ns for p in sorted(out_root.rglob("result.json"))}
 
 
+CELLS = [f"synthetic/symmetric_{rate}/{loss}/seed123" for loss in ("ce", "jal_ce") for rate in (0.2, 0.8)]  # in order
+
+
 @pytest.fixture(scope="module")
-def basic_sweep(tmp_path_factory):
+def basic_sweep_run(tmp_path_factory):
     out_root = tmp_path_factory.mktemp("basic")
-    multirun(out_root)
-    return out_root
+    return out_root, multirun(out_root).stdout
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(basic_sweep_run):
+    return basic_sweep_run[0]
 
 
 def test_basic_launcher_sweep_writes_one_record_per_cell(basic_sweep):
@@ -52,6 +66,8 @@ def test_sweep_started_again_skips_every_run(basic_sweep):
     done = multirun(basic_sweep)
     assert records_of(basic_sweep) == before  # no record was rewritten
     assert done.stdout.count("finished already") + done.stderr.count("finished already") == 4
+    assert not re.search(r"^\[\d/4\]", done.stdout, re.M)  # a skipped run gets no progress line: the plan counted it
+    assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in done.stdout
 
 
 def test_table_of_the_sweep_has_four_cells(basic_sweep, tmp_path):
@@ -68,7 +84,13 @@ def test_table_of_the_sweep_has_four_cells(basic_sweep, tmp_path):
 
 
 def test_submitit_local_launcher_runs_the_same_sweep(tmp_path, basic_sweep):
-    multirun(tmp_path, "hydra/launcher=local")
+    done = multirun(tmp_path, "hydra/launcher=local")
+    # Each run's line comes from its own submitit process (its log), its n/N counted from the records on disk:
+    # a count kept in memory would read 1 in every process. The last run to end sees all four.
+    logs = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_log.out"))
+    counts = [int(n) for n in re.findall(r"^\[(\d)/4\] synthetic/", logs, re.M)]
+    assert len(counts) == 4 and max(counts) == 4 and min(counts) >= 1
+    assert "Sweep summary: 4 runs: 4 finished, 0 failed" in done.stdout  # from the launching process
     local = {p.relative_to(tmp_path): json.loads(p.read_text()) for p in records_of(tmp_path)}
     basic = {p.relative_to(basic_sweep): json.loads(p.read_text()) for p in records_of(basic_sweep)}
     assert set(local) == set(basic)
@@ -83,3 +105,133 @@ def test_notebook_runs_on_the_sweep_records(basic_sweep, tmp_path, monkeypatch):
     assert "amse_lower_bound.png" in written
     assert any(name.startswith("accuracy_vs_noise") for name in written)
     assert len(written) >= 2 and set(written) <= set(FIGURES) | {n.replace("cifar10", "synthetic") for n in FIGURES}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan (jal.sweep) and the progress callback
+
+
+def test_plan_is_exactly_the_runs_the_sweep_wrote(basic_sweep):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = sweep.plan_runs(TINY + [f"out_root={basic_sweep}"])
+    assert [r.cell for r in runs] == CELLS
+    assert [r.dir for r in runs] == [basic_sweep / cell for cell in CELLS]
+    assert {r.dir for r in runs} == {p.parent for p in records_of(basic_sweep)}
+
+
+def test_planned_configs_equal_a_full_composition_of_each_job(tmp_path):
+    """Jobs that differ only in values share one composition: each must equal its own full composition."""
+    overrides = TINY + ["seed=1,2", f"out_root={tmp_path}"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = sweep.plan_runs(overrides)
+    jobs = sweep.sweep_jobs(overrides)
+    assert len(runs) == len(jobs) == 8
+    for run, job in zip(runs, jobs):
+        full = compose_train(job)  # sets Hydra's runtime so run_name resolves
+        assert plain_config(run.cfg) == plain_config(full)
+        assert run.cell == full.run_name
+
+
+def test_progress_line_per_run_and_summary(basic_sweep_run):
+    out_root, stdout = basic_sweep_run
+    lines = re.findall(r"^\[(\d)/4\] (\S+): finished, last-epoch test accuracy ([\d.]+)% \((.*)\)$", stdout, re.M)
+    assert [(int(n), cell) for n, cell, _, _ in lines] == list(enumerate(CELLS, 1))  # the basic launcher: in order
+    for _, cell, acc, _ in lines:
+        assert float(acc) == round(json.loads((out_root / cell / "result.json").read_text())["last_test_acc"], 2)
+    assert [eta.split()[0] for *_, eta in lines] == ["ETA", "ETA", "ETA", "sweep"]
+    assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
+
+
+def test_summary_names_failed_and_paused_runs(tmp_path, capsys):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}"])
+    progress = sweep.Progress()
+    progress.start(runs)
+    records = [dict(status="finished", last_test_acc=50.0), dict(status="failed", error="FloatingPointError: boom"),
+               dict(status="paused")]
+    for run, record in zip(runs, records):  # the fourth run has no record
+        run.dir.mkdir(parents=True)
+        (run.dir / "result.json").write_text(json.dumps(record))
+    progress.summary()
+    assert capsys.readouterr().out.splitlines() == [
+        "Sweep summary: 4 runs: 1 finished, 1 failed, 1 paused, 1 not run to an end",
+        f"  failed  {CELLS[1]}: FloatingPointError: boom",
+        f"  paused  {CELLS[2]} (starting the sweep again resumes it)",
+        f"  not run to an end  {CELLS[3]} (new)",
+        "",
+    ]
+
+
+def test_failed_runs_are_summarised_although_hydra_stops_the_sweep(tmp_path):
+    """Hydra's sweeper raises on a failed job before on_multirun_end: the summary still comes, at exit."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "jal.train", "-m", *TINY[:6], "loss=ce", "noise=symmetric",
+                           "noise.rate=0.2", "optim.lr=1e30", f"out_root={tmp_path}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    error = json.loads((tmp_path / CELLS[0] / "result.json").read_text())["error"]
+    assert error.startswith("FloatingPointError: non-finite training loss")
+    assert f"[1/1] {CELLS[0]}: failed: {error} (sweep done)" in done.stdout
+    assert done.stdout.strip().splitlines()[-2:] == [
+        "Sweep summary: 1 run: 0 finished, 1 failed, 0 paused, 0 not run to an end", f"  failed  {CELLS[0]}: {error}"]
+
+
+def sweep_script(out_root: Path, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
+    """A table script's sweep through scripts/sweep.sh with DRY_RUN=1 and the settings given (none: defaults)."""
+    script = tmp_path / "reproduce_tiny.sh"
+    script.write_text(f"source {REPO}/scripts/sweep.sh\nmultirun {' '.join(TINY)} out_root={out_root}\nrun_sweeps\n"
+                      "echo 'not reached'\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PRESET", "LAUNCHER", "JOBS", "THREADS")}
+    env.update(PYTHON=sys.executable, DRY_RUN="1", OMP_NUM_THREADS="1", **settings)
+    done = subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not reached" not in done.stdout
+    assert done.stdout.rstrip().endswith("DRY_RUN=1: stopping before the first run.")
+    return done
+
+
+@pytest.fixture
+def three_of_four_finished(basic_sweep, tmp_path):
+    out_root = tmp_path / "runs"
+    shutil.copytree(basic_sweep, out_root)
+    shutil.rmtree(out_root / CELLS[3])
+    return out_root
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the defaults without CUDA")
+def test_plan_without_cuda_defaults_to_parallel_single_threaded_quick_runs(three_of_four_finished, tmp_path):
+    started = time.time()
+    out = sweep_script(three_of_four_finished, tmp_path).stdout
+    assert out.startswith("No CUDA device: the CPU-sized preset (PRESET=quick, results/quick). "
+                          "PRESET=paper forces the paper's protocol.\nPlan of reproduce_tiny: preset quick\n")
+    assert f"  launcher   joblib ({len(os.sched_getaffinity(0))} runs at a time), torch threads per run: 1\n" in out
+    assert "  runs       4 in 1 sweep: 3 finished already, 1 to train\n" in out
+    # experiment=quick sets dataset.subset: the three records trained on the whole set are flagged
+    assert "  warning    3 finished records were trained with other settings and will be skipped" in out
+    # the records ran with torch's default threads, not one: the speed is probed
+    assert re.search(r"  speed      cnn8: \d+ training images/s per run \(measured just now", out)
+    assert not (three_of_four_finished / CELLS[3]).exists()  # nothing ran
+    assert time.time() - started < 60
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
+def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_finished, tmp_path):
+    out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic").stdout
+    assert out.startswith("Plan of reproduce_tiny: preset paper\n")
+    assert "  launcher   basic (one run at a time), torch threads per run: all cores (trainer.threads=null)\n" in out
+    assert "  runs       4 in 1 sweep: 3 finished already, 1 to train\n" in out and "warning" not in out
+    records = [json.loads((three_of_four_finished / cell / "result.json").read_text()) for cell in CELLS[:3]]
+    speed = sum(r["images_per_second"] for r in records) / 3
+    assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
+           "device)\n" in out
+    work = 2 * 64 + 2 * 32 / 3  # two epochs of 64 images, each evaluated on 32 test images (a third each)
+    assert f"  time left  about {sweep.duration(work / speed)}: 1 run, 149 training images" in out
+
+
+def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
+    stdout = multirun(three_of_four_finished).stdout
+    assert re.findall(r"^\[\d/4\] .*$", stdout, re.M) == [
+        f"[4/4] {CELLS[3]}: finished, last-epoch test accuracy "
+        f"{json.loads((three_of_four_finished / CELLS[3] / 'result.json').read_text())['last_test_acc']:.2f}% "
+        "(sweep done)"]
+    assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout

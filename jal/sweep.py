@@ -1,0 +1,388 @@
+"""The plan before a sweep and its progress during it.
+
+    python -m jal.sweep "loss=ce,jal_ce noise=symmetric noise.rate=0.4,0.8" ["<another multirun's overrides>" ...]
+
+prints what those multiruns (`python -m jal.train -m <overrides>`, one argument each) would do on this
+machine: the preset, the device, the launcher, the number of runs, how many are finished already and the
+time left. scripts/sweep.sh prints it before every table sweep (DRY_RUN=1 stops there).
+
+`Progress` is a Hydra callback (configs/hydra/callbacks/progress.yaml): during a multirun it prints a line per
+run as it ends (n/N, the cell, its last-epoch test accuracy, the sweep's ETA) and, at the end, a summary of
+the finished, failed and paused runs.
+
+The runs are Hydra's own: its basic sweeper splits the overrides into jobs, and each job's config is composed
+as the launcher composes it, so the planned run directories are the directories the sweep writes.
+"""
+
+import argparse
+import atexit
+import copy
+import json
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
+ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
+
+
+# ---------------------------------------------------------------------------------------------------
+# The runs of a multirun
+
+
+@dataclass
+class Run:
+    dir: Path
+    cell: str              # run_name: dataset/noise/loss/seed
+    cfg: DictConfig        # the job's composed config, Hydra's node included
+
+    def work(self, from_epoch: int = 0) -> float:
+        """Training images left from `from_epoch` on; an evaluated test image counts as a third of a trained
+        one (a forward pass against forward, backward and step)."""
+        cfg = self.cfg
+        train = cfg.dataset.subset or cfg.dataset.train_size
+        test = cfg.dataset.test_subset or TEST_IMAGES.get(cfg.dataset.name, cfg.dataset.get("test_size", 0))
+        epochs = range(from_epoch, cfg.trainer.epochs)
+        evals = sum((e + 1) % cfg.trainer.eval_every == 0 or e + 1 == cfg.trainer.epochs for e in epochs)
+        return len(epochs) * train + evals * test / 3
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs of `python -m jal.train -m <overrides>`, in launch order: Hydra's basic sweeper's split."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+
+
+def compose_jobs(jobs: list[list[str]], config_name: str = "train") -> list[DictConfig]:
+    """Each job's config, as the launcher composes it (needs an initialised Hydra: inside its app or compose API).
+
+    Hydra composes the defaults chosen by the config-group overrides, then applies the value overrides
+    (`seed=124`, `noise.rate=0.8`). Composing takes ~0.1 s, so jobs that differ only in values share one
+    composition, and their values are applied by Hydra's own function: 297 runs compose 33 times."""
+    repo = GlobalHydra.instance().config_loader().repository
+    parser = OverridesParser.create()
+    composed, configs = {}, []
+    for num, job in enumerate(jobs):
+        parsed = parser.parse_overrides(job)
+        # Hydra's rule (defaults_list.Overrides): a value override is one whose key is no config group;
+        # dict and list values, and +/~ edits, go into the composition itself.
+        is_value = [not repo.group_exists(o.key_or_group) and not (o.is_add() or o.is_delete() or o.is_force_add())
+                    and not isinstance(o.value(), (dict, list)) for o in parsed]
+        values = [o for o, value in zip(parsed, is_value) if value]
+        groups = tuple(o.input_line for o, value in zip(parsed, is_value) if not value)
+        if groups not in composed:
+            composed[groups] = compose(config_name, list(groups), return_hydra_config=True)
+        cfg = copy.deepcopy(composed[groups])
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
+            cfg.hydra.overrides.task = [o.input_line for o in parsed if not o.is_hydra_override()]
+            cfg.hydra.job.id, cfg.hydra.job.num = num, num  # as the basic and joblib launchers set them
+        configs.append(cfg)
+    return configs
+
+
+def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
+    """The runs of one multirun, in launch order, with the directory Hydra's run_job gives each."""
+    runs, saved = [], HydraConfig.instance().cfg
+    try:
+        for cfg in compose_jobs(sweep_jobs(overrides), config_name):
+            HydraConfig.instance().set_config(cfg)  # run_name reads hydra:runtime.choices
+            run_dir = os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
+            runs.append(Run(Path(run_dir), cfg.run_name, cfg))
+    finally:
+        HydraConfig.instance().cfg = saved
+    return runs
+
+
+def read_status(run_dir: Path) -> tuple[str, dict]:
+    """(status, record): finished, failed or paused from result.json; else started (a checkpoint) or new."""
+    path = run_dir / "result.json"
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return "unreadable", {}
+        return record.get("status", "unknown"), record
+    return ("started" if (run_dir / "checkpoint.pt").exists() else "new"), {}
+
+
+def epochs_done(run_dir: Path) -> int:
+    """Epochs an unfinished run resumes from (its checkpoint's), 0 without one."""
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return 0
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # a checkpoint from elsewhere or cut short: count the run as new
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# This machine: device, launcher, speed
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def record_device_name(cfg: DictConfig) -> str:
+    """The device name train.py writes into its records for this config on this machine."""
+    import torch
+
+    wants_cuda = cfg.trainer.device == "auto" and cuda_available() or str(cfg.trainer.device).startswith("cuda")
+    return torch.cuda.get_device_name() if wants_cuda else "cpu"
+
+
+def device_description(cfg: DictConfig) -> str:
+    name = record_device_name(cfg)
+    if name != "cpu":
+        return f"CUDA: {name}"
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown model") if Path("/proc/cpuinfo").exists() else "?"
+    return f"CPU: {model}, {len(os.sched_getaffinity(0))} cores"
+
+
+def launcher_of(cfg: DictConfig) -> tuple[str, int | None]:
+    """The launcher in words, and how many runs it trains at once on this machine (None: on other machines)."""
+    target = cfg.hydra.launcher._target_
+    if target.endswith("BasicLauncher"):
+        return "basic (one run at a time)", 1
+    if target.endswith("JoblibLauncher"):
+        n = cfg.hydra.launcher.n_jobs
+        n = n if n > 0 else len(os.sched_getaffinity(0)) + 1 + n  # joblib: -1 = all cores
+        return f"joblib ({n} runs at a time)", n
+    return f"{target.rsplit('.', 1)[-1]} (runs on the machines it submits to: no estimate here)", None
+
+
+def records_speed(runs: list[Run], device: str) -> tuple[float, int] | None:
+    """Mean training images/s of the finished runs here that trained on this device, with this model and
+    the same threads per run: (images/s, number of records), or None."""
+    model, threads = runs[0].cfg.hydra.runtime.choices.model, runs[0].cfg.trainer.threads
+    speeds = []
+    for run in runs:
+        status, record = read_status(run.dir)
+        if (status == "finished" and record.get("device_name") == device and record.get("model") == model
+                and record.get("config", {}).get("trainer", {}).get("threads") == threads):
+            speeds.append(record["images_per_second"])
+    return (sum(speeds) / len(speeds), len(speeds)) if speeds else None
+
+
+def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
+    """Training images/s of one run of `cfg` here, from a few of train.py's own training steps on random
+    images (after one to warm up; uncompiled): (images/s, batch size)."""
+    import torch
+
+    from jal.train import build_training, resolve_device, train_step
+
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.trainer.compile = False
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    device, bf16 = resolve_device(cfg)
+    batch = cfg.trainer.batch_size if device.type == "cuda" else min(32, cfg.trainer.batch_size)  # a CPU is slow
+    model, step_model, criterion, optimizer, _ = build_training(cfg, device)
+    params = list(model.parameters())
+    images = torch.randn(batch, 3, 32, 32, device=device)
+    if cfg.trainer.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = torch.randint(cfg.dataset.num_classes, (batch,), device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    for i in range(steps + 1):
+        if i == 1:
+            sync()
+            start = time.perf_counter()
+        train_step(step_model, criterion, optimizer, params, images, targets, cfg, bf16)
+    sync()
+    return steps * batch / (time.perf_counter() - start), batch
+
+
+def runs_(n: int) -> str:
+    return f"{n} run{'s' * (n != 1)}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan
+
+
+SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
+
+
+def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str) -> None:
+    """What the multiruns with these overrides (and those runs) will do here, and how long it will take."""
+    runs = [run for sweep in sweeps for run in sweep]
+    first = runs[0].cfg
+    preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
+    launcher, parallel = launcher_of(first)
+    threads = first.trainer.threads
+    print(f"Plan of {name}: preset {preset}")
+    print(f"  device     {device_description(first)}")
+    print(f"  launcher   {launcher}, torch threads per run: "
+          f"{threads if threads else 'all cores (trainer.threads=null)'}")
+
+    statuses = {run.dir: read_status(run.dir) for run in runs}
+    count = lambda status, among=runs: sum(statuses[r.dir][0] == status for r in among)  # noqa: E731
+    resumed = ", ".join(f"{count(s)} {s}" for s in ("failed", "paused", "started") if count(s))
+    print(f"  runs       {len(runs)} in {len(sweeps)} sweep{'s' * (len(sweeps) > 1)}: {count('finished')} finished "
+          f"already, {len(runs) - count('finished')} to train"
+          + (f" ({resumed} before: each resumes from its last checkpoint)" if resumed else ""))
+    for overrides, sweep in zip(sweep_overrides, sweeps):
+        cells = " ".join(o for o in overrides if not o.startswith(SHOWN_ABOVE))
+        print(f"    {len(sweep):4d} runs, {count('finished', sweep):4d} finished: {cells}")
+    # train.py skips a finished run whatever it was trained with: say so when that differs from the plan.
+    stale = [r for r in runs if statuses[r.dir][0] == "finished"
+             and (statuses[r.dir][1].get("epochs"), statuses[r.dir][1].get("subset"))
+             != (r.cfg.trainer.epochs, r.cfg.dataset.subset)]
+    if stale:
+        record = statuses[stale[0].dir][1]
+        print(f"  warning    {len(stale)} finished records were trained with other settings and will be skipped, "
+              f"e.g. {stale[0].dir} ({record.get('epochs')} epochs, subset {record.get('subset')} instead of "
+              f"{stale[0].cfg.trainer.epochs}, {stale[0].cfg.dataset.subset}); move them away to train them again")
+
+    todo = [r for r in runs if statuses[r.dir][0] != "finished"]
+    if not todo:
+        print("  time left  none: every run is finished")
+        return
+    models = sorted({r.cfg.hydra.runtime.choices.model for r in todo})
+    speed, seconds = {}, 0.0
+    device = record_device_name(first)
+    for model in models:
+        of_model = [r for r in runs if r.cfg.hydra.runtime.choices.model == model]
+        if measured := records_speed(of_model, device):
+            speed[model] = measured[0]
+            source = f"mean of {measured[1]} finished runs' records on this device"
+        else:
+            probe_start = time.perf_counter()
+            speed[model], batch = probe_speed(of_model[0].cfg)
+            source = (f"measured just now: 3 training steps of {batch} random images "
+                      f"({time.perf_counter() - probe_start:.1f} s); no finished run here on this device yet")
+        print(f"  speed      {model}: {speed[model]:.0f} training images/s per run ({source})")
+    work = {r.dir: r.work(epochs_done(r.dir)) for r in todo}
+    seconds = sum(work[r.dir] / speed[r.cfg.hydra.runtime.choices.model] for r in todo)
+    if parallel is None:
+        print(f"  time left  {duration(seconds)} of training at this machine's speed, spread over the launcher's "
+              f"machines")
+        return
+    at_once = min(parallel, len(todo))
+    print(f"  time left  about {duration(seconds / at_once)}: {runs_(len(todo))}, {sum(work.values()):,.0f} "
+          f"training images (an evaluated image counted as a third), {at_once} at a time")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Progress during a multirun: a Hydra callback
+
+
+class Progress(Callback):
+    """A line per run of a multirun as it ends, and a closing summary; nothing for a single run.
+
+    With the joblib and submitit launchers, on_job_end runs in a worker process holding a copy of this
+    object made when the jobs were sent, so the runs that ended are counted from their records on disk."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, str] | None = None  # run dir -> cell, in launch order
+        self.summarised = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        self.start(plan_runs(overrides, config.hydra.job.config_name))
+        # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.
+        atexit.register(self.summary)
+
+    def start(self, runs: list[Run]) -> None:
+        self.runs = {str(r.dir): r.cell for r in runs}
+        self.started = time.time()
+        self.finished_before = {d for d in self.runs if read_status(Path(d))[0] == "finished"}
+
+    def ended(self) -> list[str]:
+        """The runs of this sweep that have ended: finished before it started, or ended since."""
+        def ended_since(run_dir: Path) -> bool:
+            path = run_dir / "result.json"
+            return path.exists() and path.stat().st_mtime >= self.started and read_status(run_dir)[0] in ENDED
+
+        return [d for d in self.runs if d in self.finished_before or ended_since(Path(d))]
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        run_dir = config.hydra.runtime.output_dir
+        if self.runs is None or run_dir in self.finished_before:  # a single run, or one skipped as finished
+            return
+        status, record = read_status(Path(run_dir))
+        ended, total = len(self.ended()), len(self.runs)
+        if status == "finished":
+            what = f"finished, last-epoch test accuracy {record['last_test_acc']:.2f}%"
+        elif status in ("failed", "paused"):
+            what = f"{status}" + (f": {record['error']}" if record.get("error") else "")
+        else:
+            try:
+                what = f"ended without a record ({status}), returning {job_return.return_value}"  # raises if failed
+            except Exception as err:
+                what = f"failed before writing a record: {type(err).__name__}: {err}"
+        new, left = ended - len(self.finished_before), total - ended
+        elapsed = time.time() - self.started
+        eta = "sweep done" if not left else f"ETA {duration(elapsed / new * left)}" if new > 0 else "ETA unknown"
+        print(f"[{ended}/{total}] {self.runs.get(run_dir, run_dir)}: {what} ({eta})", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self.summary()
+
+    def summary(self) -> None:
+        if self.runs is None or self.summarised:
+            return
+        self.summarised = True
+        statuses = {d: read_status(Path(d)) for d in self.runs}
+        by = {s: [d for d in self.runs if statuses[d][0] == s] for s in ENDED}
+        other = [d for d in self.runs if statuses[d][0] not in ENDED]
+        print(f"Sweep summary: {runs_(len(self.runs))}: {len(by['finished'])} finished, {len(by['failed'])} failed, "
+              f"{len(by['paused'])} paused, {len(other)} not run to an end", flush=True)
+        for d in by["failed"]:
+            print(f"  failed  {self.runs[d]}: {statuses[d][1].get('error', 'no error recorded')}")
+        for d in by["paused"]:
+            print(f"  paused  {self.runs[d]} (starting the sweep again resumes it)")
+        for d in other:
+            print(f"  not run to an end  {self.runs[d]} ({statuses[d][0]})")
+        print(flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweeps", nargs="+", help="one multirun's overrides per argument, shell-quoted")
+    parser.add_argument("--name", default="the sweep", help="what the plan is of, e.g. reproduce_cifar10")
+    args = parser.parse_args(argv)
+    overrides = [shlex.split(sweep) for sweep in args.sweeps]
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            sweeps = [plan_runs(sweep) for sweep in overrides]
+    except HydraException as err:  # a wrong override: Hydra's message in one line, without the traceback
+        raise SystemExit("error: " + " ".join(str(err).split("Config search path")[0].split())) from None
+    print_plan(overrides, sweeps, args.name)
+
+
+if __name__ == "__main__":
+    main()
