@@ -9,6 +9,9 @@ PRESET ?= paper
 LAUNCHER ?= basic
 JOBS ?= 2
 SWEEP := PYTHON=$(abspath $(PYTHON)) PRESET=$(PRESET) LAUNCHER=$(LAUNCHER) JOBS=$(JOBS) $(if $(SEEDS),SEEDS=$(SEEDS)) $(if $(LOSSES),LOSSES=$(LOSSES))
+# MINUTES=N: the sweep pauses after N minutes (every run at its next epoch end); the same command continues it.
+# CELLS=headline (reproduce-cifar10): the paper's main-table cells only, seed 123 first.
+SWEEP += $(if $(MINUTES),MINUTES=$(MINUTES)) $(if $(CELLS),CELLS=$(CELLS))
 
 .PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n \
 	notebooks bench clean

@@ -2,7 +2,24 @@
 # The paper's CIFAR-10 table (PROTOCOL.md section 4): losses x {clean, symmetric 0.2-0.8, asymmetric 0.1-0.4}
 # x three seeds, 8-layer CNN, 120 epochs; then the table beside the published figures.
 # PRESET=quick: the CPU-sized version (2000-image subset, 6 epochs, one seed, six losses, four noise settings).
+# CELLS=headline: only the cells the JAL paper's main table publishes for CIFAR-10 (CE, NCE+RCE, ANL-CE,
+# ANL-FL, JAL-CE, JAL-FL at symmetric 0.4, 0.8 and asymmetric 0.2, 0.4), one seed after another (123 first).
 source "$(dirname "$0")/sweep.sh"
+
+if [ "${CELLS:-all}" = headline ]; then
+  LOSSES=${LOSSES:-ce,nce_rce,anl_ce,anl_fl,jal_ce,jal_fl}
+  SEEDS=${SEEDS:-123,124,125}
+  RECORDS=results/runs/cifar10 TABLE=results/cifar10
+  [ "$PRESET" = quick ] && RECORDS=results/quick/runs/cifar10 TABLE=results/quick
+  for seed in ${SEEDS//,/ }; do  # a whole first table from seed 123 before any second seed
+    multirun dataset=cifar10 "loss=$LOSSES" "seed=$seed" noise=symmetric noise.rate=0.4,0.8
+    multirun dataset=cifar10 "loss=$LOSSES" "seed=$seed" noise=asymmetric noise.rate=0.2,0.4
+  done
+  "$PYTHON" -m jal.tables "$RECORDS" --out "$TABLE" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"
+  exit 0
+elif [ "${CELLS:-all}" != all ]; then
+  echo "error: CELLS=$CELLS: choose all or headline" >&2; exit 2
+fi
 
 if [ "$PRESET" = quick ]; then
   LOSSES=${LOSSES:-ce,gce,sce,nce_rce,nce_aul,jal_ce}

@@ -282,6 +282,35 @@ def test_bad_overrides_fail_with_one_line(args, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
 
 
+def test_minutes_gives_every_run_of_the_sweep_one_deadline_and_headline_runs_seed_123_first(tmp_path):
+    """make reproduce-cifar10 MINUTES=3 CELLS=headline: the commands it would run (PYTHON=echo prints them)."""
+    make = subprocess.run(["make", "-n", "reproduce-cifar10", "MINUTES=3", "CELLS=headline"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert "MINUTES=3 CELLS=headline bash scripts/reproduce_cifar10.sh" in make.stdout, make.stdout
+    before = time.time()
+    env = dict(os.environ, PYTHON="echo", MINUTES="3", CELLS="headline", PRESET="paper", LAUNCHER="basic")
+    done = subprocess.run(["bash", "scripts/reproduce_cifar10.sh"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    runs = [line.split() for line in done.stdout.splitlines() if line.startswith("-m jal.train")]
+    stop_at = {int(a.split("=")[1]) for run in runs for a in run if a.startswith("trainer.stop_at=")}
+    (deadline,) = stop_at  # one deadline, on every multirun
+    assert before + 180 - 2 <= deadline <= time.time() + 180 + 2
+    cells = [(a["seed"], a["noise"], a["noise.rate"]) for a in (dict(x.split("=", 1) for x in run if "=" in x)
+                                                              for run in runs)]
+    assert cells == [(seed, noise, rates) for seed in ("123", "124", "125")
+                     for noise, rates in (("symmetric", "0.4,0.8"), ("asymmetric", "0.2,0.4"))]
+    assert all("loss=ce,nce_rce,anl_ce,anl_fl,jal_ce,jal_fl" in run for run in runs)
+    assert done.stdout.splitlines()[-1].startswith("-m jal.tables results/runs/cifar10 --out results/cifar10")
+
+
+def test_slurm_launcher_asks_for_the_signal_before_the_limit_and_requeues():
+    cfg = compose_train(["hydra/launcher=slurm", "dataset=synthetic"])
+    launcher = cfg.hydra.launcher
+    assert launcher.signal_delay_s >= 60 and launcher.max_num_timeout > 0
+    assert signal.SIGUSR2 in jal_train.STOP_SIGNALS  # submitit's signal (SUBMITIT_PREEMPT_SIGNAL, default USR2)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Augmentation on the device
 
