@@ -14,7 +14,7 @@ SWEEP := PYTHON=$(abspath $(PYTHON)) PRESET=$(PRESET) LAUNCHER=$(LAUNCHER) JOBS=
 SWEEP += $(if $(MINUTES),MINUTES=$(MINUTES)) $(if $(CELLS),CELLS=$(CELLS))
 
 .PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n \
-	notebooks bench clean
+	notebooks bench gpu-check clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -49,6 +49,11 @@ notebooks: install  ## run notebooks/results.ipynb on results/ and save its figu
 
 bench: install
 	$(PYTHON) -m jal.bench --out results/bench
+
+# On a GPU host, a few minutes: the CUDA checks, then the GPU benchmark into results/bench/{gpu_check,cuda}.json.
+# No install step: a bare GPU host has PyTorch and the carried Hydra wheels (shared/gpu/setup.sh), not pip.
+gpu-check:
+	$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m jal.gpu_check --out results/bench
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_bench:
         from jal import bench
 
-        bench.main(["--device", args.device, "--matrix", "--out", str(out)])
+        # the campaign's precision (fp32) first: the concurrent copies run it
+        bench.main(["--device", args.device, "--precision", "fp32", "--matrix", "--steps", "200", "--warmup", "20",
+                    "--out", str(out)])
     return 0 if report["passed"] else 1
 
 
