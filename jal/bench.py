@@ -69,6 +69,8 @@ from jal.train import (
 )
 
 PHASES = ("data", "forward_backward", "optimizer", "bookkeeping")
+COMPILES = {"off": False, "false": False, "on": True, "true": True, "reduce-overhead": "reduce-overhead",
+            "max-autotune": "max-autotune"}  # --compile/--compiles values -> trainer.compile
 MODEL_DATASET = {"cnn8": "cifar10", "resnet34": "cifar100"}  # each backbone's protocol (PROTOCOL.md 1)
 SYNTHETIC_MAX_IMAGES = 10_000  # a stand-in only needs enough images for the steps, not a whole CIFAR
 
@@ -83,13 +85,18 @@ def compose_config(args, extra: tuple[str, ...] = ()) -> DictConfig:
     precision = "fp32" if args.precision == "tf32" else args.precision  # tf32: a backend flag, see use_tf32
     overrides = [f"dataset={args.dataset}", f"model={args.model}", f"loss={args.loss}",
                  f"trainer.device={args.device}", f"trainer.precision={precision}",
-                 f"trainer.compile={str(args.compile).lower()}", *extra]
+                 f"trainer.compile={compile_value(args.compile)}", *extra]
     if args.batch_size:
         overrides.append(f"trainer.batch_size={args.batch_size}")
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def compile_value(compile) -> str:
+    """trainer.compile as an override: false, true or a torch.compile mode."""
+    return str(compile).lower() if isinstance(compile, bool) else compile
 
 
 def load_images(cfg: DictConfig, images_needed: int) -> tuple[ImageData, str, str]:
@@ -387,7 +394,7 @@ def time_concurrent(args, cfg: DictConfig, copies: int) -> dict:
     command = [sys.executable, "-m", "jal.bench", "--worker", "--device", args.device, "--model", args.model,
                "--dataset", args.dataset, "--loss", args.loss, "--precision", args.precision,
                "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command += ["--compile"] if args.compile else []
+    command += ["--compile", compile_value(args.compile)] if args.compile else []
     command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     # The copies import this checkout's jal and read the same data, whatever the installed package or cwd.
     repo = str(CONFIG_DIR.parent)
@@ -462,10 +469,19 @@ def measure_variant(args, data: ImageData, precision: str, compile: bool) -> dic
 def measure_matrix(args, data: ImageData, cfg: DictConfig) -> dict:
     """Every --precisions x --compiles variant of ours, then --copies concurrent copies of the first variant;
     `best_copies` is the number of copies with the most runs per hour."""
-    variants = [measure_variant(args, data, p, c) for p in args.precisions for c in args.compiles]
-    for v in variants:
-        print(f"ours {v['precision']:5s} compile={str(v['compile']):5s} {v['images_per_second']:>10.0f} images/s "
-              f"(a whole run's training: {v['run_training_seconds']:.0f} s)", flush=True)
+    variants = []
+    for precision in args.precisions:
+        for compile in args.compiles:
+            try:
+                v = measure_variant(args, data, precision, compile)
+            except Exception as err:  # noqa: BLE001 - one variant failing to compile leaves the others measured
+                v = {"precision": precision, "compile": compile, "error": f"{type(err).__name__}: {err}"[:500]}
+                print(f"ours {precision:5s} compile={compile!s:5s} failed: {v['error']}", flush=True)
+                variants.append(v)
+                continue
+            variants.append(v)
+            print(f"ours {precision:5s} compile={compile!s:5s} {v['images_per_second']:>10.0f} images/s "
+                  f"(a whole run's training: {v['run_training_seconds']:.0f} s)", flush=True)
     first = argparse.Namespace(**{**vars(args), "precision": args.precisions[0], "compile": args.compiles[0]})
     concurrency = []
     for copies in args.copies:
@@ -506,7 +522,10 @@ def print_report(r: dict) -> None:
         m = r["matrix"]
         print(f"\n{'ours':24s}{'images/s':>10s}{'run (s)':>10s}{'warm-up s':>11s}   (run: a whole run's training)")
         for v in m["variants"]:
-            label = f"{v['precision']}, compile {'on' if v['compile'] else 'off'}"
+            label = f"{v['precision']}, compile={compile_value(v['compile'])}"
+            if "error" in v:
+                print(f"{label:24s} failed: {v['error'][:90]}")
+                continue
             print(f"{label:24s}{v['images_per_second']:>10.0f}{v['run_training_seconds']:>10.0f}"
                   f"{v['warmup_seconds']:>11.1f}")
         for c in m["concurrency"]:
@@ -530,7 +549,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loss", default="jal_ce", help="a config name in configs/loss (default: jal_ce)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32", "tf32"), default="auto",
                         help="ours (the reference is fp32): auto = bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--compile", action="store_true", help="ours through torch.compile")
+    parser.add_argument("--compile", nargs="?", const="true", default="false", choices=COMPILES,
+                        help="ours through torch.compile (on; or a mode: reduce-overhead = CUDA graphs)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps each (cuda: 300, cpu: 30)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (cuda: 30, cpu: 3)")
     parser.add_argument("--breakdown-steps", type=int, default=None, help="default: min(20, steps)")
@@ -559,10 +579,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.full_run and not on_cuda:
         parser.error("--full-run times a whole GPU run: use it with --device cuda")
     args.precisions = args.precisions.split(",")
-    args.compiles = [{"off": False, "on": True}.get(c) for c in args.compiles.split(",")]
+    args.compile = COMPILES[args.compile]
+    args.compiles = [COMPILES.get(c) for c in args.compiles.split(",")]
     args.copies = [int(c) for c in args.copies.split(",") if c]
     if not set(args.precisions) <= {"fp32", "tf32", "bf16"} or None in args.compiles or min(args.copies, default=1) < 1:
-        parser.error("--precisions from fp32,tf32,bf16; --compiles from off,on; --copies positive numbers")
+        parser.error(f"--precisions from fp32,tf32,bf16; --compiles from {','.join(COMPILES)}; --copies positive")
     return args
 
 

@@ -1,6 +1,7 @@
 """The CUDA self-check: `python -m jal.gpu_check` (`make gpu-check`), a few minutes on one GPU.
 
-    python -m jal.gpu_check                 # the checks, then the GPU benchmark (jal.bench --matrix)
+    python -m jal.gpu_check                 # the checks, then the GPU benchmark (jal.bench --matrix:
+                                            # fp32/tf32/bf16 x compile off/reduce-overhead, 1/2/4/8 copies)
     python -m jal.gpu_check --no-bench      # the checks only
 
 Runs on a bare GPU host (PyTorch and the carried Hydra wheels; pytest not needed). Each check is a plain
@@ -251,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_bench:
         from jal import bench
 
-        # the campaign's precision (fp32) first: the concurrent copies run it
-        bench.main(["--device", args.device, "--precision", "fp32", "--matrix", "--steps", "200", "--warmup", "20",
+        # the campaign's precision (fp32) first: the concurrent copies run it; compiled = with CUDA graphs
+        bench.main(["--device", args.device, "--precision", "fp32", "--matrix", "--precisions", "fp32,tf32,bf16",
+                    "--compiles", "off,reduce-overhead", "--copies", "1,2,4,8", "--steps", "200", "--warmup", "20",
                     "--out", str(out)])
     return 0 if report["passed"] else 1
 

@@ -237,9 +237,13 @@ def train_epoch(model, criterion, optimizer, params, cfg: DictConfig, bf16: bool
     return sums
 
 
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def build_training(cfg: DictConfig, device: torch.device):
     """Model, loss, SGD and the cosine schedule, all from the composed config. `step_model` is the model the
-    training step calls: the model itself, or its torch.compile'd version (sharing its parameters)."""
+    training step and the evaluation call: the model itself, or its torch.compile'd version (sharing its
+    parameters; forward and backward compiled, the evaluation's no-grad forward as a second graph)."""
     model = hydra.utils.instantiate(cfg.model).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -247,7 +251,10 @@ def build_training(cfg: DictConfig, device: torch.device):
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
-    step_model = torch.compile(model) if cfg.trainer.compile else model
+    mode = cfg.trainer.compile  # true, or one of torch.compile's modes: reduce-overhead = CUDA graphs
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile={mode}: choose false, true or one of {', '.join(COMPILE_MODES[2:])}")
+    step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
     return model, step_model, criterion, optimizer, scheduler
 
 
@@ -391,7 +398,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             evaluated = (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs  # the last always
-            test_correct = evaluate(model, x_test, y_test, stats, cfg, bf16) if evaluated else None
+            test_correct = evaluate(step_model, x_test, y_test, stats, cfg, bf16) if evaluated else None
 
             # Check, record, checkpoint.
             if not math.isfinite(loss_sum):

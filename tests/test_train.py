@@ -312,6 +312,48 @@ def test_slurm_launcher_asks_for_the_signal_before_the_limit_and_requeues():
 
 
 # ---------------------------------------------------------------------------------------------------
+# trainer.compile
+
+
+def test_compiled_model_serves_training_and_evaluation(synthetic_run, monkeypatch, one_torch_thread):
+    """trainer.compile=<mode>: the training step and the evaluation both call the torch.compile'd model."""
+    calls, modes = [], []
+
+    class Recorder(torch.nn.Module):  # stands in for torch.compile's wrapper (compiling takes a minute on a CPU)
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            calls.append("train" if self.model.training else "eval")
+            return self.model(x)
+
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or Recorder(model))
+    cfg = synthetic_run("trainer.compile=reduce-overhead", "trainer.epochs=1", "dataset.train_size=64",
+                        "dataset.test_size=32")
+    result = jal_train.train(cfg, run_dir_of(cfg))
+    assert modes == ["reduce-overhead"] and result["status"] == "finished"
+    assert calls == ["train"] * 1 + ["eval"] * 1  # 64 images: one training batch; 32: one evaluation batch
+
+
+def test_unknown_compile_mode_is_a_one_line_error(synthetic_run):
+    cfg = synthetic_run("trainer.compile=fastest")
+    with pytest.raises(jal_train.ConfigError, match="trainer.compile=fastest: choose false, true or one of "
+                                                    "default, reduce-overhead"):
+        jal_train.build_training(cfg, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_as_the_eager_run(synthetic_run, tmp_path, one_torch_thread):
+    overrides = ("trainer.epochs=2", "dataset.train_size=64", "dataset.test_size=32", "loss=jal_ce")
+    eager = jal_train.train(synthetic_run(*overrides), tmp_path / "eager")
+    compiled = jal_train.train(synthetic_run(*overrides, "trainer.compile=true"), tmp_path / "compiled")
+    for a, b in zip(eager["history"], compiled["history"]):  # fused kernels round differently: close, not equal
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
+    assert compiled["history"][-1]["test_acc"] == pytest.approx(eager["history"][-1]["test_acc"], abs=100 / 32)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Augmentation on the device
 
 
