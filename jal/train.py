@@ -137,7 +137,7 @@ def git_commit() -> str | None:
 
 
 def start_wandb(cfg: DictConfig, run_dir: Path):
-    if cfg.logger.name != "wandb":
+    if cfg.logger.name != "wandb" or os.environ.get("WANDB_MODE") == "disabled":  # e.g. a bare GPU host
         return None
     import wandb
 

@@ -265,6 +265,14 @@ def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
     assert all(EPOCH_KEYS <= set(r) for r in rows)
 
 
+def test_wandb_mode_disabled_needs_no_wandb_package(synthetic_run, monkeypatch, one_torch_thread):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` would fail, as on a bare GPU host
+    cfg = synthetic_run("logger=wandb", "trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=32")
+    assert jal_train.train(cfg, run_dir_of(cfg))["status"] == "finished"
+    assert not (run_dir_of(cfg) / "wandb").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
     (["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, synthetic"),
