@@ -96,8 +96,14 @@ def check_determinism(device: str, work: Path, size: int = 2048) -> dict:
 
 def check_resume(device: str, work: Path, size: int = 2048) -> dict:
     """A run paused after epoch 1 (its stop_at passes during that epoch) and started again ends exactly as
-    the same run uninterrupted."""
-    cfg = short_run(device, work / "resume", "trainer.epochs=3", size=size)
+    the same run uninterrupted. On CUDA with trainer.deterministic, so that only resuming could tell them apart."""
+    deterministic = [f"trainer.deterministic={str(device == 'cuda').lower()}"]
+    cfg = short_run(device, work / "resume", "trainer.epochs=3", *deterministic, size=size)
+    with global_determinism_restored():
+        return resume_report(cfg, work)
+
+
+def resume_report(cfg, work: Path) -> dict:
     uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
     real = jal_train.train_epoch
 

@@ -380,7 +380,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         progress = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=cfg.run_name,
                         disable=not cfg.trainer.progress, dynamic_ncols=True, file=sys.stderr)
         for epoch in progress:
-            if reason := stop_reason(cfg):  # at an epoch end (the checkpoint is this epoch's): pause
+            if reason := stop_reason(cfg):  # before an epoch = at the last one's end, its checkpoint written
                 progress.close()
                 log.info("pausing %s after epoch %d: %s", run_dir, epoch, reason)
                 result = paused_record(cell, epoch, epochs, reason, wall_before + time.perf_counter() - started)
