@@ -215,13 +215,14 @@ CHECKS = {"determinism": check_determinism, "resume": check_resume, "bf16": chec
           "host_sync": check_host_sync}
 
 
-def run_checks(device: str, work: Path, names=tuple(CHECKS)) -> dict:
-    """Every check, each in its own try: one failing check still lets the others report."""
+def run_checks(device: str, work: Path, names=tuple(CHECKS), size: int = 2048) -> dict:
+    """The named checks, each in its own try: one failing check still lets the others report."""
     report = {}
     for name in names:
         started = time.perf_counter()
         try:
-            report[name] = CHECKS[name](device, work / name)
+            sized = {"batch_size": min(size, 128)} if name == "bf16" else {"size": size}
+            report[name] = CHECKS[name](device, work / name, **sized)
         except Exception as err:  # noqa: BLE001 - a crash is a failed check, reported with the others
             report[name] = {"passed": False, "error": f"{type(err).__name__}: {err}"}
         report[name]["seconds"] = time.perf_counter() - started
@@ -236,12 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu runs the same checks on the CPU")
     parser.add_argument("--out", default="results/bench", help="folder for gpu_check.json (and cuda.json)")
     parser.add_argument("--no-bench", action="store_true", help="the checks only")
+    parser.add_argument("--checks", default=",".join(CHECKS), help=f"a subset of {','.join(CHECKS)}")
+    parser.add_argument("--size", type=int, default=2048, help="training images of the short runs")
     args = parser.parse_args(argv)
+    names = args.checks.split(",")
+    if not set(names) <= set(CHECKS) or args.size < 1:
+        parser.error(f"--checks from {','.join(CHECKS)}; --size at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here: run make gpu-check on a GPU host (or --device cpu)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        checks = run_checks(args.device, Path(tmp))
+        checks = run_checks(args.device, Path(tmp), names, args.size)
     from jal.bench import device_name
 
     report = {"device": args.device, "device_name": device_name(torch.device(args.device)),

@@ -111,6 +111,18 @@ def test_host_reads_sees_boolean_mask_indexing_but_not_device_ops():
     assert reads.calls == ["__getitem__", "__float__"]
 
 
+def test_gpu_check_writes_its_report_and_exit_status(tmp_path, monkeypatch, one_torch_thread):
+    assert gpu_check.main(["--device", "cpu", "--no-bench", "--checks", "bf16", "--size", "16",
+                           "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["passed"] and list(report["checks"]) == ["bf16"] and report["device"] == "cpu"
+    assert report["checks"]["bf16"]["losses"]["ce"]["relative_difference"] <= gpu_check.BF16_TOLERANCE
+    monkeypatch.setattr(gpu_check, "BF16_TOLERANCE", 0.0)  # a check that fails: exit status 1, report says so
+    assert gpu_check.main(["--device", "cpu", "--no-bench", "--checks", "bf16", "--size", "16",
+                           "--out", str(tmp_path)]) == 1
+    assert not json.loads((tmp_path / "gpu_check.json").read_text())["passed"]
+
+
 def test_gpu_check_without_cuda_is_a_one_line_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA is here")
