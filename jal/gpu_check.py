@@ -10,7 +10,8 @@ tests/test_gpu_check.py runs them on the CPU:
   determinism  two short runs with one seed: identical? If not, by how much, and with trainer.deterministic
   resume       paused after epoch 1 (trainer.stop_at) and continued == uninterrupted, bit for bit
   bf16         bf16 autocast against fp32: loss values on the same batch, for several losses
-  host_sync    nothing in jal.train.train_epoch waits for the host: CUDA's sync debug mode set to "error"
+  host_sync    nothing in jal.train's training epoch or evaluation waits for the host: CUDA's sync debug
+               mode set to "error"
                (on the CPU: no Tensor read back to Python, by a torch function mode)
 The report is printed and written atomically to <out>/gpu_check.json; the exit status is 1 if a check failed.
 """
@@ -172,8 +173,8 @@ class HostReads(TorchFunctionMode):
 
 
 def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
-    """One epoch of jal.train.train_epoch after a warm-up epoch (cuDNN autotuning, lazy initialisation) with
-    every host read trapped: CUDA's sync debug mode "error" on CUDA, HostReads on the CPU."""
+    """One epoch of jal.train.train_epoch and an evaluation, after a warm-up of both (cuDNN autotuning, lazy
+    initialisation), with every host read trapped: CUDA's sync debug mode "error" on CUDA, HostReads on the CPU."""
     cfg = short_run(device, work / "sync", size=size)
     dev = torch.device(device)
     from jal.bench import build_ours  # the training objects as jal.train sets them up
@@ -183,10 +184,12 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
     ours = build_ours(cfg, data, dev)
     _, bf16 = jal_train.resolve_device(cfg)
 
-    def epoch(i):
-        return jal_train.train_epoch(ours.step_model, ours.criterion, ours.optimizer, ours.params, cfg, bf16,
+    def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
+        sums = jal_train.train_epoch(ours.step_model, ours.criterion, ours.optimizer, ours.params, cfg, bf16,
                                      ours.x_train, ours.labels, ours.labels, ours.is_corrupted, ours.stats,
                                      epoch_generator(cfg.seed, i, dev))
+        correct = jal_train.evaluate(ours.step_model, ours.x_train, ours.labels, ours.stats, cfg, bf16)
+        return torch.cat([sums, correct.float()[None]])
 
     epoch(0)
     report = {"mode": "torch.cuda.set_sync_debug_mode('error')" if dev.type == "cuda" else "HostReads"}
