@@ -319,6 +319,19 @@ def test_slurm_launcher_asks_for_the_signal_before_the_limit_and_requeues():
     assert signal.SIGUSR2 in jal_train.STOP_SIGNALS  # submitit's signal (SUBMITIT_PREEMPT_SIGNAL, default USR2)
 
 
+def test_deterministic_asks_torch_for_repeatable_kernels(synthetic_run, monkeypatch):
+    from jal.gpu_check import global_determinism_restored
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with global_determinism_restored():
+        jal_train.resolve_device(synthetic_run("trainer.deterministic=true"))
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled()  # the default leaves torch's settings alone
+    jal_train.resolve_device(synthetic_run())
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 # ---------------------------------------------------------------------------------------------------
 # trainer.compile
 
