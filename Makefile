@@ -52,8 +52,9 @@ bench: install
 
 # On a GPU host, a few minutes: the CUDA checks, then the GPU benchmark into results/bench/{gpu_check,cuda}.json.
 # No install step: a bare GPU host has PyTorch and the carried Hydra wheels (shared/gpu/setup.sh), not pip.
+BENCH_OUT ?= results/bench
 gpu-check:
-	$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m jal.gpu_check --out results/bench
+	$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m jal.gpu_check --out $(BENCH_OUT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
