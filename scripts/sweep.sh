@@ -9,6 +9,9 @@ PRESET=${PRESET:-paper}
 LAUNCHER=${LAUNCHER:-basic}
 JOBS=${JOBS:-2}
 PYTHON=${PYTHON:-python}
+if [ -n "${MINUTES:-}" ] && ! [[ $MINUTES =~ ^[0-9]+$ ]]; then
+  echo "error: MINUTES=$MINUTES: give a whole number of minutes, e.g. MINUTES=8" >&2; exit 2
+fi
 STOP_AT=${STOP_AT:-${MINUTES:+$(($(date +%s) + MINUTES * 60))}}
 
 # multirun OVERRIDES...: one sweep over the cells given, with the preset and launcher applied.

@@ -310,6 +310,10 @@ def test_minutes_gives_every_run_of_the_sweep_one_deadline_and_headline_runs_see
                      for noise, rates in (("symmetric", "0.4,0.8"), ("asymmetric", "0.2,0.4"))]
     assert all("loss=ce,nce_rce,anl_ce,anl_fl,jal_ce,jal_fl" in run for run in runs)
     assert done.stdout.splitlines()[-1].startswith("-m jal.tables results/runs/cifar10 --out results/cifar10")
+    bad = subprocess.run(["bash", "scripts/reproduce_cifar10.sh"], cwd=REPO, env={**env, "MINUTES": "7.5"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: MINUTES=7.5: give a whole number of minutes, e.g. " \
+        "MINUTES=8" and "jal.train" not in bad.stdout
 
 
 def test_slurm_launcher_asks_for_the_signal_before_the_limit_and_requeues():
