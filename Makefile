@@ -7,11 +7,13 @@ export JAL_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 # Sweep settings, each optional (defaults in scripts/sweep.sh): PRESET=paper|quick (paper with CUDA, quick
 # without), LAUNCHER=basic|joblib|local|slurm (basic with CUDA; joblib, one run per core, without), JOBS,
 # THREADS (torch threads per run), SEEDS, LOSSES; DRY_RUN=1 prints the plan of the sweep and stops.
-SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN
+# MINUTES=N: the sweep pauses after N minutes (every run at its next epoch end); the same command continues it.
+# CELLS=headline (reproduce-cifar10): the paper's main-table cells only, seed 123 first.
+SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 
 .PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n \
-	notebooks bench clean
+	notebooks bench gpu-check clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -46,6 +48,12 @@ notebooks: install  ## run notebooks/results.ipynb on results/ and save its figu
 
 bench: install
 	$(PYTHON) -m jal.bench --out results/bench
+
+# On a GPU host, a few minutes: the CUDA checks, then the GPU benchmark into results/bench/{gpu_check,cuda}.json.
+# No install step: a bare GPU host has PyTorch and the carried Hydra wheels (shared/gpu/setup.sh), not pip.
+BENCH_OUT ?= results/bench
+gpu-check:
+	$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m jal.gpu_check --out $(BENCH_OUT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

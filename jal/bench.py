@@ -4,6 +4,8 @@
     python -m jal.bench --device cuda --model resnet34   # the CIFAR-100 protocol (crop, flip, rotation 20)
     python -m jal.bench --device cuda --full-run         # also time a whole 120-epoch run through jal.train
     python -m jal.bench --device cuda --concurrent 4     # also: 4 copies of our pipeline sharing the GPU
+    python -m jal.bench --device cuda --precision fp32 --matrix   # also fp32/tf32/bf16 x compile off/on,
+                                                         # and 1/2/4/8 concurrent runs (runs/hour)
 
 In one process, on the same data, config, model, batch size and number of steps, it trains two ways:
   reference: what the paper's public code does: a torch Dataset of PIL images through torchvision transforms,
@@ -14,6 +16,11 @@ In one process, on the same data, config, model, batch size and number of steps,
 Warm-up steps are excluded; the timed steps end with a device sync. A second, instrumented pass cuts each
 pipeline's step into phases (data / forward_backward / optimizer / bookkeeping) with a sync after each.
 The report is printed and written atomically to <out>/<device>.json.
+
+Precisions of ours: fp32 = trainer.precision=fp32 as jal.train runs it (PyTorch's defaults: cuDNN may use
+TF32 for convolutions, matmuls stay fp32), tf32 = the same with TF32 for matmuls too, bf16 = autocast.
+--matrix adds every --precisions x --compiles variant of ours (images/s, the training time of a whole run)
+and --copies concurrent copies of the first variant (aggregate runs/hour: how many runs to put on one GPU).
 
 The data is the real dataset (<data_dir>/<name>.npz, data_dir = $JAL_DATA_DIR or `data`) when present,
 else synthetic images of the same shape (the report says which): images/s does not depend on pixel values.
@@ -62,6 +69,8 @@ from jal.train import (
 )
 
 PHASES = ("data", "forward_backward", "optimizer", "bookkeeping")
+COMPILES = {"off": False, "false": False, "on": True, "true": True, "reduce-overhead": "reduce-overhead",
+            "max-autotune": "max-autotune"}  # --compile/--compiles values -> trainer.compile
 MODEL_DATASET = {"cnn8": "cifar10", "resnet34": "cifar100"}  # each backbone's protocol (PROTOCOL.md 1)
 SYNTHETIC_MAX_IMAGES = 10_000  # a stand-in only needs enough images for the steps, not a whole CIFAR
 
@@ -73,15 +82,21 @@ SYNTHETIC_MAX_IMAGES = 10_000  # a stand-in only needs enough images for the ste
 def compose_config(args, extra: tuple[str, ...] = ()) -> DictConfig:
     """The config `python -m jal.train` would compose for these options, with Hydra's runtime set so that
     `${hydra:...}` interpolations (run_name) resolve."""
+    precision = "fp32" if args.precision == "tf32" else args.precision  # tf32: a backend flag, see use_tf32
     overrides = [f"dataset={args.dataset}", f"model={args.model}", f"loss={args.loss}",
-                 f"trainer.device={args.device}", f"trainer.precision={args.precision}",
-                 f"trainer.compile={str(args.compile).lower()}", *extra]
+                 f"trainer.device={args.device}", f"trainer.precision={precision}",
+                 f"trainer.compile={compile_value(args.compile)}", *extra]
     if args.batch_size:
         overrides.append(f"trainer.batch_size={args.batch_size}")
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def compile_value(compile) -> str:
+    """trainer.compile as an override: false, true or a torch.compile mode."""
+    return str(compile).lower() if isinstance(compile, bool) else compile
 
 
 def load_images(cfg: DictConfig, images_needed: int) -> tuple[ImageData, str, str]:
@@ -108,6 +123,15 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def use_tf32(precision: str) -> dict:
+    """Precision "tf32": TF32 for matmuls as well as cuDNN's convolutions; the others keep PyTorch's defaults.
+    Returns the flags in force (no effect on the CPU)."""
+    if precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
 
 
 class PhaseTimer:
@@ -351,6 +375,7 @@ def worker(args) -> None:
     """One `--concurrent` copy: warm up, print READY, wait for a line on stdin, time, print RESULT."""
     cfg = compose_config(args)
     device, bf16 = resolve_device(cfg)
+    use_tf32(args.precision)
     data, _, _ = load_images(cfg, cfg.trainer.batch_size * (args.steps + args.warmup))
     ours = build_ours(cfg, data, device)
     run_ours(ours, cfg, bf16, args.warmup)
@@ -369,7 +394,7 @@ def time_concurrent(args, cfg: DictConfig, copies: int) -> dict:
     command = [sys.executable, "-m", "jal.bench", "--worker", "--device", args.device, "--model", args.model,
                "--dataset", args.dataset, "--loss", args.loss, "--precision", args.precision,
                "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command += ["--compile"] if args.compile else []
+    command += ["--compile", compile_value(args.compile)] if args.compile else []
     command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     # The copies import this checkout's jal and read the same data, whatever the installed package or cwd.
     repo = str(CONFIG_DIR.parent)
@@ -397,11 +422,74 @@ def time_concurrent(args, cfg: DictConfig, copies: int) -> dict:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    return concurrency_summary(results, args.steps, images_per_run(cfg))
+
+
+def images_per_run(cfg: DictConfig) -> int:
+    """Training images of one whole run of the protocol (epochs x training set)."""
+    return cfg.trainer.epochs * (cfg.dataset.subset or cfg.dataset.train_size)
+
+
+def concurrency_summary(results: list[dict], steps: int, run_images: int) -> dict:
+    """Copies that ran side by side (each: images, wall-clock start, end): their aggregate images/s over the
+    window from the first start to the last end, and the whole runs per hour that makes (training only)."""
     window = max(r["end"] for r in results) - min(r["start"] for r in results)
     aggregate = sum(r["images"] for r in results) / window
-    return {"copies": copies, "steps_per_copy": args.steps, "aggregate_images_per_second": aggregate,
+    return {"copies": len(results), "steps_per_copy": steps, "aggregate_images_per_second": aggregate,
             "per_run_images_per_second": [r["images"] / (r["end"] - r["start"]) for r in results],
-            "runs_per_hour": 3600 * aggregate / (cfg.trainer.epochs * cfg.dataset.train_size)}
+            "runs_per_hour": 3600 * aggregate / run_images}
+
+
+def measure_variant(args, data: ImageData, precision: str, compile: bool) -> dict:
+    """Ours in one precision, compiled or not: images/s after a warm-up (which includes compiling)."""
+    variant = argparse.Namespace(**{**vars(args), "precision": precision, "compile": compile})
+    cfg = compose_config(variant)
+    device, bf16 = resolve_device(cfg)
+    saved = use_tf32("default")
+    flags = use_tf32(precision)
+    try:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        ours = build_ours(cfg, data, device)
+        run_ours(ours, cfg, bf16, args.warmup)
+        sync(device)
+        warmup_seconds = time.perf_counter() - started
+        ips, seconds = images_per_second(partial(run_ours, ours, cfg, bf16), args.steps, 0, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved["matmul_allow_tf32"]
+        torch.backends.cudnn.allow_tf32 = saved["cudnn_allow_tf32"]
+    return {"precision": precision, "compile": compile, "images_per_second": ips, "seconds": seconds,
+            "warmup_seconds": warmup_seconds, "peak_memory_mb": peak_memory_mb(device),
+            "run_training_seconds": images_per_run(cfg) / ips, "runs_per_hour": 3600 * ips / images_per_run(cfg),
+            **flags}
+
+
+def measure_matrix(args, data: ImageData, cfg: DictConfig) -> dict:
+    """Every --precisions x --compiles variant of ours, then --copies concurrent copies of the first variant;
+    `best_copies` is the number of copies with the most runs per hour."""
+    variants = []
+    for precision in args.precisions:
+        for compile in args.compiles:
+            try:
+                v = measure_variant(args, data, precision, compile)
+            except Exception as err:  # noqa: BLE001 - one variant failing to compile leaves the others measured
+                v = {"precision": precision, "compile": compile, "error": f"{type(err).__name__}: {err}"[:500]}
+                print(f"ours {precision:5s} compile={compile!s:5s} failed: {v['error']}", flush=True)
+                variants.append(v)
+                continue
+            variants.append(v)
+            print(f"ours {precision:5s} compile={compile!s:5s} {v['images_per_second']:>10.0f} images/s "
+                  f"(a whole run's training: {v['run_training_seconds']:.0f} s)", flush=True)
+    first = argparse.Namespace(**{**vars(args), "precision": args.precisions[0], "compile": args.compiles[0]})
+    concurrency = []
+    for copies in args.copies:
+        concurrency.append(time_concurrent(first, cfg, copies))
+        print(f"{copies} concurrent: {concurrency[-1]['runs_per_hour']:.1f} runs/hour", flush=True)
+    best = max(concurrency, key=lambda c: c["runs_per_hour"])["copies"] if concurrency else None
+    return {"variants": variants, "concurrency": concurrency, "best_copies": best,
+            "concurrency_variant": {"precision": first.precision, "compile": first.compile}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -430,6 +518,21 @@ def print_report(r: dict) -> None:
     if "full_run_seconds" in r:
         minutes = r["full_run_seconds"] / 60
         print(f"a whole {r['full_run_epochs']}-epoch run through jal.train.train: {minutes:.1f} min")
+    if "matrix" in r:
+        m = r["matrix"]
+        print(f"\n{'ours':24s}{'images/s':>10s}{'run (s)':>10s}{'warm-up s':>11s}   (run: a whole run's training)")
+        for v in m["variants"]:
+            label = f"{v['precision']}, compile={compile_value(v['compile'])}"
+            if "error" in v:
+                print(f"{label:24s} failed: {v['error'][:90]}")
+                continue
+            print(f"{label:24s}{v['images_per_second']:>10.0f}{v['run_training_seconds']:>10.0f}"
+                  f"{v['warmup_seconds']:>11.1f}")
+        for c in m["concurrency"]:
+            print(f"{c['copies']} concurrent copies: {c['aggregate_images_per_second']:.0f} images/s in all, "
+                  f"{c['runs_per_hour']:.1f} runs/hour")
+        if m["best_copies"]:
+            print(f"most runs per hour with {m['best_copies']} concurrent runs per device")
     if "concurrent" in r:
         c = r["concurrent"]
         print(f"{c['copies']} concurrent copies: {c['aggregate_images_per_second']:.0f} images/s in all, "
@@ -444,9 +547,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=("cifar10", "cifar100"), default=None,
                         help="protocol and data; default: the model's (cnn8: cifar10, resnet34: cifar100)")
     parser.add_argument("--loss", default="jal_ce", help="a config name in configs/loss (default: jal_ce)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32", "tf32"), default="auto",
                         help="ours (the reference is fp32): auto = bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--compile", action="store_true", help="ours through torch.compile")
+    parser.add_argument("--compile", nargs="?", const="true", default="false", choices=COMPILES,
+                        help="ours through torch.compile (on; or a mode: reduce-overhead = CUDA graphs)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps each (cuda: 300, cpu: 30)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (cuda: 30, cpu: 3)")
     parser.add_argument("--breakdown-steps", type=int, default=None, help="default: min(20, steps)")
@@ -456,6 +560,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full-run", action="store_true", help="cuda: also time a whole training run")
     parser.add_argument("--concurrent", type=int, default=0, metavar="N",
                         help="cuda: also run N copies of our pipeline on the GPU at once, --steps each")
+    parser.add_argument("--matrix", action="store_true", help="also every --precisions x --compiles variant, "
+                        "and --copies concurrent copies of the first")
+    parser.add_argument("--precisions", default="fp32,tf32,bf16", help="--matrix: precisions of ours")
+    parser.add_argument("--compiles", default="off,on", help="--matrix: torch.compile off, on or both")
+    parser.add_argument("--copies", default="1,2,4,8", help="--matrix: numbers of concurrent copies")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one --concurrent copy
     args = parser.parse_args(argv)
     args.dataset = args.dataset or MODEL_DATASET[args.model]
@@ -467,8 +576,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps and --breakdown-steps must be at least 1, --warmup at least 0")
     if on_cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
-    if (args.full_run or args.concurrent) and not on_cuda:
-        parser.error("--full-run and --concurrent time GPU runs: use them with --device cuda")
+    if args.full_run and not on_cuda:
+        parser.error("--full-run times a whole GPU run: use it with --device cuda")
+    args.precisions = args.precisions.split(",")
+    args.compile = COMPILES[args.compile]
+    args.compiles = [COMPILES.get(c) for c in args.compiles.split(",")]
+    args.copies = [int(c) for c in args.copies.split(",") if c]
+    if not set(args.precisions) <= {"fp32", "tf32", "bf16"} or None in args.compiles or min(args.copies, default=1) < 1:
+        parser.error(f"--precisions from fp32,tf32,bf16; --compiles from {','.join(COMPILES)}; --copies positive")
     return args
 
 
@@ -497,6 +612,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    tf32_flags = use_tf32(args.precision)  # after the reference, which runs with PyTorch's defaults
     ours = build_ours(cfg, data, device)
     run_steps = partial(run_ours, ours, cfg, bf16)
     ours_ips, ours_seconds = images_per_second(run_steps, args.steps, args.warmup, device)
@@ -512,7 +628,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         "speedup": ours_ips / ref_ips, "reference_seconds": ref_seconds, "ours_seconds": ours_seconds,
         "device": device.type, "device_name": device_name(device), "model": args.model,
         "dataset": cfg.dataset.name, "loss": args.loss, "batch_size": batch_size,
-        "precision": "bf16" if bf16 else "fp32", "reference_precision": "fp32",
+        "precision": args.precision if args.precision == "tf32" else "bf16" if bf16 else "fp32",
+        "reference_precision": "fp32",
         "compile": bool(cfg.trainer.compile), "channels_last": bool(cfg.trainer.channels_last),
         "l1": cfg.optim.l1, "steps": args.steps, "warmup": args.warmup, "workers": args.workers,
         "data_source": source, "data_description": description, "train_images": len(data.y_train),
@@ -522,7 +639,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         else "process peak RSS (ru_maxrss), cumulative: the reference ran first",
         "ours_host_syncs_per_step": None if syncs is None else syncs / sync_steps,
         # runs/hour of training alone (no evaluation), one run at a time
-        "ours_runs_per_hour": 3600 * ours_ips / (cfg.trainer.epochs * cfg.dataset.train_size),
+        "ours_runs_per_hour": 3600 * ours_ips / images_per_run(cfg), **tf32_flags,
         "torch_version": torch.__version__, "cuda_version": torch.version.cuda, "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "python_version": platform.python_version(),
         "command": shlex.join([sys.executable, "-m", "jal.bench", *argv]),
@@ -534,6 +651,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         result.update(time_full_run(args))
     if args.concurrent:
         result["concurrent"] = time_concurrent(args, cfg, args.concurrent)
+    if args.matrix:
+        result["matrix"] = measure_matrix(args, data, cfg)
 
     print_report(result)
     path = Path(args.out) / f"{device.type}.json"

@@ -212,14 +212,20 @@ def summarise(records, expect_seeds=3, published=None):
             if len(runs) > 1:
                 newest = runs[-1]["run_dir"]
                 issues.append(f"seed {seed}: {len(runs)} finished runs, kept the newest ({newest})")
-        # a failed seed that later finished is not a failure of the cell
-        failed = [r for r in unfinished if r.get("seed") not in finished_by_seed]
+        # a failed seed that later finished is not a failure of the cell; a paused run (trainer.stop_at, a stop
+        # signal) is one still to finish: missing, not failed
+        unfinished = [r for r in unfinished if r.get("seed") not in finished_by_seed]
+        failed = [r for r in unfinished if r.get("status") != "paused"]
+        for record in unfinished:
+            if record.get("status") == "paused":
+                issues.append(f"paused (seed {record.get('seed')}) after epoch {record.get('epoch')} of "
+                              f"{record.get('epochs')}: {record['run_dir']}; run the same command again to continue")
         for record in failed:
             error = str(record.get("error") or f"status {record.get('status')}, no last_test_acc").strip()
             error = error.splitlines()[-1] if error else ""  # the last line of a traceback says what broke
             issues.append(f"failed (seed {record.get('seed')}): {record['run_dir']}: {error[:200]}")
         accuracies = np.array([float(r["last_test_acc"]) for r in finished])
-        if len(finished) == 0 and not failed:
+        if len(finished) == 0 and not unfinished:
             issues.insert(0, "no runs")
         elif len(finished) < expect_seeds:
             seeds = ", ".join(str(r.get("seed")) for r in finished)

@@ -8,15 +8,21 @@ optimiser from the composed config, then train with the whole step on the device
 once per epoch. Each run writes into its directory (a function of its cell, see configs/train.yaml):
 result.json (atomic), labels.npz (the noisy labels it trained on) and checkpoint.pt (every epoch, atomic).
 Starting a run again resumes from its checkpoint; a finished run is skipped.
+
+Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after SIGTERM/SIGUSR1/SIGUSR2
+(SLURM's warning before its time limit, preemption, submitit's signal), the run pauses: checkpoint kept,
+result.json status "paused", exit 0. Started again, it continues where it stopped.
 """
 
 import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -131,7 +137,7 @@ def git_commit() -> str | None:
 
 
 def start_wandb(cfg: DictConfig, run_dir: Path):
-    if cfg.logger.name != "wandb":
+    if cfg.logger.name != "wandb" or os.environ.get("WANDB_MODE") == "disabled":  # e.g. a bare GPU host
         return None
     import wandb
 
@@ -152,8 +158,14 @@ def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
     device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
     precision = cfg.trainer.precision
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    deterministic = cfg.trainer.get("deterministic", False)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+        # fixed input shapes: let cuDNN pick its fastest kernels, unless bitwise repeatable runs are asked for
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable results
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on an op with no such kernel
     return device, bf16
 
 
@@ -225,9 +237,13 @@ def train_epoch(model, criterion, optimizer, params, cfg: DictConfig, bf16: bool
     return sums
 
 
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def build_training(cfg: DictConfig, device: torch.device):
     """Model, loss, SGD and the cosine schedule, all from the composed config. `step_model` is the model the
-    training step calls: the model itself, or its torch.compile'd version (sharing its parameters)."""
+    training step and the evaluation call: the model itself, or its torch.compile'd version (sharing its
+    parameters; forward and backward compiled, the evaluation's no-grad forward as a second graph)."""
     model = hydra.utils.instantiate(cfg.model).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -235,13 +251,72 @@ def build_training(cfg: DictConfig, device: torch.device):
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
-    step_model = torch.compile(model) if cfg.trainer.compile else model
+    mode = cfg.trainer.compile  # true, or one of torch.compile's modes: reduce-overhead = CUDA graphs
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile={mode}: choose false, true or one of {', '.join(COMPILE_MODES[2:])}")
+    step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
     return model, step_model, criterion, optimizer, scheduler
 
 
+# ---------------------------------------------------------------------------------------------------
+# Pausing: trainer.stop_at and stop signals
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+stop_signal: int | None = None  # the stop signal this process received; every later run in it pauses too
+
+
+def request_stop(signum: int, frame=None) -> None:
+    """Signal handler: pause at the next epoch end (a sweep's later runs in this process then pause at once)."""
+    global stop_signal
+    stop_signal = signum
+
+
+def stop_reason(cfg: DictConfig) -> str | None:
+    """Why the run must pause now, if it must: a stop signal, or trainer.stop_at has passed."""
+    if stop_signal is not None:
+        return signal.Signals(stop_signal).name
+    stop_at = cfg.trainer.get("stop_at")
+    if stop_at is not None and time.time() >= stop_at:
+        return f"trainer.stop_at={stop_at} passed"
+    return None
+
+
+def install_stop_handlers() -> dict:
+    """request_stop for STOP_SIGNALS; returns the handlers it replaced (none off the main thread, where
+    Python cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
+
+
+def restore_handlers(previous: dict, hand_on: int | None) -> None:
+    """Put the replaced handlers back; hand the stop signal received meanwhile on to a launcher's own handler
+    (submitit's requeues the job), now that the checkpoint is written."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    handler = previous.get(hand_on)
+    if callable(handler) and handler is not request_stop:
+        handler(hand_on, None)
+
+
+def paused_record(cell: dict, epoch: int, epochs: int, reason: str, wall_seconds: float) -> dict:
+    """result.json of a paused run: the tables count it as missing, and starting it again continues it."""
+    return dict(status="paused", **cell, epoch=epoch, epochs=epochs, reason=reason, wall_seconds=wall_seconds,
+                git_commit=git_commit())
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Train the run described by `cfg` into `run_dir`; returns its result record."""
-    run_dir = Path(run_dir)
+    """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
+    A stop signal meanwhile pauses it at the next epoch end."""
+    signalled_before, previous = stop_signal, install_stop_handlers()
+    try:
+        return train_run(cfg, Path(run_dir))
+    finally:
+        restore_handlers(previous, hand_on=stop_signal if signalled_before is None else None)
+
+
+def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     result_path, checkpoint_path = run_dir / "result.json", run_dir / "checkpoint.pt"
     if result_path.exists():
@@ -250,6 +325,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             log.info("%s is finished already: skipping", run_dir)
             return result
     check_config(cfg)
+
+    if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
+        log.info("%s not started: %s", run_dir, reason)
+        return dict(status="paused", reason=reason, epoch=None)
+
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
@@ -300,6 +380,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         progress = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=cfg.run_name,
                         disable=not cfg.trainer.progress, dynamic_ncols=True, file=sys.stderr)
         for epoch in progress:
+            if reason := stop_reason(cfg):  # before an epoch = at the last one's end, its checkpoint written
+                progress.close()
+                log.info("pausing %s after epoch %d: %s", run_dir, epoch, reason)
+                result = paused_record(cell, epoch, epochs, reason, wall_before + time.perf_counter() - started)
+                atomic_write_json(result_path, result)
+                if wandb_run is not None:
+                    wandb_run.finish()
+                return result
             epoch_start = time.perf_counter()
             generator = epoch_generator(cfg.seed, epoch, device)
             sums = train_epoch(step_model, criterion, optimizer, params, cfg, bf16, x_train, y_noisy, y_clean,
@@ -310,7 +398,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             evaluated = (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs  # the last always
-            test_correct = evaluate(model, x_test, y_test, stats, cfg, bf16) if evaluated else None
+            test_correct = evaluate(step_model, x_test, y_test, stats, cfg, bf16) if evaluated else None
 
             # Check, record, checkpoint.
             if not math.isfinite(loss_sum):
@@ -381,7 +469,7 @@ def main(cfg: DictConfig) -> float:
         result = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ValueError, FileNotFoundError) as err:  # wrong settings or missing files: one line, no traceback
         raise SystemExit(f"error: {err}") from None
-    return result["last_test_acc"]
+    return result.get("last_test_acc")  # None when paused
 
 
 if __name__ == "__main__":

@@ -8,9 +8,15 @@
 #   JOBS=N               runs at once with joblib; default: 2 with CUDA, one per core without
 #   THREADS=N            torch threads per run (trainer.threads); default with joblib on a CPU: cores / JOBS
 #   SEEDS=123,124,125    LOSSES=ce,gce,...   DRY_RUN=1   PYTHON=python
+#   MINUTES=N: time-boxed: every run pauses at its first epoch end past N minutes from now (trainer.stop_at,
+#              one deadline for the whole sweep); the same command later continues where it stopped
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
+if [ -n "${MINUTES:-}" ] && ! [[ $MINUTES =~ ^[0-9]+$ ]]; then
+  echo "error: MINUTES=$MINUTES: give a whole number of minutes, e.g. MINUTES=8" >&2; exit 2
+fi
+STOP_AT=${STOP_AT:-${MINUTES:+$(($(date +%s) + MINUTES * 60))}}
 
 # CUDA or not, and the cores this process may use (nproc would follow OMP_NUM_THREADS)
 read -r CUDA CORES < <("$PYTHON" -c 'import os, torch; print(int(torch.cuda.is_available()), len(os.sched_getaffinity(0)))')
@@ -40,6 +46,7 @@ multirun() {
     *) settings+=("hydra/launcher=$LAUNCHER") ;;
   esac
   if [ -n "$THREADS" ]; then settings+=("trainer.threads=$THREADS"); fi
+  if [ -n "$STOP_AT" ]; then settings+=("trainer.stop_at=$STOP_AT"); fi
   SWEEPS+=("$(printf '%q ' "${settings[@]}" "$@")")
 }
 

@@ -49,11 +49,46 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     assert not list(out.glob("*.json.tmp*")) and [p.name for p in out.iterdir()] == ["cpu.json"]
 
 
-def test_full_run_and_concurrent_need_cuda():
+def test_full_run_needs_cuda_and_matrix_options_are_checked():
     with pytest.raises(SystemExit):
         bench.parse_args(["--device", "cpu", "--full-run"])
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--device", "cpu", "--concurrent", "2"])
+    for bad in (["--precisions", "fp16"], ["--compiles", "maybe"], ["--copies", "0"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--device", "cpu", "--matrix", *bad])
+    args = bench.parse_args(["--device", "cpu", "--matrix"])
+    assert (args.precisions, args.compiles, args.copies) == (["fp32", "tf32", "bf16"], [False, True], [1, 2, 4, 8])
+
+
+def test_concurrency_summary_counts_images_over_the_shared_window():
+    copies = [{"images": 1000, "start": 10.0, "end": 12.0}, {"images": 3000, "start": 11.0, "end": 14.0}]
+    summary = bench.concurrency_summary(copies, steps=50, run_images=120 * 50_000)
+    assert summary["copies"] == 2 and summary["steps_per_copy"] == 50
+    assert summary["aggregate_images_per_second"] == pytest.approx(4000 / 4.0)  # window 10.0 .. 14.0
+    assert summary["per_run_images_per_second"] == pytest.approx([500.0, 1000.0])
+    assert summary["runs_per_hour"] == pytest.approx(3600 * 1000 / 6_000_000)
+
+
+def test_matrix_on_cpu_measures_every_variant_and_concurrent_copies(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the concurrent copies
+    out = tmp_path / "bench"
+    result = bench.main(["--device", "cpu", "--precision", "fp32", "--steps", "2", "--warmup", "1",
+                         "--breakdown-steps", "1", "--batch-size", "4", "--workers", "0", "--out", str(out),
+                         "--matrix", "--precisions", "fp32,bf16", "--compiles", "off", "--copies", "1,2"])
+    matrix = json.loads((out / "cpu.json").read_text())["matrix"]
+    assert matrix == json.loads(json.dumps(result["matrix"]))
+    assert [(v["precision"], v["compile"]) for v in matrix["variants"]] == [("fp32", False), ("bf16", False)]
+    run_images = 120 * 50_000  # CIFAR-10's protocol
+    for v in matrix["variants"]:
+        assert v["images_per_second"] == pytest.approx(2 * 4 / v["seconds"])
+        assert v["run_training_seconds"] == pytest.approx(run_images / v["images_per_second"])
+    assert [c["copies"] for c in matrix["concurrency"]] == [1, 2]
+    for c in matrix["concurrency"]:
+        assert len(c["per_run_images_per_second"]) == c["copies"]
+        assert c["runs_per_hour"] == pytest.approx(3600 * c["aggregate_images_per_second"] / run_images)
+    best = max(matrix["concurrency"], key=lambda c: c["runs_per_hour"])
+    assert matrix["best_copies"] == best["copies"]
+    assert matrix["concurrency_variant"] == {"precision": "fp32", "compile": False}
 
 
 def test_reference_l1_penalty_and_ours_give_the_same_gradients():

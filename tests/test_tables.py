@@ -81,6 +81,16 @@ def test_rerun_seed_replaces_older_run(tmp_path):
     assert any("kept the newest" in issue and issue.endswith("new)") for issue in row["issues"])
 
 
+def test_paused_run_is_missing_not_failed(tmp_path):
+    write_record(tmp_path / "s123", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
+    write_record(tmp_path / "s124", loss="ce", noise_rate=0.4, seed=124, status="paused", epoch=37, epochs=120,
+                 reason="trainer.stop_at=1 passed")
+    (row,) = tables.summarise(tables.load_records([tmp_path]))
+    assert (row["runs"], row["failed"], row["missing"], row["mean"]) == (1, 0, 2, 58.0)
+    assert row["issues"][0] == "1/3 runs finished (seeds 123)"
+    assert any(issue.startswith("paused (seed 124) after epoch 37 of 120") for issue in row["issues"])
+
+
 def test_published_figure_and_source(record_dir):
     rows = tables.summarise(tables.load_records([record_dir]))
     jal = cell(rows, "jal_ce", 0.8)  # in the JAL paper's own table

@@ -1,10 +1,13 @@
-"""The training entrypoint: records, resume, skip, W&B, non-finite losses, one-line errors, augmentation."""
+"""The training entrypoint: records, resume, pause (stop_at, signals), skip, W&B, non-finite losses, one-line
+errors, augmentation."""
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +71,135 @@ def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path,
     monkeypatch.setattr(jal_train, "atomic_torch_save", save)
     resumed = jal_train.train(cfg, tmp_path / "resumed")
 
+    assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
+
+
+def assert_same_training(a: dict, a_dir: Path, b: dict, b_dir: Path) -> None:
+    """Two finished runs trained identically: the same history (but timings) and bitwise the same weights."""
     def deterministic(history):
         return [{k: v for k, v in h.items() if k not in ("images_per_second", "seconds")} for h in history]
 
-    assert deterministic(resumed["history"]) == deterministic(uninterrupted["history"])
-    final = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["model"]
-             for d in ("uninterrupted", "resumed")]
+    assert a["status"] == b["status"] == "finished"
+    assert deterministic(a["history"]) == deterministic(b["history"])
+    final = [torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (a_dir, b_dir)]
     for name in final[0]:
         torch.testing.assert_close(final[0][name], final[1][name], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pausing: trainer.stop_at, stop signals
+
+
+@pytest.fixture
+def no_stop_signal(monkeypatch):
+    """This test process has received no stop signal (and whatever a test sends is forgotten after it)."""
+    monkeypatch.setattr(jal_train, "stop_signal", None)
+
+
+def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch, no_stop_signal,
+                                                          one_torch_thread):
+    cfg = synthetic_run("loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=3",
+                        "dataset.train_size=96", "dataset.test_size=32")
+    uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
+
+    real = jal_train.train_epoch
+
+    def deadline_passes_during_epoch_1(*args, **kwargs):
+        sums = real(*args, **kwargs)
+        cfg.trainer.stop_at = time.time()
+        return sums
+
+    monkeypatch.setattr(jal_train, "train_epoch", deadline_passes_during_epoch_1)
+    paused = jal_train.train(cfg, tmp_path / "paused")
+    assert paused["status"] == "paused" and paused["epoch"] == 1 and paused["epochs"] == 3
+    assert "stop_at" in paused["reason"] and paused["loss"] == "jal_ce" and paused["seed"] == 123
+    assert json.loads((tmp_path / "paused" / "result.json").read_text()) == paused
+    assert torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+    monkeypatch.setattr(jal_train, "train_epoch", real)
+    cfg.trainer.stop_at = None  # the same run started again, with time left
+    continued = jal_train.train(cfg, tmp_path / "paused")
+    assert_same_training(uninterrupted, tmp_path / "uninterrupted", continued, tmp_path / "paused")
+
+
+def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypatch, no_stop_signal):
+    cfg = synthetic_run(f"trainer.stop_at={int(time.time()) - 1}")
+    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("a run past stop_at loads nothing"))
+    result = jal_train.train(cfg, run_dir_of(cfg))
+    assert result["status"] == "paused" and result["epoch"] is None
+    assert not (run_dir_of(cfg) / "result.json").exists() and not (run_dir_of(cfg) / "checkpoint.pt").exists()
+
+
+def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(synthetic_run, monkeypatch,
+                                                                                no_stop_signal, one_torch_thread):
+    """SLURM's warning arrives mid-epoch: the epoch completes, its checkpoint is written, the run pauses;
+    then the handler that was there before (a launcher's, e.g. submitit's requeue) gets the signal."""
+    cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32")
+    handed_on = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: handed_on.append(signum))
+    real = jal_train.train_epoch
+
+    def signalled_mid_epoch(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert not handed_on  # train() holds the signal until the epoch ends
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jal_train, "train_epoch", signalled_mid_epoch)
+    try:
+        result = jal_train.train(cfg, run_dir_of(cfg))
+        restored = signal.getsignal(signal.SIGUSR1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert result["status"] == "paused" and result["epoch"] == 1 and result["reason"] == "SIGUSR1"
+    assert torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert handed_on == [signal.SIGUSR1] and restored is not jal_train.request_stop
+    # later runs in this process (a sweep through the basic launcher) pause before they start
+    later = synthetic_run("trainer.epochs=3", "seed=5")
+    assert jal_train.train(later, run_dir_of(later))["epoch"] is None
+    assert not list(run_dir_of(later).iterdir()) and handed_on == [signal.SIGUSR1]  # handed on once only
+
+
+def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "jal.train", "-m", "dataset=synthetic", "logger=none", "trainer.progress=false",
+         "loss=ce,jal_ce", "noise=symmetric", "noise.rate=0.2,0.8", f"trainer.stop_at={int(time.time()) - 1}",
+         f"out_root={tmp_path}"], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+        text=True, timeout=120)
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (done.stdout + done.stderr).count("not started: trainer.stop_at") == 4
+    assert not [p for p in tmp_path.rglob("*") if p.name in ("result.json", "checkpoint.pt", "labels.npz")]
+    assert seconds < 60  # Hydra's start-up and four runs that load nothing (a second or two alone)
+
+
+def test_sigterm_mid_run_leaves_a_resumable_checkpoint_and_the_continued_run_finishes(tmp_path):
+    run_dir = tmp_path / "synthetic/clean/ce/seed123"
+    command = [sys.executable, "-m", "jal.train", "dataset=synthetic", "dataset.train_size=64",
+               "dataset.test_size=32", "trainer.epochs=12", "trainer.threads=1", "logger=none",
+               "trainer.progress=false", f"out_root={tmp_path}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    record = json.loads((run_dir / "result.json").read_text())
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert record["status"] == "paused" and record["reason"] == "SIGTERM" and 1 <= record["epoch"] < 12
+    assert state["epoch"] == record["epoch"] == len(state["history"])
+
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming {run_dir} from epoch {record['epoch']}" in done.stdout + done.stderr
+    final = json.loads((run_dir / "result.json").read_text())
+    assert final["status"] == "finished" and [h["epoch"] for h in final["history"]] == list(range(1, 13))
+    assert final["history"][: record["epoch"]] == state["history"]  # the epochs before the pause are kept
 
 
 def test_finished_run_is_skipped(synthetic_run, monkeypatch):
@@ -141,6 +265,14 @@ def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
     assert all(EPOCH_KEYS <= set(r) for r in rows)
 
 
+def test_wandb_mode_disabled_needs_no_wandb_package(synthetic_run, monkeypatch, one_torch_thread):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` would fail, as on a bare GPU host
+    cfg = synthetic_run("logger=wandb", "trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=32")
+    assert jal_train.train(cfg, run_dir_of(cfg))["status"] == "finished"
+    assert not (run_dir_of(cfg) / "wandb").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
     (["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, synthetic"),
@@ -156,6 +288,99 @@ def test_bad_overrides_fail_with_one_line(args, message, tmp_path):
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+
+
+def test_minutes_gives_every_run_of_the_sweep_one_deadline_and_headline_runs_seed_123_first(tmp_path):
+    """make reproduce-cifar10 MINUTES=3 CELLS=headline: the commands it would run (a stand-in python prints
+    the training and table commands instead of running them)."""
+    make = subprocess.run(["make", "-n", "reproduce-cifar10", "MINUTES=3", "CELLS=headline"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert "MINUTES=3" in make.stdout and "CELLS=headline" in make.stdout, make.stdout
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/bash\ncase "$1 $2" in "-m jal.train"|"-m jal.tables") echo "$@";; '
+                      f'*) exec {sys.executable} "$@";; esac\n')
+    python.chmod(0o755)
+    before = time.time()
+    env = dict(os.environ, PYTHON=str(python), MINUTES="3", CELLS="headline", PRESET="paper", LAUNCHER="basic")
+    done = subprocess.run(["bash", "scripts/reproduce_cifar10.sh"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    runs = [line.split() for line in done.stdout.splitlines() if line.startswith("-m jal.train")]
+    stop_at = {int(a.split("=")[1]) for run in runs for a in run if a.startswith("trainer.stop_at=")}
+    (deadline,) = stop_at  # one deadline, on every multirun
+    assert before + 180 - 2 <= deadline <= time.time() + 180 + 2
+    cells = [(a["seed"], a["noise"], a["noise.rate"]) for a in (dict(x.split("=", 1) for x in run if "=" in x)
+                                                              for run in runs)]
+    assert cells == [(seed, noise, rates) for seed in ("123", "124", "125")
+                     for noise, rates in (("symmetric", "0.4,0.8"), ("asymmetric", "0.2,0.4"))]
+    assert all("loss=ce,nce_rce,anl_ce,anl_fl,jal_ce,jal_fl" in run for run in runs)
+    assert done.stdout.splitlines()[-1].startswith("-m jal.tables results/runs/cifar10 --out results/cifar10")
+    bad = subprocess.run(["bash", "scripts/reproduce_cifar10.sh"], cwd=REPO, env={**env, "MINUTES": "7.5"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: MINUTES=7.5: give a whole number of minutes, e.g. " \
+        "MINUTES=8" and "jal.train" not in bad.stdout
+
+
+def test_slurm_launcher_asks_for_the_signal_before_the_limit_and_requeues():
+    cfg = compose_train(["hydra/launcher=slurm", "dataset=synthetic"])
+    launcher = cfg.hydra.launcher
+    assert launcher.signal_delay_s >= 60 and launcher.max_num_timeout > 0
+    assert signal.SIGUSR2 in jal_train.STOP_SIGNALS  # submitit's signal (SUBMITIT_PREEMPT_SIGNAL, default USR2)
+
+
+def test_deterministic_asks_torch_for_repeatable_kernels(synthetic_run, monkeypatch):
+    from jal.gpu_check import global_determinism_restored
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with global_determinism_restored():
+        jal_train.resolve_device(synthetic_run("trainer.deterministic=true"))
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled()  # the default leaves torch's settings alone
+    jal_train.resolve_device(synthetic_run())
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+# ---------------------------------------------------------------------------------------------------
+# trainer.compile
+
+
+def test_compiled_model_serves_training_and_evaluation(synthetic_run, monkeypatch, one_torch_thread):
+    """trainer.compile=<mode>: the training step and the evaluation both call the torch.compile'd model."""
+    calls, modes = [], []
+
+    class Recorder(torch.nn.Module):  # stands in for torch.compile's wrapper (compiling takes a minute on a CPU)
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            calls.append("train" if self.model.training else "eval")
+            return self.model(x)
+
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or Recorder(model))
+    cfg = synthetic_run("trainer.compile=reduce-overhead", "trainer.epochs=1", "dataset.train_size=64",
+                        "dataset.test_size=32")
+    result = jal_train.train(cfg, run_dir_of(cfg))
+    assert modes == ["reduce-overhead"] and result["status"] == "finished"
+    assert calls == ["train"] * 1 + ["eval"] * 1  # 64 images: one training batch; 32: one evaluation batch
+
+
+def test_unknown_compile_mode_is_a_one_line_error(synthetic_run):
+    cfg = synthetic_run("trainer.compile=fastest")
+    with pytest.raises(jal_train.ConfigError, match="trainer.compile=fastest: choose false, true or one of "
+                                                    "default, reduce-overhead"):
+        jal_train.build_training(cfg, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_as_the_eager_run(synthetic_run, tmp_path, one_torch_thread):
+    overrides = ("trainer.epochs=2", "dataset.train_size=64", "dataset.test_size=32", "loss=jal_ce")
+    eager = jal_train.train(synthetic_run(*overrides), tmp_path / "eager")
+    compiled = jal_train.train(synthetic_run(*overrides, "trainer.compile=true"), tmp_path / "compiled")
+    for a, b in zip(eager["history"], compiled["history"]):  # fused kernels round differently: close, not equal
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
+    assert compiled["history"][-1]["test_acc"] == pytest.approx(eager["history"][-1]["test_acc"], abs=100 / 32)
 
 
 # ---------------------------------------------------------------------------------------------------
