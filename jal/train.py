@@ -24,10 +24,13 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from jal import noise as label_noise
+from jal.config import ConfigError, check_config, one_line
 from jal.data import (
     ImageData,
     atomic_save_npz,
@@ -44,26 +47,10 @@ from jal.theory import check_amse_a
 
 log = logging.getLogger("jal.train")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
-
-
-class ConfigError(ValueError):
-    """A wrong setting: reported as one line that names the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------
 # Labels: clean and noisy
-
-
-def check_config(cfg: DictConfig) -> None:
-    kind, name = cfg.noise.type, cfg.dataset.name
-    if kind in ("symmetric", "asymmetric", "instance") and not 0 <= cfg.noise.rate < 1:
-        raise ConfigError(f"noise.rate={cfg.noise.rate} is outside [0, 1): pick a rate such as noise.rate=0.4")
-    if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
-        valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
-        raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
-    if cfg.trainer.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"trainer.precision={cfg.trainer.precision}: choose auto, bf16 or fp32")
 
 
 def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndarray:
@@ -241,6 +228,7 @@ def build_training(cfg: DictConfig, device: torch.device):
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train the run described by `cfg` into `run_dir`; returns its result record."""
+    check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     result_path, checkpoint_path = run_dir / "result.json", run_dir / "checkpoint.pt"
@@ -249,7 +237,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         if result.get("status") == "finished":
             log.info("%s is finished already: skipping", run_dir)
             return result
-    check_config(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
@@ -362,32 +349,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 # Command line
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Fail fast, in one line, on an unknown config group option (Hydra's own message spans a screen)."""
-    for arg in argv:
-        group, sep, value = arg.lstrip("+~").partition("=")
-        folder = CONFIG_DIR / group
-        if not sep or "." in group or "/" in group or not folder.is_dir() or group == "hydra":
-            continue
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
-        for option in value.split(","):  # a multirun sweep lists options with commas
-            if option and option != "null" and option not in choices and "(" not in option:
-                sys.exit(f"error: unknown {group} {option!r}; choose one of: {', '.join(choices)}")
-
-
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
         result = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ValueError, FileNotFoundError) as err:  # wrong settings or missing files: one line, no traceback
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"error: {one_line(err)}") from None
     return result["last_test_acc"]
 
 
 if __name__ == "__main__":
-    check_overrides(sys.argv[1:])
+    # Hydra prints a failed composition (a wrong type, key or option) over several lines; with
+    # HYDRA_FULL_ERROR it raises instead, and the error is printed here as one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     # Call main from the importable module jal.train, not from __main__: cluster launchers (submitit) pickle
     # the task function, which then travels by reference instead of dragging this whole module along.
     from jal.train import main as importable_main
 
-    importable_main()
+    try:
+        importable_main()
+    except (HydraException, OmegaConfBaseException) as err:
+        sys.exit(f"error: {one_line(err)}")
