@@ -10,6 +10,11 @@ result.json (atomic), labels.npz (the noisy labels it trained on) and checkpoint
 Starting a run again resumes from its checkpoint; a finished run is skipped.
 """
 
+if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
+    from jal.config import check_command_line
+
+    check_command_line()
+
 import json
 import logging
 import math
