@@ -3,6 +3,8 @@
 Hydra checks types and keys while it composes (`noise.rate=abc`, `trainer.epoch=3` fail there); the value
 rules in each dataclass's __post_init__ run when `check_config` turns the composed config into these objects,
 before any data loads. Every failure reads as one line: `one_line(err)` for any error composing or checking.
+`python -m jal.train` composes and checks once before torch loads (check_command_line), so a wrong setting
+fails in a fraction of a second and Hydra makes no run directory for it.
 
 A config file takes its schema with `- /schema/<name>@_here_` in its defaults list (configs/loss/jal_ce.yaml
 also types its active and passive terms with `@active`, `@passive`).
