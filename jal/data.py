@@ -3,11 +3,14 @@
 The whole training set lives on the device as uint8 (150 MB for CIFAR): no DataLoader workers, no PIL,
 no per-sample Python. A prepared `<data_dir>/<name>.npz` (x_train uint8 (N,32,32,3) HWC RGB, y_train,
 x_test, y_test: the format of ../shared/data/cifar10.npz) is used when present; otherwise torchvision
-downloads the dataset into data_dir and the prepared file is written once.
+downloads the dataset into data_dir and the prepared file is written once. Every data file is checked once
+as it is read (read_npz): a truncated, corrupt or malformed file stops the run with one line naming it.
 """
 
+import hashlib
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,61 @@ class ImageData:
     y_test: np.ndarray
 
 
+class DataError(ValueError):
+    """A data file that cannot be used as it is: one line naming the file and what to do."""
+
+
+# Size and sha256 of the published data files (../shared/data/README.md). A file of one of these names and
+# sizes must be exactly those bytes; other files (a cifar10.npz prepared from torchvision's download, small
+# test files) get the checks of their arrays only. Hashing 170 MB takes ~0.3 s: once per file per process.
+PUBLISHED = {
+    "cifar10.npz": (169596491, "f99f686590cd9363ccd6262c59f1e2f36efc314f4bbef2cb611b24bd15173c6f"),
+    "cifar10n_labels.npz": (149520, "6024485a143efa682792c21d7f2adfdef5a374dce699bb2fcd4d62cd55cc4852"),
+    "cifar100n_labels.npz": (84012, "f935c5f8a2cd06ac7fe83d6a31c49d157d78afdc53f88c6ed38cc0057d1a5ba9"),
+    "cifar10_idn_labels.npz": (74577, "c0db2f17c1e4b4a3369dc514a58e22c75ad721c591478280adc544aa9d141d64"),
+    "cifar100_idn_labels.npz": (126606, "f52be1708da21c9238d72835075c255c47998a6de090ac00b99a5eeed15189d1"),
+}
+_verified: set[tuple] = set()  # (path, size, mtime) of the published files hashed in this process
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an npz file, read whole (zip checks each array's CRC as it reads it), and the file's
+    sha256 when it is a published one. Raises DataError naming the file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} cannot be read ({type(err).__name__}: {err}): the file is truncated or corrupt; "
+                        "copy it again") from None
+    stat = path.stat()
+    size, expected = PUBLISHED.get(path.name, (None, None))
+    if stat.st_size == size and (path, size, stat.st_mtime_ns) not in _verified:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != expected:
+            raise DataError(f"{path} is corrupt: its sha256 is {digest}, the published file's {expected}; "
+                            "copy it again")
+        _verified.add((path, size, stat.st_mtime_ns))
+    return arrays
+
+
+def check_images(path: Path, arrays: dict[str, np.ndarray], num_classes: int) -> None:
+    """x_train, y_train, x_test, y_test: uint8 (N, 32, 32, 3) images and N integer labels in [0, K)."""
+    for split in ("train", "test"):
+        x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
+        if x is None or y is None:
+            raise DataError(f"{path} has no x_{split} or y_{split} (it has {', '.join(arrays)}): prepare it with "
+                            "x_train, y_train, x_test, y_test, or delete it to download the dataset again")
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+            raise DataError(f"{path}: x_{split} is {x.dtype} {x.shape}, not uint8 (N, 32, 32, 3) HWC RGB images")
+        if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
+            raise DataError(f"{path}: y_{split} is {y.dtype} {y.shape}, not {len(x)} integer labels (one per image)")
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise DataError(f"{path}: y_{split} holds labels {y.min()}..{y.max()}, outside 0..{num_classes - 1} "
+                            f"({num_classes} classes)")
+
+
 def load_dataset(name: str, data_dir: str | Path, *, num_classes: int = 10, train_size: int = 256,
                  test_size: int = 128) -> ImageData:
     """CIFAR-10/100 from `<data_dir>/<name>.npz` (downloaded and prepared once if missing), or synthetic data."""
@@ -35,8 +93,10 @@ def load_dataset(name: str, data_dir: str | Path, *, num_classes: int = 10, trai
     path = Path(data_dir) / f"{name}.npz"
     if not path.exists():
         _download_and_prepare(name, path)
-    with np.load(path) as f:
-        return ImageData(f["x_train"], f["y_train"].astype(np.int64), f["x_test"], f["y_test"].astype(np.int64))
+    arrays = read_npz(path)
+    check_images(path, arrays, num_classes)
+    return ImageData(arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
+                     arrays["y_test"].astype(np.int64))
 
 
 def _download_and_prepare(name: str, path: Path) -> None:

@@ -215,17 +215,15 @@ def generate_instance_labels(
 def load_instance_labels(path, rate: float) -> np.ndarray:
     """Load a precomputed instance-dependent label set (npz with keys "rate_0.2", ...)."""
     check_inputs(rate=rate)
-    with _open_label_file(
-        path, "precomputed instance-dependent labels (e.g. cifar10_idn_labels.npz)"
-    ) as data:
-        available = {float(key.split("_", 1)[1]): key for key in data.files if key.startswith("rate_")}
-        matches = [key for value, key in available.items() if abs(value - rate) < 1e-9]
-        if not matches:
-            raise ValueError(
-                f"no instance-dependent labels for rate {rate} in {path}: "
-                f"available rates are {sorted(available)}"
-            )
-        return data[matches[0]].astype(np.int64)
+    data = read_label_file(path, "precomputed instance-dependent labels (e.g. cifar10_idn_labels.npz)")
+    available = {float(key.split("_", 1)[1]): key for key in data if key.startswith("rate_")}
+    matches = [key for value, key in available.items() if abs(value - rate) < 1e-9]
+    if not matches:
+        raise ValueError(
+            f"no instance-dependent labels for rate {rate} in {path}: "
+            f"available rates are {sorted(available)}"
+        )
+    return data[matches[0]].astype(np.int64)
 
 
 def load_human_labels(path, name: str, clean_labels) -> np.ndarray:
@@ -237,23 +235,25 @@ def load_human_labels(path, name: str, clean_labels) -> np.ndarray:
     if name not in HUMAN_LABEL_KEYS:
         raise ValueError(f"unknown human label set {name!r}: use one of {list(HUMAN_LABEL_KEYS)}")
     clean_labels = check_inputs(clean_labels)
-    with _open_label_file(path, "CIFAR-N labels (cifar10n_labels.npz or cifar100n_labels.npz)") as data:
-        key = HUMAN_LABEL_KEYS[name]
-        if key not in data.files:
-            names_here = [n for n, k in HUMAN_LABEL_KEYS.items() if k in data.files]
-            raise ValueError(f"{path} has no {name!r} labels: this file provides {names_here}")
-        file_clean = data["clean_label"]
-        if len(file_clean) != len(clean_labels):
-            raise ValueError(
-                f"labels of the wrong length: {path} has {len(file_clean)}, the dataset {len(clean_labels)}; "
-                "pass the full training set's labels"
-            )
-        if not np.array_equal(file_clean, clean_labels):
-            raise ValueError(
-                f"the file's clean labels do not match the dataset's order ({path}): "
-                "load the training set in its canonical order, unshuffled"
-            )
-        return data[key].astype(np.int64)
+    data = read_label_file(path, "CIFAR-N labels (cifar10n_labels.npz or cifar100n_labels.npz)")
+    key = HUMAN_LABEL_KEYS[name]
+    if key not in data or "clean_label" not in data:
+        names_here = [n for n, k in HUMAN_LABEL_KEYS.items() if k in data]
+        raise ValueError(f"{path} has no {name!r} labels or no clean_label: this file provides {names_here}")
+    file_clean = data["clean_label"]
+    if len(file_clean) != len(clean_labels):
+        raise ValueError(
+            f"labels of the wrong length: {path} has {len(file_clean)}, the dataset {len(clean_labels)}; "
+            "pass the full training set's labels"
+        )
+    if not np.array_equal(file_clean, clean_labels):
+        raise ValueError(
+            f"the file's clean labels do not match the dataset's order ({path}): "
+            "load the training set in its canonical order, unshuffled"
+        )
+    if data[key].max(initial=0) > file_clean.max(initial=0):
+        raise ValueError(f"{path}: {key} holds class {data[key].max()}, beyond the classes of clean_label")
+    return data[key].astype(np.int64)
 
 
 def noise_summary(clean, noisy, num_classes: int) -> dict:
@@ -278,11 +278,22 @@ def noise_summary(clean, noisy, num_classes: int) -> dict:
     }
 
 
-def _open_label_file(path, what: str):
-    """np.load an npz label file, or raise a one-line FileNotFoundError saying what goes where."""
+def read_label_file(path, what: str) -> dict[str, np.ndarray]:
+    """The label arrays of an npz file, checked as jal.data.read_npz checks every data file, each a 1-D array
+    of class indices of one common length; a one-line error names the file (FileNotFoundError: what goes where)."""
+    from jal.data import read_npz  # jal.data imports torch: only when label files are read
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{path} not found: put the {what} there (the data directory is set by JAL_DATA_DIR)"
         )
-    return np.load(path)
+    data = read_npz(path)
+    lengths = {len(labels) if labels.ndim == 1 else None for labels in data.values()}
+    for key, labels in data.items():
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(lengths) > 1:
+            raise ValueError(f"{path}: {key} is {labels.dtype} {labels.shape}; every array of a label file must be "
+                             "1-D integer class indices, all of one length")
+        if labels.size and labels.min() < 0:
+            raise ValueError(f"{path}: {key} holds label {labels.min()}; class indices start at 0")
+    return data

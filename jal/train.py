@@ -14,6 +14,11 @@ Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after
 result.json status "paused", exit 0. Started again, it continues where it stopped.
 """
 
+if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
+    from jal.config import check_command_line
+
+    check_command_line()
+
 import json
 import logging
 import math
@@ -30,10 +35,13 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from jal import noise as label_noise
+from jal.config import ConfigError, check_config, one_line
 from jal.data import (
     ImageData,
     atomic_save_npz,
@@ -50,26 +58,10 @@ from jal.theory import check_amse_a
 
 log = logging.getLogger("jal.train")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
-
-
-class ConfigError(ValueError):
-    """A wrong setting: reported as one line that names the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------
 # Labels: clean and noisy
-
-
-def check_config(cfg: DictConfig) -> None:
-    kind, name = cfg.noise.type, cfg.dataset.name
-    if kind in ("symmetric", "asymmetric", "instance") and not 0 <= cfg.noise.rate < 1:
-        raise ConfigError(f"noise.rate={cfg.noise.rate} is outside [0, 1): pick a rate such as noise.rate=0.4")
-    if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
-        valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
-        raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
-    if cfg.trainer.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"trainer.precision={cfg.trainer.precision}: choose auto, bf16 or fp32")
 
 
 def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndarray:
@@ -237,9 +229,6 @@ def train_epoch(model, criterion, optimizer, params, cfg: DictConfig, bf16: bool
     return sums
 
 
-COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
 def build_training(cfg: DictConfig, device: torch.device):
     """Model, loss, SGD and the cosine schedule, all from the composed config. `step_model` is the model the
     training step and the evaluation call: the model itself, or its torch.compile'd version (sharing its
@@ -251,9 +240,7 @@ def build_training(cfg: DictConfig, device: torch.device):
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
-    mode = cfg.trainer.compile  # true, or one of torch.compile's modes: reduce-overhead = CUDA graphs
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"trainer.compile={mode}: choose false, true or one of {', '.join(COMPILE_MODES[2:])}")
+    mode = cfg.trainer.compile  # true, or one of torch.compile's modes (checked by jal.config.TrainerConfig)
     step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
     return model, step_model, criterion, optimizer, scheduler
 
@@ -317,6 +304,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def train_run(cfg: DictConfig, run_dir: Path) -> dict:
+    check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
     run_dir.mkdir(parents=True, exist_ok=True)
     result_path, checkpoint_path = run_dir / "result.json", run_dir / "checkpoint.pt"
     if result_path.exists():
@@ -324,8 +312,6 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         if result.get("status") == "finished":
             log.info("%s is finished already: skipping", run_dir)
             return result
-    check_config(cfg)
-
     if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
         log.info("%s not started: %s", run_dir, reason)
         return dict(status="paused", reason=reason, epoch=None)
@@ -450,32 +436,24 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
 # Command line
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Fail fast, in one line, on an unknown config group option (Hydra's own message spans a screen)."""
-    for arg in argv:
-        group, sep, value = arg.lstrip("+~").partition("=")
-        folder = CONFIG_DIR / group
-        if not sep or "." in group or "/" in group or not folder.is_dir() or group == "hydra":
-            continue
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
-        for option in value.split(","):  # a multirun sweep lists options with commas
-            if option and option != "null" and option not in choices and "(" not in option:
-                sys.exit(f"error: unknown {group} {option!r}; choose one of: {', '.join(choices)}")
-
-
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
         result = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ValueError, FileNotFoundError) as err:  # wrong settings or missing files: one line, no traceback
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"error: {one_line(err)}") from None
     return result.get("last_test_acc")  # None when paused
 
 
 if __name__ == "__main__":
-    check_overrides(sys.argv[1:])
+    # Hydra prints a failed composition (a wrong type, key or option) over several lines; with
+    # HYDRA_FULL_ERROR it raises instead, and the error is printed here as one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     # Call main from the importable module jal.train, not from __main__: cluster launchers (submitit) pickle
     # the task function, which then travels by reference instead of dragging this whole module along.
     from jal.train import main as importable_main
 
-    importable_main()
+    try:
+        importable_main()
+    except (HydraException, OmegaConfBaseException) as err:
+        sys.exit(f"error: {one_line(err)}")

@@ -298,3 +298,20 @@ def test_command_line_beats_the_specialisation():
     cfg = compose_cfg("loss=nce_aul", "dataset=cifar100", "loss.passive.q=2.5")
     loss = hydra.utils.instantiate(cfg.loss)
     assert loss.passive.q == 2.5 and loss.passive.a == 6.0 and loss.beta == pytest.approx(0.015)
+
+
+# ----------------------------------------------------------------------------- schemas (jal/config.py)
+
+
+@pytest.mark.parametrize("group", ["dataset", "noise", "logger", "loss"])
+def test_every_group_option_is_typed_by_a_schema(group):
+    """A config file without its schema would compose untyped and skip every value rule."""
+    for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+        cfg = compose_cfg(f"{group}={path.stem}", *(["dataset=cifar10"] if group == "noise" else []))
+        node = cfg[group]
+        assert OmegaConf.get_type(node) is not dict, path
+        for term in ("active", "passive"):
+            if term in node:
+                assert OmegaConf.get_type(node[term]) is not dict, f"{path}: {term}"
+    cfg = compose_cfg()
+    assert OmegaConf.get_type(cfg.trainer) is not dict and OmegaConf.get_type(cfg.optim) is not dict

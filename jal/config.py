@@ -1,0 +1,434 @@
+"""The schema of every setting: dataclasses in Hydra's ConfigStore, named in the defaults list of each config.
+
+Hydra checks types and keys while it composes (`noise.rate=abc`, `trainer.epoch=3` fail there); the value
+rules in each dataclass's __post_init__ run when `check_config` turns the composed config into these objects,
+before any data loads. Every failure reads as one line: `one_line(err)` for any error composing or checking.
+`python -m jal.train` composes and checks once before torch loads (check_command_line), so a wrong setting
+fails in a fraction of a second and Hydra makes no run directory for it.
+
+A config file takes its schema with `- /schema/<name>@_here_` in its defaults list (configs/loss/jal_ce.yaml
+also types its active and passive terms with `@active`, `@passive`).
+"""
+
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# CIFAR-N label sets per dataset (configs/noise/human.yaml)
+HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
+
+
+class ConfigError(ValueError):
+    """A wrong setting: reported as one line that names the fix."""
+
+
+class BadValue(ConfigError):
+    """A value outside its rule; `key` is relative to its section until check_config prefixes the section."""
+
+    def __init__(self, key: str, value, rule: str, example):
+        super().__init__(key, value, rule, example)
+        self.key, self.value, self.rule, self.example = key, value, rule, example
+
+    def __str__(self):
+        return f"{self.key}={self.value} {self.rule}: e.g. {self.key}={self.example}"
+
+
+def require(ok: bool, key: str, value, rule: str, example) -> None:
+    if not ok:
+        raise BadValue(key, value, rule, example)
+
+
+def require_positive(key: str, value, example, strict: bool = True) -> None:
+    ok = math.isfinite(value) and (value > 0 if strict else value >= 0)
+    require(ok, key, value, "must be finite and > 0" if strict else "must be finite and >= 0", example)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run: seed, paths, trainer, optimiser (configs/train.yaml)
+
+# trainer.compile: off, on (torch.compile's default mode) or one of its modes (reduce-overhead = CUDA graphs)
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 120
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    eval_every: int = 1
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: Any = False
+    threads: Optional[int] = None
+    progress: bool = True
+    stop_at: Optional[float] = None
+    deterministic: bool = False
+
+    def __post_init__(self):
+        require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1", 120)
+        require(self.batch_size >= 2, "batch_size", self.batch_size,
+                "must be >= 2 (BatchNorm trains on batches)", 128)
+        require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be >= 1", 256)
+        require(self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1", 1)
+        require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device", self.device,
+                "is not auto, cpu, cuda or cuda:N", "cuda:0")
+        require(self.precision in ("auto", "bf16", "fp32"), "precision", self.precision,
+                "is not auto, bf16 or fp32", "fp32")
+        require(self.threads is None or self.threads >= 1, "threads", self.threads,
+                "must be >= 1 (or null: torch's default)", 1)
+        require(self.compile in COMPILE_MODES, "compile", self.compile,
+                f"is not true, false or one of {', '.join(COMPILE_MODES[2:])}", "reduce-overhead")
+        require(self.stop_at is None or self.stop_at >= 0, "stop_at", self.stop_at,
+                "must be unix seconds >= 0 (or null: never)", 1767225600)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    l1: float = 0.0
+    grad_clip: float = 5.0
+
+    def __post_init__(self):
+        require_positive("lr", self.lr, 0.01)
+        require(0 <= self.momentum < 1, "momentum", self.momentum, "is outside [0, 1)", 0.9)
+        require_positive("weight_decay", self.weight_decay, 1e-4, strict=False)
+        require_positive("l1", self.l1, 5e-5, strict=False)
+        require_positive("grad_clip", self.grad_clip, 5.0)
+
+
+@dataclass
+class TrainConfig:
+    """The primary config: typed run settings; each group (dataset, noise, loss, ...) brings its own schema."""
+
+    seed: int = 123
+    data_dir: str = "data"
+    out_root: str = "outputs"
+    run_name: str = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    model: Any = MISSING
+    dataset: Any = MISSING
+    noise: Any = MISSING
+    loss: Any = MISSING
+    logger: Any = MISSING
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Groups: dataset, noise, logger
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    num_classes: int = MISSING
+    train_size: int = MISSING
+    epochs: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    l1_amse: float = MISSING
+    l1_nnce: float = MISSING
+    mean: list[float] = MISSING
+    std: list[float] = MISSING
+    rotation: float = 0.0
+    human_labels: str = MISSING
+    subset: Optional[int] = None
+    test_subset: Optional[int] = None
+
+    def __post_init__(self):
+        k = self.num_classes
+        require(k >= 2, "num_classes", k, "must be >= 2", 10)
+        require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1", 120)
+        require_positive("lr", self.lr, 0.01)
+        for key in ("weight_decay", "l1_amse", "l1_nnce", "rotation"):
+            require_positive(f"{key}", getattr(self, key), 0.0, strict=False)
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            require(len(values) == 3, f"{key}", values, "needs one value per RGB channel", [0.5, 0.5, 0.5])
+        require(min(self.std) > 0, "std", self.std, "must be > 0", [0.25, 0.25, 0.25])
+        if self.subset is not None:  # a class-balanced subset: subset // K images of each class
+            require(k <= self.subset <= self.train_size, "subset", self.subset,
+                    f"is outside [num_classes, train_size] = [{k}, {self.train_size}]", max(k, 2000))
+        if self.test_subset is not None:
+            require(self.test_subset >= k, "test_subset", self.test_subset,
+                    f"is below the number of classes ({k})", max(k, 1000))
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    test_size: int = 128
+
+    def __post_init__(self):
+        require(self.train_size >= 2, "train_size", self.train_size, "must be >= 2", 256)
+        require(self.test_size >= 1, "test_size", self.test_size, "must be >= 1", 128)
+        super().__post_init__()
+
+
+@dataclass
+class NoiseConfig:
+    type: str = MISSING
+    rate: Optional[float] = None
+    tag: str = MISSING
+
+    def __post_init__(self):
+        if self.rate is not None:
+            require(0 <= self.rate < 1, "rate", self.rate, "is outside [0, 1)", 0.4)
+
+
+@dataclass
+class ClassNoiseConfig(NoiseConfig):  # symmetric, asymmetric
+    rate: float = 0.4
+    sampling: str = "exact"
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.sampling in ("exact", "per_sample"), "sampling", self.sampling,
+                "is not exact or per_sample", "exact")
+
+
+@dataclass
+class InstanceNoiseConfig(NoiseConfig):
+    rate: float = 0.4
+    generate: bool = False
+
+
+@dataclass
+class HumanNoiseConfig(NoiseConfig):
+    labels: str = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+    def __post_init__(self):
+        require(self.name in ("none", "wandb"), "name", self.name, "is not none or wandb", "none")
+
+
+@dataclass
+class WandbConfig(LoggerConfig):
+    project: str = "jal"
+    entity: Optional[str] = None
+    mode: str = "offline"
+    group: str = MISSING
+    tags: list[str] = MISSING
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.mode in ("online", "offline", "disabled"), "mode", self.mode,
+                "is not online, offline or disabled", "offline")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Losses: one schema per class of jal.losses, with its constructor's arguments
+
+
+@dataclass
+class LossConfig:  # CE, NCE, RCE
+    _target_: str = MISSING
+    num_classes: int = MISSING
+
+
+@dataclass
+class FocalConfig(LossConfig):  # FL, NFL
+    gamma: float = 0.5
+
+    def __post_init__(self):
+        require_positive("gamma", self.gamma, 0.5, strict=False)
+
+
+@dataclass
+class NNCEConfig(LossConfig):
+    min_prob: float = 1e-8
+
+    def __post_init__(self):
+        require(0 < self.min_prob < 1, "min_prob", self.min_prob, "is outside (0, 1)", 1e-8)
+
+
+@dataclass
+class NNFLConfig(NNCEConfig):
+    gamma: float = 0.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_positive("gamma", self.gamma, 0.5, strict=False)
+
+
+@dataclass
+class MAEConfig(LossConfig):
+    scale: float = 2.0
+
+    def __post_init__(self):
+        require_positive("scale", self.scale, 2.0)
+
+
+@dataclass
+class GCEConfig(LossConfig):
+    q: float = 0.7
+
+    def __post_init__(self):
+        require_positive("q", self.q, 0.7)
+
+
+@dataclass
+class AMSEConfig(LossConfig):
+    a: float = 1.0
+
+    def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not a loss of the family (PROTOCOL.md section 2)
+        require(self.a >= 1, "a", self.a, "must be >= 1 (AMSE)", 30.0)
+
+
+@dataclass
+class AELConfig(LossConfig):
+    a: float = 2.5
+
+    def __post_init__(self):
+        require_positive("a", self.a, 2.5)
+
+
+@dataclass
+class AULConfig(LossConfig):
+    a: float = 5.5
+    q: float = 3.0
+
+    def __post_init__(self):  # (a - p_y)^q needs a >= 1 for every p_y in [0, 1]
+        require(self.a >= 1, "a", self.a, "must be >= 1 (AUL)", 5.5)
+        require_positive("q", self.q, 3.0)
+
+
+@dataclass
+class AGCEConfig(LossConfig):
+    a: float = 0.6
+    q: float = 0.6
+
+    def __post_init__(self):
+        require_positive("a", self.a, 0.6)
+        require_positive("q", self.q, 0.6)
+
+
+@dataclass
+class ActivePassiveConfig:  # alpha * active + beta * passive
+    _target_: str = MISSING
+    alpha: float = 1.0
+    beta: float = 1.0
+    active: Any = MISSING
+    passive: Any = MISSING
+
+    def __post_init__(self):
+        require_positive("alpha", self.alpha, 1.0, strict=False)
+        require_positive("beta", self.beta, 1.0, strict=False)
+
+
+# Stored as schema/<name>: kept out of the groups' own options, so `loss=...` lists only the YAML files.
+SCHEMAS = {
+    "train": TrainConfig,
+    "dataset": DatasetConfig, "dataset_synthetic": SyntheticDatasetConfig,
+    "noise": NoiseConfig, "noise_class": ClassNoiseConfig, "noise_instance": InstanceNoiseConfig,
+    "noise_human": HumanNoiseConfig,
+    "logger": LoggerConfig, "logger_wandb": WandbConfig,
+    "loss/loss": LossConfig, "loss/focal": FocalConfig, "loss/nnce": NNCEConfig, "loss/nnfl": NNFLConfig,
+    "loss/mae": MAEConfig, "loss/gce": GCEConfig, "loss/amse": AMSEConfig, "loss/ael": AELConfig,
+    "loss/aul": AULConfig, "loss/agce": AGCEConfig, "loss/active_passive": ActivePassiveConfig,
+}
+for path, schema in SCHEMAS.items():
+    group, _, name = f"schema/{path}".rpartition("/")
+    ConfigStore.instance().store(group=group, name=name, node=schema)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checking a composed config, and every error as one line
+
+
+# Sections with a schema, nested loss terms before the combination (so an error names its full key).
+SECTIONS = ("trainer", "optim", "dataset", "noise", "logger", "loss.active", "loss.passive", "loss")
+
+
+def check_config(cfg) -> None:
+    """The value rules of every section (each schema's __post_init__), then the rules across sections.
+    Raises ConfigError; reads no data."""
+    require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0", 123)
+    for section in SECTIONS:
+        node = OmegaConf.select(cfg, section)
+        if OmegaConf.is_dict(node) and OmegaConf.get_type(node) is not dict:  # a section with a schema
+            try:
+                OmegaConf.to_object(node)  # builds the dataclass: its __post_init__ checks the values
+            except BadValue as err:
+                err.key = f"{section}.{err.key}"
+                raise
+            except OmegaConfBaseException as err:  # a missing value, an interpolation that does not resolve
+                raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
+    kind, name = cfg.noise.type, cfg.dataset.name
+    if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
+        valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
+        raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
+    device = cfg.trainer.device
+    if device.startswith("cuda"):
+        import torch  # only here: composing and checking the rest needs no torch
+
+        index = int(device.partition(":")[2] or 0)
+        require(index < torch.cuda.device_count(), "trainer.device", device,
+                f"is not among this machine's {torch.cuda.device_count()} CUDA devices", "auto")
+
+
+TYPE_NAMES = {"IntegerNode": "an integer", "FloatNode": "a number", "BooleanNode": "true or false",
+              "StringNode": "a string"}
+
+
+def one_line(err: BaseException) -> str:
+    """The one line to print for an error composing or checking a config (Hydra's own spans a screen)."""
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    if isinstance(err, MissingConfigException) and err.options is not None:  # loss=foo
+        group, _, option = (err.missing_cfg_file or "").rpartition("/")
+        return f"unknown {group} {option!r}; choose one of: {', '.join(sorted(err.options))}"
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.parent_node is not None:  # trainer.epoch=3
+        section = cause.full_key.rpartition(".")[0]
+        valid = set(cause.parent_node.keys())
+        if not section:  # the top level: its keys and the config groups
+            valid |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+        where = f"in {section}" if section else "at the top level"
+        return f"unknown setting {cause.full_key!r}; valid keys {where}: {', '.join(sorted(valid - {'hydra'}))}"
+    if isinstance(cause, ValidationError) and cause.parent_node is not None:  # noise.rate=abc
+        node = cause.parent_node._get_node(cause.key)  # still holds the value the override tried to replace
+        wanted = TYPE_NAMES.get(type(node).__name__, "of another type")
+        if node._is_optional():
+            wanted += " or null"
+        try:
+            example = "null" if node._is_none() else cause.parent_node[cause.key]  # interpolations resolved
+        except OmegaConfBaseException:
+            example = node._value()
+        value = "null" if cause.value is None else repr(cause.value)
+        return f"{cause.full_key}={value} is not {wanted}: e.g. {cause.full_key}={example}"
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def check_command_line(argv: list[str] | None = None) -> None:
+    """`python -m jal.train ARGS`: compose and check the run's config first, exiting with one line when it is
+    wrong. This runs before torch loads and before Hydra makes the run's directory: a wrong setting costs a
+    fraction of a second and leaves nothing behind. Sweeps (-m) and Hydra's flags are left to Hydra itself."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", argv, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)  # logger.tags name the loss through ${hydra:...}
+            check_config(cfg)
+    except (ConfigError, HydraException, OmegaConfBaseException) as err:
+        sys.exit(f"error: {one_line(err)}")
+    finally:
+        HydraConfig.instance().cfg = None

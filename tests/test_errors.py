@@ -1,0 +1,240 @@
+"""Every wrong setting and every unusable data file stops `python -m jal.train` before it trains: one line on
+stderr naming the setting (or file), a non-zero exit, no traceback, within seconds, and no record in the run
+directory. The table runs as real subprocesses, several at once (each pays ~1.5 s of CPU for python, torch
+and Hydra); the numeric settings are also explored with hypothesis through Hydra's compose API.
+"""
+
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, compose_train, shared_data_dir
+from hydra.errors import HydraException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jal import data as jal_data
+from jal.config import ConfigError, check_config, one_line
+
+SYN = "dataset=synthetic"
+
+# (name, overrides, a fragment of the one line on stderr). {tmp} is the case's data folder (see data_folder).
+BAD_SETTINGS = [
+    # types, checked by the schema while Hydra composes
+    ("rate not a number", [SYN, "noise=symmetric", "noise.rate=abc"], "noise.rate='abc' is not a number: e.g. "
+                                                                      "noise.rate=0.4"),
+    ("rate null", [SYN, "noise=symmetric", "noise.rate=null"], "noise.rate=null is not a number"),
+    ("epochs not an integer", [SYN, "trainer.epochs=2.5"], "trainer.epochs=2.5 is not an integer"),
+    ("lr a word", [SYN, "optim.lr=zero"], "optim.lr='zero' is not a number: e.g. optim.lr=0.01"),
+    ("compile mode unknown", [SYN, "trainer.compile=maybe"], "trainer.compile=maybe is not true, false or one of"),
+    ("stop_at negative", [SYN, "trainer.stop_at=-5"], "trainer.stop_at=-5.0 must be unix seconds >= 0"),
+    ("seed a word", [SYN, "seed=abc"], "seed='abc' is not an integer: e.g. seed=123"),
+    # values, checked before any data loads
+    ("rate above 1", [SYN, "noise=symmetric", "noise.rate=1.5"], "noise.rate=1.5 is outside [0, 1): e.g. "
+                                                                 "noise.rate=0.4"),
+    ("rate negative", [SYN, "noise=asymmetric", "noise.rate=-0.1"], "noise.rate=-0.1 is outside [0, 1)"),
+    ("epochs negative", [SYN, "trainer.epochs=-1"], "trainer.epochs=-1 must be >= 1: e.g. trainer.epochs=120"),
+    ("batch of one", [SYN, "trainer.batch_size=1"], "trainer.batch_size=1 must be >= 2"),
+    ("lr zero", [SYN, "optim.lr=0"], "optim.lr=0.0 must be finite and > 0: e.g. optim.lr=0.01"),
+    ("clip negative", [SYN, "optim.grad_clip=-5"], "optim.grad_clip=-5.0 must be finite and > 0"),
+    ("momentum 1.5", [SYN, "optim.momentum=1.5"], "optim.momentum=1.5 is outside [0, 1)"),
+    ("device unknown", [SYN, "trainer.device=gpu"], "trainer.device=gpu is not auto, cpu, cuda or cuda:N"),
+    ("device absent", [SYN, "trainer.device=cuda:99"], "trainer.device=cuda:99 is not among this machine's"),
+    ("precision fp16", [SYN, "trainer.precision=fp16"], "trainer.precision=fp16 is not auto, bf16 or fp32"),
+    ("threads zero", [SYN, "trainer.threads=0"], "trainer.threads=0 must be >= 1"),
+    ("subset below K", [SYN, "dataset.subset=7"], "dataset.subset=7 is outside [num_classes, train_size] = [10, 256]"),
+    ("subset above N", ["dataset=cifar10", "dataset.subset=60000"], "dataset.subset=60000 is outside [num_classes, "
+                                                                    "train_size] = [10, 50000]"),
+    ("gce q zero", [SYN, "loss=gce", "loss.q=0"], "loss.q=0.0 must be finite and > 0: e.g. loss.q=0.7"),
+    ("jal alpha negative", [SYN, "loss=jal_ce", "loss.alpha=-1"], "loss.alpha=-1.0 must be finite and >= 0"),
+    ("amse a below 1", [SYN, "loss=jal_ce", "loss.passive.a=0.5"], "loss.passive.a=0.5 must be >= 1 (AMSE)"),
+    ("sampling unknown", [SYN, "noise=symmetric", "noise.sampling=approx"], "noise.sampling=approx is not exact or"),
+    ("wandb mode", [SYN, "logger=wandb", "logger.mode=cloud"], "logger.mode=cloud is not online, offline or"),
+    ("human labels on synthetic", [SYN, "noise=human"], "no human label set 'worst' for dataset synthetic"),
+    ("cifar-10n set on cifar-100", ["dataset=cifar100", "noise=human", "noise.labels=worst"],
+     "valid noise.labels (cifar10: aggre|worst"),
+    # unknown options, groups and keys
+    ("unknown loss", [SYN, "loss=foo"], "unknown loss 'foo'; choose one of: ael, agce, amse"),
+    ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, "
+                                              "synthetic"),
+    ("unknown loss in a sweep", [SYN, "loss=ce,foo", "-m"], "unknown loss 'foo'; choose one of: ael"),
+    ("misspelt group", [SYN, "los=ce"], "unknown setting 'los'; valid keys at the top level: data_dir, dataset"),
+    ("misspelt key", [SYN, "trainer.epoch=3"], "unknown setting 'trainer.epoch'; valid keys in trainer: batch_size"),
+    ("key of another noise", [SYN, "noise.sampling=exact"], "unknown setting 'noise.sampling'; valid keys in noise: "
+                                                            "rate, tag, type"),
+    ("key of another loss", [SYN, "loss.passive.a=3"], "unknown setting 'loss.passive'; valid keys in loss: "),
+    ("a sweep without -m", [SYN, "loss=ce,jal_ce"], "Ambiguous value for argument 'loss=ce,jal_ce'"),
+    # data: missing, truncated, malformed
+    ("no data folder", ["dataset=cifar10", "data_dir={tmp}/nowhere"],
+     "put cifar10.npz (x_train, y_train, x_test, y_test) in {tmp}/nowhere or point JAL_DATA_DIR"),
+    ("cifar-100 not downloadable", ["dataset=cifar100", "data_dir={tmp}/empty"], "put cifar100.npz (x_train, y_train, "
+                                                                                 "x_test, y_test) in {tmp}/empty"),
+    ("truncated cifar10.npz", ["dataset=cifar10", "data_dir={tmp}/truncated"], "truncated/cifar10.npz cannot be read "
+                                                                               "(BadZipFile"),
+    ("images of the wrong shape", ["dataset=cifar10", "data_dir={tmp}/grey"], "x_train is uint8 (20, 32, 32), not "
+                                                                              "uint8 (N, 32, 32, 3)"),
+    ("labels out of range", ["dataset=cifar10", "data_dir={tmp}/label10"], "y_train holds labels 0..10, outside 0..9"),
+    ("label file too short", ["dataset=cifar10", "noise=human", "data_dir={tmp}/short_labels"],
+     "labels of the wrong length: {tmp}/short_labels/cifar10n_labels.npz has 5, the dataset 20"),
+    ("label file without the set", ["dataset=cifar10", "noise=human", "data_dir={tmp}/no_worst"],
+     "has no 'worst' labels or no clean_label: this file provides ['aggre']"),
+    ("label file of floats", ["dataset=cifar10", "noise=instance", "data_dir={tmp}/float_idn"],
+     "rate_0.4 is float64 (20,); every array of a label file must be 1-D integer class indices"),
+]
+
+
+def small_cifar10(n: int = 20) -> dict:
+    """A valid cifar10.npz of n training and n test images, two of each class."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return dict(x_train=images, y_train=labels, x_test=images, y_test=labels)
+
+
+def data_folder(tmp: Path) -> None:
+    """The data folders the data rows of the table point at: each small and wrong in one way."""
+    good = small_cifar10()
+
+    def folder(name: str, **files: dict) -> Path:
+        path = tmp / name
+        path.mkdir()
+        for filename, arrays in files.items():
+            np.savez(path / filename, **arrays)
+        return path
+
+    (tmp / "empty").mkdir()
+    whole = folder("truncated", **{"cifar10.npz": good}) / "cifar10.npz"
+    whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    folder("grey", **{"cifar10.npz": dict(good, x_train=good["x_train"][..., 0])})
+    folder("label10", **{"cifar10.npz": dict(good, y_train=good["y_train"] + (good["y_train"] == 9))})
+    clean = good["y_train"]
+    folder("short_labels", **{"cifar10.npz": good, "cifar10n_labels.npz": dict(clean_label=clean[:5],
+                                                                              worse_label=clean[:5])})
+    folder("no_worst", **{"cifar10.npz": good, "cifar10n_labels.npz": dict(clean_label=clean, aggre_label=clean)})
+    folder("float_idn", **{"cifar10.npz": good, "cifar10_idn_labels.npz": {"rate_0.4": clean.astype(float)}})
+
+
+def run_train(name: str, args: list[str], tmp: Path) -> tuple[subprocess.CompletedProcess, float]:
+    out_root = tmp / "runs" / name.replace(" ", "_")
+    env = dict(os.environ, JAL_DATA_DIR=str(tmp / "empty"), OMP_NUM_THREADS="1")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "jal.train", "logger=none", "trainer.progress=false",
+                           f"out_root={out_root}", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    return done, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def table_runs(tmp_path_factory):
+    """Every row of BAD_SETTINGS run at once, a few processes at a time: {name: (process, seconds)}."""
+    tmp = tmp_path_factory.mktemp("errors")
+    data_folder(tmp)
+    rows = {name: [a.format(tmp=tmp) for a in args] for name, args, _ in BAD_SETTINGS}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {name: pool.submit(run_train, name, args, tmp) for name, args in rows.items()}
+        return tmp, {name: future.result() for name, future in futures.items()}
+
+
+def test_the_table_has_at_least_25_distinct_rows():
+    names = [name for name, _, _ in BAD_SETTINGS]
+    assert len(names) >= 25 and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("name, args, message", BAD_SETTINGS, ids=[row[0] for row in BAD_SETTINGS])
+def test_bad_setting_fails_in_one_line(name, args, message, table_runs):
+    tmp, runs = table_runs
+    done, seconds = runs[name]
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert message.format(tmp=tmp) in lines[0]
+    assert seconds < 60  # seconds on an idle machine; a busy shared one may be several times slower
+    for record in ("result.json", "labels.npz", "checkpoint.pt"):  # nothing a table or a resume would read
+        assert not list((tmp / "runs").rglob(record))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data integrity, in process
+
+
+def test_a_published_file_of_the_published_size_must_have_its_sha256(tmp_path, monkeypatch):
+    path = tmp_path / "cifar10.npz"
+    np.savez(path, **small_cifar10())
+    size = path.stat().st_size
+    monkeypatch.setitem(jal_data.PUBLISHED, "cifar10.npz", (size, "0" * 64))
+    with pytest.raises(jal_data.DataError, match=f"{path} is corrupt: its sha256 is [0-9a-f]{{64}}, the published"):
+        jal_data.load_dataset("cifar10", tmp_path)
+    monkeypatch.setitem(jal_data.PUBLISHED, "cifar10.npz", (size + 1, "0" * 64))  # another size: arrays checked only
+    assert len(jal_data.load_dataset("cifar10", tmp_path).y_train) == 20
+
+
+def test_a_flipped_byte_inside_an_array_is_caught_by_the_zip_checksum(tmp_path):
+    path = tmp_path / "cifar10.npz"
+    np.savez(path, **small_cifar10())
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF  # inside x_train's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(jal_data.DataError, match="cifar10.npz cannot be read .*corrupt"):
+        jal_data.load_dataset("cifar10", tmp_path)
+
+
+def test_missing_arrays_and_mismatched_lengths_are_named(tmp_path):
+    good = small_cifar10()
+    np.savez(tmp_path / "cifar10.npz", **{k: v for k, v in good.items() if k != "y_test"})
+    with pytest.raises(jal_data.DataError, match="has no x_test or y_test"):
+        jal_data.load_dataset("cifar10", tmp_path)
+    np.savez(tmp_path / "cifar10.npz", **dict(good, y_test=good["y_test"][:-1]))
+    with pytest.raises(jal_data.DataError, match=r"y_test is uint8 \(19,\), not 20 integer labels"):
+        jal_data.load_dataset("cifar10", tmp_path)
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data")
+def test_the_shared_files_are_the_published_ones():
+    for name, (size, _) in jal_data.PUBLISHED.items():
+        path = shared_data_dir() / name
+        if path.exists():
+            assert path.stat().st_size == size
+            jal_data.read_npz(path)  # raises unless its sha256 is the published one
+
+
+# ---------------------------------------------------------------------------------------------------
+# The numeric settings, explored through Hydra's compose API
+
+finite = lambda lo, hi: st.floats(lo, hi, allow_nan=False)
+any_number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
+NUMERIC = {  # setting: (the overrides it needs, values to draw, whether a value is valid)
+    "noise.rate": (["noise=symmetric"], st.one_of(finite(-0.5, 1.5), any_number), lambda v: 0 <= v < 1),
+    "trainer.epochs": ([], st.one_of(st.integers(-5, 500), finite(-5, 5)), lambda v: isinstance(v, int) and v >= 1),
+    "trainer.batch_size": ([], st.integers(-5, 4096), lambda v: v >= 2),
+    "optim.lr": ([], any_number, lambda v: math.isfinite(v) and v > 0),
+    "optim.grad_clip": ([], any_number, lambda v: math.isfinite(v) and v > 0),
+    "optim.momentum": ([], st.one_of(finite(-1, 2), any_number), lambda v: 0 <= v < 1),
+    "dataset.subset": ([], st.integers(-5, 400), lambda v: 10 <= v <= 256),
+    "loss.q": (["loss=gce"], any_number, lambda v: math.isfinite(v) and v > 0),
+    "loss.alpha": (["loss=jal_ce"], any_number, lambda v: math.isfinite(v) and v >= 0),
+    "loss.passive.a": (["loss=jal_ce"], st.one_of(finite(0, 40), any_number), lambda v: math.isfinite(v) and v >= 1),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), key=st.sampled_from(sorted(NUMERIC)))
+def test_numeric_settings_compose_when_valid_and_fail_in_one_line_otherwise(data, key, tmp_path):
+    needs, values, valid = NUMERIC[key]
+    value = data.draw(values)
+    override = f"{key}={value!r}"
+    try:
+        cfg = compose_train([SYN, "logger=none", f"out_root={tmp_path}", *needs, override])
+        check_config(cfg)
+    except (ConfigError, HydraException) as err:
+        line = one_line(err)
+        assert not valid(value), line
+        assert "\n" not in line and line.startswith(f"{key}="), line
+    else:
+        assert valid(value), f"{override} was accepted"
