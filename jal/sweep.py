@@ -33,8 +33,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from jal.config import CONFIG_DIR, ConfigError, check_config, one_line
+
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
 
@@ -100,6 +102,7 @@ def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
     try:
         for cfg in compose_jobs(sweep_jobs(overrides), config_name):
             HydraConfig.instance().set_config(cfg)  # run_name reads hydra:runtime.choices
+            check_config(cfg)  # every run's values, before the first one trains
             run_dir = os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
             runs.append(Run(Path(run_dir), cfg.run_name, cfg))
     finally:
@@ -312,7 +315,13 @@ class Progress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
         overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-        self.start(plan_runs(overrides, config.hydra.job.config_name))
+        try:
+            runs = plan_runs(overrides, config.hydra.job.config_name)
+        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+            # a wrong setting in any run of the sweep: one line before anything trains (Hydra turns an
+            # Exception from a callback into a warning; SystemExit passes through)
+            raise SystemExit(f"error: {one_line(err)}") from None
+        self.start(runs)
         # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.
         atexit.register(self.summary)
 
@@ -379,8 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             sweeps = [plan_runs(sweep) for sweep in overrides]
-    except HydraException as err:  # a wrong override: Hydra's message in one line, without the traceback
-        raise SystemExit("error: " + " ".join(str(err).split("Config search path")[0].split())) from None
+    except (ConfigError, HydraException, OmegaConfBaseException) as err:  # a wrong setting: one line
+        raise SystemExit(f"error: {one_line(err)}") from None
     print_plan(overrides, sweeps, args.name)
 
 

@@ -64,6 +64,9 @@ BAD_SETTINGS = [
     ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, "
                                               "synthetic"),
     ("unknown loss in a sweep", [SYN, "loss=ce,foo", "-m"], "unknown loss 'foo'; choose one of: ael"),
+    # the sweep's plan checks every run before the first trains (its first run here is a valid one)
+    ("bad value in the second run of a sweep", [SYN, "loss=gce", "loss.q=0.7,0", "-m"],
+     "loss.q=0.0 must be finite and > 0"),
     ("misspelt group", [SYN, "los=ce"], "unknown setting 'los'; valid keys at the top level: data_dir, dataset"),
     ("misspelt key", [SYN, "trainer.epoch=3"], "unknown setting 'trainer.epoch'; valid keys in trainer: batch_size"),
     ("key of another noise", [SYN, "noise.sampling=exact"], "unknown setting 'noise.sampling'; valid keys in noise: "

@@ -179,7 +179,9 @@ def test_failed_runs_are_summarised_although_hydra_stops_the_sweep(tmp_path):
 def sweep_script(out_root: Path, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
     """A table script's sweep through scripts/sweep.sh with DRY_RUN=1 and the settings given (none: defaults)."""
     script = tmp_path / "reproduce_tiny.sh"
-    script.write_text(f"source {REPO}/scripts/sweep.sh\nmultirun {' '.join(TINY)} out_root={out_root}\nrun_sweeps\n"
+    # EXTRA: more overrides, e.g. a subset the tiny dataset holds (the quick preset's 10000 images it does not)
+    script.write_text(f"source {REPO}/scripts/sweep.sh\nmultirun {' '.join(TINY)} ${{EXTRA:-}} "
+                      f"out_root={out_root}\nrun_sweeps\n"
                       "echo 'not reached'\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PRESET", "LAUNCHER", "JOBS", "THREADS")}
     env.update(PYTHON=sys.executable, DRY_RUN="1", OMP_NUM_THREADS="1", **settings)
@@ -201,12 +203,12 @@ def three_of_four_finished(basic_sweep, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the defaults without CUDA")
 def test_plan_without_cuda_defaults_to_parallel_single_threaded_quick_runs(three_of_four_finished, tmp_path):
     started = time.time()
-    out = sweep_script(three_of_four_finished, tmp_path).stdout
+    out = sweep_script(three_of_four_finished, tmp_path, EXTRA="dataset.subset=60").stdout
     assert out.startswith("No CUDA device: the CPU-sized preset (PRESET=quick, results/quick). "
                           "PRESET=paper forces the paper's protocol.\nPlan of reproduce_tiny: preset quick\n")
     assert f"  launcher   joblib ({len(os.sched_getaffinity(0))} runs at a time), torch threads per run: 1\n" in out
     assert "  runs       4 in 1 sweep: 3 finished already, 1 to train\n" in out
-    # experiment=quick sets dataset.subset: the three records trained on the whole set are flagged
+    # the three records trained on the whole set, the plan on a subset: flagged
     assert "  warning    3 finished records were trained with other settings and will be skipped" in out
     # the records ran with torch's default threads, not one: the speed is probed
     assert re.search(r"  speed      cnn8: \d+ training images/s per run \(measured just now", out)
