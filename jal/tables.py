@@ -176,8 +176,11 @@ def pick_published(published, dataset, column, loss):
     return min(candidates, key=lambda row: SOURCE_PRIORITY.index(row["source"]), default=None)
 
 
-def summarise(records, expect_seeds=3, published=None):
+def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
     """One row per (dataset, noise column, loss) cell: mean/std of last_test_acc over seeds, published figure.
+
+    `expect_seeds` runs are expected per cell; `expect_clean_seeds` (default: the same) in the clean column,
+    which a CPU-sized sweep runs with one seed.
 
     A cell also appears with runs = 0 when its loss was run at other noise settings of the dataset and
     its noise setting for other losses, but not this combination. Rows carry `issues`, human-readable
@@ -225,11 +228,12 @@ def summarise(records, expect_seeds=3, published=None):
             error = error.splitlines()[-1] if error else ""  # the last line of a traceback says what broke
             issues.append(f"failed (seed {record.get('seed')}): {record['run_dir']}: {error[:200]}")
         accuracies = np.array([float(r["last_test_acc"]) for r in finished])
+        expected = expect_seeds if column[0] != "none" or expect_clean_seeds is None else expect_clean_seeds
         if len(finished) == 0 and not unfinished:
             issues.insert(0, "no runs")
-        elif len(finished) < expect_seeds:
+        elif len(finished) < expected:
             seeds = ", ".join(str(r.get("seed")) for r in finished)
-            issues.insert(0, f"{len(finished)}/{expect_seeds} runs finished"
+            issues.insert(0, f"{len(finished)}/{expected} runs finished"
                           + (f" (seeds {seeds})" if seeds else ""))
         epochs = sorted({r.get("epochs") for r in finished}, key=str)
         subsets = sorted({r.get("subset") for r in finished}, key=str)
@@ -248,7 +252,7 @@ def summarise(records, expect_seeds=3, published=None):
             "dataset": dataset, "loss": loss, "loss_label": loss_label(loss),
             "noise_type": noise_type, "noise_rate": rate, "noise_labels": labels,
             "mean": mean, "std": std, "runs": len(finished), "failed": len(failed),
-            "missing": max(0, expect_seeds - len(finished)),
+            "missing": max(0, expected - len(finished)),
             "published": reference["mean"] if reference else None,
             "published_std": reference["std"] if reference else None,
             "published_source": reference["source"] if reference else None,
@@ -447,11 +451,14 @@ def main(argv=None):
     parser.add_argument("--published", default=None,
                         help=f"published figures CSV (default {DEFAULT_PUBLISHED})")
     parser.add_argument("--expect-seeds", type=int, default=3, help="runs expected per cell (default 3)")
+    parser.add_argument("--expect-clean-seeds", type=int, default=None,
+                        help="runs expected per cell of the clean column (default: --expect-seeds)")
     args = parser.parse_args(argv)
     records = load_records(args.records)
     if not records:
         raise SystemExit("jal.tables: no readable result.json records")
-    rows = summarise(records, expect_seeds=args.expect_seeds, published=load_published(args.published))
+    rows = summarise(records, expect_seeds=args.expect_seeds, published=load_published(args.published),
+                     expect_clean_seeds=args.expect_clean_seeds)
     t = write_tables(rows, args.out)["table"]
     incomplete = sum(1 for r in rows if r["issues"])
     tau = "n/a" if t["tau"] is None else f"{t['tau']:.2f}"

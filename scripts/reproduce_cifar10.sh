@@ -35,4 +35,6 @@ else
   multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric noise.rate=0.1,0.2,0.3,0.4
 fi
 run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
-"$PYTHON" -m jal.tables "$RECORDS" --out "$TABLE" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"
+seeds=$(echo "$SEEDS" | tr ',' '\n' | wc -l)
+"$PYTHON" -m jal.tables "$RECORDS" --out "$TABLE" --expect-seeds "$seeds" \
+  --expect-clean-seeds "$([ "$PRESET" = quick ] && [ "${CELLS:-all}" = all ] && echo 1 || echo "$seeds")"

@@ -71,6 +71,17 @@ def test_single_run_has_no_std(tmp_path):
     assert row["mean"] == 58.0 and row["std"] is None and row["missing"] == 2
 
 
+def test_clean_column_may_expect_fewer_seeds(tmp_path):
+    """A CPU-sized sweep runs clean with one seed: that cell is complete, a noisy cell with one is not."""
+    write_record(tmp_path / "clean", loss="ce", noise_type="none", noise_rate=0.0, seed=123, last_test_acc=80.0)
+    write_record(tmp_path / "noisy", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
+    clean, noisy = tables.summarise(tables.load_records([tmp_path]), expect_clean_seeds=1)
+    assert (clean["noise_type"], clean["missing"], clean["issues"]) == ("none", 0, [])
+    assert (noisy["missing"], noisy["issues"]) == (2, ["1/3 runs finished (seeds 123)"])
+    clean, _ = tables.summarise(tables.load_records([tmp_path]))  # by default the clean column expects three too
+    assert clean["missing"] == 2
+
+
 def test_rerun_seed_replaces_older_run(tmp_path):
     write_record(tmp_path / "old", loss="ce", noise_rate=0.4, seed=123, last_test_acc=10.0)
     write_record(tmp_path / "failed", loss="ce", noise_rate=0.4, seed=123, status="failed", error="killed")
