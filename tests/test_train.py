@@ -480,3 +480,31 @@ def test_real_cifar10_subset_learns_well_above_chance(tmp_path):
                          "trainer.progress=false", f"data_dir={shared_data_dir()}", f"out_root={tmp_path}"])
     result = jal_train.train(cfg, tmp_path / "run")
     assert result["last_test_acc"] > 30  # chance is 10%
+
+
+def test_eval_every_evaluates_on_schedule_and_the_last_epoch_without_changing_training(synthetic_run):
+    """trainer.eval_every=3 over 4 epochs: test accuracy after epochs 3 and 4 only, the same figures as a run that
+    evaluates every epoch (evaluation draws no random numbers and leaves the weights alone)."""
+    common = ("trainer.epochs=4", "dataset.train_size=64", "dataset.test_size=32", "noise=symmetric",
+              "noise.rate=0.4")
+    every = synthetic_run(*common, "trainer.eval_every=1")
+    every_run = jal_train.train(every, run_dir_of(every).parent / "every")
+    sparse = synthetic_run(*common, "trainer.eval_every=3")
+    sparse_run = jal_train.train(sparse, run_dir_of(sparse))
+    tested = [h["test_acc"] for h in sparse_run["history"]]
+    assert tested[:2] == [None, None] and None not in tested[2:]
+    assert tested[2:] == [h["test_acc"] for h in every_run["history"]][2:]
+    assert [h["train_loss"] for h in sparse_run["history"]] == [h["train_loss"] for h in every_run["history"]]
+    assert sparse_run["last_test_acc"] == tested[-1] and sparse_run["best_test_acc"] == max(tested[2:])
+
+
+def test_trainer_threads_sets_torchs_intra_op_threads(synthetic_run, monkeypatch):
+    """trainer.threads=N: the run computes with N intra-op threads (a CPU sweep runs one-thread jobs side by side);
+    null leaves torch's setting alone."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    cfg = synthetic_run("trainer.epochs=1", "dataset.train_size=32", "dataset.test_size=16", "trainer.threads=3")
+    jal_train.train(cfg, run_dir_of(cfg))
+    cfg = synthetic_run("trainer.epochs=1", "dataset.train_size=32", "dataset.test_size=16", "seed=5")
+    jal_train.train(cfg, run_dir_of(cfg))
+    assert calls == [3]
