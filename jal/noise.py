@@ -212,8 +212,9 @@ def generate_instance_labels(
     return np.minimum(noisy, K - 1).astype(np.int64)  # guard against cumsum rounding below 1
 
 
-def load_instance_labels(path, rate: float) -> np.ndarray:
-    """Load a precomputed instance-dependent label set (npz with keys "rate_0.2", ...)."""
+def load_instance_labels(path, rate: float, num_samples: int | None = None, num_classes: int | None = None):
+    """Load a precomputed instance-dependent label set (npz with keys "rate_0.2", ...) for a training set of
+    `num_samples` images of `num_classes` classes (checked when given)."""
     check_inputs(rate=rate)
     data = read_label_file(path, "precomputed instance-dependent labels (e.g. cifar10_idn_labels.npz)")
     available = {float(key.split("_", 1)[1]): key for key in data if key.startswith("rate_")}
@@ -223,7 +224,14 @@ def load_instance_labels(path, rate: float) -> np.ndarray:
             f"no instance-dependent labels for rate {rate} in {path}: "
             f"available rates are {sorted(available)}"
         )
-    return data[matches[0]].astype(np.int64)
+    labels = data[matches[0]]
+    if num_samples is not None and len(labels) != num_samples:
+        raise ValueError(f"labels of the wrong length: {path} has {len(labels)} at rate {rate}, the training set "
+                         f"{num_samples}; use the label file made for this dataset")
+    if num_classes is not None and labels.max(initial=0) >= num_classes:
+        raise ValueError(f"{path}: rate_{rate} holds class {labels.max()}, beyond the dataset's {num_classes} "
+                         "classes; use the label file made for this dataset")
+    return labels.astype(np.int64)
 
 
 def load_human_labels(path, name: str, clean_labels) -> np.ndarray:

@@ -78,7 +78,7 @@ def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndar
             features = data.x_train[subset].reshape(len(subset), -1).astype(np.float32) / 255
             return label_noise.generate_instance_labels(features, clean, cfg.noise.rate, k, seed)
         path = Path(cfg.data_dir) / f"{cfg.dataset.name}_idn_labels.npz"
-        return label_noise.load_instance_labels(path, cfg.noise.rate)[subset]
+        return label_noise.load_instance_labels(path, cfg.noise.rate, len(data.y_train), k)[subset]
     if kind == "human":
         path = Path(cfg.data_dir) / f"{cfg.dataset.name}n_labels.npz"
         return label_noise.load_human_labels(path, cfg.noise.labels, data.y_train)[subset]

@@ -89,6 +89,8 @@ BAD_SETTINGS = [
      "has no 'worst' labels or no clean_label: this file provides ['aggre']"),
     ("label file of floats", ["dataset=cifar10", "noise=instance", "data_dir={tmp}/float_idn"],
      "rate_0.4 is float64 (20,); every array of a label file must be 1-D integer class indices"),
+    ("instance label file too short", ["dataset=cifar10", "noise=instance", "data_dir={tmp}/short_idn"],
+     "labels of the wrong length: {tmp}/short_idn/cifar10_idn_labels.npz has 19 at rate 0.4, the training set 20"),
 ]
 
 
@@ -121,6 +123,7 @@ def data_folder(tmp: Path) -> None:
                                                                               worse_label=clean[:5])})
     folder("no_worst", **{"cifar10.npz": good, "cifar10n_labels.npz": dict(clean_label=clean, aggre_label=clean)})
     folder("float_idn", **{"cifar10.npz": good, "cifar10_idn_labels.npz": {"rate_0.4": clean.astype(float)}})
+    folder("short_idn", **{"cifar10.npz": good, "cifar10_idn_labels.npz": {"rate_0.4": clean[:-1]}})
 
 
 def run_train(name: str, args: list[str], tmp: Path) -> tuple[subprocess.CompletedProcess, float]:

@@ -314,6 +314,12 @@ def test_bad_label_files(tmp_path):
         load_instance_labels(idn, 0.6)
     with pytest.raises(FileNotFoundError, match="instance-dependent"):
         load_instance_labels(tmp_path / "missing.npz", 0.2)
+    assert len(load_instance_labels(idn, 0.2, num_samples=len(clean), num_classes=clean.max() + 1)) == len(clean)
+    with pytest.raises(ValueError, match=f"labels of the wrong length: .* has {len(clean)} at rate 0.2, the "
+                                         f"training set {len(clean) + 1}"):
+        load_instance_labels(idn, 0.2, num_samples=len(clean) + 1)
+    with pytest.raises(ValueError, match=f"holds class {clean.max()}, beyond the dataset's {clean.max()} classes"):
+        load_instance_labels(idn, 0.2, num_classes=clean.max())
 
 
 # ---------------------------------------------------------------- real data (skipped when absent)
