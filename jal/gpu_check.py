@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         checks = run_checks(args.device, Path(tmp), names, args.size)
-    from jal.bench import device_name
+    from jal.train import device_name
 
     report = {"device": args.device, "device_name": device_name(torch.device(args.device)),
               "torch_version": torch.__version__, "cuda_version": torch.version.cuda,

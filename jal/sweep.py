@@ -145,21 +145,23 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def record_device_name(cfg: DictConfig) -> str:
-    """The device name train.py writes into its records for this config on this machine."""
+def run_device(cfg: DictConfig):
+    """The torch device a run of `cfg` trains on, on this machine (train.py's resolve_device)."""
     import torch
 
     wants_cuda = cfg.trainer.device == "auto" and cuda_available() or str(cfg.trainer.device).startswith("cuda")
-    return torch.cuda.get_device_name() if wants_cuda else "cpu"
+    return torch.device("cuda" if wants_cuda else "cpu")
+
+
+def record_device_name(cfg: DictConfig) -> str:
+    """The device name train.py writes into its records for this config on this machine."""
+    from jal.train import device_name
+
+    return device_name(run_device(cfg))
 
 
 def device_description(cfg: DictConfig) -> str:
-    name = record_device_name(cfg)
-    if name != "cpu":
-        return f"CUDA: {name}"
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown model") if Path("/proc/cpuinfo").exists() else "?"
-    return f"CPU: {model}, {len(os.sched_getaffinity(0))} cores"
+    return f"{'CUDA' if run_device(cfg).type == 'cuda' else 'CPU'}: {record_device_name(cfg)}"
 
 
 def launcher_of(cfg: DictConfig) -> tuple[str, int | None]:

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -159,6 +160,19 @@ def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable results
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on an op with no such kernel
     return device, bf16
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model: records and benchmark figures say which machine made them."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
+    except (OSError, AttributeError):  # no /proc (macOS) or no sched_getaffinity
+        pass
+    return platform.processor() or "cpu"
 
 
 def add_l1_gradient(params: list[torch.Tensor], strength: float) -> None:
@@ -415,7 +429,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
             noise_transition=np.asarray(summary["transition"]).round(4).tolist(),
             wall_seconds=wall_before + time.perf_counter() - started,
             images_per_second=float(np.mean([h["images_per_second"] for h in history])),
-            device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            device=str(device), device_name=device_name(device),
             precision="bf16" if bf16 else "fp32", git_commit=git_commit(),
             config=plain_config(cfg), history=history,
         )

@@ -40,6 +40,8 @@ def test_two_epoch_run_writes_a_complete_record(synthetic_run):
     assert result["noise_rate"] == 0.4 and result["seed"] == 7 and result["epochs"] == 2
     assert len(result["history"]) == 2 and all(EPOCH_KEYS <= set(h) for h in result["history"])
     assert result["last_test_acc"] == result["history"][-1]["test_acc"]
+    if result["device"] == "cpu" and os.path.exists("/proc/cpuinfo"):  # the machine, not just "cpu"
+        assert result["device_name"].endswith(f", {len(os.sched_getaffinity(0))} cores")
     assert result["best_test_acc"] == max(h["test_acc"] for h in result["history"])
     # exact sampling: 9 * int(0.4 / 9 * n_i) flips per class i, and the record says what the labels hold
     labels = np.load(run_dir_of(cfg) / "labels.npz")
