@@ -43,8 +43,11 @@ reproduce-cifar10-idn: install
 reproduce-cifar10n: install
 	$(SWEEP) bash scripts/reproduce_cifar10n.sh
 
-notebooks: install  ## run notebooks/results.ipynb on results/ and save its figures under results/figures/
-	JAL_RECORDS=results JAL_FIGURES=results/figures $(VENV)/bin/jupyter execute notebooks/results.ipynb
+# One protocol's records at a time (a cell mixing quick and paper runs would mean nothing): the paper's when
+# there are any, else the quick preset's; RECORDS=dir1:dir2 chooses.
+RECORDS ?= $(if $(wildcard results/runs),results/runs,results/quick/runs)
+notebooks: install  ## run notebooks/results.ipynb on $(RECORDS) and save its figures under results/figures/
+	JAL_RECORDS=$(RECORDS) JAL_FIGURES=results/figures $(VENV)/bin/jupyter execute notebooks/results.ipynb
 
 bench: install
 	$(PYTHON) -m jal.bench --out results/bench
