@@ -75,7 +75,7 @@ def test_notebook_runs_and_writes_figures(tmp_path, monkeypatch):
     assert "Whole table: 7 of 7 cells with a published figure have ours, in 4 columns. Kendall's τ 1.00 (over the 3" \
         in markdown[0] and "| CIFAR-10 | Clean | 1/1 | n/a |" in markdown[0]
     # then the paper's findings these records can test: JAL-CE above CE at symmetric 0.8 and asymmetric 0.4
-    assert "| CIFAR-10 Asym 0.4: JAL-CE > CE | +12.00 (0.15) | +5.69 | yes |" in markdown[1]
+    assert "| CIFAR-10 Asym 0.4: JAL-CE ≥ CE | +12.00 (0.15) | +5.69 | yes |" in markdown[1]
     assert "Fidelity" not in markdown[2] and "| Loss | Clean |" in markdown[2]  # the table, shown once
 
 

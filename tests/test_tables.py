@@ -280,12 +280,13 @@ def test_findings_check_the_papers_claims_on_our_cells(record_dir):
     assert jal_vs_ce["holds"] is True and jal_vs_ce["runs"] == [3, 3]
     assert jal_vs_ce["finding"] == "CIFAR-10 Sym 0.8: JAL-CE ≥ CE + 5 pp, by more than 2 × the larger std"
     sym08 = ("symmetric", 0.8, None)
-    claims = [("cifar10", sym08, "ce", "jal_ce", 0.0, False),          # reversed: does not hold
+    claims = [("cifar10", sym08, "ce", "jal_ce", None, False),         # reversed: does not hold
               ("cifar10", sym08, "gce", "ce", 6.0, False),            # 25.25 - 19.2 = 6.05 >= 6: holds
               ("cifar10", sym08, "gce", "ce", 7.0, False),            # but not by 7
               ("cifar10", sym08, "gce", "ce", 6.0, True)]             # and by more than 2 std (3.54)
     reversed_, gce_6, gce_7, gce_significant = tables.findings(rows, claims)
     assert (reversed_["holds"], gce_6["holds"], gce_7["holds"]) == (False, True, False)
+    assert reversed_["finding"] == "CIFAR-10 Sym 0.8: CE > JAL-CE" and gce_7["finding"].endswith("GCE ≥ CE + 7 pp")
     assert gce_significant["twice_larger_std"] == pytest.approx(2 * np.std([24.0, 26.5], ddof=1))
     assert gce_significant["holds"] is True and gce_significant["runs"] == [2, 3]
 
@@ -308,7 +309,7 @@ def test_a_finding_within_twice_the_std_does_not_hold(tmp_path):
         for seed, accuracy in zip((123, 124), accuracies):
             write_record(tmp_path / f"{loss}{seed}", loss=loss, noise_rate=0.8, seed=seed, last_test_acc=accuracy)
     rows = tables.summarise(tables.load_records([tmp_path]))
-    claim = ("cifar10", ("symmetric", 0.8, None), "jal_ce", "ce", 0.0, True)
+    claim = ("cifar10", ("symmetric", 0.8, None), "jal_ce", "ce", None, True)
     (finding,) = tables.findings(rows, [claim])
     # 26 - 22 = 4 > 0, but CE's std is sqrt(8) = 2.83: 4 < 5.66
     assert finding["difference"] == 4.0 and finding["twice_larger_std"] == pytest.approx(2 * 8 ** 0.5)
