@@ -230,11 +230,23 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run,
     assert record["status"] == "failed" and "non-finite" in record["error"] and record["loss"] == "ce"
 
 
-def read_wandb_history(path: Path) -> list[dict]:
-    """The history rows of an offline .wandb file (LevelDB-style log of protobuf records, 32 KiB blocks)."""
+def read_wandb_history(path: Path, wait_seconds: float = 60) -> list[dict]:
+    """The history rows of an offline .wandb file (LevelDB-style log of protobuf records, 32 KiB blocks).
+    wandb's writer (the wandb-core process) may still be flushing after run.finish() returns on a busy
+    machine: read again until the file holds the run's exit record."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        rows, complete = parse_wandb_file(path)
+        if complete or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def parse_wandb_file(path: Path) -> tuple[list[dict], bool]:
+    """(history rows, whether the exit record is there)."""
     from wandb.proto import wandb_internal_pb2
 
-    raw, rows, pending = path.read_bytes(), [], b""
+    raw, rows, pending, complete = path.read_bytes(), [], b"", False
     pos = 7  # file header: ":W&B", a 2-byte magic and a version byte
     while pos + 7 <= len(raw):
         if (pos % 32768) + 7 > 32768:  # a block's tail too short for a header is padding
@@ -252,7 +264,8 @@ def read_wandb_history(path: Path) -> list[dict]:
             if record.WhichOneof("record_type") == "history":
                 rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                              for item in record.history.item})
-    return rows
+            complete |= record.WhichOneof("record_type") == "exit"
+    return rows, complete
 
 
 def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
