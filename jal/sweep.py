@@ -352,9 +352,13 @@ class Progress(Callback):
             what = f"{status}" + (f": {record['error']}" if record.get("error") else "")
         else:
             try:
-                what = f"ended without a record ({status}), returning {job_return.return_value}"  # raises if failed
+                value = job_return.return_value  # raises if the job failed
             except Exception as err:
                 what = f"failed before writing a record: {type(err).__name__}: {err}"
+            else:  # a run that finds the sweep stopping (stop_at passed, a stop signal) exits before it starts
+                what = ("not started: the sweep is stopping (trainer.stop_at passed or a stop signal)"
+                        if status == "new" and value is None
+                        else f"ended without a record ({status}), returning {value}")
         new, left = ended - len(self.finished_before), total - ended
         elapsed = time.time() - self.started
         eta = "sweep done" if not left else f"ETA {duration(elapsed / new * left)}" if new > 0 else "ETA unknown"

@@ -171,6 +171,7 @@ def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-2000:]
     assert (done.stdout + done.stderr).count("not started: trainer.stop_at") == 4
+    assert done.stdout.count(": not started: the sweep is stopping (trainer.stop_at passed or a stop signal)") == 4
     assert not [p for p in tmp_path.rglob("*") if p.name in ("result.json", "checkpoint.pt", "labels.npz")]
     assert seconds < 60  # Hydra's start-up and four runs that load nothing (a second or two alone)
 
