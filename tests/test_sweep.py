@@ -142,6 +142,18 @@ def test_progress_line_per_run_and_summary(basic_sweep_run):
     assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
 
 
+def test_each_run_logs_a_line_per_epoch_into_its_train_log_not_the_console(basic_sweep_run):
+    out_root, stdout = basic_sweep_run
+    shown = lambda v: "n/a" if v is None else f"{v:.2f}%"
+    for cell in CELLS:
+        history = json.loads((out_root / cell / "result.json").read_text())["history"]
+        lines = re.findall(r"- (epoch .*), [\d.]+ img/s", (out_root / cell / "train.log").read_text())
+        assert lines == [f"epoch {h['epoch']}/2: train loss {h['train_loss']:.4f}, fits its labels "
+                         f"{shown(h['train_acc_noisy'])}, memorised {shown(h['train_memorised'])}, "
+                         f"test {shown(h['test_acc'])}" for h in history]
+    assert "epoch 1/2" not in stdout
+
+
 def test_summary_names_failed_and_paused_runs(tmp_path, capsys):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}"])
