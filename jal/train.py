@@ -61,7 +61,12 @@ log = logging.getLogger("jal.train")
 # One line per epoch into the run's train.log only (configs/train.yaml routes it to the file handler): a run
 # can be followed with `tail -f` while a sweep's console keeps to one line per run.
 epoch_log = logging.getLogger("jal.train.epochs")
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"  # n/a: not evaluated this epoch, or no corrupted sample
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -417,10 +422,9 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
                 lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
             )
             history.append(record)
-            shown = lambda v, unit: "n/a" if v is None else f"{v:.2f}{unit}"
             epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
-                           epoch + 1, epochs, record["train_loss"], shown(record["train_acc_noisy"], "%"),
-                           shown(record["train_memorised"], "%"), shown(record["test_acc"], "%"),
+                           epoch + 1, epochs, record["train_loss"], percent(record["train_acc_noisy"]),
+                           percent(record["train_memorised"]), percent(record["test_acc"]),
                            record["images_per_second"], record["seconds"])
             progress.set_postfix(test_acc=record["test_acc"], img_s=f"{record['images_per_second']:.0f}")
             if wandb_run is not None:
