@@ -18,7 +18,7 @@ from hydra import initialize_config_dir
 from test_notebook import FIGURES, run_notebook
 
 from jal import sweep, tables
-from jal.train import plain_config
+from jal.train import percent, plain_config
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
         "trainer.progress=false", "loss=ce,jal_ce", "noise=symmetric", "noise.rate=0.2,0.8"]
@@ -144,13 +144,12 @@ def test_progress_line_per_run_and_summary(basic_sweep_run):
 
 def test_each_run_logs_a_line_per_epoch_into_its_train_log_not_the_console(basic_sweep_run):
     out_root, stdout = basic_sweep_run
-    shown = lambda v: "n/a" if v is None else f"{v:.2f}%"
     for cell in CELLS:
         history = json.loads((out_root / cell / "result.json").read_text())["history"]
         lines = re.findall(r"- (epoch .*), [\d.]+ img/s", (out_root / cell / "train.log").read_text())
         assert lines == [f"epoch {h['epoch']}/2: train loss {h['train_loss']:.4f}, fits its labels "
-                         f"{shown(h['train_acc_noisy'])}, memorised {shown(h['train_memorised'])}, "
-                         f"test {shown(h['test_acc'])}" for h in history]
+                         f"{percent(h['train_acc_noisy'])}, memorised {percent(h['train_memorised'])}, "
+                         f"test {percent(h['test_acc'])}" for h in history]
     assert "epoch 1/2" not in stdout
 
 
