@@ -248,3 +248,33 @@ def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
         f"{json.loads((three_of_four_finished / CELLS[3] / 'result.json').read_text())['last_test_acc']:.2f}% "
         "(sweep done)"]
     assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
+
+
+# scripts/gpu_pool.sh: cells side by side until one deadline, on a host without launcher plugins
+
+def gpu_pool(out_root: Path, *cells: str, **env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PY=sys.executable, DATASET="synthetic", **env)
+    done = subprocess.run(["bash", "scripts/gpu_pool.sh", str(out_root), *cells], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_gpu_pool_trains_every_cell_and_seed_and_packs_the_records(tmp_path):
+    tiny = "dataset.train_size=64 dataset.test_size=32 trainer.epochs=2 noise=symmetric"
+    done = gpu_pool(tmp_path / "runs", f"loss=ce {tiny} noise.rate=0.8", f"loss=jal_ce {tiny} noise.rate=0.2",
+                    DEADLINE=str(int(time.time()) + 3600), SEEDS="1,2", BRING=str(tmp_path / "bring.tgz"))
+    expected = {f"symmetric_{rate}/{loss}/seed{seed}" for loss, rate in (("ce", 0.8), ("jal_ce", 0.2)) for seed in (1, 2)}
+    records = {str(p.parent.relative_to(tmp_path / "runs" / "synthetic")): json.loads(p.read_text())
+               for p in (tmp_path / "runs").rglob("result.json")}
+    assert set(records) == expected and {r["status"] for r in records.values()} == {"finished"}
+    assert done.stdout.count(": finished ") == 4  # the closing list, one line per record
+    packed = subprocess.run(["tar", "tzf", str(tmp_path / "bring.tgz")], capture_output=True, text=True).stdout
+    assert packed.count("result.json") == 4 and "checkpoint.pt" not in packed  # finished: no checkpoint to bring
+
+
+def test_gpu_pool_starts_nothing_when_the_deadline_is_near(tmp_path):
+    done = gpu_pool(tmp_path / "runs", "loss=ce dataset.train_size=64", DEADLINE=str(int(time.time()) + 30),
+                    MIN_LEFT="60")
+    assert "not started (deadline near): loss=ce dataset.train_size=64 seed=123" in done.stdout
+    assert not list((tmp_path / "runs").rglob("result.json"))
