@@ -264,7 +264,8 @@ def test_gpu_pool_trains_every_cell_and_seed_and_packs_the_records(tmp_path):
     tiny = "dataset.train_size=64 dataset.test_size=32 trainer.epochs=2 noise=symmetric"
     done = gpu_pool(tmp_path / "runs", f"loss=ce {tiny} noise.rate=0.8", f"loss=jal_ce {tiny} noise.rate=0.2",
                     DEADLINE=str(int(time.time()) + 3600), SEEDS="1,2", BRING=str(tmp_path / "bring.tgz"))
-    expected = {f"symmetric_{rate}/{loss}/seed{seed}" for loss, rate in (("ce", 0.8), ("jal_ce", 0.2)) for seed in (1, 2)}
+    expected = {f"symmetric_{rate}/{loss}/seed{seed}"
+                for loss, rate in (("ce", 0.8), ("jal_ce", 0.2)) for seed in (1, 2)}
     records = {str(p.parent.relative_to(tmp_path / "runs" / "synthetic")): json.loads(p.read_text())
                for p in (tmp_path / "runs").rglob("result.json")}
     assert set(records) == expected and {r["status"] for r in records.values()} == {"finished"}
