@@ -117,6 +117,13 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return len(batch_starts(n_train, batch_size))
 
 
+def warmup_steps(requested: int, epoch_steps: int, device: torch.device, compile) -> int:
+    """Untimed steps before timing. On CUDA, or compiled, at least one whole epoch: an epoch ends with a
+    smaller batch (50,000 = 390 x 128 + 80), and the first batch of a new size autotunes cuDNN or recompiles,
+    which cost 10 s inside the timed steps on the H200 (2026-11-26) when the warm-up ended before it."""
+    return max(requested, epoch_steps) if device.type == "cuda" or compile else requested
+
+
 # ---------------------------------------------------------------------------------------------------
 # Timing helpers
 
@@ -367,7 +374,7 @@ def worker(args) -> None:
     use_tf32(args.precision)
     data, _, _ = load_images(cfg, cfg.trainer.batch_size * (args.steps + args.warmup))
     ours = build_ours(cfg, data, device)
-    run_ours(ours, cfg, bf16, args.warmup)
+    run_ours(ours, cfg, bf16, warmup_steps(args.warmup, ours.steps_per_epoch, device, args.compile))
     sync(device)
     print("READY", flush=True)
     sys.stdin.readline()
@@ -442,7 +449,7 @@ def measure_variant(args, data: ImageData, precision: str, compile: bool) -> dic
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
         ours = build_ours(cfg, data, device)
-        run_ours(ours, cfg, bf16, args.warmup)
+        run_ours(ours, cfg, bf16, warmup_steps(args.warmup, ours.steps_per_epoch, device, compile))
         sync(device)
         warmup_seconds = time.perf_counter() - started
         ips, seconds = images_per_second(partial(run_ours, ours, cfg, bf16), args.steps, 0, device)
@@ -591,8 +598,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     # (a) the reference, then (b) ours: same config, data, batch size and number of steps.
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    warmup = warmup_steps(args.warmup, steps_per_epoch(len(data.y_train), batch_size), device, args.compile)
     ref = build_reference(cfg, data, device, args.workers)
-    ref_ips, ref_seconds = images_per_second(partial(run_reference, ref), args.steps, args.warmup, device)
+    ref_ips, ref_seconds = images_per_second(partial(run_reference, ref), args.steps, warmup, device)
     ref_phases = reference_breakdown(ref, args.breakdown_steps)
     ref_memory = peak_memory_mb(device)
     del ref  # shuts the DataLoader's workers down before ours runs
@@ -604,7 +612,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     tf32_flags = use_tf32(args.precision)  # after the reference, which runs with PyTorch's defaults
     ours = build_ours(cfg, data, device)
     run_steps = partial(run_ours, ours, cfg, bf16)
-    ours_ips, ours_seconds = images_per_second(run_steps, args.steps, args.warmup, device)
+    ours_ips, ours_seconds = images_per_second(run_steps, args.steps, warmup, device)
     ours_phases = ours_breakdown(ours, cfg, bf16, args.breakdown_steps)
     ours_memory = peak_memory_mb(device)
     sync_steps = min(4, ours.steps_per_epoch)
@@ -620,7 +628,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "precision": args.precision if args.precision == "tf32" else "bf16" if bf16 else "fp32",
         "reference_precision": "fp32",
         "compile": bool(cfg.trainer.compile), "channels_last": bool(cfg.trainer.channels_last),
-        "l1": cfg.optim.l1, "steps": args.steps, "warmup": args.warmup, "workers": args.workers,
+        "l1": cfg.optim.l1, "steps": args.steps, "warmup": warmup, "workers": args.workers,
         "data_source": source, "data_description": description, "train_images": len(data.y_train),
         "breakdown": {"reference": ref_phases, "ours": ours_phases},
         "peak_memory_mb": {"reference": ref_memory, "ours": ours_memory},

@@ -38,6 +38,7 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     assert REQUIRED_KEYS <= written.keys()
     assert written["data_source"] == "synthetic" and written["device"] == "cpu"
     assert written["precision"] == "fp32" and written["batch_size"] == 4 and written["steps"] == 2
+    assert written["warmup"] == 1  # eager on a CPU: nothing to autotune, the warm-up asked for
     assert written["reference_images_per_second"] > 0 and written["ours_images_per_second"] > 0
     assert written["speedup"] == pytest.approx(written["ours_images_per_second"]
                                                / written["reference_images_per_second"], rel=1e-9)
@@ -129,3 +130,15 @@ def test_ours_breakdown_is_the_same_step_as_train_epoch(monkeypatch, tmp_path, o
     for a, b in zip(via_train_epoch.model.state_dict().values(), via_breakdown.model.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert isinstance(via_train_epoch.model, CNN8)
+
+
+def test_warmup_covers_a_whole_epoch_where_new_batch_sizes_cost_time():
+    """On CUDA (cuDNN autotunes each new batch size) or compiled (each new size recompiles), the warm-up runs
+    at least one epoch, so the epoch's smaller last batch is met before the timed steps."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    steps = bench.steps_per_epoch(10_000, 128)
+    assert steps == 79 and 10_000 - 78 * 128 == 16  # the synthetic set's last batch: 16 images
+    assert bench.warmup_steps(20, steps, cuda, False) == 79
+    assert bench.warmup_steps(20, steps, cpu, "reduce-overhead") == 79
+    assert bench.warmup_steps(20, steps, cpu, False) == 20
+    assert bench.warmup_steps(100, steps, cuda, True) == 100  # never fewer than asked for
