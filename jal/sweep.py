@@ -177,12 +177,14 @@ def launcher_of(cfg: DictConfig) -> tuple[str, int | None]:
 
 
 def records_speed(runs: list[Run], device: str) -> tuple[float, int] | None:
-    """Mean training images/s of the finished runs here that trained on this device, with this model and
-    the same threads per run: (images/s, number of records), or None."""
+    """Mean training images/s of the finished records in the runs' output folders (theirs and other cells')
+    that trained on this device, with this model and the same threads per run: (images/s, number of
+    records), or None. A sweep of cells not yet run thus estimates from its siblings, not a 3-step probe."""
     model, threads = runs[0].cfg.hydra.runtime.choices.model, runs[0].cfg.trainer.threads
+    roots = {Path(run.cfg.hydra.sweep.dir) for run in runs}
     speeds = []
-    for run in runs:
-        status, record = read_status(run.dir)
+    for path in sorted({path for root in roots for path in root.rglob("result.json")}):
+        status, record = read_status(path.parent)
         if (status == "finished" and record.get("device_name") == device and record.get("model") == model
                 and record.get("config", {}).get("trainer", {}).get("threads") == threads):
             speeds.append(record["images_per_second"])

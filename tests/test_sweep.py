@@ -241,6 +241,19 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
     assert f"  time left  about {sweep.duration(work / speed)}: 1 run, 149 training images" in out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
+def test_plan_of_new_cells_estimates_from_the_finished_records_beside_them(three_of_four_finished, tmp_path):
+    """Cells none of which has run yet (here symmetric 0.5) take the speed of the other cells' records in the
+    same output folder, not a probe."""
+    out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic",
+                       EXTRA="noise.rate=0.5").stdout
+    assert "  runs       2 in 1 sweep: 0 finished already, 2 to train\n" in out
+    records = [json.loads((three_of_four_finished / cell / "result.json").read_text()) for cell in CELLS[:3]]
+    speed = sum(r["images_per_second"] for r in records) / 3
+    assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
+           "device)\n" in out
+
+
 def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
     stdout = multirun(three_of_four_finished).stdout
     assert re.findall(r"^\[\d/4\] .*$", stdout, re.M) == [
