@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Trains cells of the paper's CIFAR-10 protocol (DATASET=name for another) on a lent GPU host, JOBS runs
-# sharing the GPU, in the order given, until one deadline. For a bare host with PyTorch and the carried Hydra wheels (.gpu/base/setup.sh)
-# but no launcher plugins; with hydra-joblib-launcher, `make reproduce-cifar10 LAUNCHER=joblib` does the same.
+# sharing the GPU, in the order given, until one deadline. For a bare host with PyTorch and the carried Hydra
+# wheels (.gpu/base/setup.sh) but no launcher plugins; with hydra-joblib-launcher installed,
+# `make reproduce-cifar10 CELLS=headline LAUNCHER=joblib MINUTES=N` does the same, with its plan and table.
 #
 #   DEADLINE=$(($(date +%s) + 300)) JOBS=2 bash scripts/gpu_pool.sh results/runs "loss=ce noise=symmetric noise.rate=0.8"
 #   DEADLINE=... SEEDS=123,124 bash scripts/gpu_pool.sh results/runs     # the cells of scripts/gpu_cells.txt
@@ -20,7 +21,9 @@ mkdir -p "$out/logs"
 for seed in ${seeds//,/ }; do
   for cell in "${cells[@]}"; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
-    if [ $((deadline - $(date +%s))) -lt "$min_left" ]; then echo "not started (deadline near): $cell seed=$seed"; continue; fi
+    if [ $((deadline - $(date +%s))) -lt "$min_left" ]; then
+      echo "not started (deadline near): $cell seed=$seed"; continue
+    fi
     echo "start $(date +%T): $cell seed=$seed"
     # shellcheck disable=SC2086  # a cell is several overrides
     $python -m jal.train "dataset=$dataset" $cell "seed=$seed" logger=none trainer.progress=false "out_root=$out" \
