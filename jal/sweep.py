@@ -22,6 +22,7 @@ import os
 import shlex
 import time
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -54,12 +55,16 @@ class Run:
     def work(self, from_epoch: int = 0) -> float:
         """Training images left from `from_epoch` on; an evaluated test image counts as a third of a trained
         one (a forward pass against forward, backward and step)."""
+        return self.work_left_after_each_epoch()[from_epoch]
+
+    def work_left_after_each_epoch(self) -> list[float]:
+        """work(e) for e = 0, 1, ..., epochs (the last 0)."""
         cfg = self.cfg
         train = cfg.dataset.subset or cfg.dataset.train_size
         test = cfg.dataset.test_subset or TEST_IMAGES.get(cfg.dataset.name, cfg.dataset.get("test_size", 0))
-        epochs = range(from_epoch, cfg.trainer.epochs)
-        evals = sum((e + 1) % cfg.trainer.eval_every == 0 or e + 1 == cfg.trainer.epochs for e in epochs)
-        return len(epochs) * train + evals * test / 3
+        epochs, eval_every = cfg.trainer.epochs, cfg.trainer.eval_every
+        per_epoch = [train + ((e + 1) % eval_every == 0 or e + 1 == epochs) * test / 3 for e in range(epochs)]
+        return list(accumulate(reversed(per_epoch), initial=0.0))[::-1]
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -333,14 +338,35 @@ class Progress(Callback):
         self.runs = {str(r.dir): r.cell for r in runs}
         self.started = time.time()
         self.finished_before = {d for d in self.runs if read_status(Path(d))[0] == "finished"}
+        # work left after each epoch, per run: the ETA counts the epochs of the runs still in flight too
+        self.work_after = {str(r.dir): r.work_left_after_each_epoch() for r in runs}
+        self.work_at_start = self.work_left()
+
+    def work_left(self) -> dict[str, float]:
+        """Training images left per run of this sweep (0 for a run that has ended), from its checkpoint."""
+        return {d: 0.0 if self.has_ended(d) else work[min(epochs_done(Path(d)), len(work) - 1)]
+                for d, work in self.work_after.items()}
+
+    def eta(self) -> str:
+        """Time left at the pace of the work done since the sweep started. Counting whole runs instead is
+        off by the number of runs in flight when the first of them ends (parallel runs end together)."""
+        now = self.work_left()
+        done, left = sum(self.work_at_start.values()) - sum(now.values()), sum(now.values())
+        if not left:
+            return "sweep done"
+        return f"ETA {duration((time.time() - self.started) * left / done)}" if done > 0 else "ETA unknown"
+
+    def has_ended(self, run_dir: str) -> bool:
+        """Finished before this sweep started, or ended since (a run paused before keeps its paused record
+        while it continues)."""
+        if run_dir in self.finished_before:
+            return True
+        path = Path(run_dir) / "result.json"
+        return path.exists() and path.stat().st_mtime >= self.started and read_status(Path(run_dir))[0] in ENDED
 
     def ended(self) -> list[str]:
-        """The runs of this sweep that have ended: finished before it started, or ended since."""
-        def ended_since(run_dir: Path) -> bool:
-            path = run_dir / "result.json"
-            return path.exists() and path.stat().st_mtime >= self.started and read_status(run_dir)[0] in ENDED
-
-        return [d for d in self.runs if d in self.finished_before or ended_since(Path(d))]
+        """The runs of this sweep that have ended."""
+        return [d for d in self.runs if self.has_ended(d)]
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         run_dir = config.hydra.runtime.output_dir
@@ -361,9 +387,7 @@ class Progress(Callback):
                 what = ("not started: the sweep is stopping (trainer.stop_at passed or a stop signal)"
                         if status == "new" and value is None
                         else f"ended without a record ({status}), returning {value}")
-        new, left = ended - len(self.finished_before), total - ended
-        elapsed = time.time() - self.started
-        eta = "sweep done" if not left else f"ETA {duration(elapsed / new * left)}" if new > 0 else "ETA unknown"
+        eta = "sweep done" if ended == total else self.eta()
         print(f"[{ended}/{total}] {self.runs.get(run_dir, run_dir)}: {what} ({eta})", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

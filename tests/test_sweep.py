@@ -173,6 +173,33 @@ def test_summary_names_failed_and_paused_runs(tmp_path, capsys):
     ]
 
 
+def test_eta_counts_the_epochs_of_runs_in_flight(tmp_path):
+    """Parallel runs end together: when the first of two ends the other is nearly done too, so the ETA comes
+    from the work done and left (epochs, checkpoints), not from whole runs ended (which says 3 x elapsed)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "trainer.eval_every=2"])
+    epoch_1, epoch_2 = 64, 64 + 32 / 3  # 64 training images; the 32 test images, a third each, after epoch 2
+    assert runs[0].work_left_after_each_epoch() == [epoch_1 + epoch_2, epoch_2, 0]
+    for run in runs:
+        run.dir.mkdir(parents=True)
+    # the fourth run paused in an earlier sweep after epoch 1: its record stays "paused" while it continues
+    paused = runs[3].dir / "result.json"
+    paused.write_text(json.dumps(dict(status="paused")))
+    os.utime(paused, (time.time() - 3600,) * 2)
+    torch.save({"epoch": 1}, runs[3].dir / "checkpoint.pt")
+    progress = sweep.Progress()
+    progress.start(runs)
+    progress.started -= 100  # the sweep has run for 100 s: the first run finished, the second is in epoch 2
+    (runs[0].dir / "result.json").write_text(json.dumps(dict(status="finished", last_test_acc=50.0)))
+    torch.save({"epoch": 1}, runs[1].dir / "checkpoint.pt")
+    done, left = (epoch_1 + epoch_2) + epoch_1, epoch_2 + (epoch_1 + epoch_2) + epoch_2
+    assert progress.ended() == [str(runs[0].dir)]
+    assert progress.eta() == f"ETA {sweep.duration(100 * left / done)}" == "ETA 2 min"
+    for run in runs:
+        (run.dir / "result.json").write_text(json.dumps(dict(status="finished", last_test_acc=50.0)))
+    assert progress.eta() == "sweep done"
+
+
 def test_failed_runs_are_summarised_although_hydra_stops_the_sweep(tmp_path):
     """Hydra's sweeper raises on a failed job before on_multirun_end: the summary still comes, at exit."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
