@@ -314,3 +314,33 @@ def test_a_finding_within_twice_the_std_does_not_hold(tmp_path):
     # 26 - 22 = 4 > 0, but CE's std is sqrt(8) = 2.83: 4 < 5.66
     assert finding["difference"] == 4.0 and finding["twice_larger_std"] == pytest.approx(2 * 8 ** 0.5)
     assert finding["holds"] is False and finding["finding"].endswith("JAL-CE > CE, by more than 2 × the larger std")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Committed tables are derived state: each must be what jal.tables makes of the committed records.
+COMMITTED_TABLES = [  # (table, its records, the flags that made it)
+    ("results/quick", "results/quick/runs/cifar10", ["--expect-seeds", "3", "--expect-clean-seeds", "1"]),
+    ("results/cifar10", "results/runs/cifar10", ["--expect-seeds", "3"]),
+]
+
+
+@pytest.mark.parametrize("table_dir, records_dir, flags", COMMITTED_TABLES)
+def test_committed_table_is_rebuilt_from_committed_records(table_dir, records_dir, flags, tmp_path):
+    records = os.path.join(REPO, records_dir)
+    if not os.path.isdir(records):
+        pytest.skip(f"no committed records for {table_dir}")
+    tables.main([records, "--out", str(tmp_path), *flags])
+    for name in ("table.md", "table.csv", "fidelity.json"):
+        with open(os.path.join(REPO, table_dir, name)) as committed, open(tmp_path / name) as rebuilt:
+            assert committed.read() == rebuilt.read(), f"{table_dir}/{name} is stale: rebuild it with jal.tables"
+
+
+def test_readme_quick_table_is_copied_from_table_md():
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(REPO, "results", "quick", "table.md")) as f:
+        table_rows = {line for line in f.read().splitlines() if line.startswith("| ")}
+    section = readme.split("### The quick table", 1)[1].split("\n## ", 1)[0]
+    quick_rows = [line for line in section.splitlines() if line.startswith("| ") and "±" in line]
+    assert len(quick_rows) == 6  # one per loss of the sweep
+    assert [row for row in quick_rows if row not in table_rows] == []
