@@ -73,6 +73,7 @@ class TrainerConfig:
     progress: bool = True
     stop_at: Optional[float] = None
     deterministic: bool = False
+    restart: bool = False
 
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1", 120)
@@ -345,6 +346,10 @@ SCHEMAS = {
 for path, schema in SCHEMAS.items():
     group, _, name = f"schema/{path}".rpartition("/")
     ConfigStore.instance().store(group=group, name=name, node=schema)
+
+# `${subdir:${hydra:job.override_dirname}}` in run_name: "/<settings>" when settings were given, else nothing,
+# so the paper's grid keeps its plain cell directories (configs/train.yaml).
+OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings}" if settings else "", replace=True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -67,7 +67,9 @@ CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noi
 
 
 def loss_label(loss):
-    return LOSS_LABELS.get(loss, loss.upper().replace("_", "+"))
+    """JAL-CE; a run with settings beyond its cell keeps them beside the name: JAL-CE [loss.passive.a=30]."""
+    loss, _, settings = loss.partition(" ")
+    return LOSS_LABELS.get(loss, loss.upper().replace("_", "+")) + (f" {settings}" if settings else "")
 
 
 def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
@@ -80,10 +82,12 @@ def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
 
 
 def record_cell(record):
-    """The (dataset, column, loss) cell a training record belongs to."""
+    """The (dataset, column, loss) cell a training record belongs to. Runs with settings beyond their cell
+    (a sweep of loss.passive.a) are other experiments: their loss reads `jal_ce [loss.passive.a=30]`."""
     dataset = DATASET_ALIASES.get(record["dataset"], record["dataset"])
     column = noise_column(record["noise_type"], record.get("noise_rate") or 0.0, record.get("noise_labels"))
-    return dataset, column, record["loss"]
+    settings = record.get("settings")
+    return dataset, column, record["loss"] + (f" [{settings}]" if settings else "")
 
 
 def column_header(column):
@@ -103,7 +107,8 @@ def column_sort_key(column):
 
 
 def loss_sort_key(loss):
-    return (LOSS_ORDER.index(loss), "") if loss in LOSS_ORDER else (len(LOSS_ORDER), loss)
+    loss, _, settings = loss.partition(" ")
+    return (LOSS_ORDER.index(loss), settings) if loss in LOSS_ORDER else (len(LOSS_ORDER), loss + settings)
 
 
 def dataset_sort_key(dataset):

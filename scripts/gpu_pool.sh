@@ -37,7 +37,7 @@ for f in $(find "$out" -name result.json | sort); do
 print(sys.argv[1] + ":", r["status"], r.get("last_test_acc", "after epoch %s" % r.get("epoch")))' "$f"
 done
 if [ -n "${BRING:-}" ]; then  # records, logs, and the checkpoints that a later lease continues from
-  { find "$out" -name result.json -o -name '*.log' -o -path '*/.hydra/*.yaml'
+  { find "$out" -name result.json -o -name '*.log' -o -name config.yaml
     grep -l '"status": "paused"' $(find "$out" -name result.json) /dev/null | sed -n 's|result.json$|checkpoint.pt|p'
   } | tar czf "$BRING" -T -
 fi
