@@ -1,4 +1,4 @@
-"""Tests for jal.losses against PROTOCOL.md section 2.
+"""Tests for jal.losses against docs/protocol.md section 2.
 
 Three independent checks per loss:
 - values against the formula written out here in plain numpy (float64) on small hand-made inputs;
@@ -57,7 +57,7 @@ def np_softmax(z):
 
 
 def np_formulas(z, y):
-    """Per-sample value of every single loss, written from PROTOCOL.md section 2 (not from the code)."""
+    """Per-sample value of every single loss, written from docs/protocol.md section 2 (not from the code)."""
     n, k = z.shape
     p = np_softmax(z)
     rows = np.arange(n)
@@ -88,7 +88,7 @@ def np_formulas(z, y):
 
 
 def build(name, k):
-    """The single losses with the hyperparameters of PROTOCOL.md section 2 (standalone values)."""
+    """The single losses with the hyperparameters of docs/protocol.md section 2 (standalone values)."""
     return {
         "CE": lambda: CE(k),
         "FL": lambda: FL(k, gamma=GAMMA),
