@@ -331,7 +331,9 @@ def data_dir() -> Path:
 
 def require(name: str) -> Path:
     path = data_dir() / name
-    if not data_dir().parts or not path.is_file():
+    if not data_dir().parts:
+        pytest.skip(f"{name} needs JAL_DATA_DIR, which is not set")
+    if not path.is_file():
         pytest.skip(f"{name} not found in JAL_DATA_DIR ({data_dir()})")
     return path
 
