@@ -399,7 +399,7 @@ def test_jal_ce_and_nce_mae_by_hand():
 def instantiate(loss_name, dataset):
     """The loss of configs/loss/<loss_name>.yaml composed with dataset=<dataset> (specialisation applied).
 
-    The compose cache is test_configs' (one compose per cell when both files run in one session)."""
+    The compose cache is test_configs' (one compose per cell when both files run in one pytest process)."""
     cfg = grid_cfg(loss_name, dataset)
     loss = hydra.utils.instantiate(cfg.loss)
     assert isinstance(loss, Loss) and loss.num_classes == cfg.dataset.num_classes
