@@ -287,7 +287,7 @@ class GCEConfig(LossConfig):
 class AMSEConfig(LossConfig):
     a: float = 1.0
 
-    def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not a loss of the family (PROTOCOL.md section 2)
+    def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not in the family (docs/protocol.md section 2)
         require(self.a >= 1, "a", self.a, "must be >= 1 (AMSE)", 30.0)
 
 

@@ -370,7 +370,7 @@ def render_fidelity(score):
 
 # The paper's findings that a table can test, as ordered pairs of cells: (dataset, noise column, the loss that
 # should be better, the loss it should beat, by at least this many pp (None: strictly better), whether the
-# difference must also exceed twice the larger std over seeds). Issue 8's criteria for the CPU-sized table;
+# difference must also exceed twice the larger std over seeds). The CPU-sized table's criteria (CALIBRATION.md);
 # the paper's own gaps are far larger (CE 19.74 vs JAL-CE 65.43 at symmetric 0.8).
 PAPER_FINDINGS = [
     ("cifar10", ("symmetric", 0.8, None), "jal_ce", "ce", 5.0, True),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's CIFAR-10 table (PROTOCOL.md section 4): losses x {clean, symmetric 0.2-0.8, asymmetric 0.1-0.4}
+# The paper's CIFAR-10 table (docs/protocol.md section 4): losses x {clean, symmetric 0.2-0.8, asymmetric 0.1-0.4}
 # x three seeds, 8-layer CNN, 120 epochs; then the table beside the published figures.
 # PRESET=quick: the CPU-sized version (experiment=quick: a 10000-image subset, 12 epochs; six losses at
 # symmetric 0.4, 0.8 and asymmetric 0.4 with three seeds, clean with one; results/quick/CALIBRATION.md).

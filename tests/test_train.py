@@ -50,7 +50,7 @@ def test_two_epoch_run_writes_a_complete_record(synthetic_run):
     assert result["realised_noise_rate"] == pytest.approx(expected_flips / len(labels["clean"]))
     # cosine schedule stepped per epoch: lr 0.01 in epoch 1, 0.005 in epoch 2 of 2
     assert [h["lr"] for h in result["history"]] == pytest.approx([0.01, 0.005])
-    # the JAL-CE run trains with L1 and no L2 (PROTOCOL.md section 1)
+    # the JAL-CE run trains with L1 and no L2 (docs/protocol.md section 1)
     assert result["config"]["optim"]["l1"] == 5e-5 and result["config"]["optim"]["weight_decay"] == 0.0
 
 
@@ -477,10 +477,10 @@ def test_l1_gradient_equals_the_gradient_of_the_penalty_in_the_loss():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Real data (skipped without ../shared/data)
+# Real data (skipped without cifar10.npz in JAL_DATA_DIR)
 
 
-@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data/cifar10.npz")
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs cifar10.npz in JAL_DATA_DIR")
 def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
     data_dir = shared_data_dir()
     cfg = compose_train(["dataset=cifar10", "noise=human", "noise.labels=worst", "logger=none", "dataset.subset=100",
@@ -492,7 +492,7 @@ def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data/cifar10.npz")
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs cifar10.npz in JAL_DATA_DIR")
 def test_real_cifar10_subset_learns_well_above_chance(tmp_path):
     cfg = compose_train(["dataset=cifar10", "dataset.subset=2000", "trainer.epochs=3", "logger=none",
                          "trainer.progress=false", f"data_dir={shared_data_dir()}", f"out_root={tmp_path}"])
