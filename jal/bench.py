@@ -58,6 +58,8 @@ from jal.data import (
 )
 from jal.train import (
     CONFIG_DIR,
+    Fusion,
+    TrainingData,
     atomic_write_json,
     batch_starts,
     build_training,
@@ -288,14 +290,16 @@ def reference_breakdown(ref: SimpleNamespace, steps: int) -> dict:
 def build_ours(cfg: DictConfig, data: ImageData, device: torch.device) -> SimpleNamespace:
     """Model, loss, optimiser and device data as jal.train.train sets them up (no label noise)."""
     torch.manual_seed(cfg.seed)
-    model, step_model, criterion, optimizer, _ = build_training(cfg, device)
+    model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
     labels = torch.from_numpy(data.y_train).to(device)
+    x_train, stats = images_to_device(data.x_train, device), channel_stats(cfg.dataset.mean, cfg.dataset.std, device)
+    rows = torch.arange(len(labels), device=device)[None]
+    member = SimpleNamespace(cfg=cfg, model=model, step_model=step_model, criterion=criterion, optimizer=optimizer,
+                             scheduler=scheduler)
     return SimpleNamespace(
-        model=model, step_model=step_model, criterion=criterion, optimizer=optimizer,
-        params=list(model.parameters()), device=device, x_train=images_to_device(data.x_train, device),
-        labels=labels, is_corrupted=torch.zeros_like(labels, dtype=torch.bool), epoch=0,
-        stats=channel_stats(cfg.dataset.mean, cfg.dataset.std, device),
-        steps_per_epoch=steps_per_epoch(len(labels), cfg.trainer.batch_size),
+        model=model, step_model=step_model, criterion=criterion, optimizer=optimizer, fusion=Fusion([member]),
+        data=TrainingData(x_train, rows, labels[None], labels[None], stats), device=device, x_train=x_train,
+        labels=labels, epoch=0, stats=stats, steps_per_epoch=steps_per_epoch(len(labels), cfg.trainer.batch_size),
     )
 
 
@@ -306,8 +310,7 @@ def run_ours(ours: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> 
     while steps > 0:
         n = min(steps, ours.steps_per_epoch)
         generator = epoch_generator(cfg.seed, ours.epoch, ours.device)
-        train_epoch(ours.step_model, ours.criterion, ours.optimizer, ours.params, cfg, bf16, ours.x_train,
-                    ours.labels, ours.labels, ours.is_corrupted, ours.stats, generator, max_steps=n)
+        train_epoch(ours.fusion, cfg, bf16, ours.data, [generator], max_steps=n)
         images += min(n * batch_size, n_train)
         ours.epoch, steps = ours.epoch + 1, steps - n
     return images
@@ -329,8 +332,7 @@ def ours_breakdown(ours: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: in
             idx = order[i : i + cfg.trainer.batch_size]
             images = training_batch(ours.x_train, idx, generator, ours.stats, cfg)
             timer.mark("data")
-            train_step(ours.step_model, ours.criterion, ours.optimizer, ours.params, images, ours.labels[idx],
-                       cfg, bf16)
+            train_step(ours.fusion, [images], [ours.labels[idx]], bf16)
             timer.mark("optimizer")
     finally:
         hook.remove()

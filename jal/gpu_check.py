@@ -185,11 +185,9 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
     _, bf16 = jal_train.resolve_device(cfg)
 
     def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
-        sums = jal_train.train_epoch(ours.step_model, ours.criterion, ours.optimizer, ours.params, cfg, bf16,
-                                     ours.x_train, ours.labels, ours.labels, ours.is_corrupted, ours.stats,
-                                     epoch_generator(cfg.seed, i, dev))
-        correct = jal_train.evaluate(ours.step_model, ours.x_train, ours.labels, ours.stats, cfg, bf16)
-        return torch.cat([sums, correct.float()[None]])
+        sums = jal_train.train_epoch(ours.fusion, cfg, bf16, ours.data, [epoch_generator(cfg.seed, i, dev)])
+        correct = jal_train.evaluate(ours.fusion, ours.x_train, ours.labels, ours.stats, cfg, bf16)
+        return torch.cat([sums.flatten(), correct.float()])
 
     epoch(0)
     report = {"mode": "torch.cuda.set_sync_debug_mode('error')" if dev.type == "cuda" else "HostReads"}

@@ -246,7 +246,7 @@ def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
     images (after one to warm up; uncompiled): (images/s, batch size)."""
     import torch
 
-    from jal.train import build_training, resolve_device, train_step
+    from jal.train import Fusion, build_training, resolve_device, train_step
 
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
@@ -255,8 +255,9 @@ def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
         torch.set_num_threads(cfg.trainer.threads)
     device, bf16 = resolve_device(cfg)
     batch = cfg.trainer.batch_size if device.type == "cuda" else min(32, cfg.trainer.batch_size)  # a CPU is slow
-    model, step_model, criterion, optimizer, _ = build_training(cfg, device)
-    params = list(model.parameters())
+    model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
+    fusion = Fusion([argparse.Namespace(cfg=cfg, model=model, step_model=step_model, criterion=criterion,
+                                        optimizer=optimizer, scheduler=scheduler)])  # a run alone
     images = torch.randn(batch, 3, 32, 32, device=device)
     if cfg.trainer.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -266,7 +267,7 @@ def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
         if i == 1:
             sync()
             start = time.perf_counter()
-        train_step(step_model, criterion, optimizer, params, images, targets, cfg, bf16)
+        train_step(fusion, [images], [targets], bf16)
     sync()
     return steps * batch / (time.perf_counter() - start), batch
 

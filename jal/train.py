@@ -5,15 +5,18 @@
 
 Read top to bottom: prepare the data (clean and noisy labels, on the device), build model, loss and
 optimiser from the composed config, then train with the whole step on the device, reading metrics back
-once per epoch. Each run writes into its directory (a function of its cell, see configs/train.yaml):
-result.json (atomic), labels.npz (the noisy labels it trained on) and checkpoint.pt (every epoch, atomic,
-the one before kept as checkpoint.prev.pt). Starting a run again resumes from its checkpoint and a finished run
+once per epoch. One training loop trains K runs fused (train_fusion, class Fusion: the K models stacked and
+called at once under torch.vmap, each member the same experiment as its run alone); a run alone is a
+fusion of one, trained with its plain model and SGD (`python -m jal.fuse` trains a sweep fused).
+Each run writes into its directory (a function of its cell, see configs/train.yaml): result.json (atomic),
+labels.npz (the noisy labels it trained on) and checkpoint.pt (every epoch, atomic, the one before kept as
+checkpoint.prev.pt). Starting a run again resumes from its checkpoint and a finished run
 is skipped, but only when the directory holds the same experiment (jal/run_dir.py: run identity, one process
 per run, damaged files; trainer.restart=true trains from scratch).
 
 Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after SIGTERM/SIGUSR1/SIGUSR2
-(SLURM's warning before its time limit, preemption, submitit's signal), the run pauses: checkpoint kept,
-result.json status "paused", exit 0. Started again, it continues where it stopped.
+(SLURM's warning before its time limit, preemption, submitit's signal), the run (a whole fusion) pauses:
+checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped.
 """
 
 if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
@@ -21,6 +24,8 @@ if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in on
 
     check_command_line()
 
+import contextlib
+import copy
 import logging
 import math
 import os
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -66,6 +72,7 @@ from jal.run_dir import (
     atomic_write_json,
     check_same,
     fingerprint,
+    flatten,
     identity,
     latest_checkpoint,
     move_aside,
@@ -215,15 +222,129 @@ def add_l1_gradient(params: list[torch.Tensor], strength: float) -> None:
     torch._foreach_add_(grads, torch._foreach_sign(params), alpha=strength)
 
 
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, bf16: bool) -> torch.Tensor:
-    """Number of correct test predictions, left on the device."""
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
+def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(K,) values shaped to broadcast over a stacked (K, ...) tensor."""
+    return values.view(-1, *(1,) * (like.ndim - 1))
+
+
+class Fusion:
+    """The models of K runs trained as one (HFTA: Wang et al., MLSys 2021): parameters and BatchNorm buffers
+    stacked along a first member dimension (torch.func.stack_module_state), the network called on all K at
+    once by torch.vmap(functional_call). One SGD over the stacked parameters updates each member exactly as
+    its own SGD would: the parameters are disjoint slices, and L1, the gradient-norm clip and the L2 weight
+    decay are applied per member. Each member keeps the plain model, SGD and schedule a run alone builds;
+    `unstack` writes the fused state back into them (to save a checkpoint a run alone can read).
+
+    A fusion of one trains the plain model with its own SGD: exactly the step of a run alone."""
+
+    def __init__(self, members: list):
+        self.members = list(members)  # each with cfg, model, step_model, criterion, optimizer, scheduler
+        self.stack()
+
+    @property
+    def k(self) -> int:
+        return len(self.members)
+
+    def stack(self) -> None:
+        """The fused state from the members' plain models, SGD states and schedule (all at one epoch)."""
+        first = self.members[0]
+        if self.k == 1:
+            self.optimizer, self.scheduler = first.optimizer, first.scheduler
+            self.params = list(first.model.parameters())
+            return
+        models = [m.model for m in self.members]
+        self.base = copy.deepcopy(first.model).to("meta")  # the architecture functional_call runs
+        self.stacked, self.buffers = torch.func.stack_module_state(models)
+        self.params = list(self.stacked.values())
+        group = first.optimizer.param_groups[0]
+        self.optimizer = torch.optim.SGD(self.params, lr=group["lr"], momentum=group["momentum"], weight_decay=0.0)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=first.cfg.trainer.epochs)
+        self.scheduler.load_state_dict(first.scheduler.state_dict())
+        self.optimizer.param_groups[0].update(lr=group["lr"], initial_lr=group["initial_lr"])
+        named = [dict(model.named_parameters()) for model in models]
+        for name, fused in self.stacked.items():
+            momenta = [m.optimizer.state.get(n[name], {}).get("momentum_buffer") for m, n in zip(self.members, named)]
+            if all(b is not None for b in momenta):  # none before the first step
+                self.optimizer.state[fused]["momentum_buffer"] = torch.stack(momenta)
+        device = self.params[0].device
+        setting = lambda key: torch.tensor([float(m.cfg.optim[key]) for m in self.members], device=device)
+        self.l1, self.weight_decay, self.max_norm = setting("l1"), setting("weight_decay"), setting("grad_clip")
+        self.any_l1 = any(m.cfg.optim.l1 > 0 for m in self.members)
+        self.any_weight_decay = any(m.cfg.optim.weight_decay > 0 for m in self.members)
+        forward = torch.vmap(self.call)
+        mode = first.cfg.trainer.compile  # compiles the fused forward (not tried yet)
+        self.fused_forward = torch.compile(forward, mode=None if mode is True else mode) if mode else forward
+        self.shared_forward = torch.vmap(self.call, in_dims=(0, 0, None))  # one batch for all (the test set)
+
+    def call(self, params, buffers, x):
+        return torch.func.functional_call(self.base, (params, buffers), (x,))
+
+    def unstack(self) -> None:
+        """Write the fused parameters, buffers, momenta and schedule back into each member's plain objects."""
+        if self.k == 1:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        with torch.no_grad():
+            for i, m in enumerate(self.members):
+                for name, p in m.model.named_parameters():
+                    p.copy_(self.stacked[name][i])
+                    momentum = self.optimizer.state.get(self.stacked[name], {}).get("momentum_buffer")
+                    if momentum is not None:
+                        m.optimizer.state[p]["momentum_buffer"] = momentum[i].clone()
+                for name, b in m.model.named_buffers():
+                    b.copy_(self.buffers[name][i])
+                m.optimizer.param_groups[0]["lr"] = lr
+                m.scheduler.load_state_dict(self.scheduler.state_dict())
+
+    def drop(self, members: list) -> None:
+        """Take these members out of the fusion (slicing their parameters, buffers and momenta out)."""
+        self.unstack()
+        self.members = [m for m in self.members if m not in members]
+        if self.members:
+            self.stack()
+
+    def train(self, mode: bool = True) -> None:
+        (self.members[0].step_model if self.k == 1 else self.base).train(mode)
+
+    def __call__(self, images) -> torch.Tensor:
+        """Logits (K, B, classes) of each member on its own batch (a list of K), or all on one batch."""
+        if self.k == 1:
+            return self.members[0].step_model(images[0] if isinstance(images, list) else images)[None]
+        if isinstance(images, list):
+            return self.fused_forward(self.stacked, self.buffers, torch.stack(images))
+        return self.shared_forward(self.stacked, self.buffers, images)
+
+    @torch.no_grad()
+    def regularise_and_clip(self) -> None:
+        """Per member, as its own run does: its L1 gradient, the clip of its gradients' total norm to its
+        grad_clip (torch.nn.utils.clip_grad_norm_'s rule), then its L2 weight decay (SGD's, after the clip)."""
+        if self.k == 1:
+            cfg = self.members[0].cfg
+            if cfg.optim.l1 > 0:
+                add_l1_gradient(self.params, cfg.optim.l1)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
+            return  # the weight decay is the member's own SGD's
+        grads = [p.grad for p in self.params]
+        if self.any_l1:
+            for p, g in zip(self.params, grads):
+                g.add_(p.sign() * per_member(self.l1, p))
+        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # (parameters, K)
+        coef = (self.max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)
+        for p, g in zip(self.params, grads):
+            g.mul_(per_member(coef, g))
+            if self.any_weight_decay:
+                g.add_(p * per_member(self.weight_decay, p))
+
+
+def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, bf16: bool) -> torch.Tensor:
+    """Number of correct test predictions of each member (K,), in one fused pass, left on the device."""
+    fusion.train(False)
+    correct = torch.zeros(fusion.k, dtype=torch.long, device=x.device)
     batch = cfg.trainer.eval_batch_size
     with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
         for i in range(0, len(x), batch):
             images = normalize(x[i : i + batch], stats, cfg.trainer.channels_last)
-            correct += (model(images).argmax(1) == y[i : i + batch]).sum()
+            correct += (fusion(images).argmax(-1) == y[i : i + batch]).sum(-1)
     return correct
 
 
@@ -233,18 +354,18 @@ def training_batch(x_train, idx, generator: torch.Generator, stats, cfg: DictCon
     return normalize(images, stats, cfg.trainer.channels_last)
 
 
-def train_step(model, criterion, optimizer, params, images, targets, cfg: DictConfig, bf16: bool):
-    """Forward, loss, backward, L1 gradient, clip, SGD step; returns the logits and the loss (on the device)."""
-    with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
-        logits = model(images)
-    loss = criterion(logits, targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.optim.l1 > 0:
-        add_l1_gradient(params, cfg.optim.l1)
-    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip, foreach=True)
-    optimizer.step()
-    return logits, loss
+def train_step(fusion: Fusion, images: list, targets: list, bf16: bool):
+    """Forward of all members, each member's loss on its logits, one backward of their sum (the gradients
+    stay each member's own), per-member L1 and clip, SGD step; returns logits (K, B, classes) and the losses
+    (K,), on the device."""
+    with torch.autocast(images[0].device.type, torch.bfloat16, enabled=bf16):
+        logits = fusion(images)
+    losses = [m.criterion(z, y) for m, z, y in zip(fusion.members, logits, targets)]
+    fusion.optimizer.zero_grad(set_to_none=True)
+    (losses[0] if fusion.k == 1 else torch.stack(losses).sum()).backward()
+    fusion.regularise_and_clip()
+    fusion.optimizer.step()
+    return logits, torch.stack(losses)
 
 
 def batch_starts(n_train: int, batch_size: int) -> range:
@@ -254,23 +375,46 @@ def batch_starts(n_train: int, batch_size: int) -> range:
     return range(0, n_used, batch_size)
 
 
-def train_epoch(model, criterion, optimizer, params, cfg: DictConfig, bf16: bool, x_train, y_noisy, y_clean,
-                is_corrupted, stats, generator: torch.Generator, max_steps: int | None = None) -> torch.Tensor:
-    """One pass over the training set in the order drawn from `generator`; returns the epoch's running sums
-    (loss, fit to the noisy labels, fit to the clean labels on the clean part, the same on the corrupted part,
-    fit to the noisy labels on the corrupted part), left on the device: nothing in the step waits for the host."""
-    model.train()
-    order = torch.randperm(len(y_noisy), device=y_noisy.device, generator=generator)
-    sums = torch.zeros(5, device=y_noisy.device)
-    for i in batch_starts(len(y_noisy), cfg.trainer.batch_size)[:max_steps]:
-        idx = order[i : i + cfg.trainer.batch_size]
-        images = training_batch(x_train, idx, generator, stats, cfg)
-        logits, loss = train_step(model, criterion, optimizer, params, images, y_noisy[idx], cfg, bf16)
+@dataclass
+class TrainingData:
+    """The members' training sets on the device: the images once, each member's rows of them (its subset)
+    and its labels, all (K, n)."""
+    x_train: torch.Tensor  # uint8 (N, C, H, W)
+    rows: torch.Tensor
+    y_noisy: torch.Tensor
+    y_clean: torch.Tensor
+    stats: tuple
+
+    @property
+    def is_corrupted(self) -> torch.Tensor:
+        return self.y_noisy != self.y_clean
+
+    def select(self, keep: list[int]) -> "TrainingData":
+        return TrainingData(self.x_train, self.rows[keep], self.y_noisy[keep], self.y_clean[keep], self.stats)
+
+
+def train_epoch(fusion: Fusion, cfg: DictConfig, bf16: bool, data: TrainingData, generators: list,
+                max_steps: int | None = None) -> torch.Tensor:
+    """One pass over the training set, each member in the order and with the augmentation drawn from its own
+    generator; returns each member's running sums (K, 5): loss, fit to the noisy labels, fit to the clean
+    labels on the clean part, the same on the corrupted part, fit to the noisy labels on the corrupted part.
+    Left on the device: nothing in the step waits for the host."""
+    fusion.train()
+    n, batch = data.y_noisy.shape[1], cfg.trainer.batch_size
+    orders = [torch.randperm(n, device=data.y_noisy.device, generator=g) for g in generators]
+    sums = torch.zeros(fusion.k, 5, device=data.y_noisy.device)
+    for i in batch_starts(n, batch)[:max_steps]:
+        idx = [order[i : i + batch] for order in orders]
+        images = [training_batch(data.x_train, rows[ix], g, data.stats, cfg)
+                  for rows, ix, g in zip(data.rows, idx, generators)]
+        logits, losses = train_step(fusion, images, [y[ix] for y, ix in zip(data.y_noisy, idx)], bf16)
         with torch.no_grad():
-            pred, corrupted = logits.argmax(1), is_corrupted[idx]
-            fit_noisy, fit_clean = pred == y_noisy[idx], pred == y_clean[idx]
-            sums += torch.stack([loss.detach() * len(idx), fit_noisy.sum(), (fit_clean & ~corrupted).sum(),
-                                 (fit_clean & corrupted).sum(), (fit_noisy & corrupted).sum()]).float()
+            idx = torch.stack(idx)
+            noisy, clean = data.y_noisy.gather(1, idx), data.y_clean.gather(1, idx)
+            pred, corrupted = logits.argmax(-1), noisy != clean
+            fit_noisy, fit_clean = pred == noisy, pred == clean
+            sums += torch.stack([losses.detach() * idx.shape[1], fit_noisy.sum(1), (fit_clean & ~corrupted).sum(1),
+                                 (fit_clean & corrupted).sum(1), (fit_noisy & corrupted).sum(1)], dim=1).float()
     return sums
 
 
@@ -338,37 +482,129 @@ def paused_record(cell: dict, epoch: int, epochs: int, reason: str, wall_seconds
                 git_commit=git_commit())
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
-    A stop signal meanwhile pauses it at the next epoch end."""
-    signalled_before, previous = stop_signal, install_stop_handlers()
-    try:
-        return train_run(cfg, Path(run_dir))
-    finally:
-        restore_handlers(previous, hand_on=stop_signal if signalled_before is None else None)
-
-
 class RunDiverged(Exception):
     """A non-finite training loss: the run fails (its record says so), the last good checkpoint stays."""
 
 
-def train_run(cfg: DictConfig, run_dir: Path) -> dict:
-    check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
+    A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one."""
+    result = train_fusion([cfg], [run_dir])[0]
+    if result["status"] == "failed":  # alone, a diverged run is an error (main prints it in one line)
+        raise RunDiverged(result["error"].removeprefix("RunDiverged: "))
+    return result
+
+
+def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
+    """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
+    one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
+    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`."""
+    signalled_before, previous = stop_signal, install_stop_handlers()
     try:
-        with RunLock(run_dir):  # one process per run, for as long as this one trains it
-            return train_locked(cfg, run_dir)
-    except RunBusy as busy:
-        return dict(status="running elsewhere", reason=str(busy))
+        for cfg in cfgs:
+            check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
+        check_fusable(cfgs)
+        with contextlib.ExitStack() as locks:
+            results, members = {}, []
+            for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
+                try:
+                    locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
+                except RunBusy as busy:
+                    results[i] = dict(status="running elsewhere", reason=str(busy))
+                    continue
+                prepared = prepare_member(cfg, run_dir)
+                if isinstance(prepared, dict):  # finished already, or not started (stop_at passed, a signal)
+                    results[i] = prepared
+                else:
+                    members.append((i, prepared))
+            if members:
+                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
+                    results[i] = result
+        return [results[i] for i in range(len(cfgs))]
+    finally:
+        restore_handlers(previous, hand_on=stop_signal if signalled_before is None else None)
 
 
-def train_locked(cfg: DictConfig, run_dir: Path) -> dict:
+# What runs fused together may differ in (the rest fixes the step structure, or is one per process).
+MAY_DIFFER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.grad_clip", "dataset.weight_decay",
+              "dataset.l1_amse", "dataset.l1_nnce", "out_root", "run_name", "logger", "trainer.progress",
+              "trainer.stop_at", "trainer.restart")
+
+
+def fixed_settings(cfg: DictConfig) -> dict:
+    """The settings of a run that runs fused with it must share (flattened): all but MAY_DIFFER."""
+    with own_hydra(cfg):
+        settings = flatten(plain_config(cfg))
+    return {k: v for k, v in settings.items() if not any(k == d or k.startswith(d + ".") for d in MAY_DIFFER)}
+
+
+def check_fusable(cfgs: list[DictConfig]) -> None:
+    """One line naming the first setting in which the runs of a fusion differ where they must agree."""
+    first = fixed_settings(cfgs[0])
+    for n, cfg in enumerate(cfgs[1:], 2):
+        other = fixed_settings(cfg)
+        for key in sorted(first.keys() | other.keys()):
+            if first.get(key, "absent") != other.get(key, "absent"):
+                raise ConfigError(f"runs 1 and {n} of a fusion differ in {key} ({first.get(key, 'absent')} and "
+                                  f"{other.get(key, 'absent')}): runs fused together may differ only in seed, "
+                                  "noise, loss, optim.l1, optim.weight_decay and optim.grad_clip")
+
+
+@contextlib.contextmanager
+def own_hydra(cfg: DictConfig):
+    """`${hydra:...}` (run_name) and the cell resolved against this run's own Hydra node, where its config
+    carries one (a fusion's configs, composed by the sweep's plan or by tests); else the app's."""
+    if "hydra" not in cfg:
+        yield HydraConfig.get()
+        return
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg.hydra
+    finally:
+        HydraConfig.instance().cfg = saved
+
+
+@dataclass(eq=False)  # members are told apart by identity
+class Member:
+    """One run of a fusion: what it is, where it writes, what it trains on, its plain model, loss, SGD and
+    schedule (exactly as a run alone builds them), and its history."""
+    cfg: DictConfig
+    run_dir: Path
+    name: str
+    config: dict
+    asked: dict
+    bf16: bool
+    device: torch.device
+    state: dict | None  # its checkpoint, None for a new run
+    cell: dict = None
+    provenance: dict = None
+    summary: dict = None
+    n_train: int = 0
+    n_corrupted: int = 0
+    history: list = None
+    wall_before: float = 0.0
+    model: torch.nn.Module = None
+    step_model: torch.nn.Module = None
+    criterion: torch.nn.Module = None
+    optimizer: torch.optim.Optimizer = None
+    scheduler: object = None
+    wandb_run: object = None
+    start_epoch: int = 0  # the epochs its checkpoint had done
+
+
+def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
+    """What a run does under its lock before anything trains: restart, the directory's identity, skip a
+    finished run, find its checkpoint, write config.yaml, stop when the sweep is stopping. A record when it
+    trains no further here, else the Member."""
     result_path = run_dir / RESULT
     if cfg.trainer.restart and (moved := move_aside(run_dir)):
         log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), run_dir)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
-    config = plain_config(cfg)
+    with own_hydra(cfg):
+        config, name = plain_config(cfg), cfg.run_name
     asked = identity(config, precision_name(bf16))
     # What the directory holds must be this experiment before anything is skipped, resumed or trained.
     record = read_record(run_dir)
@@ -378,129 +614,194 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> dict:
             log.info("%s is finished already: skipping", run_dir)
             return record
     state = latest_checkpoint(run_dir, asked, warn=log.warning)
-    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
     if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
         log.info("%s not started: %s", run_dir, reason)
         return dict(status="paused", reason=reason, epoch=None)
-    torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
+    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
+    return Member(cfg, run_dir, name, config, asked, bf16, device, state)
 
-    # Data: clean and noisy labels; images and labels on the device.
+
+def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
+    """The training images (once), each member's subset and labels (its labels.npz checked or written), and
+    the test set, all on the device."""
+    cfg, device = members[0].cfg, members[0].device
     k = cfg.dataset.num_classes
     data = load_dataset(cfg.dataset.name, cfg.data_dir, num_classes=k,
                         train_size=cfg.dataset.get("train_size", 256), test_size=cfg.dataset.get("test_size", 128))
-    subset = (balanced_subset(data.y_train, cfg.dataset.subset, k, cfg.seed) if cfg.dataset.subset
-              else np.arange(len(data.y_train)))
-    clean_labels = data.y_train[subset]
-    noisy_labels = make_labels(cfg, data, subset)
-    summary = label_noise.noise_summary(clean_labels, noisy_labels, k)
-    if (run_dir / LABELS).exists():
-        check_labels(run_dir / LABELS, noisy_labels, clean_labels, subset)
-    else:
-        atomic_save_npz(run_dir / LABELS, noisy=noisy_labels, clean=clean_labels, indices=subset)
-    x_train = images_to_device(data.x_train[subset], device)
-    y_noisy = torch.from_numpy(noisy_labels).to(device)
-    y_clean = torch.from_numpy(clean_labels).to(device)
-    is_corrupted = y_noisy != y_clean
+    rows, noisy, clean = [], [], []
+    for m in members:
+        subset = (balanced_subset(data.y_train, cfg.dataset.subset, k, m.cfg.seed) if cfg.dataset.subset
+                  else np.arange(len(data.y_train)))
+        clean_labels, noisy_labels = data.y_train[subset], make_labels(m.cfg, data, subset)
+        m.summary = label_noise.noise_summary(clean_labels, noisy_labels, k)
+        m.n_train, m.n_corrupted = len(subset), int(np.sum(noisy_labels != clean_labels))
+        if (m.run_dir / LABELS).exists():
+            check_labels(m.run_dir / LABELS, noisy_labels, clean_labels, subset)
+        else:
+            atomic_save_npz(m.run_dir / LABELS, noisy=noisy_labels, clean=clean_labels, indices=subset)
+        rows.append(subset), noisy.append(noisy_labels), clean.append(clean_labels)
+    as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device)
+    training = TrainingData(images_to_device(data.x_train, device), as_tensor(rows), as_tensor(noisy),
+                            as_tensor(clean), channel_stats(cfg.dataset.mean, cfg.dataset.std, device))
     test = (balanced_subset(data.y_test, cfg.dataset.test_subset, k, seed=0) if cfg.dataset.get("test_subset")
             else np.arange(len(data.y_test)))  # a fixed test subset only for CPU-sized presets
-    x_test, y_test = images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
-    n_train, n_corrupted = len(y_noisy), int(is_corrupted.sum())
-    stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, device)
+    return training, images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
 
-    model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
-    params = list(model.parameters())
-    if warning := amse_warning(cfg, criterion):
+
+def build_member(m: Member) -> None:
+    """The member's model (initial weights from its seed), loss, SGD and schedule, as a run alone builds
+    them, loaded from its checkpoint when it has one; its cell, provenance and W&B run."""
+    cfg = m.cfg
+    torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
+    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device)
+    if warning := amse_warning(cfg, m.criterion):
         log.warning(warning)
-    epochs = cfg.trainer.epochs
-
-    history, start_epoch, wall_before = [], 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch, wall_before = state["history"], state["epoch"], state["wall_seconds"]
-        log.info("resuming %s from epoch %d", run_dir, start_epoch)
-
-    choices = HydraConfig.get().runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
-    cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
-                noise_rate=float(cfg.noise.rate or summary["rate"]), noise_labels=cfg.noise.get("labels"),
-                seed=cfg.seed, settings=HydraConfig.get().job.override_dirname)  # what the tables group by
+    m.history = []
+    if m.state is not None:
+        m.model.load_state_dict(m.state["model"])
+        m.optimizer.load_state_dict(m.state["optimizer"])
+        m.scheduler.load_state_dict(m.state["scheduler"])
+        m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
+        log.info("resuming %s from epoch %d", m.run_dir, m.start_epoch)
+    m.state = None  # loaded: its memory (a model's worth) is not kept
+    with own_hydra(cfg) as hydra_cfg:
+        choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
+        m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
+                      noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
+                      seed=cfg.seed, settings=hydra_cfg.job.override_dirname)  # what the tables group by
+        m.wandb_run = start_wandb(cfg, m.run_dir)
     # Every file of the run says which experiment wrote it (jal/run_dir.py).
-    provenance = dict(precision=precision_name(bf16), fingerprint=fingerprint(asked), config=config)
-    wandb_run = start_wandb(cfg, run_dir)
-    started, epoch = time.perf_counter(), start_epoch
+    m.provenance = dict(precision=precision_name(m.bf16), fingerprint=fingerprint(m.asked), config=m.config)
+
+
+def train_locked(members: list[Member]) -> list[dict]:
+    """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
+    data, x_test, y_test = load_training_data(members)
+    for m in members:
+        build_member(m)
+    epochs_at = {m.start_epoch for m in members}
+    if len(epochs_at) > 1:
+        raise ConfigError(f"runs fused together must be at the same epoch; these are at epochs {sorted(epochs_at)}: "
+                          "train them apart, or the ones behind first")
+    cfg, fused, results = members[0].cfg, len(members), {}
+    fusion, started = Fusion(members), time.perf_counter()
+    epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
+    progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs, disable=not cfg.trainer.progress,
+                    desc=members[0].name if fused == 1 else f"fusion of {fused}", dynamic_ncols=True, file=sys.stderr)
     try:
-        progress = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=cfg.run_name,
-                        disable=not cfg.trainer.progress, dynamic_ncols=True, file=sys.stderr)
         for epoch in progress:
-            if reason := stop_reason(cfg):  # before an epoch = at the last one's end, its checkpoint written
-                progress.close()
-                log.info("pausing %s after epoch %d: %s", run_dir, epoch, reason)
-                result = paused_record(cell, epoch, epochs, reason, wall_before + time.perf_counter() - started)
-                atomic_write_json(result_path, result | provenance)
-                if wandb_run is not None:
-                    wandb_run.finish()
-                return result | provenance
+            if reason := next(filter(None, (stop_reason(m.cfg) for m in fusion.members)), None):
+                progress.close()  # before an epoch = at the last one's end, its checkpoint written
+                for m in fusion.members:  # the whole fusion pauses
+                    log.info("pausing %s after epoch %d: %s", m.run_dir, epoch, reason)
+                    results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
+                return [results[m] for m in members]
             epoch_start = time.perf_counter()
-            generator = epoch_generator(cfg.seed, epoch, device)
-            sums = train_epoch(step_model, criterion, optimizer, params, cfg, bf16, x_train, y_noisy, y_clean,
-                               is_corrupted, stats, generator)
+            generators = [epoch_generator(m.cfg.seed, epoch, m.device) for m in fusion.members]
+            sums = train_epoch(fusion, cfg, members[0].bf16, data, generators)
             # Once per epoch: read the sums back (the only host-device sync of the epoch's training).
-            loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums.tolist()
-            if not math.isfinite(loss_sum):
-                raise RunDiverged(f"non-finite training loss in epoch {epoch + 1} of {run_dir}: lower optim.lr or "
-                                  "check the loss (the last good checkpoint is kept)")
+            sums = sums.tolist()
+            if any(not math.isfinite(s[0]) for s in sums):
+                sums, data = drop_diverged(fusion, data, sums, epoch, results, fused)
+                if not fusion.members:
+                    break
             train_seconds = time.perf_counter() - epoch_start
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            lr = fusion.optimizer.param_groups[0]["lr"]
+            fusion.scheduler.step()
             evaluated = (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs  # the last always
-            test_correct = evaluate(step_model, x_test, y_test, stats, cfg, bf16) if evaluated else None
-
-            pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)
-            record = dict(
-                epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
-                train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
-                train_acc_corrupted_subset=pct(clean_corrupted, n_corrupted),
-                train_memorised=pct(memorised, n_corrupted),
-                test_acc=pct(int(test_correct), len(y_test)) if evaluated else None,
-                lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
-            )
-            history.append(record)
-            epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
-                           epoch + 1, epochs, record["train_loss"], percent(record["train_acc_noisy"]),
-                           percent(record["train_memorised"]), percent(record["test_acc"]),
-                           record["images_per_second"], record["seconds"])
-            progress.set_postfix(test_acc=record["test_acc"], img_s=f"{record['images_per_second']:.0f}")
-            if wandb_run is not None:
-                wandb_run.log(record, step=epoch + 1)
-            save_checkpoint(run_dir, dict(
-                model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                history=history, epoch=epoch + 1, wall_seconds=wall_before + time.perf_counter() - started,
-                **provenance,
-            ))
-
-        test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
-        result = dict(
-            status="finished", **cell, epochs=epochs, subset=cfg.dataset.subset, last_test_acc=test_accs[-1],
-            best_test_acc=max(test_accs), realised_noise_rate=summary["rate"],
-            noise_transition=np.asarray(summary["transition"]).round(4).tolist(),
-            wall_seconds=wall_before + time.perf_counter() - started,
-            images_per_second=float(np.mean([h["images_per_second"] for h in history])),
-            device=str(device), device_name=device_name(device), git_commit=git_commit(),
-            **provenance, history=history,
-        )
-        atomic_write_json(result_path, result)
-        if wandb_run is not None:
-            wandb_run.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
-            wandb_run.finish()
-        return result
+            correct = evaluate(fusion, x_test, y_test, data.stats, cfg, members[0].bf16).tolist() if evaluated else None
+            fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
+            for i, m in enumerate(fusion.members):
+                test_correct = correct[i] if evaluated else None
+                end_epoch(m, epoch, sums[i], test_correct, len(y_test), lr, train_seconds, epoch_start, started, fused)
+            progress.set_postfix(test_acc=fusion.members[0].history[-1]["test_acc"],
+                                 img_s=f"{fusion.k * fusion.members[0].history[-1]['images_per_second']:.0f}")
+        for m in fusion.members:
+            results[m] = end(m, finished_record(m, wall(m, started)), fused)
+        return [results[m] for m in members]
     except BaseException as err:
-        if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
-            atomic_write_json(result_path, dict(status="failed", error=f"{type(err).__name__}: {err}", **cell,
-                                                epoch=epoch + 1, epochs=epochs, **provenance))
-        if wandb_run is not None:
-            wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
+        for m in fusion.members:
+            if m in results:
+                continue
+            if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
+                atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
+            if m.wandb_run is not None:
+                m.wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
         raise
+
+
+def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, results: dict, fused: int):
+    """Fail the members whose training loss turned non-finite this epoch (their record says so, their last
+    good checkpoint stays) and take them out of the fusion; the others go on. Returns the sums and the
+    training data of the members left."""
+    diverged = [m for m, s in zip(fusion.members, sums) if not math.isfinite(s[0])]
+    for m in diverged:
+        err = RunDiverged(f"non-finite training loss in epoch {epoch + 1} of {m.run_dir}: lower optim.lr or "
+                          "check the loss (the last good checkpoint is kept)")
+        if fused > 1:  # alone, train() raises it
+            log.error("%s", err)
+        results[m] = end(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
+    keep = [i for i, m in enumerate(fusion.members) if m not in diverged]
+    fusion.drop(diverged)
+    return [sums[i] for i in keep], data.select(keep)
+
+
+def wall(m: Member, started: float) -> float:
+    return m.wall_before + time.perf_counter() - started
+
+
+def failed_record(m: Member, err: Exception, epoch: int, epochs: int) -> dict:
+    return dict(status="failed", error=f"{type(err).__name__}: {err}", **m.cell, epoch=epoch + 1, epochs=epochs,
+                **m.provenance)
+
+
+def end(m: Member, record: dict, fused: int) -> dict:
+    """Write the member's last record (with how many runs were fused) and close its W&B run."""
+    result = record | m.provenance | dict(fused=fused)
+    atomic_write_json(m.run_dir / RESULT, result)
+    if m.wandb_run is not None:
+        if result["status"] == "finished":
+            m.wandb_run.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+        m.wandb_run.finish(exit_code=0 if result["status"] != "failed" else 1)
+    return result
+
+
+def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_test: int, lr: float,
+              train_seconds: float, epoch_start: float, started: float, fused: int) -> None:
+    """The member's epoch record: into its history, its train.log line, W&B, and its checkpoint."""
+    loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums
+    n_train, n_corrupted, epochs = m.n_train, m.n_corrupted, m.cfg.trainer.epochs
+    pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)
+    record = dict(
+        epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
+        train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
+        train_acc_corrupted_subset=pct(clean_corrupted, n_corrupted), train_memorised=pct(memorised, n_corrupted),
+        test_acc=pct(test_correct, n_test) if test_correct is not None else None,
+        lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
+    )
+    m.history.append(record)
+    epoch_log.info("%sepoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
+                   f"{m.name}: " if fused > 1 else "", epoch + 1, epochs, record["train_loss"],
+                   percent(record["train_acc_noisy"]), percent(record["train_memorised"]), percent(record["test_acc"]),
+                   record["images_per_second"], record["seconds"])
+    if m.wandb_run is not None:
+        m.wandb_run.log(record, step=epoch + 1)
+    save_checkpoint(m.run_dir, dict(
+        model=m.model.state_dict(), optimizer=m.optimizer.state_dict(), scheduler=m.scheduler.state_dict(),
+        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), **m.provenance,
+    ))
+
+
+def finished_record(m: Member, wall_seconds: float) -> dict:
+    cfg, history, device = m.cfg, m.history, m.device
+    test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
+    return dict(
+        status="finished", **m.cell, epochs=cfg.trainer.epochs, subset=cfg.dataset.subset,
+        last_test_acc=test_accs[-1], best_test_acc=max(test_accs), realised_noise_rate=m.summary["rate"],
+        noise_transition=np.asarray(m.summary["transition"]).round(4).tolist(), wall_seconds=wall_seconds,
+        images_per_second=float(np.mean([h["images_per_second"] for h in history])),
+        device=str(device), device_name=device_name(device), git_commit=git_commit(), **m.provenance, history=history,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

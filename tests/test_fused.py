@@ -1,0 +1,215 @@
+"""Fused runs (jal.train.train_fusion): K runs trained as one vmapped model are the same experiments as the runs
+trained alone: the same labels, orders, losses and weights; records and checkpoints per member; pause, resume
+alone or together; a diverging member fails alone."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_train
+
+from jal import train as jal_train
+
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32",
+        "trainer.epochs=2", "logger=none", "trainer.progress=false"]
+# Different seeds, noise rates and losses: JAL-CE trains with L1, CE and NCE+RCE with L2 weight decay.
+MEMBERS = {"jal_ce": ["loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "seed=1"],
+           "ce": ["loss=ce", "noise=symmetric", "noise.rate=0.2", "seed=2"],
+           "nce_rce": ["loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "seed=3"]}
+TIMINGS = ("images_per_second", "seconds")
+
+
+def configs(tmp_path: Path, *extra: str) -> list:
+    return [compose_train(TINY + [f"out_root={tmp_path}", *overrides, *extra]) for overrides in MEMBERS.values()]
+
+
+def dirs(root: Path) -> list[Path]:
+    return [root / name for name in MEMBERS]
+
+
+def without_timings(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k not in TIMINGS} for h in history]
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)
+
+
+def assert_close_runs(a: Path, b: Path, tol: float = 1e-4) -> None:
+    """Two finished runs that trained the same experiment up to float rounding: per-epoch losses to `tol`
+    relative, the final weights and BatchNorm statistics to `tol`, the same labels. (vmapped kernels add in
+    another order, to ~1e-6 a step, and training amplifies it: a 1e-7 relative change of the initial weights
+    moves them by up to 1e-4 after 6 steps here, so the tiny runs take 4 steps, two epochs of two batches.)"""
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (a, b))
+    assert ra["status"] == rb["status"] == "finished"
+    assert [h["train_loss"] for h in rb["history"]] == pytest.approx([h["train_loss"] for h in ra["history"]], rel=tol)
+    sa, sb = final_state(a), final_state(b)
+    assert sa["model"].keys() == sb["model"].keys()
+    for name in sa["model"]:
+        torch.testing.assert_close(sb["model"][name], sa["model"][name], rtol=tol, atol=tol, msg=name)
+    for key in ("noisy", "clean", "indices"):
+        assert np.array_equal(np.load(a / "labels.npz")[key], np.load(b / "labels.npz")[key])
+
+
+def assert_bitwise_runs(a: Path, b: Path) -> None:
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (a, b))
+    assert ra["status"] == rb["status"] == "finished"
+    assert without_timings(ra["history"]) == without_timings(rb["history"])
+    sa, sb = final_state(a), final_state(b)
+    for name in sa["model"]:
+        assert torch.equal(sa["model"][name], sb["model"][name]), name
+    for i, state in sa["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], sb["optimizer"]["state"][i]["momentum_buffer"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The three runs trained alone and the same three fused, each recording the training rows it drew."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("fused")
+    rows, real = [], jal_train.training_batch
+    jal_train.training_batch = lambda x, idx, *args: rows.append(idx.clone()) or real(x, idx, *args)
+    try:
+        alone_rows = []
+        for cfg, run_dir in zip(configs(root), dirs(root / "alone")):
+            rows.clear()
+            assert jal_train.train(cfg, run_dir)["status"] == "finished"
+            alone_rows.append(list(rows))
+        rows.clear()
+        fused = jal_train.train_fusion(configs(root), dirs(root / "fused"))
+        fused_rows = [rows[i :: len(MEMBERS)] for i in range(len(MEMBERS))]  # a step: one batch of each member
+    finally:
+        jal_train.training_batch = real
+        torch.set_num_threads(previous)
+    return root, fused, alone_rows, fused_rows
+
+
+def test_a_fusion_of_three_trains_the_three_runs_alone(trained):
+    root, fused, alone_rows, fused_rows = trained
+    assert [r["status"] for r in fused] == ["finished"] * 3 and [r["fused"] for r in fused] == [3] * 3
+    for alone_dir, fused_dir in zip(dirs(root / "alone"), dirs(root / "fused")):
+        assert_close_runs(alone_dir, fused_dir)
+        alone, together = (json.loads((d / "result.json").read_text()) for d in (alone_dir, fused_dir))
+        assert alone["fused"] == 1
+        # the same record but for the timings, the float rounding of the losses and `fused`
+        differs = {k for k in alone if alone[k] != together[k]}
+        assert differs <= {"history", "wall_seconds", "images_per_second", "fused"}, differs
+        but_loss = lambda h: {k: v for k, v in h.items() if k != "train_loss"}  # noqa: E731
+        for a, b in zip(without_timings(alone["history"]), without_timings(together["history"])):
+            assert but_loss(a) == but_loss(b)
+    for a, b in zip(alone_rows, fused_rows):  # each member's data order, batch by batch
+        assert len(a) == len(b) == 2 * 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+    # BatchNorm statistics are each member's own: they differ between members
+    means = [final_state(d)["model"]["features.1.running_mean"] for d in dirs(root / "fused")]
+    assert not torch.equal(means[0], means[1])
+    # a member's checkpoint is a run alone's: the same keys, shapes and SGD settings (its own weight decay)
+    for alone_dir, fused_dir in zip(dirs(root / "alone"), dirs(root / "fused")):
+        a, b = final_state(alone_dir), final_state(fused_dir)
+        assert a.keys() == b.keys() and a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+        assert a["scheduler"] == b["scheduler"] and a["epoch"] == b["epoch"] == 2
+        assert {k: v.shape for k, v in a["model"].items()} == {k: v.shape for k, v in b["model"].items()}
+
+
+@pytest.fixture
+def pause_after_epoch_1(monkeypatch):
+    """trainer.stop_at passes during the first epoch the next train_fusion trains."""
+    monkeypatch.setattr(jal_train, "stop_signal", None)
+    real = jal_train.train_epoch
+
+    def deadline_passes(fusion, *args, **kwargs):
+        sums = real(fusion, *args, **kwargs)
+        fusion.members[0].cfg.trainer.stop_at = time.time()
+        return sums
+
+    monkeypatch.setattr(jal_train, "train_epoch", deadline_passes)
+    return lambda: monkeypatch.setattr(jal_train, "train_epoch", real)
+
+
+def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_continue_alone(
+        trained, tmp_path, pause_after_epoch_1, one_torch_thread):
+    root = trained[0]
+    paused = jal_train.train_fusion(configs(root), dirs(tmp_path / "paused"))
+    assert [(r["status"], r["epoch"], r["fused"]) for r in paused] == [("paused", 1, 3)] * 3
+    assert all(final_state(d)["epoch"] == 1 for d in dirs(tmp_path / "paused"))
+    pause_after_epoch_1()  # the deadline no longer passes
+    shutil.copytree(tmp_path / "paused", tmp_path / "apart")
+    continued = jal_train.train_fusion(configs(root), dirs(tmp_path / "paused"))
+    assert [r["status"] for r in continued] == ["finished"] * 3
+    for uninterrupted, resumed in zip(dirs(root / "fused"), dirs(tmp_path / "paused")):
+        assert_bitwise_runs(uninterrupted, resumed)
+    # member 2 of the paused fusion continued alone ends as the fusion's member 2
+    ce = configs(root)[1]
+    assert jal_train.train(ce, tmp_path / "apart" / "ce")["status"] == "finished"
+    assert_close_runs(root / "fused" / "ce", tmp_path / "apart" / "ce")
+
+
+def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, pause_after_epoch_1,
+                                                              one_torch_thread):
+    root = trained[0]
+    cfgs = configs(root)
+    assert jal_train.train(cfgs[0], tmp_path / "jal_ce")["epoch"] == 1  # paused alone after epoch 1
+    assert [r["epoch"] for r in jal_train.train_fusion(cfgs[1:], dirs(tmp_path)[1:])] == [1, 1]  # paused fused
+    pause_after_epoch_1()
+    done = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert [r["status"] for r in done] == ["finished"] * 3
+    for uninterrupted, joined in zip(dirs(root / "alone"), dirs(tmp_path)):
+        assert_close_runs(uninterrupted, joined)
+
+
+def test_a_fusion_of_one_is_the_run_alone_bit_for_bit(trained, tmp_path, one_torch_thread):
+    root = trained[0]
+    (result,) = jal_train.train_fusion(configs(root)[:1], [tmp_path / "jal_ce"])
+    assert result["fused"] == 1
+    assert_bitwise_runs(root / "alone" / "jal_ce", tmp_path / "jal_ce")
+
+
+def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, tmp_path, monkeypatch,
+                                                                       one_torch_thread):
+    root = trained[0]
+    build = jal_train.build_training
+
+    def ce_diverges_in_epoch_2(cfg, device):
+        model, step_model, criterion, optimizer, scheduler = build(cfg, device)
+        if cfg.seed == 2:
+            calls, real = [], criterion.forward  # 2 steps an epoch: the 3rd call is epoch 2's first
+
+            def forward(logits, targets):
+                calls.append(1)
+                loss = real(logits, targets)
+                return loss * float("nan") if len(calls) > 2 else loss
+
+            criterion.forward = forward
+        return model, step_model, criterion, optimizer, scheduler
+
+    monkeypatch.setattr(jal_train, "build_training", ce_diverges_in_epoch_2)
+    results = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert [r["status"] for r in results] == ["finished", "failed", "finished"]
+    failed = results[1]
+    assert failed["epoch"] == 2 and failed["fused"] == 3 and failed["loss"] == "ce"
+    assert failed["error"].startswith("RunDiverged: non-finite training loss in epoch 2 of ")
+    assert json.loads((tmp_path / "ce" / "result.json").read_text()) == failed
+    assert final_state(tmp_path / "ce")["epoch"] == 1  # its last good checkpoint
+    for name in ("jal_ce", "nce_rce"):
+        assert_close_runs(root / "alone" / name, tmp_path / name)
+
+
+def test_runs_that_cannot_be_fused_are_refused_in_one_line_before_anything_is_written(tmp_path):
+    cfgs = configs(tmp_path)
+    cfgs[2] = compose_train(TINY + [f"out_root={tmp_path}", *MEMBERS["nce_rce"], "optim.lr=0.05"])
+    with pytest.raises(jal_train.ConfigError) as refused:
+        jal_train.train_fusion(cfgs, dirs(tmp_path))
+    assert str(refused.value).startswith("runs 1 and 3 of a fusion differ in optim.lr (0.01 and 0.05): ")
+    assert "\n" not in str(refused.value) and not any(d.exists() for d in dirs(tmp_path))
+
+
+def test_runs_at_different_epochs_are_not_fused(trained, tmp_path, one_torch_thread):
+    root = trained[0]
+    shutil.copytree(root / "alone" / "ce", tmp_path / "ce")  # finished: skipped, not fused
+    (tmp_path / "ce" / "result.json").unlink()  # as if killed after its last epoch: its checkpoint says epoch 2
+    with pytest.raises(jal_train.ConfigError, match=r"must be at the same epoch; these are at epochs \[0, 2\]"):
+        jal_train.train_fusion(configs(root)[:2], dirs(tmp_path)[:2])
