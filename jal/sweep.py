@@ -160,6 +160,20 @@ def check_directories(runs: list[Run]) -> None:
         latest_checkpoint(run.dir, asked, warn=lambda line: None, mend=False)
 
 
+def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
+    """The runs still to train, in launch order, grouped into fusions of at most `fuse` runs that can train
+    together (jal.train.train_fusion): the same fixed settings and the same epoch reached."""
+    from jal.train import fixed_settings
+
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if read_status(run.dir)[0] == "finished":
+            continue
+        epoch = 0 if run.cfg.trainer.restart else epochs_done(run.dir)
+        groups.setdefault((json.dumps(fixed_settings(run.cfg), sort_keys=True, default=str), epoch), []).append(run)
+    return [group[i : i + fuse] for group in groups.values() for i in range(0, len(group), max(fuse, 1))]
+
+
 def read_status(run_dir: Path) -> tuple[str, dict]:
     """(status, record): finished, failed or paused from result.json; else started (a checkpoint) or new."""
     path = run_dir / "result.json"
@@ -293,8 +307,9 @@ def duration(seconds: float) -> str:
 SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
 
 
-def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str) -> None:
-    """What the multiruns with these overrides (and those runs) will do here, and how long it will take."""
+def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1) -> None:
+    """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
+    with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make."""
     runs = [run for sweep in sweeps for run in sweep]
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
@@ -315,6 +330,13 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
         cells = " ".join(o for o in overrides if not o.startswith(SHOWN_ABOVE))
         print(f"    {len(sweep):4d} runs, {count('finished', sweep):4d} finished: {cells}")
     todo = [r for r in runs if statuses[r.dir][0] != "finished"]
+    if fuse > 1:
+        groups = [group for sweep in sweeps for group in fusions(sweep, fuse)]
+        print(f"  fusions    {len(groups)} of at most {fuse} runs (python -m jal.fuse, one at a time; sizes "
+              f"{', '.join(str(len(g)) for g in groups) or 'none'}); the time below is for runs one at a time: "
+              "fused speed is not measured here")
+        for n, group in enumerate(groups, 1):
+            print(f"    fusion {n}: {', '.join(r.cell for r in group)}")
     if not todo:
         print("  time left  none: every run is finished")
         return
@@ -455,6 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", help="one multirun's overrides per argument, shell-quoted")
     parser.add_argument("--name", default="the sweep", help="what the plan is of, e.g. reproduce_cifar10")
+    parser.add_argument("--fuse", type=int, default=1, help="K > 1: the fusions of at most K runs (jal.fuse)")
     args = parser.parse_args(argv)
     overrides = [shlex.split(sweep) for sweep in args.sweeps]
     try:
@@ -462,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
             sweeps = [plan_runs(sweep) for sweep in overrides]
     except (ConfigError, HydraException, OmegaConfBaseException) as err:  # a wrong setting: one line
         raise SystemExit(f"error: {one_line(err)}") from None
-    print_plan(overrides, sweeps, args.name)
+    print_plan(overrides, sweeps, args.name, args.fuse)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 #   JOBS=N               runs at once with joblib; default: 2 with CUDA, one per core without
 #   THREADS=N            torch threads per run (trainer.threads); default with joblib on a CPU: cores / JOBS
 #   SEEDS=123,124,125    LOSSES=ce,gce,...   DRY_RUN=1   PYTHON=python
+#   FUSE=K: train the runs of each sweep fused, at most K per fusion (python -m jal.fuse: one fusion at a
+#           time, the basic launcher only); default 1, one run at a time
 #   MINUTES=N: time-boxed: every run pauses at its first epoch end past N minutes from now (trainer.stop_at,
 #              one deadline for the whole sweep); the same command later continues where it stopped
 set -euo pipefail
@@ -17,6 +19,16 @@ if [ -n "${MINUTES:-}" ] && ! [[ $MINUTES =~ ^[0-9]+$ ]]; then
   echo "error: MINUTES=$MINUTES: give a whole number of minutes, e.g. MINUTES=8" >&2; exit 2
 fi
 STOP_AT=${STOP_AT:-${MINUTES:+$(($(date +%s) + MINUTES * 60))}}
+FUSE=${FUSE:-1}
+if ! [[ $FUSE =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: FUSE=$FUSE: give the most runs per fusion, e.g. FUSE=8" >&2; exit 2
+fi
+if [ "$FUSE" -gt 1 ]; then
+  if [ -n "${LAUNCHER:-}" ] && [ "$LAUNCHER" != basic ]; then
+    echo "error: FUSE=$FUSE trains one fusion at a time in one process (LAUNCHER=basic); fusions side by side with LAUNCHER=$LAUNCHER are not built yet" >&2; exit 2
+  fi
+  LAUNCHER=basic
+fi
 
 # CUDA or not, and the cores this process may use (nproc would follow OMP_NUM_THREADS)
 read -r CUDA CORES < <("$PYTHON" -c 'import os, torch; print(int(torch.cuda.is_available()), len(os.sched_getaffinity(0)))')
@@ -52,7 +64,7 @@ multirun() {
 
 # run_sweeps: the plan of the queued sweeps; then, unless DRY_RUN=1, the sweeps themselves.
 run_sweeps() {
-  "$PYTHON" -m jal.sweep --name "$(basename "$0" .sh)" "${SWEEPS[@]}"
+  "$PYTHON" -m jal.sweep --name "$(basename "$0" .sh)" --fuse "$FUSE" "${SWEEPS[@]}"
   if [ "$DRY_RUN" != 0 ]; then
     echo "DRY_RUN=$DRY_RUN: stopping before the first run."
     exit 0
@@ -60,7 +72,12 @@ run_sweeps() {
   local sweep
   for sweep in "${SWEEPS[@]}"; do
     eval "set -- $sweep"
-    echo "+ python -m jal.train -m $*"
-    "$PYTHON" -m jal.train -m "$@"
+    if [ "$FUSE" -gt 1 ]; then
+      echo "+ python -m jal.fuse --fuse $FUSE $*"
+      "$PYTHON" -m jal.fuse --fuse "$FUSE" "$@"
+    else
+      echo "+ python -m jal.train -m $*"
+      "$PYTHON" -m jal.train -m "$@"
+    fi
   done
 }

@@ -213,3 +213,48 @@ def test_runs_at_different_epochs_are_not_fused(trained, tmp_path, one_torch_thr
     (tmp_path / "ce" / "result.json").unlink()  # as if killed after its last epoch: its checkpoint says epoch 2
     with pytest.raises(jal_train.ConfigError, match=r"must be at the same epoch; these are at epochs \[0, 2\]"):
         jal_train.train_fusion(configs(root)[:2], dirs(tmp_path)[:2])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sweeps: FUSE=K
+
+
+def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trained, tmp_path):
+    from conftest import CONFIG_DIR
+    from hydra import initialize_config_dir
+
+    from jal import sweep
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "loss=ce,jal_ce", "seed=1,2,3", "noise=symmetric",
+                                       "noise.rate=0.2"])
+        other_lr = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.05", "seed=4,5"])
+    (finished,) = [r for r in runs if r.cell.startswith("synthetic/symmetric_0.2/ce/seed2")]
+    shutil.copytree(trained[0] / "alone" / "ce", finished.dir)  # the same experiment, finished: not fused
+    groups = sweep.fusions(runs + other_lr, 4)
+    cells = [[r.cell.split("/", 1)[1].rsplit("/", 1)[0] for r in g] for g in groups]  # noise/loss/seed
+    assert cells == [["symmetric_0.2/ce/seed1", "symmetric_0.2/ce/seed3", "symmetric_0.2/jal_ce/seed1",
+                      "symmetric_0.2/jal_ce/seed2"], ["symmetric_0.2/jal_ce/seed3"],
+                     ["clean/ce/seed4", "clean/ce/seed5"]]  # another learning rate: a fusion of its own
+
+
+def test_jal_fuse_trains_a_sweep_fused_and_each_member_as_its_run_alone(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = trained[0]
+    done = subprocess.run([sys.executable, "-m", "jal.fuse", "--fuse", "2", *TINY, f"out_root={tmp_path}",
+                           "loss=ce,nce_rce", "noise=symmetric", "noise.rate=0.2", "seed=2"], cwd=REPO,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 runs: 0 finished already, 1 fusion of at most 2 to train" in done.stdout
+    assert "Fused sweep summary: 2 runs trained here: 2 finished, 0 failed, 0 paused, 0 not run to an end" \
+        in done.stdout
+    settings = "dataset.test_size=32,dataset.train_size=64,trainer.batch_size=32,trainer.epochs=2"
+    ce = tmp_path / "synthetic/symmetric_0.2/ce/seed2" / settings
+    assert json.loads((ce / "result.json").read_text())["fused"] == 2
+    assert f"[fusion 1/1] synthetic/symmetric_0.2/ce/seed2/{settings}: finished, last-epoch test" in done.stdout
+    assert_close_runs(root / "alone" / "ce", ce)
