@@ -4,6 +4,7 @@
     python -m jal.bench --device cuda --model resnet34   # the CIFAR-100 protocol (crop, flip, rotation 20)
     python -m jal.bench --device cuda --full-run         # also time a whole 120-epoch run through jal.train
     python -m jal.bench --device cuda --concurrent 4     # also: 4 copies of our pipeline sharing the GPU
+    python -m jal.bench --fusion 1,4                     # also 1 and 4 runs fused: aggregate images/s
     python -m jal.bench --device cuda --precision fp32 --matrix   # also fp32/tf32/bf16 x compile off/on,
                                                          # and 1/2/4/8 concurrent runs (runs/hour)
 
@@ -339,6 +340,53 @@ def ours_breakdown(ours: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: in
     return timer.summary(steps)
 
 
+def build_fused(cfg: DictConfig, data: ImageData, device: torch.device, k: int) -> SimpleNamespace:
+    """K runs of `cfg` (seeds seed, seed + 1, ...) fused as jal.train.train_fusion fuses them (no label noise)."""
+    members = []
+    for i in range(k):
+        torch.manual_seed(cfg.seed + i)
+        model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
+        members.append(SimpleNamespace(cfg=cfg, model=model, step_model=step_model, criterion=criterion,
+                                       optimizer=optimizer, scheduler=scheduler))
+    labels = torch.from_numpy(data.y_train).to(device).expand(k, -1)
+    rows = torch.arange(labels.shape[1], device=device).expand(k, -1)
+    stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, device)
+    return SimpleNamespace(fusion=Fusion(members), data=TrainingData(images_to_device(data.x_train, device), rows,
+                           labels, labels, stats), device=device, epoch=0, k=k,
+                           steps_per_epoch=steps_per_epoch(labels.shape[1], cfg.trainer.batch_size))
+
+
+def run_fused(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> int:
+    """`steps` fused steps through jal.train.train_epoch; returns the images trained on, all members together."""
+    images, n_train, batch_size = 0, fused.data.rows.shape[1], cfg.trainer.batch_size
+    while steps > 0:
+        n = min(steps, fused.steps_per_epoch)
+        generators = [epoch_generator(cfg.seed + i, fused.epoch, fused.device) for i in range(fused.k)]
+        train_epoch(fused.fusion, cfg, bf16, fused.data, generators, max_steps=n)
+        images += fused.k * min(n * batch_size, n_train)
+        fused.epoch, steps = fused.epoch + 1, steps - n
+    return images
+
+
+def measure_fusion(args, data: ImageData, cfg: DictConfig) -> list[dict]:
+    """Aggregate images/s (all members together) and runs/hour of K fused runs, for each K of --fusion."""
+    device, bf16 = resolve_device(cfg)
+    rows = []
+    for k in args.fusion:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        fused = build_fused(cfg, data, device, k)
+        warmup = warmup_steps(args.warmup, fused.steps_per_epoch, device, args.compile)
+        ips, seconds = images_per_second(partial(run_fused, fused, cfg, bf16), args.steps, warmup, device)
+        rows.append({"fused": k, "aggregate_images_per_second": ips, "seconds": seconds, "steps": args.steps,
+                     "runs_per_hour": 3600 * ips / images_per_run(cfg), "peak_memory_mb": peak_memory_mb(device)})
+        print(f"fused K={k}: {ips:.0f} images/s all members together ({rows[-1]['runs_per_hour']:.2f} runs/hour)",
+              flush=True)
+        del fused
+    return rows
+
+
 def count_host_syncs(fn, device: torch.device) -> int | None:
     """How many synchronising CUDA calls `fn()` makes (torch's sync debug mode); None off CUDA."""
     if device.type != "cuda":
@@ -563,6 +611,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precisions", default="fp32,tf32,bf16", help="--matrix: precisions of ours")
     parser.add_argument("--compiles", default="off,on", help="--matrix: torch.compile off, on or both")
     parser.add_argument("--copies", default="1,2,4,8", help="--matrix: numbers of concurrent copies")
+    parser.add_argument("--fusion", default="", help="also K runs fused (jal.train.train_fusion) for each K, "
+                        "e.g. 1,4: aggregate images/s and runs/hour")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one --concurrent copy
     args = parser.parse_args(argv)
     args.dataset = args.dataset or MODEL_DATASET[args.model]
@@ -580,6 +630,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.compile = COMPILES[args.compile]
     args.compiles = [COMPILES.get(c) for c in args.compiles.split(",")]
     args.copies = [int(c) for c in args.copies.split(",") if c]
+    args.fusion = [int(k) for k in args.fusion.split(",") if k]
+    if min(args.fusion, default=1) < 1:
+        parser.error("--fusion: numbers of runs fused, each at least 1")
     if not set(args.precisions) <= {"fp32", "tf32", "bf16"} or None in args.compiles or min(args.copies, default=1) < 1:
         parser.error(f"--precisions from fp32,tf32,bf16; --compiles from {','.join(COMPILES)}; --copies positive")
     return args
@@ -652,6 +705,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         result["concurrent"] = time_concurrent(args, cfg, args.concurrent)
     if args.matrix:
         result["matrix"] = measure_matrix(args, data, cfg)
+    if args.fusion:
+        result["fusion"] = measure_fusion(args, data, cfg)
 
     print_report(result)
     path = Path(args.out) / f"{device.type}.json"
