@@ -378,10 +378,10 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> dict:
             log.info("%s is finished already: skipping", run_dir)
             return record
     state = latest_checkpoint(run_dir, asked, warn=log.warning)
-    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
     if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
         log.info("%s not started: %s", run_dir, reason)
         return dict(status="paused", reason=reason, epoch=None)
+    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
 
     # Data: clean and noisy labels; images and labels on the device.
