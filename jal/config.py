@@ -489,8 +489,11 @@ def check_config(cfg) -> None:
                 err.key = f"{section}.{err.key}"
                 raise
             except OmegaConfBaseException as err:  # a missing value, an interpolation that does not resolve
-                if isinstance(err.__cause__, ConfigError):  # a rule of a resolver above: its own line
-                    raise err.__cause__ from None
+                cause = err  # a rule of a resolver above raised it: its own line, not OmegaConf's wrapping
+                while cause is not None and not isinstance(cause, ConfigError):
+                    cause = cause.__cause__ or cause.__context__
+                if cause is not None:
+                    raise cause from None
                 raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
     kind, name = cfg.noise.type, cfg.dataset.name
     if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
