@@ -360,3 +360,28 @@ def test_compose_train_like_a_notebook_without_importing_jal():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["0.00125", "1e-05"]
+
+
+def test_nlnl_run_killed_after_epoch_1_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch):
+    """The complementary labels come from the epoch's generator (train.py's set_generator hook), so a run
+    resumed from its checkpoint draws what the uninterrupted run drew: bitwise the same weights."""
+    from test_train import assert_same_training
+
+    from jal import train as jal_train
+
+    cfg = synthetic_run("loss=nlnl", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=2",
+                        "dataset.train_size=96", "dataset.test_size=32")
+    uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
+    save = jal_train.atomic_torch_save
+
+    def save_then_die(path, obj):
+        save(path, obj)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jal_train, "atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        jal_train.train(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(jal_train, "atomic_torch_save", save)
+    resumed = jal_train.train(cfg, tmp_path / "resumed")
+    assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
+    assert np.isfinite([h["train_loss"] for h in resumed["history"]]).all()
