@@ -78,7 +78,20 @@ CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noi
 
 
 def loss_label(loss):
-    return LOSS_LABELS.get(loss, loss.upper().replace("_", "+"))
+    base, _, setting = loss.partition("@")  # "jal_ce@a=9": a row of a sweep over a setting (--vary)
+    label = LOSS_LABELS.get(base, base.upper().replace("_", "+"))
+    return f"{label} ({setting})" if setting else label
+
+
+def vary_rows(records, key):
+    """--vary KEY: each record's loss becomes "<loss>@<last part of KEY>=<its value>", one row per value."""
+    for record in records:
+        value = record.get("config") or {}
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        record["loss"] = f"{record['loss']}@{key.rsplit('.', 1)[-1]}={value:g}" if isinstance(
+            value, (int, float)) else f"{record['loss']}@{key.rsplit('.', 1)[-1]}={value}"
+    return records
 
 
 def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
@@ -114,7 +127,11 @@ def column_sort_key(column):
 
 
 def loss_sort_key(loss):
-    return (LOSS_ORDER.index(loss), "") if loss in LOSS_ORDER else (len(LOSS_ORDER), loss)
+    base, _, setting = loss.partition("@")
+    value = setting.partition("=")[2]
+    number = float(value) if value.replace(".", "", 1).replace("e", "", 1).lstrip("-").isdigit() else float("inf")
+    return ((LOSS_ORDER.index(base), "", number, value) if base in LOSS_ORDER
+            else (len(LOSS_ORDER), base, number, value))
 
 
 def dataset_sort_key(dataset):
@@ -519,8 +536,12 @@ def main(argv=None):
     parser.add_argument("--expect-seeds", type=int, default=3, help="runs expected per cell (default 3)")
     parser.add_argument("--expect-clean-seeds", type=int, default=None,
                         help="runs expected per cell of the clean column (default: --expect-seeds)")
+    parser.add_argument("--vary", default=None,
+                        help="a config key swept within one loss (e.g. loss.passive.a): one row per value")
     args = parser.parse_args(argv)
     records = load_records(args.records)
+    if args.vary:
+        records = vary_rows(records, args.vary)
     if not records:
         raise SystemExit("jal.tables: no readable result.json records")
     rows = summarise(records, expect_seeds=args.expect_seeds, published=load_published(args.published),
