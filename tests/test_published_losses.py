@@ -8,6 +8,7 @@ logits-gradient, not the code with itself).
 """
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import torch
 from test_configs import LOSS_NAMES, compose_cfg, grid_cfg, resolved
 
-from jal import config, losses
+from jal import config, losses, tables
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
@@ -385,3 +386,78 @@ def test_nlnl_run_killed_after_epoch_1_resumes_to_the_uninterrupted_result(synth
     resumed = jal_train.train(cfg, tmp_path / "resumed")
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
     assert np.isfinite([h["train_loss"] for h in resumed["history"]]).all()
+
+
+# ----------------------------------------------------------------------------- the sweeps cover every published row
+
+
+def planned_cells(script, tmp_path, **env):
+    """The (dataset, noise type, rate, loss) cells a table script queues, read from the jal.sweep plan call (a
+    stand-in python echoes the commands instead of planning or training)."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/bash\ncase "$1 $2" in "-m jal.sweep"|"-m jal.train"|"-m jal.tables") echo "$@";; '
+                      f'*) exec {sys.executable} "$@";; esac\n')
+    python.chmod(0o755)
+    done = subprocess.run(["bash", f"scripts/{script}"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": str(python), "PRESET": "paper",
+                               "LAUNCHER": "basic", "DRY_RUN": "1", **env})
+    assert done.returncode == 0, done.stderr
+    (plan,) = [line for line in done.stdout.splitlines() if line.startswith("-m jal.sweep")]
+    cells, order = set(), []
+    for sweep in plan.replace("\\", "").split(" experiment=")[1:]:  # one sweep's overrides, shell-quoted
+        args = dict(a.split("=", 1) for a in sweep.split() if "=" in a)
+        rates = args.get("noise.rate", "0.0").split(",")
+        for loss in args["loss"].split(","):
+            for rate in rates:
+                cell = (args["dataset"], args["noise"], float(rate), loss)
+                cells.add(cell)
+                order.append(cell)
+    return cells, order
+
+
+def published_cells(sources):
+    rows = [r for r in tables.load_published() if r["source"] in sources]
+    return {(r["dataset"], "none" if r["noise_rate"] == 0 else r["noise_type"], float(r["noise_rate"]), r["loss"])
+            for r in rows}
+
+
+@pytest.mark.parametrize("script, dataset", [("reproduce_cifar10.sh", "cifar10"), ("reproduce_cifar100.sh", "cifar100")])
+def test_table_sweeps_train_every_published_row_the_papers_comparison_first(script, dataset, tmp_path):
+    cells, order = planned_cells(script, tmp_path)
+    published = {c for c in published_cells({"jal2025_main", "epssoftmax2024_main"}) if c[0] == dataset}
+    assert published and published <= cells, sorted(published - cells)
+    assert len({c[3] for c in cells}) == 19 and len(cells) == 19 * 9
+    jal_cells = {c for c in published_cells({"jal2025_main"}) if c[0] == dataset}
+    first = order[: len({(c[1], c[2]) for c in jal_cells}) * 6]  # the JAL paper's losses at its columns
+    assert jal_cells <= set(first) and {c[3] for c in first} == set("ce nce_rce anl_ce anl_fl jal_ce jal_fl".split())
+
+
+def test_ablation_sweep_trains_every_ablation_cell_and_sweeps_a(tmp_path):
+    cells, _ = planned_cells("reproduce_ablation.sh", tmp_path)
+    assert published_cells({"jal2025_ablation"}) <= cells
+    for loss in ("nce", "amse", "agce_mae", "nce_mae", "jal_ce"):
+        assert {(n, r) for _, n, r, l in cells if l == loss} >= {("symmetric", 0.4), ("symmetric", 0.8),
+                                                                  ("asymmetric", 0.2), ("asymmetric", 0.4)}
+
+
+def test_a_sweep_table_and_figure_mark_the_asymmetry_bound(tmp_path):
+    """jal.tables --vary loss.passive.a gives one row per a; the plot script marks jal.theory's bound."""
+    import json
+
+    for a, accuracies in {5: [50.0, 52.0], 9: [60.0, 61.0], 30: [64.0, 66.0]}.items():
+        for seed, accuracy in zip((123, 124), accuracies):
+            run = tmp_path / "runs" / f"a{a}" / str(seed)
+            run.mkdir(parents=True)
+            (run / "result.json").write_text(json.dumps({
+                "status": "finished", "dataset": "cifar10", "loss": "jal_ce", "noise_type": "symmetric",
+                "noise_rate": 0.8, "seed": seed, "last_test_acc": accuracy, "epochs": 120, "subset": None,
+                "config": {"loss": {"passive": {"a": float(a)}}}}))
+    tables.main([str(tmp_path / "runs"), "--out", str(tmp_path), "--expect-seeds", "2", "--vary", "loss.passive.a"])
+    rows = [line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| JAL-CE")]
+    assert [r.split(" |")[0] for r in rows] == ["| JAL-CE (a=5)", "| JAL-CE (a=9)", "| JAL-CE (a=30)"]
+    assert "**65.00 ± 1.41**" in rows[2]
+    done = subprocess.run([sys.executable, "scripts/plot_a_sweep.py", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a_sweep.png").stat().st_size > 0
+    assert "| symmetric 0.8 | 9 | 5, 9, 30 |" in (tmp_path / "bound.md").read_text()
