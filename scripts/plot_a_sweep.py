@@ -22,8 +22,9 @@ def main(directory):
     bounds = {setting: amse_min_a(setting[0], setting[1], 10) for setting in series}
     lines = ["# AMSE's a: the asymmetry bound (jal.theory.amse_min_a, CIFAR-10)", "",
              "| noise | bound: AMSE asymmetric for a >= | a swept (finished) |", "|---|---|---|"]
-    lines += [f"| {t} {rate:g} | {bounds[(t, rate)]:.4g} | {', '.join(f'{a:g}' for a, _, _ in sorted(series[(t, rate)]))} |"
-              for t, rate in sorted(series)]
+    for t, rate in sorted(series):
+        swept = ", ".join(f"{a:g}" for a, _, _ in sorted(series[(t, rate)]))
+        lines.append(f"| {t} {rate:g} | {bounds[(t, rate)]:.4g} | {swept} |")
     (directory / "bound.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 

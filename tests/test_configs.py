@@ -162,7 +162,8 @@ COMBOS = {
     ),
     "jal_ce": ("NCE", {}, "AMSE", {C10: (1.0, 1.0, {"a": 30.0}), C100: (5.0, 1.0, {"a": 20.0})}),
     "jal_fl": ("NFL", {"gamma": 0.5}, "AMSE", {C10: (1.0, 1.0, {"a": 30.0}), C100: (5.0, 1.0, {"a": 20.0})}),
-    "agce_mae": ("AGCE", {"a": 3.0, "q": 1.5}, "MAE", {C10: (1.0, 1.0, {"scale": 1.0}), C100: (1.0, 1.0, {"scale": 1.0})}),
+    "agce_mae": ("AGCE", {"a": 3.0, "q": 1.5}, "MAE",
+                 {C10: (1.0, 1.0, {"scale": 1.0}), C100: (1.0, 1.0, {"scale": 1.0})}),
 }
 # the eps-Softmax losses: their values depend on the noise too (every row: tests/test_published_losses.py)
 EPS_SOFTMAX_LOSSES = {"ce_eps_mae": "ECE", "fl_eps_mae": "EFL"}
