@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-export JAL_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),data)
+# Where runs and tests read data from (docs/protocol.md section 6); torchvision downloads CIFAR there if absent.
+export JAL_DATA_DIR ?= data
 
 # Sweep settings, each optional (defaults in scripts/sweep.sh): PRESET=paper|quick (paper with CUDA, quick
 # without), LAUNCHER=basic|joblib|local|slurm (basic with CUDA; joblib, one run per core, without), JOBS,
@@ -56,7 +57,7 @@ bench: install
 	$(PYTHON) -m jal.bench --out results/bench
 
 # On a GPU host, a few minutes: the CUDA checks, then the GPU benchmark into results/bench/{gpu_check,cuda}.json.
-# No install step: a bare GPU host has PyTorch and the carried Hydra wheels (shared/gpu/setup.sh), not pip.
+# No install step, so it also runs on a host without a package index where PyTorch and Hydra are installed.
 BENCH_OUT ?= results/bench
 gpu-check:
 	$(if $(wildcard $(PYTHON)),$(PYTHON),python3) -m jal.gpu_check --out $(BENCH_OUT)

@@ -72,7 +72,7 @@ from jal.train import (
 PHASES = ("data", "forward_backward", "optimizer", "bookkeeping")
 COMPILES = {"off": False, "false": False, "on": True, "true": True, "reduce-overhead": "reduce-overhead",
             "max-autotune": "max-autotune"}  # --compile/--compiles values -> trainer.compile
-MODEL_DATASET = {"cnn8": "cifar10", "resnet34": "cifar100"}  # each backbone's protocol (PROTOCOL.md 1)
+MODEL_DATASET = {"cnn8": "cifar10", "resnet34": "cifar100"}  # each backbone's protocol (docs/protocol.md section 1)
 SYNTHETIC_MAX_IMAGES = 10_000  # a stand-in only needs enough images for the steps, not a whole CIFAR
 
 

@@ -73,6 +73,7 @@ class TrainerConfig:
     progress: bool = True
     stop_at: Optional[float] = None
     deterministic: bool = False
+    restart: bool = False
 
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1", 120)
@@ -287,7 +288,7 @@ class AMSEConfig(LossConfig):
     a: float = 1.0
     q: float = 2.0  # the exponent; 2 is AMSE, others are the paper's ablation (the reference's AMSE_with_q)
 
-    def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not a loss of the family (PROTOCOL.md section 2)
+    def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not in the family (docs/protocol.md section 2)
         require(self.a >= 1, "a", self.a, "must be >= 1 (AMSE)", 30.0)
         require_positive("q", self.q, 2.0)
 
@@ -394,6 +395,10 @@ for path, schema in SCHEMAS.items():
     group, _, name = f"schema/{path}".rpartition("/")
     ConfigStore.instance().store(group=group, name=name, node=schema)
 
+# `${subdir:${hydra:job.override_dirname}}` in run_name: "/<settings>" when settings were given, else nothing,
+# so the paper's grid keeps its plain cell directories (configs/train.yaml).
+OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings}" if settings else "", replace=True)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Rules that pick values from other settings: resolvers used by the config files
@@ -439,7 +444,7 @@ def _eps_softmax_resolver(key: str, dataset: str, noise_type: str, rate) -> floa
     return eps_softmax_hyperparameters(dataset, noise_type, rate)[("alpha", "beta", "m").index(key)]
 
 
-# The regularisation rule (PROTOCOL.md section 1, the reference's get_weight_decay_config), keyed by the
+# The regularisation rule (docs/protocol.md section 1, the reference's get_weight_decay_config), keyed by the
 # loss's terms, so that every loss, a new one too, gets it without a file of its own: L1 on all parameters
 # and no L2 when a term is AMSE (strength dataset.l1_amse, checked first), NNCE or NNFL (dataset.l1_nnce);
 # otherwise L2 weight decay dataset.weight_decay. MSE (AMSE's a = 1) is its own class and takes L2.

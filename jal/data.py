@@ -2,7 +2,7 @@
 
 The whole training set lives on the device as uint8 (150 MB for CIFAR): no DataLoader workers, no PIL,
 no per-sample Python. A prepared `<data_dir>/<name>.npz` (x_train uint8 (N,32,32,3) HWC RGB, y_train,
-x_test, y_test: the format of ../shared/data/cifar10.npz) is used when present; otherwise torchvision
+x_test, y_test: the format of docs/protocol.md section 6) is used when present; otherwise torchvision
 downloads the dataset into data_dir and the prepared file is written once. Every data file is checked once
 as it is read (read_npz): a truncated, corrupt or malformed file stops the run with one line naming it.
 """
@@ -32,7 +32,7 @@ class DataError(ValueError):
     """A data file that cannot be used as it is: one line naming the file and what to do."""
 
 
-# Size and sha256 of the published data files (../shared/data/README.md). A file of one of these names and
+# Size and sha256 of the published data files (docs/protocol.md section 6). A file of one of these names and
 # sizes must be exactly those bytes; other files (a cifar10.npz prepared from torchvision's download, small
 # test files) get the checks of their arrays only. Hashing 170 MB takes ~0.3 s: once per file per process.
 PUBLISHED = {
@@ -201,7 +201,7 @@ def random_rotation(x: Tensor, degrees: float, generator: torch.Generator) -> Te
 
 
 def augment(x: Tensor, generator: torch.Generator, rotation: float = 0.0) -> Tensor:
-    """The training augmentation of PROTOCOL.md: crop with 4-pixel zero padding, flip, optional rotation."""
+    """Training augmentation (docs/protocol.md section 1): crop with 4-pixel zero padding, flip, optional rotation."""
     x = random_flip(random_crop(x, generator), generator)
     if rotation > 0:
         x = random_rotation(x, rotation, generator)

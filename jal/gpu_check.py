@@ -4,9 +4,9 @@
                                             # fp32/tf32/bf16 x compile off/reduce-overhead, 1/2/4/8 copies)
     python -m jal.gpu_check --no-bench      # the checks only
 
-Runs on a bare GPU host (PyTorch and the carried Hydra wheels; pytest not needed). Each check is a plain
+Needs PyTorch and Hydra only (no pytest, no make, no package index). Each check is a plain
 function of the device, so tests/test_cuda.py runs the same functions under pytest (marked `cuda`) and
-tests/test_gpu_check.py runs them on the CPU:
+on tiny runs on the CPU:
   determinism  two short runs with one seed: identical? If not, by how much, and with trainer.deterministic
   resume       paused after epoch 1 (trainer.stop_at) and continued == uninterrupted, bit for bit
   bf16         bf16 autocast against fp32: loss values on the same batch, for several losses

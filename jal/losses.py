@@ -1,6 +1,6 @@
 """Every loss of the paper, as small nn.Modules on logits.
 
-Notation (PROTOCOL.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y.
+Notation (docs/protocol.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y.
 Each single loss implements `per_sample(logits, targets) -> (N,)`; `forward` returns the batch mean,
 always computed in float32 (also under bf16 autocast) so that logits up to +-100 stay finite.
 

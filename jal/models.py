@@ -1,4 +1,4 @@
-"""The two backbones of the paper (PROTOCOL.md section 1): an 8-layer CNN for CIFAR-10 and a CIFAR
+"""The two backbones of the paper (docs/protocol.md section 1): an 8-layer CNN for CIFAR-10 and a CIFAR
 ResNet-34 for CIFAR-100."""
 
 import torch.nn.functional as F

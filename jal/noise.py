@@ -1,4 +1,4 @@
-"""Label noise for the training set (PROTOCOL.md section 3).
+"""Label noise for the training set (docs/protocol.md section 3).
 
 Noise is drawn once per run from the run's seed and applied to the training
 labels only. Everything here is numpy and uses ``np.random.default_rng(seed)``,

@@ -26,7 +26,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from jal.config import CONFIG_DIR, ConfigError, check_config, one_line
+from jal.run_dir import DirectoryConflict, check_same, held_elsewhere, identity, latest_checkpoint, read_record
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
@@ -51,6 +52,7 @@ class Run:
     dir: Path
     cell: str              # run_name: dataset/noise/loss/seed
     cfg: DictConfig        # the job's composed config, Hydra's node included
+    identity: dict         # the experiment it is (jal/run_dir.py)
 
     def work(self, from_epoch: int = 0) -> float:
         """Training images left from `from_epoch` on; an evaluated test image counts as a third of a trained
@@ -96,23 +98,66 @@ def compose_jobs(jobs: list[list[str]], config_name: str = "train") -> list[Dict
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in parsed if not o.is_hydra_override()]
+            dirname = cfg.hydra.job.config.override_dirname  # the run directory's settings part, as Hydra names it
+            cfg.hydra.job.override_dirname = get_overrides_dirname(
+                [o for o in parsed if not o.is_hydra_override()], list(dirname.exclude_keys), dirname.item_sep,
+                dirname.kv_sep)
             cfg.hydra.job.id, cfg.hydra.job.num = num, num  # as the basic and joblib launchers set them
         configs.append(cfg)
     return configs
 
 
 def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
-    """The runs of one multirun, in launch order, with the directory Hydra's run_job gives each."""
+    """The runs of one multirun, in launch order, with the directory Hydra's run_job gives each; raises
+    ConfigError for a wrong value in any run, two runs of different experiments that would share a directory,
+    or a directory that holds another experiment or a damaged file."""
     runs, saved = [], HydraConfig.instance().cfg
     try:
         for cfg in compose_jobs(sweep_jobs(overrides), config_name):
             HydraConfig.instance().set_config(cfg)  # run_name reads hydra:runtime.choices
             check_config(cfg)  # every run's values, before the first one trains
             run_dir = os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
-            runs.append(Run(Path(run_dir), cfg.run_name, cfg))
+            runs.append(Run(Path(run_dir), cfg.run_name, cfg, run_identity(cfg)))
     finally:
         HydraConfig.instance().cfg = saved
+    check_directories(runs)
     return runs
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """The identity train.py gives a run of `cfg` on this machine (jal/run_dir.py)."""
+    from jal.train import plain_config, precision_name, uses_bf16
+
+    return identity(plain_config(cfg), precision_name(uses_bf16(cfg.trainer.precision, run_device(cfg))))
+
+
+def job_line(run: Run) -> str:
+    return " ".join(o for o in run.cfg.hydra.overrides.task if not o.startswith(SHOWN_ABOVE)) or "(no overrides)"
+
+
+def check_directories(runs: list[Run]) -> None:
+    """One directory, one experiment: across the sweep's runs, and against what each directory holds."""
+    first_of = {}
+    for run in runs:
+        asked = run.identity
+        if run.dir in first_of:
+            other, other_identity = first_of[run.dir]
+            if other_identity != asked:
+                from jal.run_dir import differences
+
+                raise DirectoryConflict(
+                    f"two runs of different experiments would share {run.dir}: [{job_line(other)}] and "
+                    f"[{job_line(run)}] ({differences(other_identity, asked)}): add the setting that tells them "
+                    "apart to the overrides, or remove it from hydra.job.config.override_dirname.exclude_keys")
+            continue
+        first_of[run.dir] = (run, asked)
+        if run.cfg.trainer.restart:  # its files will be moved aside
+            continue
+        if (record := read_record(run.dir)) is not None:
+            check_same(record, asked, run.dir / "result.json")
+            if record.get("status") == "finished":
+                continue
+        latest_checkpoint(run.dir, asked, warn=lambda line: None, mend=False)
 
 
 def read_status(run_dir: Path) -> tuple[str, dict]:
@@ -268,16 +313,6 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     for overrides, sweep in zip(sweep_overrides, sweeps):
         cells = " ".join(o for o in overrides if not o.startswith(SHOWN_ABOVE))
         print(f"    {len(sweep):4d} runs, {count('finished', sweep):4d} finished: {cells}")
-    # train.py skips a finished run whatever it was trained with: say so when that differs from the plan.
-    stale = [r for r in runs if statuses[r.dir][0] == "finished"
-             and (statuses[r.dir][1].get("epochs"), statuses[r.dir][1].get("subset"))
-             != (r.cfg.trainer.epochs, r.cfg.dataset.subset)]
-    if stale:
-        record = statuses[stale[0].dir][1]
-        print(f"  warning    {len(stale)} finished records were trained with other settings and will be skipped, "
-              f"e.g. {stale[0].dir} ({record.get('epochs')} epochs, subset {record.get('subset')} instead of "
-              f"{stale[0].cfg.trainer.epochs}, {stale[0].cfg.dataset.subset}); move them away to train them again")
-
     todo = [r for r in runs if statuses[r.dir][0] != "finished"]
     if not todo:
         print("  time left  none: every run is finished")
@@ -374,7 +409,9 @@ class Progress(Callback):
             return
         status, record = read_status(Path(run_dir))
         ended, total = len(self.ended()), len(self.runs)
-        if status == "finished":
+        if holder := held_elsewhere(Path(run_dir)):
+            what = f"running elsewhere ({holder}): not started here"
+        elif status == "finished":
             what = f"finished, last-epoch test accuracy {record['last_test_acc']:.2f}%"
         elif status in ("failed", "paused"):
             what = f"{status}" + (f": {record['error']}" if record.get("error") else "")
@@ -407,7 +444,9 @@ class Progress(Callback):
         for d in by["paused"]:
             print(f"  paused  {self.runs[d]} (starting the sweep again resumes it)")
         for d in other:
-            print(f"  not run to an end  {self.runs[d]} ({statuses[d][0]})")
+            elsewhere = held_elsewhere(Path(d))
+            print(f"  not run to an end  {self.runs[d]} "
+                  + (f"(running elsewhere: {elsewhere})" if elsewhere else f"({statuses[d][0]})"))
         print(flush=True)
 
 

@@ -78,20 +78,9 @@ CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noi
 
 
 def loss_label(loss):
-    base, _, setting = loss.partition("@")  # "jal_ce@a=9": a row of a sweep over a setting (--vary)
-    label = LOSS_LABELS.get(base, base.upper().replace("_", "+"))
-    return f"{label} ({setting})" if setting else label
-
-
-def vary_rows(records, key):
-    """--vary KEY: each record's loss becomes "<loss>@<last part of KEY>=<its value>", one row per value."""
-    for record in records:
-        value = record.get("config") or {}
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        record["loss"] = f"{record['loss']}@{key.rsplit('.', 1)[-1]}={value:g}" if isinstance(
-            value, (int, float)) else f"{record['loss']}@{key.rsplit('.', 1)[-1]}={value}"
-    return records
+    """JAL-CE; a run with settings beyond its cell keeps them beside the name: JAL-CE [loss.passive.a=30]."""
+    loss, _, settings = loss.partition(" ")
+    return LOSS_LABELS.get(loss, loss.upper().replace("_", "+")) + (f" {settings}" if settings else "")
 
 
 def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
@@ -104,10 +93,12 @@ def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
 
 
 def record_cell(record):
-    """The (dataset, column, loss) cell a training record belongs to."""
+    """The (dataset, column, loss) cell a training record belongs to. Runs with settings beyond their cell
+    (a sweep of loss.passive.a) are other experiments: their loss reads `jal_ce [loss.passive.a=30]`."""
     dataset = DATASET_ALIASES.get(record["dataset"], record["dataset"])
     column = noise_column(record["noise_type"], record.get("noise_rate") or 0.0, record.get("noise_labels"))
-    return dataset, column, record["loss"]
+    settings = record.get("settings")
+    return dataset, column, record["loss"] + (f" [{settings}]" if settings else "")
 
 
 def column_header(column):
@@ -127,11 +118,8 @@ def column_sort_key(column):
 
 
 def loss_sort_key(loss):
-    base, _, setting = loss.partition("@")
-    value = setting.partition("=")[2]
-    number = float(value) if value.replace(".", "", 1).replace("e", "", 1).lstrip("-").isdigit() else float("inf")
-    return ((LOSS_ORDER.index(base), "", number, value) if base in LOSS_ORDER
-            else (len(LOSS_ORDER), base, number, value))
+    loss, _, settings = loss.partition(" ")
+    return (LOSS_ORDER.index(loss), settings) if loss in LOSS_ORDER else (len(LOSS_ORDER), loss + settings)
 
 
 def dataset_sort_key(dataset):
@@ -393,7 +381,7 @@ def render_fidelity(score):
 
 # The paper's findings that a table can test, as ordered pairs of cells: (dataset, noise column, the loss that
 # should be better, the loss it should beat, by at least this many pp (None: strictly better), whether the
-# difference must also exceed twice the larger std over seeds). Issue 8's criteria for the CPU-sized table;
+# difference must also exceed twice the larger std over seeds). The CPU-sized table's criteria (CALIBRATION.md);
 # the paper's own gaps are far larger (CE 19.74 vs JAL-CE 65.43 at symmetric 0.8).
 PAPER_FINDINGS = [
     ("cifar10", ("symmetric", 0.8, None), "jal_ce", "ce", 5.0, True),
@@ -536,12 +524,8 @@ def main(argv=None):
     parser.add_argument("--expect-seeds", type=int, default=3, help="runs expected per cell (default 3)")
     parser.add_argument("--expect-clean-seeds", type=int, default=None,
                         help="runs expected per cell of the clean column (default: --expect-seeds)")
-    parser.add_argument("--vary", default=None,
-                        help="a config key swept within one loss (e.g. loss.passive.a): one row per value")
     args = parser.parse_args(argv)
     records = load_records(args.records)
-    if args.vary:
-        records = vary_rows(records, args.vary)
     if not records:
         raise SystemExit("jal.tables: no readable result.json records")
     rows = summarise(records, expect_seeds=args.expect_seeds, published=load_published(args.published),

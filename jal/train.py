@@ -6,8 +6,10 @@
 Read top to bottom: prepare the data (clean and noisy labels, on the device), build model, loss and
 optimiser from the composed config, then train with the whole step on the device, reading metrics back
 once per epoch. Each run writes into its directory (a function of its cell, see configs/train.yaml):
-result.json (atomic), labels.npz (the noisy labels it trained on) and checkpoint.pt (every epoch, atomic).
-Starting a run again resumes from its checkpoint; a finished run is skipped.
+result.json (atomic), labels.npz (the noisy labels it trained on) and checkpoint.pt (every epoch, atomic,
+the one before kept as checkpoint.prev.pt). Starting a run again resumes from its checkpoint and a finished run
+is skipped, but only when the directory holds the same experiment (jal/run_dir.py: run identity, one process
+per run, damaged files; trainer.restart=true trains from scratch).
 
 Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after SIGTERM/SIGUSR1/SIGUSR2
 (SLURM's warning before its time limit, preemption, submitit's signal), the run pauses: checkpoint kept,
@@ -19,7 +21,6 @@ if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in on
 
     check_command_line()
 
-import json
 import logging
 import math
 import os
@@ -27,7 +28,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
@@ -55,6 +56,22 @@ from jal.data import (
     normalize,
 )
 from jal.losses import AMSE
+from jal.run_dir import (
+    LABELS,
+    RESULT,
+    DirectoryConflict,
+    RunBusy,
+    RunLock,
+    atomic_save,
+    atomic_write_json,
+    check_same,
+    fingerprint,
+    identity,
+    latest_checkpoint,
+    move_aside,
+    read_record,
+    save_checkpoint,
+)
 from jal.theory import check_amse_a
 
 log = logging.getLogger("jal.train")
@@ -102,24 +119,22 @@ def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
     return None
 
 
+def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
+    """The labels a run trained on so far must be the ones it draws now (they follow from its config)."""
+    try:
+        with np.load(path) as stored:
+            same = all(np.array_equal(stored[key], value)
+                       for key, value in (("noisy", noisy), ("clean", clean), ("indices", subset)))
+    except Exception as err:  # a cut or foreign file: zipfile, KeyError, ValueError...
+        raise DirectoryConflict(f"{path} is damaged ({type(err).__name__}: {err}): trainer.restart=true moves it "
+                                "aside and trains the run from scratch") from None
+    if not same:
+        raise DirectoryConflict(f"{path} holds other labels than this run draws (another experiment or another "
+                                "data file): trainer.restart=true moves it aside and trains the run from scratch")
+
+
 # ---------------------------------------------------------------------------------------------------
-# Small utilities: atomic files, the git commit, W&B
-
-
-def atomic_save(path: Path, save, suffix: str) -> None:
-    """save(tmp_path) beside `path`, then rename: a crash mid-write never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
-    os.close(fd)
-    save(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_save(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)), ".json")
-
-
-def atomic_torch_save(path: Path, obj) -> None:
-    atomic_save(path, lambda tmp: torch.save(obj, tmp), ".pt")
+# Small utilities: the config as data, the git commit, W&B
 
 
 def plain_config(cfg: DictConfig) -> dict:
@@ -154,11 +169,15 @@ def start_wandb(cfg: DictConfig, run_dir: Path):
 # Training
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """trainer.precision on this device: bf16 autocast, or fp32."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
     name = cfg.trainer.device
     device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
-    precision = cfg.trainer.precision
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    bf16 = uses_bf16(cfg.trainer.precision, device)
     deterministic = cfg.trainer.get("deterministic", False)
     if device.type == "cuda":
         # fixed input shapes: let cuDNN pick its fastest kernels, unless bitwise repeatable runs are asked for
@@ -168,6 +187,10 @@ def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable results
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on an op with no such kernel
     return device, bf16
+
+
+def precision_name(bf16: bool) -> str:
+    return "bf16" if bf16 else "fp32"
 
 
 def device_name(device: torch.device) -> str:
@@ -325,22 +348,40 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         restore_handlers(previous, hand_on=stop_signal if signalled_before is None else None)
 
 
+class RunDiverged(Exception):
+    """A non-finite training loss: the run fails (its record says so), the last good checkpoint stays."""
+
+
 def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result_path, checkpoint_path = run_dir / "result.json", run_dir / "checkpoint.pt"
-    if result_path.exists():
-        result = json.loads(result_path.read_text())
-        if result.get("status") == "finished":
-            log.info("%s is finished already: skipping", run_dir)
-            return result
-    if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
-        log.info("%s not started: %s", run_dir, reason)
-        return dict(status="paused", reason=reason, epoch=None)
+    try:
+        with RunLock(run_dir):  # one process per run, for as long as this one trains it
+            return train_locked(cfg, run_dir)
+    except RunBusy as busy:
+        return dict(status="running elsewhere", reason=str(busy))
 
+
+def train_locked(cfg: DictConfig, run_dir: Path) -> dict:
+    result_path = run_dir / RESULT
+    if cfg.trainer.restart and (moved := move_aside(run_dir)):
+        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), run_dir)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
+    config = plain_config(cfg)
+    asked = identity(config, precision_name(bf16))
+    # What the directory holds must be this experiment before anything is skipped, resumed or trained.
+    record = read_record(run_dir)
+    if record is not None:
+        check_same(record, asked, result_path)
+        if record.get("status") == "finished":
+            log.info("%s is finished already: skipping", run_dir)
+            return record
+    state = latest_checkpoint(run_dir, asked, warn=log.warning)
+    if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
+        log.info("%s not started: %s", run_dir, reason)
+        return dict(status="paused", reason=reason, epoch=None)
+    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
 
     # Data: clean and noisy labels; images and labels on the device.
@@ -352,7 +393,10 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     clean_labels = data.y_train[subset]
     noisy_labels = make_labels(cfg, data, subset)
     summary = label_noise.noise_summary(clean_labels, noisy_labels, k)
-    atomic_save_npz(run_dir / "labels.npz", noisy=noisy_labels, clean=clean_labels, indices=subset)
+    if (run_dir / LABELS).exists():
+        check_labels(run_dir / LABELS, noisy_labels, clean_labels, subset)
+    else:
+        atomic_save_npz(run_dir / LABELS, noisy=noisy_labels, clean=clean_labels, indices=subset)
     x_train = images_to_device(data.x_train[subset], device)
     y_noisy = torch.from_numpy(noisy_labels).to(device)
     y_clean = torch.from_numpy(clean_labels).to(device)
@@ -371,8 +415,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     epochs = cfg.trainer.epochs
 
     history, start_epoch, wall_before = [], 0, 0.0
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -382,9 +425,11 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
     choices = HydraConfig.get().runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
     cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
                 noise_rate=float(cfg.noise.rate or summary["rate"]), noise_labels=cfg.noise.get("labels"),
-                seed=cfg.seed)  # what the tables group by
+                seed=cfg.seed, settings=HydraConfig.get().job.override_dirname)  # what the tables group by
+    # Every file of the run says which experiment wrote it (jal/run_dir.py).
+    provenance = dict(precision=precision_name(bf16), fingerprint=fingerprint(asked), config=config)
     wandb_run = start_wandb(cfg, run_dir)
-    started = time.perf_counter()
+    started, epoch = time.perf_counter(), start_epoch
     try:
         progress = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=cfg.run_name,
                         disable=not cfg.trainer.progress, dynamic_ncols=True, file=sys.stderr)
@@ -393,10 +438,10 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
                 progress.close()
                 log.info("pausing %s after epoch %d: %s", run_dir, epoch, reason)
                 result = paused_record(cell, epoch, epochs, reason, wall_before + time.perf_counter() - started)
-                atomic_write_json(result_path, result)
+                atomic_write_json(result_path, result | provenance)
                 if wandb_run is not None:
                     wandb_run.finish()
-                return result
+                return result | provenance
             epoch_start = time.perf_counter()
             generator = epoch_generator(cfg.seed, epoch, device)
             criterion.set_generator(generator)  # losses that draw (NLNL) draw from the epoch's stream too
@@ -404,16 +449,15 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
                                is_corrupted, stats, generator)
             # Once per epoch: read the sums back (the only host-device sync of the epoch's training).
             loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums.tolist()
+            if not math.isfinite(loss_sum):
+                raise RunDiverged(f"non-finite training loss in epoch {epoch + 1} of {run_dir}: lower optim.lr or "
+                                  "check the loss (the last good checkpoint is kept)")
             train_seconds = time.perf_counter() - epoch_start
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             evaluated = (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs  # the last always
             test_correct = evaluate(step_model, x_test, y_test, stats, cfg, bf16) if evaluated else None
 
-            # Check, record, checkpoint.
-            if not math.isfinite(loss_sum):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}: lower optim.lr or check "
-                                         f"the loss; the last good checkpoint is kept in {checkpoint_path}")
             pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)
             record = dict(
                 epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
@@ -431,9 +475,10 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
             progress.set_postfix(test_acc=record["test_acc"], img_s=f"{record['images_per_second']:.0f}")
             if wandb_run is not None:
                 wandb_run.log(record, step=epoch + 1)
-            atomic_torch_save(checkpoint_path, dict(
+            save_checkpoint(run_dir, dict(
                 model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                 history=history, epoch=epoch + 1, wall_seconds=wall_before + time.perf_counter() - started,
+                **provenance,
             ))
 
         test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
@@ -443,9 +488,8 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
             noise_transition=np.asarray(summary["transition"]).round(4).tolist(),
             wall_seconds=wall_before + time.perf_counter() - started,
             images_per_second=float(np.mean([h["images_per_second"] for h in history])),
-            device=str(device), device_name=device_name(device),
-            precision="bf16" if bf16 else "fp32", git_commit=git_commit(),
-            config=plain_config(cfg), history=history,
+            device=str(device), device_name=device_name(device), git_commit=git_commit(),
+            **provenance, history=history,
         )
         atomic_write_json(result_path, result)
         if wandb_run is not None:
@@ -454,7 +498,8 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
         return result
     except BaseException as err:
         if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
-            atomic_write_json(result_path, dict(status="failed", error=f"{type(err).__name__}: {err}", **cell))
+            atomic_write_json(result_path, dict(status="failed", error=f"{type(err).__name__}: {err}", **cell,
+                                                epoch=epoch + 1, epochs=epochs, **provenance))
         if wandb_run is not None:
             wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
         raise
@@ -465,11 +510,24 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    """One run's last-epoch test accuracy (None when it did not finish). A run that cannot train here (a
+    wrong setting, a missing file, a directory of another experiment) stops in one line; one that fails or is
+    trained elsewhere ends a single run with an error but lets the other runs of a multirun go on."""
+    alone = HydraConfig.get().mode != RunMode.MULTIRUN
     try:
         result = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ValueError, FileNotFoundError) as err:  # wrong settings or missing files: one line, no traceback
         raise SystemExit(f"error: {one_line(err)}") from None
+    except RunDiverged as err:  # its record says failed; the sweep's summary lists it
+        if alone:
+            raise SystemExit(f"error: {err}") from None
+        log.error("%s", err)
+        return None
+    if result["status"] == "running elsewhere":
+        if alone:
+            raise SystemExit(f"not started: {result['reason']}")
+        log.warning("not started: %s", result["reason"])
     return result.get("last_test_acc")  # None when paused
 
 

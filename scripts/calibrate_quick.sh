@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Calibration of experiment=quick (issue 8, results/quick/CALIBRATION.md): train a few losses at one noise
+# Calibration of experiment=quick (results/quick/CALIBRATION.md): train a few losses at one noise
 # setting for one (training subset, epochs) pair; everything else is the quick preset, i.e. the paper's.
 # Usage: bash scripts/calibrate_quick.sh SUBSET EPOCHS [LOSSES=ce,jal_ce] [NOISE=symmetric] [RATE=0.8] [SEEDS=123]
 # Records land in results/quick/calibration/subset<SUBSET>_epochs<EPOCHS>/.

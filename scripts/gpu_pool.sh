@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Trains cells of the paper's CIFAR-10 protocol (DATASET=name for another) on a lent GPU host, JOBS runs
-# sharing the GPU, in the order given, until one deadline. For a bare host with PyTorch and the carried Hydra
-# wheels (.gpu/base/setup.sh) but no launcher plugins; with hydra-joblib-launcher installed,
+# Trains cells of the paper's CIFAR-10 protocol (DATASET=name for another) side by side on one GPU, JOBS
+# runs at a time, in the order given, until one deadline. Needs only PyTorch and Hydra, not Hydra's launcher
+# plugins: for a cluster node or GPU host without a package index. Where hydra-joblib-launcher is installed,
 # `make reproduce-cifar10 CELLS=headline LAUNCHER=joblib MINUTES=N` does the same, with its plan and table.
 #
 #   DEADLINE=$(($(date +%s) + 300)) JOBS=2 bash scripts/gpu_pool.sh results/runs "loss=ce noise=symmetric noise.rate=0.8"
@@ -10,8 +10,9 @@
 # Each cell and seed is one jal.train run, its record in OUT_ROOT/<run_name>/result.json; finished runs are
 # skipped and paused ones continue from their checkpoint. Every run pauses at its first epoch end past
 # DEADLINE (trainer.stop_at: checkpoint, status "paused"); none starts when fewer than MIN_LEFT seconds
-# (default 120) are left. BRING=file.tar.gz then packs the records, the logs and the paused runs' checkpoints
-# (for the next lease; never commit them).
+# (default 120) are left. PY=python names the interpreter (default python3). BRING=file.tar.gz then packs
+# the records, the logs and the paused runs' checkpoints into one file, to continue on another machine
+# (unpack it into the same OUT_ROOT and run the same command; never commit the checkpoints).
 set -u
 out=${1:?usage: DEADLINE=unix_seconds [JOBS=2] [SEEDS=123] bash scripts/gpu_pool.sh OUT_ROOT [CELL...]}; shift
 deadline=${DEADLINE:?set DEADLINE to unix seconds, e.g. DEADLINE=\$((\$(date +%s) + 300))}
@@ -36,8 +37,8 @@ for f in $(find "$out" -name result.json | sort); do
   $python -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print(sys.argv[1] + ":", r["status"], r.get("last_test_acc", "after epoch %s" % r.get("epoch")))' "$f"
 done
-if [ -n "${BRING:-}" ]; then  # records, logs, and the checkpoints that a later lease continues from
-  { find "$out" -name result.json -o -name '*.log' -o -path '*/.hydra/*.yaml'
+if [ -n "${BRING:-}" ]; then  # records, logs, and the checkpoints a paused run continues from
+  { find "$out" -name result.json -o -name '*.log' -o -name config.yaml
     grep -l '"status": "paused"' $(find "$out" -name result.json) /dev/null | sed -n 's|result.json$|checkpoint.pt|p'
   } | tar czf "$BRING" -T -
 fi

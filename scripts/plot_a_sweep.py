@@ -5,20 +5,26 @@ one line per noise setting, with the bound of jal.theory.amse_min_a (AMSE asymme
 """
 
 import csv
+import re
 import sys
 from pathlib import Path
 
 from jal.theory import amse_min_a
 
 
+def a_of(loss):
+    """AMSE's a from a table row's loss, e.g. `jal_ce [loss.passive.a=30]` (the run's settings beyond its cell)."""
+    return float(re.search(r"loss\.passive\.a=([0-9.e+-]+)", loss).group(1))
+
+
 def main(directory):
     directory = Path(directory)
     with open(directory / "table.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["mean"] and "@a=" in r["loss"]]
+        rows = [r for r in csv.DictReader(f) if r["mean"] and "loss.passive.a=" in r["loss"]]
     series = {}
     for r in rows:
         series.setdefault((r["noise_type"], float(r["noise_rate"])), []).append(
-            (float(r["loss"].partition("@a=")[2]), float(r["mean"]), float(r["std"] or 0)))
+            (a_of(r["loss"]), float(r["mean"]), float(r["std"] or 0)))
     bounds = {setting: amse_min_a(setting[0], setting[1], 10) for setting in series}
     lines = ["# AMSE's a: the asymmetry bound (jal.theory.amse_min_a, CIFAR-10)", "",
              "| noise | bound: AMSE asymmetric for a >= | a swept (finished) |", "|---|---|---|"]

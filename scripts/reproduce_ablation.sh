@@ -14,7 +14,7 @@ if [ "$PRESET" = quick ]; then ROOT=results/quick/ablation; fi
 
 multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=symmetric noise.rate=0.4,0.8 "out_root=$ROOT/runs"
 multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric noise.rate=0.2,0.4 "out_root=$ROOT/runs"
-# One directory per a (run directories name the cell, not yet every override): no two values share a run.
+# Each a's runs have their own directory (the run directory names loss.passive.a) and table row.
 for a in ${A_VALUES//,/ }; do
   multirun dataset=cifar10 loss=jal_ce "loss.passive.a=$a" "seed=$SEEDS" noise=symmetric noise.rate=0.8 \
     "out_root=$ROOT/a_sweep/runs/a$a"
@@ -24,5 +24,5 @@ done
 run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
 seeds=$(echo "$SEEDS" | tr ',' '\n' | wc -l)
 "$PYTHON" -m jal.tables "$ROOT/runs" --out "$ROOT" --expect-seeds "$seeds"
-"$PYTHON" -m jal.tables "$ROOT/a_sweep/runs" --out "$ROOT/a_sweep" --expect-seeds "$seeds" --vary loss.passive.a
+"$PYTHON" -m jal.tables "$ROOT/a_sweep/runs" --out "$ROOT/a_sweep" --expect-seeds "$seeds"
 "$PYTHON" scripts/plot_a_sweep.py "$ROOT/a_sweep"

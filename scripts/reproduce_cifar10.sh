@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's CIFAR-10 table (PROTOCOL.md section 4): losses x {clean, symmetric 0.2-0.8, asymmetric 0.1-0.4}
+# The paper's CIFAR-10 table (docs/protocol.md section 4): losses x {clean, symmetric 0.2-0.8, asymmetric 0.1-0.4}
 # x three seeds, 8-layer CNN, 120 epochs; then the table beside the published figures. The losses: every
 # row of the published tables (the 15 of the eps-Softmax paper's main table, ANL-CE, ANL-FL, JAL-CE, JAL-FL),
 # the JAL paper's losses at its main table's cells first (LOSSES=... sweeps those over the whole grid).

@@ -14,10 +14,10 @@ CONFIG_DIR = REPO / "configs"
 
 
 def shared_data_dir() -> Path | None:
-    """../shared/data (or $JAL_DATA_DIR) when it holds the real CIFAR-10, else None."""
-    for candidate in (os.environ.get("JAL_DATA_DIR"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "cifar10.npz").exists():
-            return Path(candidate)
+    """$JAL_DATA_DIR when it is set and holds the real CIFAR-10 (docs/protocol.md section 6), else None."""
+    candidate = os.environ.get("JAL_DATA_DIR")
+    if candidate and (Path(candidate) / "cifar10.npz").is_file():
+        return Path(candidate)
     return None
 
 

@@ -1,8 +1,8 @@
-"""Tests for the Hydra configs: the protocol of PROTOCOL.md comes out of composition alone.
+"""Tests for the Hydra configs: the protocol of docs/protocol.md comes out of composition alone.
 
 `dataset=...` must bring model, epochs, lr, augmentation and the default L2; `loss=...` its
 hyperparameters, specialised per dataset by `optional dataset_loss: ${dataset}_${loss}`, which also
-switches the regularisation to L1 for losses with AMSE / NNCE / NNFL (PROTOCOL.md sections 1 and 2).
+switches the regularisation to L1 for losses with AMSE / NNCE / NNFL (docs/protocol.md sections 1 and 2).
 
 Composing is slow (~0.15 s each), so every config is composed once and cached. The loss x dataset grid
 is composed in full; the noise option rotates over the grid so that every (dataset, noise) pair and

@@ -201,7 +201,7 @@ def test_missing_arrays_and_mismatched_lengths_are_named(tmp_path):
         jal_data.load_dataset("cifar10", tmp_path)
 
 
-@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data")
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the real CIFAR-10 in JAL_DATA_DIR")
 def test_the_shared_files_are_the_published_ones():
     for name, (size, _) in jal_data.PUBLISHED.items():
         path = shared_data_dir() / name

@@ -1,4 +1,4 @@
-"""Tests for jal.losses against PROTOCOL.md section 2.
+"""Tests for jal.losses against docs/protocol.md section 2.
 
 Three independent checks per loss:
 - values against the formula written out here in plain numpy (float64) on small hand-made inputs;
@@ -58,7 +58,7 @@ def np_softmax(z):
 
 
 def np_formulas(z, y):
-    """Per-sample value of every single loss, written from PROTOCOL.md section 2 (not from the code)."""
+    """Per-sample value of every single loss, written from docs/protocol.md section 2 (not from the code)."""
     n, k = z.shape
     p = np_softmax(z)
     rows = np.arange(n)
@@ -89,7 +89,7 @@ def np_formulas(z, y):
 
 
 def build(name, k):
-    """The single losses with the hyperparameters of PROTOCOL.md section 2 (standalone values)."""
+    """The single losses with the hyperparameters of docs/protocol.md section 2 (standalone values)."""
     return {
         "CE": lambda: CE(k),
         "FL": lambda: FL(k, gamma=GAMMA),
@@ -380,6 +380,21 @@ def test_active_passive_is_weighted_sum(active, passive, alpha, beta):
     torch.testing.assert_close(g_combo, alpha * g_a + beta * g_p)
 
 
+def test_combinations_by_hand_on_uniform_logits():
+    """alpha * active + beta * passive at p = (1/3, 1/3, 1/3), label 0: literal numbers from the single losses'
+    closed forms above, not from the component objects."""
+    z, y = torch.zeros(1, 3), torch.tensor([0])
+    log3, a_rce = math.log(3.0), -math.log(1e-4)
+    cases = [
+        (ActivePassive(NCE(3), AMSE(3, a=30.0), alpha=1.0, beta=1.0), 1 / 3 + ((30 - 1 / 3) ** 2 + 2 / 9) / 3),
+        (ActivePassive(CE(3), RCE(3), alpha=0.1, beta=1.0), 0.1 * log3 + a_rce * 2 / 3),  # SCE, CIFAR-10
+        (ActivePassive(NCE(3), NNCE(3), alpha=5.0, beta=5.0), 5 / 3 + 5 * 2 / 3),  # ANL-CE, CIFAR-10
+        (ActivePassive(NCE(3), AEL(3, a=5.0), alpha=1.0, beta=4.0), 1 / 3 + 4 * math.exp(-1 / 15)),
+    ]
+    for loss, value in cases:
+        torch.testing.assert_close(loss(z, y), torch.tensor(value, dtype=torch.float32), rtol=1e-5, atol=1e-6)
+
+
 def test_jal_ce_and_nce_mae_by_hand():
     """JAL-CE = alpha NCE + beta (1/K)||a e_y - p||^2 and NCE+MAE's passive term is beta (1 - p_y)."""
     f = np_formulas(Z, Y)
@@ -400,7 +415,7 @@ def test_jal_ce_and_nce_mae_by_hand():
 def instantiate(loss_name, dataset):
     """The loss of configs/loss/<loss_name>.yaml composed with dataset=<dataset> (specialisation applied).
 
-    The compose cache is test_configs' (one compose per cell when both files run in one session)."""
+    The compose cache is test_configs' (one compose per cell when both files run in one pytest process)."""
     cfg = grid_cfg(loss_name, dataset)
     loss = hydra.utils.instantiate(cfg.loss)
     assert isinstance(loss, Loss) and loss.num_classes == cfg.dataset.num_classes

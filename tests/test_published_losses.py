@@ -444,7 +444,7 @@ def test_ablation_sweep_trains_every_ablation_cell_and_sweeps_a(tmp_path):
 
 
 def test_a_sweep_table_and_figure_mark_the_asymmetry_bound(tmp_path):
-    """jal.tables --vary loss.passive.a gives one row per a; the plot script marks jal.theory's bound."""
+    """Runs with loss.passive.a on the command line are one table row per a; the plot marks jal.theory's bound."""
     import json
 
     for a, accuracies in {5: [50.0, 52.0], 9: [60.0, 61.0], 30: [64.0, 66.0]}.items():
@@ -454,11 +454,12 @@ def test_a_sweep_table_and_figure_mark_the_asymmetry_bound(tmp_path):
             (run / "result.json").write_text(json.dumps({
                 "status": "finished", "dataset": "cifar10", "loss": "jal_ce", "noise_type": "symmetric",
                 "noise_rate": 0.8, "seed": seed, "last_test_acc": accuracy, "epochs": 120, "subset": None,
-                "config": {"loss": {"passive": {"a": float(a)}}}}))
-    tables.main([str(tmp_path / "runs"), "--out", str(tmp_path), "--expect-seeds", "2", "--vary", "loss.passive.a"])
+                "settings": f"loss.passive.a={a}"}))
+    tables.main([str(tmp_path / "runs"), "--out", str(tmp_path), "--expect-seeds", "2"])
     rows = [line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| JAL-CE")]
-    assert [r.split(" |")[0] for r in rows] == ["| JAL-CE (a=5)", "| JAL-CE (a=9)", "| JAL-CE (a=30)"]
-    assert "**65.00 ± 1.41**" in rows[2]
+    by_a = {r.split(" |")[0]: r for r in rows}
+    assert set(by_a) == {f"| JAL-CE [loss.passive.a={a}]" for a in (5, 9, 30)}
+    assert "**65.00 ± 1.41**" in by_a["| JAL-CE [loss.passive.a=30]"]
     done = subprocess.run([sys.executable, "scripts/plot_a_sweep.py", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -50,7 +50,7 @@ def test_two_epoch_run_writes_a_complete_record(synthetic_run):
     assert result["realised_noise_rate"] == pytest.approx(expected_flips / len(labels["clean"]))
     # cosine schedule stepped per epoch: lr 0.01 in epoch 1, 0.005 in epoch 2 of 2
     assert [h["lr"] for h in result["history"]] == pytest.approx([0.01, 0.005])
-    # the JAL-CE run trains with L1 and no L2 (PROTOCOL.md section 1)
+    # the JAL-CE run trains with L1 and no L2 (docs/protocol.md section 1)
     assert result["config"]["optim"]["l1"] == 5e-5 and result["config"]["optim"]["weight_decay"] == 0.0
 
 
@@ -59,18 +59,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path,
     cfg = synthetic_run(*overrides)
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
 
-    save = jal_train.atomic_torch_save
+    save = jal_train.save_checkpoint
 
     def save_then_die(path, obj):  # the process is killed right after its first checkpoint
         save(path, obj)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jal_train, "atomic_torch_save", save_then_die)
+    monkeypatch.setattr(jal_train, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         jal_train.train(cfg, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "result.json").exists()
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(jal_train, "atomic_torch_save", save)
+    monkeypatch.setattr(jal_train, "save_checkpoint", save)
     resumed = jal_train.train(cfg, tmp_path / "resumed")
 
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
@@ -158,7 +158,8 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
     # later runs in this process (a sweep through the basic launcher) pause before they start
     later = synthetic_run("trainer.epochs=3", "seed=5")
     assert jal_train.train(later, run_dir_of(later))["epoch"] is None
-    assert not list(run_dir_of(later).iterdir()) and handed_on == [signal.SIGUSR1]  # handed on once only
+    # nothing written but the lock file; the signal handed on once only
+    assert [p.name for p in run_dir_of(later).iterdir()] == [".lock"] and handed_on == [signal.SIGUSR1]
 
 
 def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
@@ -177,7 +178,7 @@ def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
 
 
 def test_sigterm_mid_run_leaves_a_resumable_checkpoint_and_the_continued_run_finishes(tmp_path):
-    run_dir = tmp_path / "synthetic/clean/ce/seed123"
+    run_dir = tmp_path / "synthetic/clean/ce/seed123/dataset.test_size=32,dataset.train_size=64,trainer.epochs=12"
     command = [sys.executable, "-m", "jal.train", "dataset=synthetic", "dataset.train_size=64",
                "dataset.test_size=32", "trainer.epochs=12", "trainer.threads=1", "logger=none",
                "trainer.progress=false", f"out_root={tmp_path}"]
@@ -223,12 +224,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run,
         return sums * float("nan") if calls["n"] == 2 else sums
 
     monkeypatch.setattr(jal_train, "train_epoch", second_epoch_diverges)
-    with pytest.raises(FloatingPointError, match="non-finite training loss at epoch 2"):
+    with pytest.raises(jal_train.RunDiverged, match="non-finite training loss in epoch 2"):
         jal_train.train(cfg, run_dir_of(cfg))
     state = torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and np.isfinite(state["history"][0]["train_loss"])
     record = json.loads((run_dir_of(cfg) / "result.json").read_text())  # a record the tables flag as failed
     assert record["status"] == "failed" and "non-finite" in record["error"] and record["loss"] == "ce"
+    assert record["epoch"] == 2
 
 
 def read_wandb_history(path: Path, wait_seconds: float = 60) -> list[dict]:
@@ -475,10 +477,10 @@ def test_l1_gradient_equals_the_gradient_of_the_penalty_in_the_loss():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Real data (skipped without ../shared/data)
+# Real data (skipped without cifar10.npz in JAL_DATA_DIR)
 
 
-@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data/cifar10.npz")
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs cifar10.npz in JAL_DATA_DIR")
 def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
     data_dir = shared_data_dir()
     cfg = compose_train(["dataset=cifar10", "noise=human", "noise.labels=worst", "logger=none", "dataset.subset=100",
@@ -490,7 +492,7 @@ def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shared_data_dir() is None, reason="needs ../shared/data/cifar10.npz")
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs cifar10.npz in JAL_DATA_DIR")
 def test_real_cifar10_subset_learns_well_above_chance(tmp_path):
     cfg = compose_train(["dataset=cifar10", "dataset.subset=2000", "trainer.epochs=3", "logger=none",
                          "trainer.progress=false", f"data_dir={shared_data_dir()}", f"out_root={tmp_path}"])

@@ -1,0 +1,261 @@
+"""One directory, one experiment: what makes a run's directory trustworthy.
+
+A run directory is named by its cell (dataset/noise/loss/seed) plus the settings given on the command line
+that are not part of the cell (configs/train.yaml, hydra.job.config.override_dirname), so a sweep of a
+hyperparameter writes one directory per value. Inside, every file says which experiment wrote it:
+
+- identity: the resolved config minus what does not change the numbers (where the data lives, threads,
+  progress bars, deadlines, the logger, the device, the evaluation batch size, compilation, memory layout),
+  with the precision that actually trains in place of the asked one. result.json and checkpoint.pt carry
+  the config it comes from; a record written before fingerprints existed is read by its stored config.
+  A directory whose files hold another identity is never skipped or resumed.
+- an exclusive lock (.lock, flock: the OS drops it when the process ends, so a killed run leaves none
+  behind), so two processes never train one run.
+- checkpoint.pt and the one before it (checkpoint.prev.pt): one bad write costs at most an epoch.
+- damaged files are named in one line; trainer.restart=true moves everything aside (*.damaged).
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from jal.config import ConfigError
+
+RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
+RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
+
+# Settings that change how a run is carried out, not what it computes (trainer.precision is replaced by the
+# precision that trains: `auto` means different things on different machines).
+NOT_THE_EXPERIMENT = ("out_root", "data_dir", "run_name", "logger", "trainer.progress", "trainer.threads",
+                      "trainer.stop_at", "trainer.device", "trainer.eval_batch_size", "trainer.compile",
+                      "trainer.channels_last", "trainer.deterministic", "trainer.restart", "trainer.precision")
+
+
+class RunBusy(Exception):
+    """Another process holds the run's lock."""
+
+
+class DirectoryConflict(ConfigError):
+    """The directory holds another experiment, or a file in it cannot be read: one line, and the way out."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Identity
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'optim': {'lr': 0.01}} -> {'optim.lr': 0.01}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def identity(config: dict, precision: str) -> dict:
+    """What defines the experiment of a run with this (plain, resolved) config training in `precision`."""
+    ident = {key: value for key, value in flatten(config).items()
+             if not any(key == k or key.startswith(k + ".") for k in NOT_THE_EXPERIMENT)}
+    ident["precision"] = precision
+    return ident
+
+
+def fingerprint(ident: dict) -> str:
+    """A short digest of an identity, for people and tables (decisions compare the identities themselves)."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def identity_of(stored: dict) -> dict | None:
+    """The identity of a result.json record or a checkpoint: from the config it stores (records from before
+    fingerprints included), None when it stores none."""
+    if not isinstance(stored.get("config"), dict):
+        return None
+    return identity(stored["config"], stored.get("precision", "fp32"))
+
+
+def differences(recorded: dict, asked: dict, limit: int = 4) -> str:
+    """`optim.lr: 0.01 in the record, 0.05 asked; ...` for the settings that differ (0 == 0.0)."""
+    keys = sorted(k for k in recorded.keys() | asked.keys() if recorded.get(k, ...) != asked.get(k, ...))
+    shown = [f"{k}: {recorded.get(k, 'absent')} in the record, {asked.get(k, 'absent')} asked" for k in keys[:limit]]
+    return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_same(stored: dict, asked: dict, path: Path) -> None:
+    """Raise unless the file at `path` (a record or a checkpoint, as loaded) belongs to the asked experiment."""
+    recorded = identity_of(stored)
+    if recorded is None:
+        raise DirectoryConflict(f"{path} says nothing of the experiment that wrote it: move the directory away, "
+                                "or trainer.restart=true to move its files aside and train from scratch")
+    if recorded != asked:
+        raise DirectoryConflict(f"{path.parent} holds another experiment ({differences(recorded, asked)}): "
+                                "give the run its own out_root or override, or trainer.restart=true to move "
+                                "its files aside and train this one from scratch")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading what a directory holds
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """result.json as a dict, None if there is none; a damaged one raises one line naming it."""
+    path = run_dir / RESULT
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record
+    except (OSError, ValueError) as err:
+        raise DirectoryConflict(f"{path} is unreadable ({type(err).__name__}: {err}): trainer.restart=true "
+                                "moves it aside and trains the run from scratch") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint as saved by save_checkpoint (on the CPU); a damaged one raises one line naming it."""
+    import torch  # here, not at the top: the sweep's plan reads records without loading torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise ValueError("not a checkpoint of jal.train")
+        return state
+    except Exception as err:  # torch raises RuntimeError, EOFError, pickle errors... for a cut file
+        raise DirectoryConflict(f"{path} is damaged ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
+                                "trainer.restart=true moves it aside and trains the run from scratch") from None
+
+
+def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True) -> dict | None:
+    """The newest readable checkpoint of this experiment (checkpoint.pt, else the one before it), None if
+    the run never finished an epoch. A damaged newest one with a good previous one costs an epoch, not the run
+    (mend: it is moved aside as *.damaged; the sweep's plan only looks)."""
+    newest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    if not newest.exists():
+        if not previous.exists():
+            return None
+        newest = previous  # the process stopped between moving the old one aside and writing the new one
+    try:
+        state = load_checkpoint(newest)
+    except DirectoryConflict as damaged:
+        if newest == previous or not previous.exists():
+            raise
+        warn(f"{damaged}; resuming from {previous} instead")
+        if mend:
+            os.replace(newest, newest.with_name(newest.name + ".damaged"))
+        state = load_checkpoint(previous)
+        newest = previous
+    check_same(state, asked, newest)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def atomic_save(path: Path, save, suffix: str) -> None:
+    """save(tmp_path) beside `path`, then rename: a crash mid-write never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
+    os.close(fd)
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_save(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)), ".json")
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """checkpoint.pt, written atomically, with the one it replaces kept as checkpoint.prev.pt."""
+    import torch
+
+    newest = run_dir / CHECKPOINT
+    fd, tmp = tempfile.mkstemp(dir=run_dir, suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        if newest.exists():
+            os.replace(newest, run_dir / PREVIOUS)
+        os.replace(tmp, newest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def move_aside(run_dir: Path) -> list[str]:
+    """trainer.restart=true: rename the run's files to *.damaged (the last such copy replaced); their names."""
+    moved = []
+    for name in RUN_FILES:
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, run_dir / f"{name}.damaged")
+            moved.append(name)
+    return moved
+
+
+# ---------------------------------------------------------------------------------------------------
+# One process per run
+
+
+def try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive flock on `path`, or None when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+class RunLock:
+    """An exclusive flock on <run_dir>/.lock for as long as the `with` block (or the process) lasts. The
+    file names the holder (host, pid, since when) for whoever finds it taken."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = try_lock(self.path)
+        if self.fd is None:
+            raise RunBusy(f"{self.path.parent} is being trained by another process ({holder(self.path)}): "
+                          "not starting it twice")
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text().strip() or "holder unknown"
+    except OSError:
+        return "holder unknown"
+
+
+def held_elsewhere(run_dir: Path) -> str | None:
+    """Who holds the run's lock, when a process holds it now; None when it is free (or there is none)."""
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return None
+    fd = try_lock(path)
+    if fd is None:
+        return holder(path)
+    os.close(fd)
+    return None

@@ -1,0 +1,302 @@
+"""One directory, one experiment (jal/run_dir.py): directories named by cell and settings, identities checked
+before anything is skipped or resumed, one process per run, damaged files, the previous checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIG_DIR, REPO, compose_train
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf, open_dict, read_write
+
+from jal import run_dir, sweep
+from jal import train as jal_train
+from jal.run_dir import DirectoryConflict, RunLock
+
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
+        "trainer.progress=false"]
+SETTINGS = "dataset.test_size=32,dataset.train_size=64,trainer.epochs=2"
+
+
+def jal_train_process(*overrides: str, multirun: bool = False, **popen) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "jal.train", *(["-m"] if multirun else []), *TINY, *overrides]
+    return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=300, **popen)
+
+
+def compose(tmp_path: Path, *overrides: str):
+    return compose_train(TINY + [f"out_root={tmp_path}", *overrides])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Names and identities
+
+
+def test_a_sweep_of_a_hyperparameter_trains_one_directory_per_value(tmp_path):
+    done = jal_train_process("loss=jal_ce", "loss.passive.a=10,30", f"out_root={tmp_path}", multirun=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cell = tmp_path / "synthetic/clean/jal_ce/seed123"
+    for a in (10, 30):
+        settings = f"dataset.test_size=32,dataset.train_size=64,loss.passive.a={a},trainer.epochs=2"  # sorted
+        record = json.loads((cell / settings / "result.json").read_text())
+        assert record["status"] == "finished" and record["config"]["loss"]["passive"]["a"] == a
+        assert record["settings"] == settings
+    assert "Sweep summary: 2 runs: 2 finished" in done.stdout
+    assert "finished already" not in done.stdout + done.stderr
+
+
+def test_the_readme_smoke_run_and_the_full_run_get_their_own_directories():
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        smoke = sweep.plan_runs(["dataset.subset=2000", "trainer.epochs=3", "logger=none"])[0]
+        full = sweep.plan_runs([])[0]
+    assert full.dir.parts[-4:] == ("cifar10", "clean", "ce", "seed123")
+    assert smoke.dir == full.dir / "dataset.subset=2000,trainer.epochs=3"
+
+
+def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_precision_that_trains(tmp_path):
+    def identity_of(*overrides):
+        cfg = compose(tmp_path, *overrides)
+        return run_dir.identity(jal_train.plain_config(cfg), "fp32")
+
+    base = identity_of()
+    assert identity_of("trainer.threads=1", "trainer.progress=true", "trainer.stop_at=5", "logger=wandb",
+                       "trainer.eval_batch_size=7", "trainer.compile=true", "trainer.device=cpu",
+                       "data_dir=/elsewhere", "trainer.restart=true", "trainer.channels_last=false") == base
+    for setting in ("optim.lr=0.05", "trainer.epochs=3", "seed=4", "loss=gce", "trainer.batch_size=64",
+                    "noise=symmetric", "dataset.subset=32", "trainer.eval_every=2"):
+        assert identity_of(setting) != base, setting
+    cfg = compose(tmp_path, "trainer.precision=auto")  # auto is what it means on this machine, fp32 or bf16
+    assert run_dir.identity(jal_train.plain_config(cfg), "bf16") != base
+    assert run_dir.identity(jal_train.plain_config(cfg), "fp32") == base
+
+
+def test_the_directory_name_leaves_out_exactly_the_cell_and_what_is_not_the_experiment():
+    excluded = OmegaConf.load(CONFIG_DIR / "train.yaml").hydra.job.config.override_dirname.exclude_keys
+    cell = {"dataset", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment"}
+    for key in set(excluded) - cell:
+        assert any(key == k or key.startswith(k + ".") for k in run_dir.NOT_THE_EXPERIMENT), key
+    for key in run_dir.NOT_THE_EXPERIMENT:  # precision is the exception: auto resolves per machine
+        assert key in excluded or key in ("run_name", "trainer.precision"), key
+
+
+def test_differences_name_each_setting_with_both_values():
+    recorded = {"optim.lr": 0.01, "trainer.epochs": 3, "precision": "fp32", "noise.rate": 0}
+    asked = {"optim.lr": 0.05, "trainer.epochs": 3, "precision": "fp32", "noise.rate": 0.0, "new": 1}
+    assert run_dir.differences(recorded, asked) == "new: absent in the record, 1 asked; optim.lr: 0.01 in the " \
+                                                   "record, 0.05 asked"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Another experiment's directory
+
+
+@pytest.fixture
+def trained(tmp_path, one_torch_thread):
+    """A finished one-epoch run in a fixed directory, and its config."""
+    cfg = compose(tmp_path, "trainer.epochs=1")
+    result = jal_train.train(cfg, tmp_path / "run")
+    assert result["status"] == "finished"
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("setting, difference", [
+    ("optim.lr=0.05", "optim.lr: 0.01 in the record, 0.05 asked"),
+    ("trainer.epochs=2", "trainer.epochs: 1 in the record, 2 asked"),
+    ("model=resnet34", "model._target_: jal.models.CNN8 in the record, jal.models.ResNet34 asked"),
+])
+def test_a_finished_record_of_another_experiment_is_never_skipped(trained, tmp_path, setting, difference,
+                                                                  monkeypatch):
+    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
+    cfg = compose(tmp_path, "trainer.epochs=1", setting)
+    with pytest.raises(DirectoryConflict, match=f"{trained} holds another experiment") as refused:
+        jal_train.train(cfg, trained)
+    assert difference in str(refused.value) and "trainer.restart=true" in str(refused.value)
+
+
+def test_a_checkpoint_of_another_experiment_is_never_resumed(trained, tmp_path, monkeypatch):
+    (trained / "result.json").unlink()  # as if the run stopped mid-way: only its checkpoint says what it is
+    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(DirectoryConflict, match="optim.lr: 0.01 in the record, 0.02 asked"):
+        jal_train.train(compose(tmp_path, "trainer.epochs=1", "optim.lr=0.02"), trained)
+
+
+def test_the_refusal_is_one_line_and_a_failing_exit(tmp_path):
+    first = jal_train_process("trainer.epochs=1", f"hydra.run.dir={tmp_path}/run")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = jal_train_process("trainer.epochs=1", "optim.lr=0.05", f"hydra.run.dir={tmp_path}/run")
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}/run holds another experiment "
+                                                            "(optim.lr: 0.01 in the record, 0.05 asked)")
+
+
+def test_a_sweep_mapping_two_experiments_onto_one_directory_fails_its_plan(tmp_path):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with pytest.raises(DirectoryConflict, match=r"two runs of different experiments would share .*/same: "
+                                                    r"\[.*optim.lr=0.01\] and \[.*optim.lr=0.05\] "
+                                                    r"\(optim.lr: 0.01 in the record, 0.05 asked\)"):
+            sweep.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.01,0.05", "hydra.sweep.subdir=same"])
+        sweep.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.01,0.05"])  # named apart: fine
+
+
+def test_the_plan_refuses_a_directory_of_another_experiment_before_anything_trains(trained, tmp_path):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with pytest.raises(DirectoryConflict, match="trainer.epochs: 1 in the record, 2 asked"):
+            sweep.plan_runs(TINY + [f"out_root={tmp_path}", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=run"])
+
+
+def test_restart_moves_another_experiments_files_aside_and_trains_this_one(trained, tmp_path):
+    cfg = compose(tmp_path, "trainer.epochs=2", "trainer.restart=true")
+    result = jal_train.train(cfg, trained)
+    assert result["status"] == "finished" and result["epochs"] == 2
+    assert json.loads((trained / "result.json.damaged").read_text())["epochs"] == 1
+    assert {"result.json.damaged", "checkpoint.pt.damaged", "labels.npz.damaged"} <= {p.name for p in trained.iterdir()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# One process per run
+
+
+def test_a_run_held_by_another_process_is_not_started_and_says_who_holds_it(tmp_path):
+    held = tmp_path / "synthetic/clean/ce/seed123" / SETTINGS
+    with RunLock(held):  # this test process holds the run
+        done = jal_train_process(f"out_root={tmp_path}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"not started: {held} is being trained by another process (host {os.uname().nodename}, pid {os.getpid()}, "
+        f"since {(held / '.lock').read_text().split('since ')[1].strip()}): not starting it twice")
+    # nothing of the run read or written (its train.log has the refusal)
+    assert {p.name for p in held.iterdir()} == {".lock", "train.log"}
+
+
+def test_two_processes_started_at_once_train_the_run_once(tmp_path):
+    command = [sys.executable, "-m", "jal.train", *TINY[:3], "trainer.epochs=6", *TINY[4:], f"out_root={tmp_path}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    run = tmp_path / "synthetic/clean/ce/seed123" / SETTINGS.replace("epochs=2", "epochs=6")
+    assert json.loads((run / "result.json").read_text())["status"] == "finished"
+    log = (run / "train.log").read_text()
+    assert log.count("epoch 1/6") == 1 and log.count("epoch 6/6") == 1  # trained once
+    second = "".join(out + err for out, err in outputs)
+    assert "is being trained by another process" in second or "finished already: skipping" in second
+
+
+def test_the_sweep_counts_a_run_held_elsewhere(tmp_path, capsys):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "seed=1,2"])
+    progress = sweep.Progress()
+    progress.start(runs)
+    with read_write(runs[0].cfg.hydra), open_dict(runs[0].cfg.hydra):
+        runs[0].cfg.hydra.runtime.output_dir = str(runs[0].dir)  # as the launcher sets it
+    with RunLock(runs[0].dir):
+        progress.on_job_end(runs[0].cfg, job_return=None)
+        progress.summary()
+    out = capsys.readouterr().out
+    assert f"[0/2] {runs[0].cell}: running elsewhere (host " in out and ": not started here" in out
+    assert f"  not run to an end  {runs[0].cell} (running elsewhere: host " in out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Damaged files
+
+
+def cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+@pytest.mark.parametrize("name, says", [("result.json", "is unreadable (JSONDecodeError"),
+                                        ("checkpoint.pt", "is damaged ("), ("labels.npz", "is damaged (")])
+def test_a_damaged_file_is_named_in_one_line_and_restart_recovers(tmp_path, name, says, one_torch_thread):
+    cfg = compose(tmp_path, "trainer.epochs=2")
+    done = jal_train.train(cfg, tmp_path / "run")
+    if name != "result.json":
+        (tmp_path / "run" / "result.json").unlink()  # a run still going: its checkpoint and labels are read
+        (tmp_path / "run" / "checkpoint.prev.pt").unlink()  # (with a good previous checkpoint it goes on, below)
+    cut(tmp_path / "run" / name)
+    with pytest.raises(DirectoryConflict) as damaged:
+        jal_train.train(cfg, tmp_path / "run")
+    assert str(damaged.value).startswith(f"{tmp_path / 'run' / name} {says}")
+    assert str(damaged.value).endswith("trainer.restart=true moves it aside and trains the run from scratch")
+    again = jal_train.train(compose(tmp_path, "trainer.epochs=2", "trainer.restart=true"), tmp_path / "run")
+    assert again["status"] == "finished" and again["history"][-1]["train_loss"] == done["history"][-1]["train_loss"]
+    assert (tmp_path / "run" / f"{name}.damaged").exists()
+
+
+def test_labels_of_another_draw_are_refused(tmp_path, one_torch_thread):
+    cfg = compose(tmp_path, "trainer.epochs=1", "noise=symmetric", "noise.rate=0.4")
+    jal_train.train(cfg, tmp_path / "run")
+    (tmp_path / "run" / "result.json").unlink()
+    path = tmp_path / "run" / "labels.npz"
+    with np.load(path) as stored:
+        labels = dict(stored)
+    labels["noisy"] = (labels["noisy"] + 1) % 10
+    np.savez(path, **labels)
+    with pytest.raises(DirectoryConflict, match="labels.npz holds other labels than this run draws"):
+        jal_train.train(cfg, tmp_path / "run")
+
+
+def test_a_damaged_newest_checkpoint_costs_one_epoch_not_the_run(tmp_path, one_torch_thread, monkeypatch):
+    """Killed after epoch 2 of 3 with checkpoint.pt then cut: the run resumes from checkpoint.prev.pt (epoch 1)
+    and ends exactly as an uninterrupted run."""
+    cfg = compose(tmp_path, "trainer.epochs=3")
+    uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
+    save, saved = jal_train.save_checkpoint, []
+
+    def save_then_die_after_epoch_2(directory, state):
+        save(directory, state)
+        saved.append(state["epoch"])
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(jal_train, "save_checkpoint", save_then_die_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        jal_train.train(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(jal_train, "save_checkpoint", save)
+    cut(tmp_path / "resumed" / "checkpoint.pt")
+    resumed = jal_train.train(cfg, tmp_path / "resumed")
+    assert resumed["history"][0] == torch.load(tmp_path / "resumed" / "checkpoint.pt",
+                                               weights_only=True)["history"][0]
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_second", "seconds")} for e in h]
+    assert strip(resumed["history"]) == strip(uninterrupted["history"])
+    assert (tmp_path / "resumed" / "checkpoint.pt.damaged").exists()
+
+
+def test_a_damaged_file_stops_the_command_in_one_line(tmp_path):
+    first = jal_train_process("trainer.epochs=1", f"hydra.run.dir={tmp_path}/run")
+    assert first.returncode == 0, first.stderr[-2000:]
+    cut(tmp_path / "run" / "result.json")
+    again = jal_train_process("trainer.epochs=1", f"hydra.run.dir={tmp_path}/run")
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}/run/result.json is unreadable")
+
+
+def test_a_diverging_run_ends_in_one_line_and_a_failed_record(tmp_path):
+    done = jal_train_process("optim.lr=1e30", f"hydra.run.dir={tmp_path}/run")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: non-finite training loss in epoch ") and "lower optim.lr" in last
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["status"] == "failed" and f"in epoch {record['epoch']} " in record["error"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The committed records
+
+
+def test_the_committed_quick_records_are_still_skipped_by_the_plan():
+    env = {k: v for k, v in os.environ.items() if k not in ("PRESET", "LAUNCHER", "JOBS", "THREADS", "CELLS")}
+    env.update(PYTHON=sys.executable, DRY_RUN="1", PRESET="quick", OMP_NUM_THREADS="1")
+    started = time.time()
+    done = subprocess.run(["bash", "scripts/reproduce_cifar10.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    committed = len(list((REPO / "results/quick/runs/cifar10").rglob("result.json")))
+    assert f": {committed} finished already," in done.stdout, done.stdout
+    assert time.time() - started < 120
