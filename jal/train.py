@@ -408,6 +408,7 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> dict:
     stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, device)
 
     model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
+    criterion.fit_labels(y_noisy)  # losses that read the training labels (NLNL's class weights); most ignore it
     params = list(model.parameters())
     if warning := amse_warning(cfg, criterion):
         log.warning(warning)
@@ -443,6 +444,7 @@ def train_locked(cfg: DictConfig, run_dir: Path) -> dict:
                 return result | provenance
             epoch_start = time.perf_counter()
             generator = epoch_generator(cfg.seed, epoch, device)
+            criterion.set_generator(generator)  # losses that draw (NLNL) draw from the epoch's stream too
             sums = train_epoch(step_model, criterion, optimizer, params, cfg, bf16, x_train, y_noisy, y_clean,
                                is_corrupted, stats, generator)
             # Once per epoch: read the sums back (the only host-device sync of the epoch's training).
