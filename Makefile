@@ -14,7 +14,7 @@ export JAL_DATA_DIR ?= data
 SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 
-.PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n \
+.PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n reproduce-ablation \
 	notebooks bench gpu-check clean
 
 install: $(VENV)/.installed
@@ -44,6 +44,9 @@ reproduce-cifar10-idn: install
 
 reproduce-cifar10n: install
 	$(SWEEP) bash scripts/reproduce_cifar10n.sh
+
+reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AMSE's a, into results/ablation
+	$(SWEEP) bash scripts/reproduce_ablation.sh
 
 # One protocol's records at a time (a cell mixing quick and paper runs would mean nothing): the paper's when
 # there are any, else the quick preset's; RECORDS=dir1:dir2 chooses.

@@ -286,9 +286,54 @@ class GCEConfig(LossConfig):
 @dataclass
 class AMSEConfig(LossConfig):
     a: float = 1.0
+    q: float = 2.0  # the exponent; 2 is AMSE, others are the paper's ablation (the reference's AMSE_with_q)
 
     def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not in the family (docs/protocol.md section 2)
         require(self.a >= 1, "a", self.a, "must be >= 1 (AMSE)", 30.0)
+        require_positive("q", self.q, 2.0)
+
+
+@dataclass
+class LDRKLConfig(LossConfig):
+    threshold: float = 0.1
+    lam: float = 1.0
+
+    def __post_init__(self):
+        require_positive("threshold", self.threshold, 0.1, strict=False)
+        require_positive("lam", self.lam, 10.0)
+
+
+@dataclass
+class CELCConfig(LossConfig):
+    delta: float = 2.5
+
+    def __post_init__(self):
+        require_positive("delta", self.delta, 2.5)
+
+
+@dataclass
+class EpsSoftmaxConfig(LossConfig):  # ECE
+    m: float = 1e5
+
+    def __post_init__(self):
+        require_positive("m", self.m, 1e5, strict=False)
+
+
+@dataclass
+class EpsFocalConfig(EpsSoftmaxConfig):  # EFL
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_positive("gamma", self.gamma, 0.1, strict=False)
+
+
+@dataclass
+class NLNLConfig(LossConfig):
+    min_prob: float = 1e-5
+
+    def __post_init__(self):
+        require(0 < self.min_prob < 1, "min_prob", self.min_prob, "is outside (0, 1)", 1e-5)
 
 
 @dataclass
@@ -342,6 +387,9 @@ SCHEMAS = {
     "loss/loss": LossConfig, "loss/focal": FocalConfig, "loss/nnce": NNCEConfig, "loss/nnfl": NNFLConfig,
     "loss/mae": MAEConfig, "loss/gce": GCEConfig, "loss/amse": AMSEConfig, "loss/ael": AELConfig,
     "loss/aul": AULConfig, "loss/agce": AGCEConfig, "loss/active_passive": ActivePassiveConfig,
+    "loss/ldr_kl": LDRKLConfig, "loss/ce_lc": CELCConfig, "loss/eps_softmax": EpsSoftmaxConfig,
+    "loss/eps_focal": EpsFocalConfig,
+    "loss/nlnl": NLNLConfig,
 }
 for path, schema in SCHEMAS.items():
     group, _, name = f"schema/{path}".rpartition("/")
@@ -350,6 +398,79 @@ for path, schema in SCHEMAS.items():
 # `${subdir:${hydra:job.override_dirname}}` in run_name: "/<settings>" when settings were given, else nothing,
 # so the paper's grid keeps its plain cell directories (configs/train.yaml).
 OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings}" if settings else "", replace=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rules that pick values from other settings: resolvers used by the config files
+
+
+# The eps-Softmax losses' (alpha, beta, m) per dataset, noise type and rate: the reference's get_eps_softmax.
+# A rate of None stands for every rate. Clean data takes the symmetric row at rate 0; the reference's
+# "dependent" noise is our instance noise, which on CIFAR-100 takes the symmetric rows.
+_C100_SYMMETRIC = {0.0: (0.1, 1.0, 1e4), 0.2: (0.05, 1.0, 1e4), 0.4: (0.03, 1.0, 1e4), 0.6: (0.00125, 1.0, 1e4),
+                   0.8: (0.0075, 1.0, 1e4)}
+EPS_SOFTMAX = {
+    ("cifar10", "symmetric"): {None: (0.01, 5.0, 1e5)},
+    ("cifar10", "asymmetric"): {None: (0.02, 5.0, 1e3)},
+    ("cifar10", "instance"): {None: (0.045, 10.0, 1e5)},
+    ("cifar100", "symmetric"): _C100_SYMMETRIC,
+    ("cifar100", "instance"): _C100_SYMMETRIC,
+    ("cifar100", "asymmetric"): {0.1: (0.015, 1.0, 1e2), 0.2: (0.007, 1.0, 1e2), 0.3: (0.005, 1.0, 1e2),
+                                 0.4: (0.004, 1.0, 1e2)},
+}
+DATASET_STAND_INS = {"synthetic": "cifar10"}  # synthetic runs take CIFAR-10's hyperparameters
+
+
+def eps_softmax_hyperparameters(dataset: str, noise_type: str, rate) -> tuple[float, float, float]:
+    """(alpha, beta, m) of CE_eps+MAE / FL_eps+MAE for a dataset and noise setting; ConfigError if the
+    reference gives none."""
+    dataset = DATASET_STAND_INS.get(dataset, dataset)
+    if noise_type == "none":
+        noise_type, rate = "symmetric", 0.0
+    rows = EPS_SOFTMAX.get((dataset, noise_type), {})
+    rate = None if rate is None else round(float(rate), 4)
+    values = rows.get(None) or rows.get(rate)
+    if values is None:
+        raise ConfigError(
+            f"the reference gives no eps-Softmax hyperparameters for dataset={dataset} noise={noise_type} "
+            f"noise.rate={rate}: set loss.alpha, loss.beta and loss.active.m yourself (e.g. loss.alpha=0.01 "
+            f"loss.beta=5 loss.active.m=1e5), or use a setting of its table: "
+            + "; ".join(f"{d} {n} {'any rate' if None in r else '/'.join(map(str, r))}"
+                        for (d, n), r in EPS_SOFTMAX.items()))
+    return values
+
+
+def _eps_softmax_resolver(key: str, dataset: str, noise_type: str, rate) -> float:
+    return eps_softmax_hyperparameters(dataset, noise_type, rate)[("alpha", "beta", "m").index(key)]
+
+
+# The regularisation rule (docs/protocol.md section 1, the reference's get_weight_decay_config), keyed by the
+# loss's terms, so that every loss, a new one too, gets it without a file of its own: L1 on all parameters
+# and no L2 when a term is AMSE (strength dataset.l1_amse, checked first), NNCE or NNFL (dataset.l1_nnce);
+# otherwise L2 weight decay dataset.weight_decay. MSE (AMSE's a = 1) is its own class and takes L2.
+L1_TERMS = {"jal.losses.AMSE": "l1_amse", "jal.losses.NNCE": "l1_nnce", "jal.losses.NNFL": "l1_nnce"}
+
+
+def loss_terms(loss) -> list[str]:
+    """The _target_ of a loss config and of its active and passive terms."""
+    return [node["_target_"] for node in (loss, loss.get("active"), loss.get("passive"))
+            if OmegaConf.is_dict(node) and "_target_" in node]
+
+
+def regularization(loss, dataset) -> tuple[float, float]:
+    """(l1, weight_decay) for a loss config and a dataset config."""
+    keys = {L1_TERMS[t] for t in loss_terms(loss) if t in L1_TERMS}
+    if not keys:
+        return 0.0, float(dataset.weight_decay)
+    return float(dataset["l1_amse" if "l1_amse" in keys else "l1_nnce"]), 0.0
+
+
+for _name, _resolver in {
+    "jal.eps_softmax": _eps_softmax_resolver,
+    "jal.l1": lambda loss, dataset: regularization(loss, dataset)[0],
+    "jal.weight_decay": lambda loss, dataset: regularization(loss, dataset)[1],
+}.items():
+    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -373,6 +494,11 @@ def check_config(cfg) -> None:
                 err.key = f"{section}.{err.key}"
                 raise
             except OmegaConfBaseException as err:  # a missing value, an interpolation that does not resolve
+                cause = err  # a rule of a resolver above raised it: its own line, not OmegaConf's wrapping
+                while cause is not None and not isinstance(cause, ConfigError):
+                    cause = cause.__cause__ or cause.__context__
+                if cause is not None:
+                    raise cause from None
                 raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
     kind, name = cfg.noise.type, cfg.dataset.name
     if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):

@@ -11,6 +11,14 @@ configs/loss/ spell out each combination of the paper.
 Two details of the reference implementation change gradients and are matched here:
 - FL, NFL and NNFL treat the focal factor (1 - p)^gamma as a constant (computed from detached p).
 - NCE's normaliser -sum_k log p_k is not detached.
+
+The baselines of the published tables that are not active/passive sums (LDR-KL, CE+LC, the eps-Softmax
+losses, NLNL) are single classes here, each following the reference's class of the same loss; where that
+differs from its paper, the docstring says how.
+
+Two optional hooks serve losses that need more than (logits, targets): `fit_labels` is called once before
+training with the noisy training labels, `set_generator` before each epoch with the run's generator for that
+epoch (so a resumed run draws exactly what an uninterrupted one would). Only NLNL uses them.
 """
 
 import math
@@ -29,6 +37,12 @@ class Loss(nn.Module):
 
     def per_sample(self, logits: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def fit_labels(self, labels: Tensor) -> None:
+        """Called once before training with the (noisy) training labels; most losses need nothing."""
+
+    def set_generator(self, generator: torch.Generator) -> None:
+        """Called before each epoch with the epoch's generator; losses that draw random numbers use it."""
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -202,18 +216,150 @@ class AEL(Loss):
 class AMSE(Loss):
     """Asymmetric mean square error, the paper's passive loss: (1/K) ||a e_y - p||^2, a >= 1.
 
-    a = 1 is plain MSE. AMSE is asymmetric (robust) when a clears the bound of jal.theory.amse_min_a.
+    AMSE is asymmetric (robust) when a clears the bound of jal.theory.amse_min_a. The exponent q (the
+    reference's `AMSE_with_q`, for the paper's ablation) generalises it to (1/K) sum_k |a e_k - p_k|^q;
+    q = 2 is AMSE. The reference computes |(p_k - a e_k)^q|, which is the same for integer q and NaN for
+    fractional q (a negative base); we take |.|^q, defined for every q > 0.
     """
 
-    def __init__(self, num_classes: int, a: float = 1.0):
+    def __init__(self, num_classes: int, a: float = 1.0, q: float = 2.0):
         super().__init__(num_classes)
         if a < 1:
             raise ValueError(f"AMSE needs a >= 1, got a={a}: set loss a to 1 (plain MSE) or more")
-        self.a = a
+        self.a, self.q = a, q
 
     def per_sample(self, logits, targets):
-        target = self.a * F.one_hot(targets, self.num_classes).float()
-        return (target - F.softmax(logits, dim=1)).square().mean(dim=1)
+        diff = self.a * F.one_hot(targets, self.num_classes).float() - F.softmax(logits, dim=1)
+        return (diff.square() if self.q == 2 else diff.abs() ** self.q).mean(dim=1)
+
+
+class MSE(AMSE):
+    """Plain MSE on the softmax, (1/K) ||e_y - p||^2: AMSE with a = 1, kept a class of its own because the
+    reference trains it (its `MSELoss`) with L2, not with the L1 of the losses with an AMSE term."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes, a=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The other baselines of the published tables (the eps-Softmax paper's main table)
+
+
+class LDRKL(Loss):
+    """LDR-KL (Zhu et al., ICML 2023), as the reference's `LDRLoss_V1`:
+
+        s = softplus(z) / mean_k softplus(z_k),  d_k = (c [k != y] + s_k - s_y) / lambda,
+        LDR-KL = lambda * log((1/K) sum_k exp(d_k)),
+
+    with margin c (`threshold`) and temperature lambda. The scores are softplus-normalised logits, as in
+    the reference, not the raw logits of the paper's definition.
+    """
+
+    def __init__(self, num_classes: int, threshold: float = 0.1, lam: float = 1.0):
+        super().__init__(num_classes)
+        self.threshold, self.lam = threshold, lam
+
+    def per_sample(self, logits, targets):
+        s = F.softplus(logits)
+        s = s / s.mean(dim=1, keepdim=True)
+        margin = self.threshold * (1.0 - F.one_hot(targets, self.num_classes).float())
+        d = (margin + s - _pick(s, targets).unsqueeze(1)) / self.lam
+        return self.lam * (torch.logsumexp(d, dim=1) - math.log(self.num_classes))
+
+
+class CELC(Loss):
+    """CE with logit clipping (LogitClip, Wei et al., ICML 2023), as the reference's `CEandLC`: a sample's
+    logits z with ||z||_2 > 1/delta are rescaled to delta z / (||z||_2 + 1e-8), the others kept; then CE on
+    the clipped logits, p clamped to [1e-8, 1]. The reference's threshold (1/delta) and target norm (delta)
+    differ, so logits with 1/delta < ||z|| < delta are scaled up; we do the same."""
+
+    def __init__(self, num_classes: int, delta: float = 2.5):
+        super().__init__(num_classes)
+        self.delta = delta
+
+    def clip(self, logits: Tensor) -> Tensor:
+        norms = logits.norm(dim=1, keepdim=True) + 1e-8
+        return torch.where(norms > 1.0 / self.delta, logits / norms * self.delta, logits)
+
+    def per_sample(self, logits, targets):
+        p = F.softmax(self.clip(logits), dim=1).clamp(min=1e-8, max=1.0)
+        return -_pick(p, targets).log()
+
+
+def eps_softmax(logits: Tensor, m: float) -> Tensor:
+    """eps-Softmax (Wang et al., NeurIPS 2024): (p + m e_argmax(p)) / (1 + m), still a distribution, and within
+    1/(1 + m) of a one-hot vector. The argmax carries no gradient."""
+    p = F.softmax(logits, dim=1)
+    top = F.one_hot(p.argmax(dim=1), p.shape[1]).to(p.dtype)
+    return (p + m * top) / (1.0 + m)
+
+
+class ECE(Loss):
+    """CE on the eps-Softmax probabilities (the reference's `ECELoss`): -log clamp(p^eps_y, 1e-8).
+    Trained as CE_eps+MAE = alpha ECE + beta MAE (configs/loss/ce_eps_mae.yaml)."""
+
+    def __init__(self, num_classes: int, m: float = 1e5):
+        super().__init__(num_classes)
+        self.m = m
+
+    def per_sample(self, logits, targets):
+        return -_pick(eps_softmax(logits, self.m).clamp(min=1e-8), targets).log()
+
+
+class EFL(Loss):
+    """Focal loss on the eps-Softmax probabilities (the reference's `EFocalLoss`):
+    -(1 - p^eps_y)^gamma log p^eps_y, p^eps clamped at 1e-8, focal factor detached, gamma 0.1 (the
+    reference's default inside `EFLandMAE`, not FL's 0.5)."""
+
+    def __init__(self, num_classes: int, m: float = 1e5, gamma: float = 0.1):
+        super().__init__(num_classes)
+        self.m, self.gamma = m, gamma
+
+    def per_sample(self, logits, targets):
+        log_p_y = _pick(eps_softmax(logits, self.m).clamp(min=1e-8).log(), targets)
+        return -_focal_weights(log_p_y, self.gamma) * log_p_y
+
+
+class NLNL(Loss):
+    """Negative learning (Kim et al., ICCV 2019), the NL stage only, as the reference's `NLNL` class computes
+    it: for each sample a complementary label ybar = (y + r) mod K, r uniform in {1, ..., K-1}, drawn anew
+    every step, and
+
+        NLNL = -w_y log clamp(1 - p_ybar, 1e-5, 1),   w_k = max_j n_j / n_k,
+
+    n_k the number of training samples whose noisy label is k (`fit_labels`). The reference also adds a
+    class-weighted CE over no samples (every label set to the ignore index), which is 0 * nan = nan in
+    current PyTorch; we leave it out, which is the value it was meant to have (0). The original method's
+    further stages (selective NL, then selective PL) are not part of it.
+
+    The complementary labels are drawn from the generator `set_generator` gives (the run's per-epoch
+    generator), else from torch's global one.
+    """
+
+    def __init__(self, num_classes: int, min_prob: float = 1e-5):
+        super().__init__(num_classes)
+        self.min_prob = min_prob
+        self.class_weights = torch.ones(num_classes)
+        self._generator = None
+
+    def fit_labels(self, labels):
+        counts = torch.bincount(labels.flatten(), minlength=self.num_classes).float()
+        self.class_weights = counts.max() / counts.clamp(min=1.0)  # a class no sample has is never weighted
+
+    def set_generator(self, generator):
+        self._generator = generator
+
+    def complementary_labels(self, targets: Tensor) -> Tensor:
+        r = torch.randint(1, self.num_classes, targets.shape, generator=self._generator, device=targets.device)
+        return (targets + r) % self.num_classes
+
+    def per_sample(self, logits, targets):
+        p_neg = _pick(F.softmax(logits, dim=1), self.complementary_labels(targets))
+        weights = self.class_weights.to(logits.device)[targets]
+        return -weights * (1.0 - p_neg).clamp(min=self.min_prob, max=1.0).log()
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, min_prob={self.min_prob}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,6 +378,14 @@ class ActivePassive(Loss):
         return self.alpha * self.active.per_sample(logits, targets) + self.beta * self.passive.per_sample(
             logits, targets
         )
+
+    def fit_labels(self, labels):
+        self.active.fit_labels(labels)
+        self.passive.fit_labels(labels)
+
+    def set_generator(self, generator):
+        self.active.set_generator(generator)
+        self.passive.set_generator(generator)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}"

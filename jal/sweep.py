@@ -22,13 +22,10 @@ import os
 import shlex
 import time
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, product
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -37,7 +34,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from jal.config import CONFIG_DIR, ConfigError, check_config, one_line
-from jal.run_dir import DirectoryConflict, check_same, held_elsewhere, identity, latest_checkpoint, read_record
+from jal.run_dir import (
+    CHECKPOINT,
+    PREVIOUS,
+    RESULT,
+    DirectoryConflict,
+    check_same,
+    differences,
+    held_elsewhere,
+    identity,
+    latest_checkpoint,
+    read_record,
+)
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
@@ -52,7 +60,20 @@ class Run:
     dir: Path
     cell: str              # run_name: dataset/noise/loss/seed
     cfg: DictConfig        # the job's composed config, Hydra's node included
-    identity: dict         # the experiment it is (jal/run_dir.py)
+    _identity: dict | None = None
+
+    def identity(self) -> dict:
+        """The experiment it is (jal/run_dir.py), worked out when needed (its directory is shared or holds
+        files): resolving a whole config takes ~0.1 s, too long to do for every run of a 300-run plan."""
+        if self._identity is None:
+            saved = HydraConfig.instance().cfg
+            HydraConfig.instance().set_config(self.cfg)  # run_name reads hydra:runtime.choices
+            try:
+                self._identity = run_identity(self.cfg)
+            finally:
+                if saved is not None:
+                    HydraConfig.instance().set_config(saved)
+        return self._identity
 
     def work(self, from_epoch: int = 0) -> float:
         """Training images left from `from_epoch` on; an evaluated test image counts as a third of a trained
@@ -70,9 +91,23 @@ class Run:
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
-    """The jobs of `python -m jal.train -m <overrides>`, in launch order: Hydra's basic sweeper's split."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [list(job) for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    """The jobs of `python -m jal.train -m <overrides>`, in launch order, as Hydra's basic sweeper splits them:
+    the cartesian product of each key's values, the first key varying slowest; a key given twice takes its
+    last values."""
+    choices = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        values = (override.sweep_string_iterator() if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        choices[key] = [f"{key}={value}" for value in values]
+    return [list(job) for job in product(*choices.values())]
+
+
+def settings_dirname(overrides, dirname: DictConfig) -> str:
+    """hydra.job.override_dirname of a job with these (parsed) task overrides: the lines whose keys are not
+    excluded, sorted, joined by item_sep, with kv_sep for '=' (Hydra's own rule)."""
+    lines = sorted(o.input_line for o in overrides if o.key_or_group not in dirname.exclude_keys)
+    return dirname.item_sep.join(lines).replace("=", dirname.kv_sep)
 
 
 def compose_jobs(jobs: list[list[str]], config_name: str = "train") -> list[DictConfig]:
@@ -80,28 +115,28 @@ def compose_jobs(jobs: list[list[str]], config_name: str = "train") -> list[Dict
 
     Hydra composes the defaults chosen by the config-group overrides, then applies the value overrides
     (`seed=124`, `noise.rate=0.8`). Composing takes ~0.1 s, so jobs that differ only in values share one
-    composition, and their values are applied by Hydra's own function: 297 runs compose 33 times."""
-    repo = GlobalHydra.instance().config_loader().repository
+    composition and get their values by OmegaConf.update, as Hydra applies them: 297 runs compose 33 times
+    (tests/test_sweep.py checks each against its own full composition)."""
     parser = OverridesParser.create()
     composed, configs = {}, []
     for num, job in enumerate(jobs):
         parsed = parser.parse_overrides(job)
-        # Hydra's rule (defaults_list.Overrides): a value override is one whose key is no config group;
-        # dict and list values, and +/~ edits, go into the composition itself.
-        is_value = [not repo.group_exists(o.key_or_group) and not (o.is_add() or o.is_delete() or o.is_force_add())
+        # Hydra's rule: a value override is one whose key is no config group; dict and list values, and
+        # +/~ edits, go into the composition itself.
+        is_value = [not (CONFIG_DIR / o.key_or_group).is_dir() and not o.is_hydra_override()
+                    and not (o.is_add() or o.is_delete() or o.is_force_add())
                     and not isinstance(o.value(), (dict, list)) for o in parsed]
-        values = [o for o, value in zip(parsed, is_value) if value]
         groups = tuple(o.input_line for o, value in zip(parsed, is_value) if not value)
         if groups not in composed:
             composed[groups] = compose(config_name, list(groups), return_hydra_config=True)
         cfg = copy.deepcopy(composed[groups])
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        for override, value in zip(parsed, is_value):
+            if value:
+                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in parsed if not o.is_hydra_override()]
-            dirname = cfg.hydra.job.config.override_dirname  # the run directory's settings part, as Hydra names it
-            cfg.hydra.job.override_dirname = get_overrides_dirname(
-                [o for o in parsed if not o.is_hydra_override()], list(dirname.exclude_keys), dirname.item_sep,
-                dirname.kv_sep)
+            cfg.hydra.job.override_dirname = settings_dirname([o for o in parsed if not o.is_hydra_override()],
+                                                              cfg.hydra.job.config.override_dirname)
             cfg.hydra.job.id, cfg.hydra.job.num = num, num  # as the basic and joblib launchers set them
         configs.append(cfg)
     return configs
@@ -117,9 +152,10 @@ def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
             HydraConfig.instance().set_config(cfg)  # run_name reads hydra:runtime.choices
             check_config(cfg)  # every run's values, before the first one trains
             run_dir = os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
-            runs.append(Run(Path(run_dir), cfg.run_name, cfg, run_identity(cfg)))
+            runs.append(Run(Path(run_dir), cfg.run_name, cfg))
     finally:
-        HydraConfig.instance().cfg = saved
+        if saved is not None:  # inside a multirun: the launching config again
+            HydraConfig.instance().set_config(saved)
     check_directories(runs)
     return runs
 
@@ -139,25 +175,23 @@ def check_directories(runs: list[Run]) -> None:
     """One directory, one experiment: across the sweep's runs, and against what each directory holds."""
     first_of = {}
     for run in runs:
-        asked = run.identity
         if run.dir in first_of:
-            other, other_identity = first_of[run.dir]
-            if other_identity != asked:
-                from jal.run_dir import differences
-
+            other = first_of[run.dir]
+            if other.identity() != run.identity():
                 raise DirectoryConflict(
                     f"two runs of different experiments would share {run.dir}: [{job_line(other)}] and "
-                    f"[{job_line(run)}] ({differences(other_identity, asked)}): add the setting that tells them "
-                    "apart to the overrides, or remove it from hydra.job.config.override_dirname.exclude_keys")
+                    f"[{job_line(run)}] ({differences(other.identity(), run.identity())}): add the setting that "
+                    "tells them apart to the overrides, or take it out of "
+                    "hydra.job.config.override_dirname.exclude_keys")
             continue
-        first_of[run.dir] = (run, asked)
-        if run.cfg.trainer.restart:  # its files will be moved aside
-            continue
+        first_of[run.dir] = run
+        if run.cfg.trainer.restart or not any((run.dir / name).exists() for name in (RESULT, CHECKPOINT, PREVIOUS)):
+            continue  # its files will be moved aside, or it has none
         if (record := read_record(run.dir)) is not None:
-            check_same(record, asked, run.dir / "result.json")
+            check_same(record, run.identity(), run.dir / RESULT)
             if record.get("status") == "finished":
                 continue
-        latest_checkpoint(run.dir, asked, warn=lambda line: None, mend=False)
+        latest_checkpoint(run.dir, run.identity(), warn=lambda line: None, mend=False)
 
 
 def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:

@@ -33,11 +33,13 @@ LOSS_LABELS = {
     "nce": "NCE", "nfl": "NFL", "aul": "AUL", "agce": "AGCE", "ael": "AEL", "nnce": "NNCE", "nnfl": "NNFL",
     "amse": "AMSE", "nce_rce": "NCE+RCE", "nce_mae": "NCE+MAE", "nfl_rce": "NFL+RCE", "nfl_mae": "NFL+MAE",
     "nce_agce": "NCE+AGCE", "nce_aul": "NCE+AUL", "nce_ael": "NCE+AEL", "anl_ce": "ANL-CE",
-    "anl_fl": "ANL-FL", "jal_ce": "JAL-CE", "jal_fl": "JAL-FL",
+    "anl_fl": "ANL-FL", "jal_ce": "JAL-CE", "jal_fl": "JAL-FL", "ldr_kl": "LDR-KL", "ce_lc": "CE+LC",
+    "ce_eps_mae": "CE_ε+MAE", "fl_eps_mae": "FL_ε+MAE", "nlnl": "NLNL", "agce_mae": "AGCE+MAE",
 }
 # the paper's row order; losses not listed follow (those in LOSS_LABELS first, then alphabetically)
-LOSS_ORDER = ["ce", "fl", "gce", "sce", "nce_rce", "nfl_rce", "nce_mae", "nfl_mae", "nce_agce", "nce_aul",
-              "nce_ael", "anl_ce", "anl_fl", "jal_ce", "jal_fl"]
+LOSS_ORDER = ["ce", "fl", "gce", "nlnl", "sce", "nce_rce", "nfl_rce", "nce_mae", "nfl_mae", "nce_agce", "nce_aul",
+              "nce_ael", "ldr_kl", "ce_lc", "ce_eps_mae", "fl_eps_mae", "anl_ce", "anl_fl", "jal_ce", "jal_fl",
+              "nce", "amse", "agce_mae"]  # the last three: the JAL paper's ablation
 LOSS_ORDER += [name for name in LOSS_LABELS if name not in LOSS_ORDER]
 
 DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "synthetic": "Synthetic"}
@@ -48,18 +50,27 @@ NOISE_SHORT = {"symmetric": "Sym", "asymmetric": "Asym", "instance": "IDN", "hum
 HUMAN_LABEL_ORDER = ["aggre", "rand1", "rand2", "rand3", "worst", "noisy"]
 
 # Which published figure goes beside a cell: the first of these sources that has it. Each source covers
-# one kind of noise, so one list serves all columns; sources not listed (jal2025_ablation: different
-# models; anl2023) are never picked. Marks are the compact per-cell source tags used in table.md.
+# one kind of noise, so one list serves all columns; the JAL paper's ablation table is the only source of
+# its rows (NCE, AMSE and AGCE+MAE alone), and anl2023's two cells are also in sources listed before it.
+# Marks are the compact per-cell source tags used in table.md.
 SOURCE_PRIORITY = ["jal2025_main", "jal2025_idn", "jal2025_cifarn",
-                   "epssoftmax2024_main", "epssoftmax2024_idn", "epssoftmax2024_cifarn"]
+                   "epssoftmax2024_main", "epssoftmax2024_idn", "epssoftmax2024_cifarn", "jal2025_ablation", "anl2023"]
 SOURCE_MARKS = {"jal2025_main": "", "jal2025_idn": "", "jal2025_cifarn": "",
-                "epssoftmax2024_main": "†", "epssoftmax2024_idn": "†", "epssoftmax2024_cifarn": "‡"}
+                "epssoftmax2024_main": "†", "epssoftmax2024_idn": "†", "epssoftmax2024_cifarn": "‡",
+                "jal2025_ablation": "§", "anl2023": "¶"}
 SOURCE_NOTES = {
     "jal2025_main": "JAL paper, main table", "jal2025_idn": "JAL paper, instance-dependent noise table",
     "jal2025_cifarn": "JAL paper, CIFAR-N table, epoch not stated",
     "epssoftmax2024_main": "ε-Softmax paper, NeurIPS 2024, same authors and protocol: main table",
     "epssoftmax2024_idn": "ε-Softmax paper: instance-dependent noise table",
     "epssoftmax2024_cifarn": "ε-Softmax paper: CIFAR-N table, best epoch over 5 runs, not last epoch over 3",
+    "jal2025_ablation": "JAL paper, ablation table", "anl2023": "Active Negative Loss paper, NeurIPS 2023",
+}
+# Losses whose published figure may not measure the loss we train: marked * beside the figure, explained
+# under the table.
+PUBLISHED_CAVEATS = {
+    "nlnl": ("NLNL: ours is negative learning alone (the NL stage, as the reference's NLNL class computes it); "
+             "the published figure may come from the original three-stage method (NL, selective NL, selective PL)"),
 }
 
 CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noise_labels", "mean", "std",
@@ -457,7 +468,7 @@ def render_markdown(rows, with_fidelity=True):
                     if best[column] is not None and r["mean"] == best[column]:
                         text = f"**{text}**"
                 if r is not None and r["published"] is not None:
-                    mark = SOURCE_MARKS[r["published_source"]]
+                    mark = SOURCE_MARKS[r["published_source"]] + ("*" if loss in PUBLISHED_CAVEATS else "")
                     if r["difference"] is None:
                         text += f" ({r['published']:.2f}{mark})"
                     else:
@@ -471,6 +482,9 @@ def render_markdown(rows, with_fidelity=True):
             lines += ["", "Published figures: " + "; ".join(
                 f"{mark or 'unmarked'} = " + ", ".join(f"{s} ({SOURCE_NOTES[s]})" for s in sources
                                                        if SOURCE_MARKS[s] == mark) for mark in marks) + "."]
+        caveats = sorted({r["loss"] for r in table if r["published"] is not None} & set(PUBLISHED_CAVEATS))
+        if caveats:
+            lines += [""] + [f"\\* {PUBLISHED_CAVEATS[loss]}." for loss in caveats]
         issues = [f"- {r['loss_label']}, {r['header']}: {issue}" for r in table for issue in r["issues"]]
         lines += ["", "Runs to check:" if issues else "All cells complete.", *issues, ""]
     return "\n".join(lines)

@@ -648,12 +648,13 @@ def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tenso
     return training, images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
 
 
-def build_member(m: Member) -> None:
+def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     """The member's model (initial weights from its seed), loss, SGD and schedule, as a run alone builds
     them, loaded from its checkpoint when it has one; its cell, provenance and W&B run."""
     cfg = m.cfg
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
     m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device)
+    m.criterion.fit_labels(y_noisy)  # losses that read the training labels (NLNL's class weights); most ignore it
     if warning := amse_warning(cfg, m.criterion):
         log.warning(warning)
     m.history = []
@@ -677,8 +678,8 @@ def build_member(m: Member) -> None:
 def train_locked(members: list[Member]) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = load_training_data(members)
-    for m in members:
-        build_member(m)
+    for m, y_noisy in zip(members, data.y_noisy):
+        build_member(m, y_noisy)
     epochs_at = {m.start_epoch for m in members}
     if len(epochs_at) > 1:
         raise ConfigError(f"runs fused together must be at the same epoch; these are at epochs {sorted(epochs_at)}: "
@@ -698,6 +699,8 @@ def train_locked(members: list[Member]) -> list[dict]:
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
             generators = [epoch_generator(m.cfg.seed, epoch, m.device) for m in fusion.members]
+            for m, generator in zip(fusion.members, generators):
+                m.criterion.set_generator(generator)  # losses that draw (NLNL) draw from the epoch's stream too
             sums = train_epoch(fusion, cfg, members[0].bf16, data, generators)
             # Once per epoch: read the sums back (the only host-device sync of the epoch's training).
             sums = sums.tolist()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The paper's CIFAR-10 table (docs/protocol.md section 4): losses x {clean, symmetric 0.2-0.8, asymmetric 0.1-0.4}
-# x three seeds, 8-layer CNN, 120 epochs; then the table beside the published figures.
+# x three seeds, 8-layer CNN, 120 epochs; then the table beside the published figures. The losses: every
+# row of the published tables (the 15 of the eps-Softmax paper's main table, ANL-CE, ANL-FL, JAL-CE, JAL-FL),
+# the JAL paper's losses at its main table's cells first (LOSSES=... sweeps those over the whole grid).
 # PRESET=quick: the CPU-sized version (experiment=quick: a 10000-image subset, 12 epochs; six losses at
 # symmetric 0.4, 0.8 and asymmetric 0.4 with three seeds, clean with one; results/quick/CALIBRATION.md).
 # CELLS=headline: only the cells the JAL paper's main table publishes for CIFAR-10 (CE, NCE+RCE, ANL-CE,
@@ -28,11 +30,9 @@ elif [ "$PRESET" = quick ]; then
   multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=symmetric noise.rate=0.4
   multirun dataset=cifar10 "loss=$LOSSES" "seed=${SEEDS%%,*}" noise=none
 else
-  LOSSES=${LOSSES:-ce,gce,sce,nce_rce,nfl_rce,nce_aul,nce_agce,anl_ce,anl_fl,jal_ce,jal_fl}
   SEEDS=${SEEDS:-123,124,125}
-  multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=none
-  multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=symmetric noise.rate=0.2,0.4,0.6,0.8
-  multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric noise.rate=0.1,0.2,0.3,0.4
+  # every row the published tables have; the JAL paper's comparison at its cells first (sweep.sh)
+  table_sweeps cifar10 "0.4,0.8" "0.2,0.4"
 fi
 run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
 seeds=$(echo "$SEEDS" | tr ',' '\n' | wc -l)

@@ -81,3 +81,32 @@ run_sweeps() {
     fi
   done
 }
+
+# The losses of the published CIFAR tables: the JAL paper's main table, then the rest of the eps-Softmax paper's.
+JAL_TABLE_LOSSES=ce,nce_rce,anl_ce,anl_fl,jal_ce,jal_fl
+EPS_TABLE_LOSSES=fl,gce,nlnl,sce,nce_mae,nfl_rce,nce_aul,nce_agce,nce_ael,ldr_kl,ce_lc,ce_eps_mae,fl_eps_mae
+
+# table_sweeps DATASET SYM_FIRST ASYM_FIRST: queue a whole table (clean, symmetric 0.2-0.8, asymmetric
+# 0.1-0.4) of LOSSES, by default every published row in the order that gives the paper's comparison first:
+# the JAL paper's losses at its main table's rates (SYM_FIRST, ASYM_FIRST), then at the other settings,
+# then the other baselines everywhere. Every cell is queued once.
+table_sweeps() {
+  local dataset=$1 sym_first=$2 asym_first=$3 sym_rest asym_rest
+  sym_rest=$(comm -23 <(tr , '\n' <<<"0.2,0.4,0.6,0.8" | sort) <(tr , '\n' <<<"$sym_first" | sort) | paste -sd,)
+  asym_rest=$(comm -23 <(tr , '\n' <<<"0.1,0.2,0.3,0.4" | sort) <(tr , '\n' <<<"$asym_first" | sort) | paste -sd,)
+  if [ -n "${LOSSES:-}" ]; then
+    multirun "dataset=$dataset" "loss=$LOSSES" "seed=$SEEDS" noise=none
+    multirun "dataset=$dataset" "loss=$LOSSES" "seed=$SEEDS" noise=symmetric noise.rate=0.2,0.4,0.6,0.8
+    multirun "dataset=$dataset" "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric noise.rate=0.1,0.2,0.3,0.4
+    return
+  fi
+  LOSSES=$JAL_TABLE_LOSSES,$EPS_TABLE_LOSSES
+  multirun "dataset=$dataset" "loss=$JAL_TABLE_LOSSES" "seed=$SEEDS" noise=symmetric "noise.rate=$sym_first"
+  multirun "dataset=$dataset" "loss=$JAL_TABLE_LOSSES" "seed=$SEEDS" noise=asymmetric "noise.rate=$asym_first"
+  multirun "dataset=$dataset" "loss=$JAL_TABLE_LOSSES" "seed=$SEEDS" noise=none
+  multirun "dataset=$dataset" "loss=$JAL_TABLE_LOSSES" "seed=$SEEDS" noise=symmetric "noise.rate=$sym_rest"
+  multirun "dataset=$dataset" "loss=$JAL_TABLE_LOSSES" "seed=$SEEDS" noise=asymmetric "noise.rate=$asym_rest"
+  multirun "dataset=$dataset" "loss=$EPS_TABLE_LOSSES" "seed=$SEEDS" noise=none
+  multirun "dataset=$dataset" "loss=$EPS_TABLE_LOSSES" "seed=$SEEDS" noise=symmetric noise.rate=0.2,0.4,0.6,0.8
+  multirun "dataset=$dataset" "loss=$EPS_TABLE_LOSSES" "seed=$SEEDS" noise=asymmetric noise.rate=0.1,0.2,0.3,0.4
+}

@@ -60,7 +60,7 @@ BAD_SETTINGS = [
     ("cifar-10n set on cifar-100", ["dataset=cifar100", "noise=human", "noise.labels=worst"],
      "valid noise.labels (cifar10: aggre|worst"),
     # unknown options, groups and keys
-    ("unknown loss", [SYN, "loss=foo"], "unknown loss 'foo'; choose one of: ael, agce, amse"),
+    ("unknown loss", [SYN, "loss=foo"], "unknown loss 'foo'; choose one of: ael, agce, agce_mae, amse"),
     ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, "
                                               "synthetic"),
     ("unknown loss in a sweep", [SYN, "loss=ce,foo", "-m"], "unknown loss 'foo'; choose one of: ael"),

@@ -198,6 +198,18 @@ def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, 
         assert_close_runs(root / "alone" / name, tmp_path / name)
 
 
+def test_a_loss_that_reads_the_labels_and_draws_gets_its_own_in_a_fusion(trained, tmp_path, one_torch_thread):
+    """NLNL (class weights from the noisy labels, complementary labels drawn from the epoch's generator) fused
+    with CE: its member trains as NLNL alone, from its own labels and its own generator."""
+    root = trained[0]
+    nlnl = compose_train(TINY + [f"out_root={root}", "loss=nlnl", "noise=symmetric", "noise.rate=0.4", "seed=5"])
+    assert jal_train.train(nlnl, tmp_path / "alone")["status"] == "finished"
+    fused = jal_train.train_fusion([nlnl, configs(root)[1]], [tmp_path / "nlnl", tmp_path / "ce"])
+    assert [r["status"] for r in fused] == ["finished"] * 2
+    assert_close_runs(tmp_path / "alone", tmp_path / "nlnl")
+    assert_close_runs(root / "alone" / "ce", tmp_path / "ce")
+
+
 def test_runs_that_cannot_be_fused_are_refused_in_one_line_before_anything_is_written(tmp_path):
     cfgs = configs(tmp_path)
     cfgs[2] = compose_train(TINY + [f"out_root={tmp_path}", *MEMBERS["nce_rce"], "optim.lr=0.05"])

@@ -113,11 +113,18 @@ def test_published_figure_and_source(record_dir):
     assert gce["published_source"] == "epssoftmax2024_main"
     assert gce["difference"] == pytest.approx(np.mean(ACCURACIES[("gce", 0.2)]) - 86.87)
     assert cell(rows, "jal_ce", 0.2)["published"] is None  # no published JAL-CE at sym 0.2
-    # the ablation rows are never put beside a cell, even where their loss matches
+    # the ablation rows stand beside the ablation losses' cells, labelled as the ablation table's
     published = tables.load_published()
     nce = [r for r in published if r["loss"] == "nce"]
     assert nce and all(r["source"] == "jal2025_ablation" for r in nce)
-    assert tables.pick_published(published, "cifar10", ("symmetric", 0.4, None), "nce") is None
+    ablation = tables.pick_published(published, "cifar10", ("symmetric", 0.4, None), "nce")
+    assert (ablation["mean"], ablation["source"]) == (69.37, "jal2025_ablation")
+    assert tables.pick_published(published, "cifar10", ("symmetric", 0.8, None), "agce_mae")["mean"] == 44.61
+    # the eps-Softmax paper's baselines have their losses now
+    ldr = tables.pick_published(published, "cifar100", ("symmetric", 0.6, None), "ldr_kl")
+    assert (ldr["mean"], ldr["std"], ldr["source"]) == (22.59, 0.23, "epssoftmax2024_main")
+    # anl2023's cells are in the JAL and eps-Softmax tables too, which come first
+    assert tables.pick_published(published, "cifar10", ("symmetric", 0.8, None), "anl_ce")["source"] == "jal2025_main"
     human = tables.pick_published(published, "cifar10", ("human", None, "worst"), "jal_ce")
     assert (human["mean"], human["source"]) == (81.33, "jal2025_cifarn")
 
@@ -130,7 +137,26 @@ def test_published_csv_keeps_rows_and_maps_losses():
     assert len(rows) == 398
     loss_of = {r["method"]: r["loss"] for r in rows}
     assert loss_of["NCE+RCE"] == "nce_rce" and loss_of["JAL-CE"] == "jal_ce" and loss_of["AGCE"] == "agce"
-    assert loss_of["AMSE (ablation)"] == "amse" and loss_of["LDR-KL"] == "" and loss_of["CEeps+MAE"] == ""
+    assert loss_of["AMSE (ablation)"] == "amse" and loss_of["LDR-KL"] == "ldr_kl"
+    assert (loss_of["CEeps+MAE"], loss_of["FLeps+MAE"], loss_of["CE+LC"]) == ("ce_eps_mae", "fl_eps_mae", "ce_lc")
+    assert (loss_of["NLNL"], loss_of["AGCE+MAE (ablation)"]) == ("nlnl", "agce_mae")
+    assert all(r["loss"] for r in rows)  # every published row has a loss this project trains
+
+
+def test_every_published_loss_has_a_config_and_every_figure_a_labelled_source():
+    published = tables.load_published()
+    configs = {p.stem for p in (tables.REPO_ROOT / "configs" / "loss").glob("*.yaml")}
+    assert {r["loss"] for r in published} <= configs
+    assert {r["source"] for r in published} <= set(tables.SOURCE_PRIORITY) == set(tables.SOURCE_NOTES)
+    assert set(tables.SOURCE_MARKS) == set(tables.SOURCE_PRIORITY)
+
+
+def test_nlnl_published_figure_is_flagged(tmp_path):
+    write_record(tmp_path / "nlnl", loss="nlnl", noise_rate=0.4, seed=123, last_test_acc=60.0)
+    markdown = tables.render_markdown(tables.summarise(tables.load_records([tmp_path])))
+    line = next(line for line in markdown.splitlines() if line.startswith("| NLNL"))
+    assert "(63.90†*, −3.90)" in line
+    assert "three-stage method" in markdown and "ε-Softmax paper" in markdown
 
 
 def test_loss_labels():
