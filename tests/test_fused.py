@@ -168,6 +168,22 @@ def test_a_fusion_of_one_is_the_run_alone_bit_for_bit(trained, tmp_path, one_tor
     assert_bitwise_runs(root / "alone" / "jal_ce", tmp_path / "jal_ce")
 
 
+def test_finished_and_busy_members_are_not_fused(trained, tmp_path, monkeypatch, one_torch_thread):
+    """A finished member is skipped (its record returned), one another process trains is left to it; the
+    rest train: here one, a fusion of one, bitwise its run alone."""
+    from jal.run_dir import RunLock
+
+    root = trained[0]
+    shutil.copytree(root / "alone" / "jal_ce", tmp_path / "jal_ce")
+    with RunLock(tmp_path / "ce"):
+        results = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert results[0] == json.loads((root / "alone" / "jal_ce" / "result.json").read_text())
+    assert results[1]["status"] == "running elsewhere" and "is being trained by another process" in results[1]["reason"]
+    assert [p.name for p in (tmp_path / "ce").iterdir()] == [".lock"]
+    assert results[2]["status"] == "finished" and results[2]["fused"] == 1
+    assert_bitwise_runs(root / "alone" / "nce_rce", tmp_path / "nce_rce")
+
+
 def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, tmp_path, monkeypatch,
                                                                        one_torch_thread):
     root = trained[0]
