@@ -72,12 +72,23 @@ def fingerprint(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Settings that came after records were first written, with the value every earlier record trained with:
+# (the class whose node has it, the setting) -> value. A record without the setting trained with that value.
+ADDED_LATER = {("jal.losses.AMSE", "q"): 2.0}  # AMSE's exponent: (1/K)|a e_y - p|^q, q = 2 before it was a setting
+
+
 def identity_of(stored: dict) -> dict | None:
     """The identity of a result.json record or a checkpoint: from the config it stores (records from before
     fingerprints included), None when it stores none."""
     if not isinstance(stored.get("config"), dict):
         return None
-    return identity(stored["config"], stored.get("precision", "fp32"))
+    ident = identity(stored["config"], stored.get("precision", "fp32"))
+    for key, target in list(ident.items()):
+        node = key.removesuffix("._target_")
+        for (cls, setting), value in ADDED_LATER.items():
+            if key.endswith("._target_") and target == cls:
+                ident.setdefault(f"{node}.{setting}", value)
+    return ident
 
 
 def differences(recorded: dict, asked: dict, limit: int = 4) -> str:

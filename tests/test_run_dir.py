@@ -300,3 +300,14 @@ def test_the_committed_quick_records_are_still_skipped_by_the_plan():
     committed = len(list((REPO / "results/quick/runs/cifar10").rglob("result.json")))
     assert f": {committed} finished already," in done.stdout, done.stdout
     assert time.time() - started < 120
+
+
+def test_a_record_from_before_a_setting_existed_reads_as_its_old_value(tmp_path):
+    """AMSE's exponent q came after the first records: one without it trained with q = 2."""
+    cfg = compose(tmp_path, "loss=jal_ce")
+    config = jal_train.plain_config(cfg)
+    asked = run_dir.identity(config, "fp32")
+    del config["loss"]["passive"]["q"]
+    assert run_dir.identity_of({"config": config, "precision": "fp32"}) == asked
+    asked_q3 = run_dir.identity(jal_train.plain_config(compose(tmp_path, "loss=jal_ce", "loss.passive.q=3")), "fp32")
+    assert run_dir.identity_of({"config": config, "precision": "fp32"}) != asked_q3
