@@ -1,6 +1,7 @@
 """The paired precision check: the same cells and seeds trained in bf16 and in fp32, the difference per cell.
 
     python -m jal.precision results/precision/runs results/quick/runs --out results/precision [--expect-seeds 3]
+        [--cells-from results/precision/runs]
 
 Records (result.json, found recursively under the directories given) are read by their contents, never by
 their directory names: a cell is (dataset, noise column, loss, epochs, training subset), and each record's
@@ -66,14 +67,17 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def pair_cells(records: list[dict], expect_seeds: int = 3) -> list[dict]:
-    """One row per cell that has a finished run in either precision (see the module's docstring)."""
+def pair_cells(records: list[dict], expect_seeds: int = 3, cells: set | None = None) -> list[dict]:
+    """One row per cell that has a finished run in either precision (see the module's docstring); with
+    `cells`, only those (the cells trained for the check, when the other side's records hold more)."""
     runs = defaultdict(lambda: {p: {} for p in PRECISIONS})  # cell -> precision -> seed -> newest record
     unrecorded = defaultdict(int)
     for r in records:
         if r.get("status") != "finished" or r.get("last_test_acc") is None:
             continue
         cell = cell_of(r)
+        if cells is not None and cell not in cells:
+            continue
         precision = r.get("precision")
         if precision not in PRECISIONS:
             unrecorded[cell] += 1
@@ -202,8 +206,12 @@ def main(argv=None) -> dict:
     parser.add_argument("records", nargs="+", help="directories searched recursively for result.json")
     parser.add_argument("--out", required=True, help="directory to write table.md, table.csv, summary.json into")
     parser.add_argument("--expect-seeds", type=int, default=3, help="paired seeds needed per cell (default 3)")
+    parser.add_argument("--cells-from", default=None, metavar="DIR",
+                        help="only the cells with a record under DIR (the side trained for the check, when the "
+                        "other side's directory holds a whole table)")
     args = parser.parse_args(argv)
-    rows = pair_cells(load_records(args.records), args.expect_seeds)
+    cells = {cell_of(r) for r in load_records(args.cells_from)} if args.cells_from else None
+    rows = pair_cells(load_records(args.records), args.expect_seeds, cells)
     if not rows:
         raise SystemExit("jal.precision: no finished runs with a precision field")
     v = write_tables(rows, args.out, args.expect_seeds)

@@ -148,3 +148,14 @@ def test_markdown_table_and_files(tmp_path):
     assert summary["verdict"]["bf16_ok"] and len(summary["cells"]) == 2
     assert summary["cells"][0]["fp32_wall_seconds"] == pytest.approx(900.0)
     assert (tmp_path / "table.csv").read_text().splitlines()[0].startswith("dataset,")
+
+
+def test_cells_from_the_trained_side_leave_the_rest_of_a_table_out():
+    records = [record("ce", 123, "fp32", 27.0), record("ce", 123, "bf16", 27.5),
+               record("gce", 123, "fp32", 40.0)]  # the committed fp32 table holds more cells than were checked
+    cells = {paired.cell_of(r) for r in records if r["precision"] == "bf16"}
+    rows = paired.pair_cells(records, expect_seeds=1, cells=cells)
+    assert [r["loss"] for r in rows] == ["ce"] and rows[0]["difference"] == pytest.approx(0.5)
+    # a settings field naming the precision override does not split the pair
+    tagged = record("ce", 124, "bf16", 28.0, settings="trainer.precision=bf16")
+    assert paired.cell_of(tagged) == paired.cell_of(record("ce", 124, "fp32", 28.0))
