@@ -159,3 +159,15 @@ def test_cells_from_the_trained_side_leave_the_rest_of_a_table_out():
     # a settings field naming the precision override does not split the pair
     tagged = record("ce", 124, "bf16", 28.0, settings="trainer.precision=bf16")
     assert paired.cell_of(tagged) == paired.cell_of(record("ce", 124, "fp32", 28.0))
+
+
+def test_committed_precision_table_is_rebuilt_from_committed_records(tmp_path):
+    """results/precision/ is derived state: what jal.precision makes of the committed bf16 and fp32 records."""
+    repo = jal_train.Path(__file__).resolve().parents[1]
+    bf16_runs, fp32_runs = repo / "results/precision/runs", repo / "results/quick/runs"
+    if not (repo / "results/precision/table.md").exists() or not bf16_runs.is_dir():
+        pytest.skip("no committed precision check")
+    paired.main([str(bf16_runs), str(fp32_runs), "--cells-from", str(bf16_runs), "--out", str(tmp_path)])
+    for name in ("table.md", "table.csv"):
+        committed = (repo / "results/precision" / name).read_text()
+        assert committed == (tmp_path / name).read_text(), f"results/precision/{name} is stale: rerun jal.precision"
