@@ -13,10 +13,13 @@ In one process, on the same data, config, model, batch size and number of steps,
              a DataLoader with worker processes, fp32 NCHW, the L1 penalty as a Python sum over the
              parameters added to the loss, and `loss.item()` every step;
   ours:      exactly the code `python -m jal.train` runs: jal.train.train_epoch over uint8 images on the
-             device, batched augmentation, channels_last, bf16 autocast on CUDA (precision "auto").
+             device, batched augmentation, channels_last, precision "auto" (bf16 autocast on CUDA and on a
+             CPU with bf16 hardware, fp32 on other CPUs: jal.train.choose_precision).
 Warm-up steps are excluded; the timed steps end with a device sync. A second, instrumented pass cuts each
 pipeline's step into phases (data / forward_backward / optimizer / bookkeeping) with a sync after each.
-The report is printed and written atomically to <out>/<device>.json.
+The report is printed and written atomically to <out>/<device>.json. On a CPU it also times ours in the
+other precision, so the report has both, and says which one `trainer.precision=auto` picks on this CPU and why
+(`cpu_precisions`).
 
 Precisions of ours: fp32 = trainer.precision=fp32 as jal.train runs it (PyTorch's defaults: cuDNN may use
 TF32 for convolutions, matmuls stay fp32), tf32 = the same with TF32 for matmuls too, bf16 = autocast.
@@ -64,6 +67,7 @@ from jal.train import (
     atomic_write_json,
     batch_starts,
     build_training,
+    choose_precision,
     device_name,
     resolve_device,
     train,
@@ -512,6 +516,24 @@ def measure_variant(args, data: ImageData, precision: str, compile: bool) -> dic
             **flags}
 
 
+def cpu_precisions(args, data: ImageData, result: dict) -> dict:
+    """On a CPU: ours in fp32 and in bf16 (the precision just measured is reused, the other timed the same
+    way), each against the reference, and the precision trainer.precision=auto picks here, with its reason."""
+    auto_bf16, reason = choose_precision("auto", torch.device("cpu"))
+    measured = {}
+    for precision in ("fp32", "bf16"):
+        if result["precision"] == precision:
+            measured[precision] = result["ours_images_per_second"]
+        else:
+            measured[precision] = measure_variant(args, data, precision, args.compile)["images_per_second"]
+            print(f"ours ({precision}): {measured[precision]:.0f} images/s", flush=True)
+    reference = result["reference_images_per_second"]
+    return {"fp32_images_per_second": measured["fp32"], "bf16_images_per_second": measured["bf16"],
+            "fp32_speedup": measured["fp32"] / reference, "bf16_speedup": measured["bf16"] / reference,
+            "bf16_over_fp32": measured["bf16"] / measured["fp32"],
+            "auto": "bf16" if auto_bf16 else "fp32", "auto_reason": reason}
+
+
 def measure_matrix(args, data: ImageData, cfg: DictConfig) -> dict:
     """Every --precisions x --compiles variant of ours, then --copies concurrent copies of the first variant;
     `best_copies` is the number of copies with the most runs per hour."""
@@ -559,6 +581,12 @@ def print_report(r: dict) -> None:
     for name, label in rows.items():
         b = r["breakdown"][name]
         print(f"{label:36s}" + "".join(f"{b[p + '_ms']:>11.2f} ({b[p + '_pct']:3.0f}%)" for p in PHASES))
+    if "cpu_precisions" in r:
+        c = r["cpu_precisions"]
+        print(f"\nours on this CPU: fp32 {c['fp32_images_per_second']:.0f} images/s ({c['fp32_speedup']:.2f}x the "
+              f"reference), bf16 {c['bf16_images_per_second']:.0f} images/s ({c['bf16_speedup']:.2f}x); "
+              f"bf16/fp32 {c['bf16_over_fp32']:.2f}x")
+        print(f"trainer.precision=auto trains in {c['auto']} here ({c['auto_reason']})")
     if r.get("ours_host_syncs_per_step") is not None:
         print(f"ours: {r['ours_host_syncs_per_step']:.1f} synchronising CUDA calls per step")
     if "full_run_seconds" in r:
@@ -594,7 +622,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="protocol and data; default: the model's (cnn8: cifar10, resnet34: cifar100)")
     parser.add_argument("--loss", default="jal_ce", help="a config name in configs/loss (default: jal_ce)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32", "tf32"), default="auto",
-                        help="ours (the reference is fp32): auto = bf16 on CUDA, fp32 on CPU")
+                        help="ours (the reference is fp32): auto = bf16 on CUDA and on a CPU with bf16 "
+                        "hardware (amx_bf16 or avx512_bf16 in its flags), else fp32")
     parser.add_argument("--compile", nargs="?", const="true", default="false", choices=COMPILES,
                         help="ours through torch.compile (on; or a mode: reduce-overhead = CUDA graphs)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps each (cuda: 300, cpu: 30)")
@@ -697,6 +726,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         "command": shlex.join([sys.executable, "-m", "jal.bench", *argv]),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if device.type == "cpu":
+        result["cpu_precisions"] = cpu_precisions(args, data, result)
     if args.full_run:
         if source != "real":
             raise SystemExit(f"error: --full-run needs the real data: {description}")

@@ -29,7 +29,7 @@ from jal.config import ConfigError
 RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
 RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
 
-# Settings that change how a run is carried out, not what it computes (trainer.precision is replaced by the
+# Settings that change how a run is done, not what it computes (trainer.precision is replaced by the
 # precision that trains: `auto` means different things on different machines).
 NOT_THE_EXPERIMENT = ("out_root", "data_dir", "run_name", "logger", "trainer.progress", "trainer.threads",
                       "trainer.stop_at", "trainer.device", "trainer.eval_batch_size", "trainer.compile",

@@ -162,9 +162,10 @@ def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
 
 def run_identity(cfg: DictConfig) -> dict:
     """The identity train.py gives a run of `cfg` on this machine (jal/run_dir.py)."""
-    from jal.train import plain_config, precision_name, uses_bf16
+    from jal.train import choose_precision, plain_config, precision_name
 
-    return identity(plain_config(cfg), precision_name(uses_bf16(cfg.trainer.precision, run_device(cfg))))
+    bf16, _ = choose_precision(cfg.trainer.precision, run_device(cfg))
+    return identity(plain_config(cfg), precision_name(bf16))
 
 
 def job_line(run: Run) -> str:

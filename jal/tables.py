@@ -255,6 +255,11 @@ def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
         subsets = sorted({r.get("subset") for r in finished}, key=str)
         if len(epochs) > 1 or len(subsets) > 1:
             issues.append(f"runs differ in epochs {epochs} or subset {subsets}")
+        precisions = sorted({r.get("precision") or "unrecorded" for r in finished})
+        if len(precisions) > 1:  # bf16 and fp32 runs averaged into one cell: say which seeds are which
+            seeds = {p: ", ".join(str(r.get("seed")) for r in finished if (r.get("precision") or "unrecorded") == p)
+                     for p in precisions}
+            issues.append("runs differ in precision: " + "; ".join(f"{p} (seeds {seeds[p]})" for p in precisions))
 
         noise_type, rate, labels = column
         if noise_type == "human":  # report the measured rate of the label set
@@ -275,6 +280,7 @@ def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
             "difference": mean - reference["mean"] if reference and mean is not None else None,
             "column": column, "header": column_header(column),
             "seeds": [r.get("seed") for r in finished], "epochs": epochs, "subsets": subsets,
+            "precisions": precisions,
             "issues": issues,
         })
     return rows
@@ -452,9 +458,14 @@ def render_markdown(rows, with_fidelity=True):
         epochs = sorted({e for r in table for e in r["epochs"]}, key=str)
         subsets = sorted({s for r in table for s in r["subsets"]}, key=str)
         subsets = ", ".join("full" if s is None else str(s) for s in subsets) or "—"
+        precisions = sorted({p for r in table for p in r["precisions"]})
+        mixed = [f"{r['loss_label']} {r['header']}" for r in table if len(r["precisions"]) > 1]
+        precision = ", ".join(precisions) or "—"
+        if mixed:
+            precision += f" (mixed within {len(mixed)} cell{'s' * (len(mixed) != 1)}: {'; '.join(mixed)})"
         lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", "",
                   (f"{runs} finished runs, {failed} failed; epochs: {', '.join(map(str, epochs)) or '—'}; "
-                   f"training subset: {subsets}."), "",
+                   f"training subset: {subsets}; precision: {precision}."), "",
                   "| Loss | " + " | ".join(column_header(c) for c in columns) + " |",
                   "|---|" + "---|" * len(columns)]
         for loss in losses:

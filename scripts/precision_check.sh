@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
-# Paired bf16-vs-fp32 comparison: the same cells and seeds trained in both precisions, one table each.
-# Run it on a GPU before making bf16 the default (configs/train.yaml, trainer.precision); the accuracies
-# must agree within seed noise. Usage: PRESET=paper bash scripts/precision_check.sh
+# Paired bf16-vs-fp32 check on whatever device runs it (a GPU, or a CPU: PRESET as in sweep.sh, quick without
+# CUDA): the same cells, seeds and training subsets trained in both precisions, then the difference per cell
+# with its seed spread, and the verdict (python -m jal.precision), in $OUT/table.md, table.csv, summary.json.
+# bf16 may become a preset's default only if no cell moves by more than twice the larger seed std.
+#   Cells: symmetric 0.8 and asymmetric 0.4 for LOSSES (default ce,nce_rce,jal_ce), seeds SEEDS (123,124,125).
+#   OUT=results/precision: bf16 runs in $OUT/runs, fp32 runs in $OUT/runs_fp32.
+#   FP32_RUNS=DIR: the fp32 side is trained already (e.g. FP32_RUNS=results/quick/runs, the committed quick
+#     sweep): only bf16 is trained; the pairs are found among DIR's records by their contents (cell, seed,
+#     epochs, subset, precision), not by directory names.
+# Usage: bash scripts/precision_check.sh;  PRESET=quick FP32_RUNS=results/quick/runs bash scripts/precision_check.sh
+# (DRY_RUN=1: the plan only; JOBS, THREADS, MINUTES as in sweep.sh).
 source "$(dirname "$0")/sweep.sh"
 
-for precision in fp32 bf16; do
-  multirun dataset=cifar10 loss=ce,jal_ce seed=123,124,125 noise=symmetric noise.rate=0.4,0.8 \
-    "trainer.precision=$precision" "out_root=results/precision/$precision"
+LOSSES=${LOSSES:-ce,nce_rce,jal_ce}
+SEEDS=${SEEDS:-123,124,125}
+OUT=${OUT:-results/precision}
+FP32_RUNS=${FP32_RUNS:-}
+
+for precision in bf16 fp32; do
+  if [ "$precision" = fp32 ] && [ -n "$FP32_RUNS" ]; then continue; fi
+  runs="$OUT/runs"; if [ "$precision" = fp32 ]; then runs="$OUT/runs_fp32"; fi
+  multirun dataset=cifar10 noise=symmetric noise.rate=0.8 "loss=$LOSSES" "seed=$SEEDS" \
+    "trainer.precision=$precision" "out_root=$runs"
+  multirun dataset=cifar10 noise=asymmetric noise.rate=0.4 "loss=$LOSSES" "seed=$SEEDS" \
+    "trainer.precision=$precision" "out_root=$runs"
 done
-run_sweeps  # the plan, then both sweeps (DRY_RUN=1: the plan only)
-for precision in fp32 bf16; do
-  "$PYTHON" -m jal.tables "results/precision/$precision/cifar10" --out "results/precision/$precision"
-done
+run_sweeps  # the plan, then the sweeps (DRY_RUN=1: the plan only)
+
+seeds=$(awk -F, '{print NF}' <<< "$SEEDS")
+if [ -n "$FP32_RUNS" ]; then
+  "$PYTHON" -m jal.precision "$OUT/runs" "$FP32_RUNS" --cells-from "$OUT/runs" --expect-seeds "$seeds" --out "$OUT"
+else
+  "$PYTHON" -m jal.precision "$OUT/runs" "$OUT/runs_fp32" --expect-seeds "$seeds" --out "$OUT"
+fi

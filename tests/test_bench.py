@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from jal import bench
+from jal import train as jal_train
 from jal.data import synthetic_dataset
 from jal.losses import AMSE, NCE, ActivePassive
 from jal.models import CNN8
@@ -31,6 +32,7 @@ def one_thread():
 
 def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))  # no cifar10.npz: synthetic images
+    monkeypatch.setattr(jal_train, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU: auto = fp32
     out = tmp_path / "bench"
     result = bench.main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--breakdown-steps", "1",
                          "--batch-size", "4", "--workers", "1", "--out", str(out)])
@@ -48,6 +50,22 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
         assert written["peak_memory_mb"][pipeline] > 0
     assert written["speedup"] == result["speedup"]
     assert not list(out.glob("*.json.tmp*")) and [p.name for p in out.iterdir()] == ["cpu.json"]
+    both = written["cpu_precisions"]  # both precisions on a CPU, and the one auto picks
+    assert both["auto"] == "fp32" and "no bf16 hardware" in both["auto_reason"]
+    assert both["fp32_images_per_second"] == written["ours_images_per_second"] and both["bf16_images_per_second"] > 0
+    assert both["bf16_over_fp32"] == pytest.approx(both["bf16_images_per_second"] / both["fp32_images_per_second"])
+
+
+def test_cpu_report_names_bf16_where_the_cpu_has_amx(tmp_path, monkeypatch, one_thread, capsys):
+    monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))
+    monkeypatch.setattr(jal_train, "cpu_flags", lambda: {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"})
+    result = bench.main(["--device", "cpu", "--steps", "1", "--warmup", "0", "--breakdown-steps", "1",
+                         "--batch-size", "4", "--workers", "1", "--out", str(tmp_path / "bench")])
+    both = result["cpu_precisions"]
+    assert result["precision"] == "bf16" and both["auto"] == "bf16" and "amx_bf16" in both["auto_reason"]
+    assert both["bf16_images_per_second"] == result["ours_images_per_second"]
+    assert both["fp32_speedup"] == pytest.approx(both["fp32_images_per_second"] / result["reference_images_per_second"])
+    assert "trainer.precision=auto trains in bf16 here" in capsys.readouterr().out
 
 
 def test_full_run_needs_cuda_and_matrix_options_are_checked():

@@ -93,6 +93,28 @@ def test_rerun_seed_replaces_older_run(tmp_path):
     assert any("kept the newest" in issue and issue.endswith("new)") for issue in row["issues"])
 
 
+def test_a_cell_mixing_precisions_says_so(tmp_path):
+    for seed, precision in ((123, "fp32"), (124, "bf16"), (125, "fp32")):
+        write_record(tmp_path / f"s{seed}", loss="ce", noise_rate=0.4, seed=seed, last_test_acc=58.0,
+                     precision=precision)
+    write_record(tmp_path / "jal", loss="jal_ce", noise_rate=0.4, seed=123, last_test_acc=60.0, precision="fp32")
+    rows = tables.summarise(tables.load_records([tmp_path]))
+    ce, jal = cell(rows, "ce", 0.4), cell(rows, "jal_ce", 0.4)
+    assert ce["precisions"] == ["bf16", "fp32"] and jal["precisions"] == ["fp32"]
+    assert "runs differ in precision: bf16 (seeds 124); fp32 (seeds 123, 125)" in ce["issues"]
+    assert not any("precision" in issue for issue in jal["issues"])
+    markdown = tables.render_markdown(rows, with_fidelity=False)
+    assert "precision: bf16, fp32 (mixed within 1 cell: CE Sym 0.4)." in markdown
+    assert "- CE, Sym 0.4: runs differ in precision" in markdown
+
+
+def test_one_precision_is_named_under_the_table(tmp_path):
+    write_record(tmp_path / "s123", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0, precision="bf16")
+    write_record(tmp_path / "old", loss="ce", noise_rate=0.8, seed=123, last_test_acc=20.0)  # no precision field
+    markdown = tables.render_markdown(tables.summarise(tables.load_records([tmp_path])), with_fidelity=False)
+    assert "precision: bf16, unrecorded." in markdown
+
+
 def test_paused_run_is_missing_not_failed(tmp_path):
     write_record(tmp_path / "s123", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
     write_record(tmp_path / "s124", loss="ce", noise_rate=0.4, seed=124, status="paused", epoch=37, epochs=120,
