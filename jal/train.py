@@ -355,16 +355,18 @@ class Fusion:
                 add_l1_gradient(self.params, cfg.optim.l1)
             torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
             return  # the weight decay is the member's own SGD's
+        # foreach ops over all parameters at once (a few fused kernels, not three per parameter); `shaped`
+        # makes views of a (K,) setting that broadcast over each stacked parameter
         grads = [p.grad for p in self.params]
+        shaped = lambda values: [per_member(values, p) for p in self.params]  # noqa: E731
         if self.any_l1:
-            for p, g in zip(self.params, grads):
-                g.add_(p.sign() * per_member(self.l1, p))
+            torch._foreach_add_(grads, torch._foreach_mul(torch._foreach_sign(self.params), shaped(self.l1)))
+        # per-member norms have no foreach op: one reduction per parameter, over all but the member dimension
         norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # (parameters, K)
         coef = (self.max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)
-        for p, g in zip(self.params, grads):
-            g.mul_(per_member(coef, g))
-            if self.any_weight_decay:
-                g.add_(p * per_member(self.weight_decay, p))
+        torch._foreach_mul_(grads, shaped(coef))
+        if self.any_weight_decay:
+            torch._foreach_add_(grads, torch._foreach_mul(self.params, shaped(self.weight_decay)))
 
 
 def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, bf16: bool) -> torch.Tensor:
