@@ -29,9 +29,7 @@ import copy
 import logging
 import math
 import os
-import platform
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -52,7 +50,6 @@ from jal import noise as label_noise
 from jal.config import ConfigError, check_config, one_line
 from jal.data import (
     ImageData,
-    atomic_save_npz,
     augment,
     balanced_subset,
     channel_stats,
@@ -68,8 +65,6 @@ from jal.run_dir import (
     DirectoryConflict,
     RunBusy,
     RunLock,
-    atomic_save,
-    atomic_write_json,
     check_same,
     fingerprint,
     flatten,
@@ -80,13 +75,21 @@ from jal.run_dir import (
     save_checkpoint,
 )
 from jal.theory import check_amse_a
+from jal.util import (
+    CONFIG_DIR,
+    atomic_save,
+    atomic_save_npz,
+    atomic_write_json,
+    device_name,
+    git_commit,
+    hydra_runtime,
+    run_device,
+)
 
 log = logging.getLogger("jal.train")
 # One line per epoch into the run's train.log only (configs/train.yaml routes it to the file handler): a run
 # can be followed with `tail -f` while a sweep's console keeps to one line per run.
 epoch_log = logging.getLogger("jal.train.epochs")
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def percent(value: float | None) -> str:
@@ -141,22 +144,13 @@ def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.nd
 
 
 # ---------------------------------------------------------------------------------------------------
-# Small utilities: the config as data, the git commit, W&B
+# Small utilities: the config as data, W&B
 
 
 def plain_config(cfg: DictConfig) -> dict:
     """The resolved run config as plain data (without Hydra's own node, present when composed in tests)."""
     return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
             for k, v in cfg.items() if k != "hydra"}
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CONFIG_DIR.parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def start_wandb(cfg: DictConfig, run_dir: Path):
@@ -213,8 +207,9 @@ def choose_precision(precision: str, device: torch.device, flags: set[str] | Non
 
 
 def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
-    name = cfg.trainer.device
-    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+    """(device, bf16): where the run trains on this machine and in which precision; cuDNN and torch set to
+    the determinism the config asks for."""
+    device = run_device(cfg.trainer.device)
     bf16, _ = choose_precision(cfg.trainer.precision, device)
     deterministic = cfg.trainer.get("deterministic", False)
     if device.type == "cuda":
@@ -229,19 +224,6 @@ def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
 
 def precision_name(bf16: bool) -> str:
     return "bf16" if bf16 else "fp32"
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model: records and benchmark figures say which machine made them."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
-    except (OSError, AttributeError):  # no /proc (macOS) or no sched_getaffinity
-        pass
-    return platform.processor() or "cpu"
 
 
 def add_l1_gradient(params: list[torch.Tensor], strength: float) -> None:
@@ -566,7 +548,7 @@ MAY_DIFFER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.
 
 def fixed_settings(cfg: DictConfig) -> dict:
     """The settings of a run that runs fused with it must share (flattened): all but MAY_DIFFER."""
-    with own_hydra(cfg):
+    with hydra_runtime(cfg):
         settings = flatten(plain_config(cfg))
     return {k: v for k, v in settings.items() if not any(k == d or k.startswith(d + ".") for d in MAY_DIFFER)}
 
@@ -581,21 +563,6 @@ def check_fusable(cfgs: list[DictConfig]) -> None:
                 raise ConfigError(f"runs 1 and {n} of a fusion differ in {key} ({first.get(key, 'absent')} and "
                                   f"{other.get(key, 'absent')}): runs fused together may differ only in seed, "
                                   "noise, loss, optim.l1, optim.weight_decay and optim.grad_clip")
-
-
-@contextlib.contextmanager
-def own_hydra(cfg: DictConfig):
-    """`${hydra:...}` (run_name) and the cell resolved against this run's own Hydra node, where its config
-    carries one (a fusion's configs, composed by the sweep's plan or by tests); else the app's."""
-    if "hydra" not in cfg:
-        yield HydraConfig.get()
-        return
-    saved = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(cfg)
-    try:
-        yield cfg.hydra
-    finally:
-        HydraConfig.instance().cfg = saved
 
 
 @dataclass(eq=False)  # members are told apart by identity
@@ -639,7 +606,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     device, bf16 = resolve_device(cfg)
     precision_reason = choose_precision(cfg.trainer.precision, device)[1]
     log.info("precision %s (%s)", precision_name(bf16), precision_reason)
-    with own_hydra(cfg):
+    with hydra_runtime(cfg):
         config, name = plain_config(cfg), cfg.run_name
     asked = identity(config, precision_name(bf16))
     # What the directory holds must be this experiment before anything is skipped, resumed or trained.
@@ -701,7 +668,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
         log.info("resuming %s from epoch %d", m.run_dir, m.start_epoch)
     m.state = None  # loaded: its memory (a model's worth) is not kept
-    with own_hydra(cfg) as hydra_cfg:
+    with hydra_runtime(cfg) as hydra_cfg:
         choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
         m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
                       noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
