@@ -26,11 +26,10 @@ import traceback
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from torch.overrides import TorchFunctionMode
 
 from jal import train as jal_train
+from jal.util import atomic_write_json, compose_run, device_name
 
 LOSSES = ("ce", "jal_ce", "nce_rce", "anl_ce", "jal_fl")  # plain, L1 + AMSE, APL, NNCE + L1, focal
 BF16_TOLERANCE = 0.03  # relative difference of a loss value under bf16 autocast vs fp32 (8-bit mantissa)
@@ -42,10 +41,7 @@ def short_run(device: str, out_root: Path, *extra: str, size: int = 2048):
     overrides = ["dataset=synthetic", f"dataset.train_size={size}", f"dataset.test_size={max(32, size // 4)}",
                  "loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=2", "logger=none",
                  "trainer.progress=false", f"trainer.device={device}", f"out_root={out_root}", *extra]
-    with initialize_config_dir(str(jal_train.CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # run_name and the config choices resolve as in a real launch
-    return cfg
+    return compose_run(overrides)
 
 
 def compare_runs(a: dict, a_dir: Path, b: dict, b_dir: Path) -> dict:
@@ -106,18 +102,11 @@ def check_resume(device: str, work: Path, size: int = 2048) -> dict:
 
 def resume_report(cfg, work: Path) -> dict:
     uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
-    real = jal_train.train_epoch
 
-    def deadline_passes(*args, **kwargs):
-        sums = real(*args, **kwargs)
+    def deadline_passes(epoch):  # during epoch 1: the run pauses at its end
         cfg.trainer.stop_at = time.time()
-        return sums
 
-    jal_train.train_epoch = deadline_passes
-    try:
-        paused = jal_train.train(cfg, work / "resume" / "paused")
-    finally:
-        jal_train.train_epoch = real
+    paused = jal_train.train(cfg, work / "resume" / "paused", epoch_hook=deadline_passes)
     cfg.trainer.stop_at = None
     continued = jal_train.train(cfg, work / "resume" / "paused")
     report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
@@ -249,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         checks = run_checks(args.device, Path(tmp), names, args.size)
-    from jal.train import device_name
-
     report = {"device": args.device, "device_name": device_name(torch.device(args.device)),
               "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
               "cudnn_version": torch.backends.cudnn.version() if args.device == "cuda" else None,
@@ -259,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jal_train.atomic_write_json(out / "gpu_check.json", json.loads(json.dumps(report, default=float)))
+    atomic_write_json(out / "gpu_check.json", json.loads(json.dumps(report, default=float)))
     print(f"checks {'passed' if report['passed'] else 'FAILED'} in {report['seconds']:.0f} s; "
           f"wrote {out / 'gpu_check.json'}", flush=True)
     if not args.no_bench:
