@@ -22,6 +22,7 @@ import os
 import shlex
 import time
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate, product
 from pathlib import Path
 
@@ -258,33 +259,25 @@ def records_speed(runs: list[Run], device: str) -> tuple[float, int] | None:
 
 def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
     """Training images/s of one run of `cfg` here, from a few of train.py's own training steps on random
-    images (after one to warm up; uncompiled): (images/s, batch size)."""
+    images (after one to warm up; uncompiled), timed as jal.bench times them: (images/s, batch size)."""
     import torch
 
-    from jal.train import Fusion, build_training, resolve_device, train_step
+    from jal import bench
+    from jal.data import synthetic_dataset
+    from jal.train import resolve_device
 
     cfg = copy.deepcopy(cfg)
+    device, bf16 = resolve_device(cfg)
     with open_dict(cfg):
         cfg.trainer.compile = False
+        if device.type != "cuda":  # a CPU is slow
+            cfg.trainer.batch_size = min(32, cfg.trainer.batch_size)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    device, bf16 = resolve_device(cfg)
-    batch = cfg.trainer.batch_size if device.type == "cuda" else min(32, cfg.trainer.batch_size)  # a CPU is slow
-    model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
-    fusion = Fusion([argparse.Namespace(cfg=cfg, model=model, step_model=step_model, criterion=criterion,
-                                        optimizer=optimizer, scheduler=scheduler)])  # a run alone
-    images = torch.randn(batch, 3, 32, 32, device=device)
-    if cfg.trainer.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    targets = torch.randint(cfg.dataset.num_classes, (batch,), device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    for i in range(steps + 1):
-        if i == 1:
-            sync()
-            start = time.perf_counter()
-        train_step(fusion, [images], [targets], bf16)
-    sync()
-    return steps * batch / (time.perf_counter() - start), batch
+    batch = cfg.trainer.batch_size
+    fused = bench.build_fusion(cfg, synthetic_dataset(batch * (steps + 1), 1, cfg.dataset.num_classes), device)
+    speed, _ = bench.images_per_second(partial(bench.run_fusion, fused, cfg, bf16), steps, 1, device)
+    return speed, batch
 
 
 def runs_(n: int) -> str:
