@@ -379,7 +379,7 @@ def measure_ours(args, data: ImageData, precision: str, compile, k: int = 1, det
 
 def measure_reference(args, cfg: DictConfig, data: ImageData, device: torch.device) -> dict:
     reset_peak_memory(device)
-    warmup = warmup_steps(args.warmup, steps_per_epoch(len(data.y_train), cfg.trainer.batch_size), device, False)
+    warmup = warmup_steps(args.warmup, steps_per_epoch(len(data.y_train), cfg.trainer.batch_size), device, args.compile)
     ref = build_reference(cfg, data, device, args.workers)
     ips, seconds = images_per_second(partial(run_reference, ref), args.steps, warmup, device)
     breakdown = reference_breakdown(ref, args.breakdown_steps)
