@@ -3,80 +3,70 @@
     python -m jal.bench                                  # cnn8 / CIFAR-10 / JAL-CE; cuda if present, else cpu
     python -m jal.bench --device cuda --model resnet34   # the CIFAR-100 protocol (crop, flip, rotation 20)
     python -m jal.bench --device cuda --full-run         # also time a whole 120-epoch run through jal.train
-    python -m jal.bench --device cuda --concurrent 4     # also: 4 copies of our pipeline sharing the GPU
     python -m jal.bench --fusion 1,4                     # also 1 and 4 runs fused: aggregate images/s
-    python -m jal.bench --device cuda --precision fp32 --matrix   # also fp32/tf32/bf16 x compile off/on,
-                                                         # and 1/2/4/8 concurrent runs (runs/hour)
+    python -m jal.bench --device cuda --matrix --fusion 1,4,8   # also every fp32/tf32/bf16 x compile off/on
+                                                         # x 1/4/8 fused variant (runs/hour, peak memory)
 
 In one process, on the same data, config, model, batch size and number of steps, it trains two ways:
   reference: what the paper's public code does: a torch Dataset of PIL images through torchvision transforms,
              a DataLoader with worker processes, fp32 NCHW, the L1 penalty as a Python sum over the
              parameters added to the loss, and `loss.item()` every step;
-  ours:      exactly the code `python -m jal.train` runs: jal.train.train_epoch over uint8 images on the
-             device, batched augmentation, channels_last, precision "auto" (bf16 autocast on CUDA and on a
-             CPU with bf16 hardware, fp32 on other CPUs: jal.train.choose_precision).
-Warm-up steps are excluded; the timed steps end with a device sync. A second, instrumented pass cuts each
-pipeline's step into phases (data / forward_backward / optimizer / bookkeeping) with a sync after each.
+  ours:      the code `python -m jal.train` runs: jal.train.train_epoch over uint8 images on the device,
+             batched augmentation, channels_last, precision "auto" (bf16 autocast on CUDA and on a CPU with
+             bf16 hardware, fp32 on other CPUs: jal.train.choose_precision).
+Warm-up steps are excluded; the timed steps end with a device sync. A second pass cuts each pipeline's step
+into phases with a sync at each: data_bookkeeping (the batch, and the previous step's bookkeeping: the
+reference's loss.item(), our running sums on the device), forward_backward (forward, loss, backward, L1,
+clip), optimizer (the SGD step). Ours is timed by hooks on its own model and optimiser (a forward pre-hook,
+optimizer step pre- and post-hooks), so the breakdown runs jal.train's step itself.
 The report is printed and written atomically to <out>/<device>.json. On a CPU it also times ours in the
 other precision, so the report has both, and says which one `trainer.precision=auto` picks on this CPU and why
 (`cpu_precisions`).
 
 Precisions of ours: fp32 = trainer.precision=fp32 as jal.train runs it (PyTorch's defaults: cuDNN may use
 TF32 for convolutions, matmuls stay fp32), tf32 = the same with TF32 for matmuls too, bf16 = autocast.
---matrix adds every --precisions x --compiles variant of ours (images/s, the training time of a whole run)
-and --copies concurrent copies of the first variant (aggregate runs/hour: how many runs to put on one GPU).
+Fused: K runs (seeds seed, seed + 1, ...) trained as one model, as jal.train.train_fusion trains them; K = 1
+is a run alone. --fusion measures each K in --precision; --matrix every --precisions x --compiles x --fusion
+variant. For each: images/s of all members together, runs/hour and the peak memory.
 
 The data is the real dataset (<data_dir>/<name>.npz, data_dir = $JAL_DATA_DIR or `data`) when present,
 else synthetic images of the same shape (the report says which): images/s does not depend on pixel values.
 """
 
 import argparse
-import json
+import contextlib
 import os
 import platform
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from functools import partial
+from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
 
 import hydra
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from jal.data import (
-    ImageData,
-    channel_stats,
-    epoch_generator,
-    images_to_device,
-    load_dataset,
-    synthetic_dataset,
-)
+from jal.data import ImageData, channel_stats, epoch_generator, images_to_device, load_dataset, synthetic_dataset
 from jal.train import (
-    CONFIG_DIR,
     Fusion,
     TrainingData,
-    atomic_write_json,
     batch_starts,
     build_training,
     choose_precision,
-    device_name,
     resolve_device,
     train,
     train_epoch,
-    train_step,
-    training_batch,
 )
+from jal.util import atomic_write_json, compose_run, device_name
 
-PHASES = ("data", "forward_backward", "optimizer", "bookkeeping")
+PHASES = ("data_bookkeeping", "forward_backward", "optimizer")
 COMPILES = {"off": False, "false": False, "on": True, "true": True, "reduce-overhead": "reduce-overhead",
             "max-autotune": "max-autotune"}  # --compile/--compiles values -> trainer.compile
 MODEL_DATASET = {"cnn8": "cifar10", "resnet34": "cifar100"}  # each backbone's protocol (docs/protocol.md section 1)
@@ -87,19 +77,17 @@ SYNTHETIC_MAX_IMAGES = 10_000  # a stand-in only needs enough images for the ste
 # Config and data
 
 
-def compose_config(args, extra: tuple[str, ...] = ()) -> DictConfig:
-    """The config `python -m jal.train` would compose for these options, with Hydra's runtime set so that
-    `${hydra:...}` interpolations (run_name) resolve."""
-    precision = "fp32" if args.precision == "tf32" else args.precision  # tf32: a backend flag, see use_tf32
-    overrides = [f"dataset={args.dataset}", f"model={args.model}", f"loss={args.loss}",
-                 f"trainer.device={args.device}", f"trainer.precision={precision}",
-                 f"trainer.compile={compile_value(args.compile)}", *extra]
+def compose_config(args, precision: str | None = None, compile=None, extra: tuple[str, ...] = ()) -> DictConfig:
+    """The config `python -m jal.train` would compose for these options (precision and compile: args' unless
+    given), with Hydra's runtime set."""
+    precision = args.precision if precision is None else precision
+    compile = args.compile if compile is None else compile
+    overrides = [f"dataset={args.dataset}", f"model={args.model}", f"loss={args.loss}", f"trainer.device={args.device}",
+                 f"trainer.precision={'fp32' if precision == 'tf32' else precision}",  # tf32: see tf32_matmuls
+                 f"trainer.compile={compile_value(compile)}", *extra]
     if args.batch_size:
         overrides.append(f"trainer.batch_size={args.batch_size}")
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_run(overrides)
 
 
 def compile_value(compile) -> str:
@@ -127,12 +115,17 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 def warmup_steps(requested: int, epoch_steps: int, device: torch.device, compile) -> int:
     """Untimed steps before timing. On CUDA, or compiled, at least one whole epoch: an epoch ends with a
     smaller batch (50,000 = 390 x 128 + 80), and the first batch of a new size autotunes cuDNN or recompiles,
-    which cost 10 s inside the timed steps on the H200 (2026-11-26) when the warm-up ended before it."""
+    which cost 10 s inside the timed steps on an H200 when the warm-up ended before it."""
     return max(requested, epoch_steps) if device.type == "cuda" or compile else requested
 
 
+def images_per_run(cfg: DictConfig) -> int:
+    """Training images of one whole run of the protocol (epochs x training set)."""
+    return cfg.trainer.epochs * (cfg.dataset.subset or cfg.dataset.train_size)
+
+
 # ---------------------------------------------------------------------------------------------------
-# Timing helpers
+# Timing
 
 
 def sync(device: torch.device) -> None:
@@ -140,17 +133,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def use_tf32(precision: str) -> dict:
-    """Precision "tf32": TF32 for matmuls as well as cuDNN's convolutions; the others keep PyTorch's defaults.
-    Returns the flags in force (no effect on the CPU)."""
+@contextlib.contextmanager
+def tf32_matmuls(precision: str):
+    """Precision "tf32": TF32 for matmuls as well as cuDNN's convolutions while inside; the others keep
+    PyTorch's defaults. Yields the flags in force (no effect on a CPU)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     if precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+    try:
+        yield {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+               "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class PhaseTimer:
-    """Wall time per phase of a step; mark(phase) waits for the device first, so time lands where spent."""
+    """Wall time per phase; mark(phase) waits for the device first, so time lands in the phase that spent it.
+    A phase is the time from the mark before it to its own mark."""
 
     def __init__(self, device: torch.device):
         self.device, self.seconds = device, dict.fromkeys(PHASES, 0.0)
@@ -172,16 +171,6 @@ class PhaseTimer:
         return {**ms, **pct, "step_ms": 1000 * total / steps, "steps": steps}
 
 
-class NoTimer:
-    """For the timed run: no syncs between phases."""
-
-    def mark(self, phase: str) -> None:
-        pass
-
-
-NO_TIMER = NoTimer()
-
-
 def images_per_second(run_steps, steps: int, warmup: int, device: torch.device) -> tuple[float, float]:
     """(images/s, seconds) of `run_steps(steps)` (which returns how many images it trained on), after
     `run_steps(warmup)` (cuDNN autotuning, allocator, torch.compile, DataLoader workers starting)."""
@@ -195,11 +184,31 @@ def images_per_second(run_steps, steps: int, warmup: int, device: torch.device) 
     return images / seconds, seconds
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory allocated since the last reset; on CPU this process's peak RSS so far."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def count_host_syncs(fn, device: torch.device) -> int | None:
+    """How many synchronising CUDA calls `fn()` makes (torch's sync debug mode); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,11 +264,11 @@ def build_reference(cfg: DictConfig, data: ImageData, device: torch.device, work
                            total_loss=0.0)
 
 
-def reference_step(ref: SimpleNamespace, timer=NO_TIMER) -> int:
+def reference_step(ref: SimpleNamespace, mark=lambda phase: None) -> int:
     """One step of the reference training loop; returns the batch size."""
     images, labels = next(ref.batches)
     images, labels = images.to(ref.device), labels.to(ref.device)
-    timer.mark("data")
+    mark("data_bookkeeping")
     ref.model.train()
     ref.model.zero_grad()
     ref.optimizer.zero_grad()
@@ -267,12 +276,11 @@ def reference_step(ref: SimpleNamespace, timer=NO_TIMER) -> int:
     if ref.l1 > 0:
         loss = loss + reference_l1_penalty(ref.model, ref.l1)
     loss.backward()
-    timer.mark("forward_backward")
     torch.nn.utils.clip_grad_norm_(ref.model.parameters(), ref.grad_clip)
+    mark("forward_backward")
     ref.optimizer.step()
-    timer.mark("optimizer")
+    mark("optimizer")
     ref.total_loss += loss.item()  # the reference logs the epoch's loss: a host sync every step
-    timer.mark("bookkeeping")
     return len(labels)
 
 
@@ -282,70 +290,20 @@ def run_reference(ref: SimpleNamespace, steps: int) -> int:
 
 def reference_breakdown(ref: SimpleNamespace, steps: int) -> dict:
     timer = PhaseTimer(ref.device)
+    timer.start()
     for _ in range(steps):
-        timer.start()
-        reference_step(ref, timer)
+        reference_step(ref, timer.mark)
+    timer.mark("data_bookkeeping")  # the last step's loss.item()
     return timer.summary(steps)
 
 
 # ---------------------------------------------------------------------------------------------------
-# (b) Ours: the data on the device, jal.train.train_epoch
+# (b) Ours: K runs fused as jal.train.train_fusion fuses them (K = 1: a run alone), jal.train.train_epoch
 
 
-def build_ours(cfg: DictConfig, data: ImageData, device: torch.device) -> SimpleNamespace:
-    """Model, loss, optimiser and device data as jal.train.train sets them up (no label noise)."""
-    torch.manual_seed(cfg.seed)
-    model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
-    labels = torch.from_numpy(data.y_train).to(device)
-    x_train, stats = images_to_device(data.x_train, device), channel_stats(cfg.dataset.mean, cfg.dataset.std, device)
-    rows = torch.arange(len(labels), device=device)[None]
-    member = SimpleNamespace(cfg=cfg, model=model, step_model=step_model, criterion=criterion, optimizer=optimizer,
-                             scheduler=scheduler)
-    return SimpleNamespace(
-        model=model, step_model=step_model, criterion=criterion, optimizer=optimizer, fusion=Fusion([member]),
-        data=TrainingData(x_train, rows, labels[None], labels[None], stats), device=device, x_train=x_train,
-        labels=labels, epoch=0, stats=stats, steps_per_epoch=steps_per_epoch(len(labels), cfg.trainer.batch_size),
-    )
-
-
-def run_ours(ours: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> int:
-    """`steps` steps through jal.train.train_epoch, one epoch (and epoch generator) after another as
-    jal.train.train does; returns the number of images trained on."""
-    images, n_train, batch_size = 0, len(ours.labels), cfg.trainer.batch_size
-    while steps > 0:
-        n = min(steps, ours.steps_per_epoch)
-        generator = epoch_generator(cfg.seed, ours.epoch, ours.device)
-        train_epoch(ours.fusion, cfg, bf16, ours.data, [generator], max_steps=n)
-        images += min(n * batch_size, n_train)
-        ours.epoch, steps = ours.epoch + 1, steps - n
-    return images
-
-
-def ours_breakdown(ours: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> dict:
-    """jal.train's step in phases, a sync after each: training_batch (data), train_step up to the SGD step
-    (forward, loss, backward, L1, clip), the SGD step (marked by an optimizer pre-step hook)."""
-    steps = min(steps, ours.steps_per_epoch)
-    generator = epoch_generator(cfg.seed, ours.epoch, ours.device)
-    ours.epoch += 1
-    ours.step_model.train()
-    order = torch.randperm(len(ours.labels), device=ours.device, generator=generator)
-    timer = PhaseTimer(ours.device)
-    hook = ours.optimizer.register_step_pre_hook(lambda *_: timer.mark("forward_backward"))
-    try:
-        for i in batch_starts(len(ours.labels), cfg.trainer.batch_size)[:steps]:
-            timer.start()
-            idx = order[i : i + cfg.trainer.batch_size]
-            images = training_batch(ours.x_train, idx, generator, ours.stats, cfg)
-            timer.mark("data")
-            train_step(ours.fusion, [images], [ours.labels[idx]], bf16)
-            timer.mark("optimizer")
-    finally:
-        hook.remove()
-    return timer.summary(steps)
-
-
-def build_fused(cfg: DictConfig, data: ImageData, device: torch.device, k: int) -> SimpleNamespace:
-    """K runs of `cfg` (seeds seed, seed + 1, ...) fused as jal.train.train_fusion fuses them (no label noise)."""
+def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int = 1) -> SimpleNamespace:
+    """K runs of `cfg` (seeds seed, seed + 1, ...), their models, losses, SGD and device data as jal.train
+    sets them up (no label noise), fused; K = 1 trains the plain model with its own SGD, as a run alone."""
     members = []
     for i in range(k):
         torch.manual_seed(cfg.seed + i)
@@ -354,14 +312,15 @@ def build_fused(cfg: DictConfig, data: ImageData, device: torch.device, k: int) 
                                        optimizer=optimizer, scheduler=scheduler))
     labels = torch.from_numpy(data.y_train).to(device).expand(k, -1)
     rows = torch.arange(labels.shape[1], device=device).expand(k, -1)
-    stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, device)
-    return SimpleNamespace(fusion=Fusion(members), data=TrainingData(images_to_device(data.x_train, device), rows,
-                           labels, labels, stats), device=device, epoch=0, k=k,
+    training = TrainingData(images_to_device(data.x_train, device), rows, labels, labels,
+                            channel_stats(cfg.dataset.mean, cfg.dataset.std, device))
+    return SimpleNamespace(fusion=Fusion(members), data=training, device=device, k=k, epoch=0,
                            steps_per_epoch=steps_per_epoch(labels.shape[1], cfg.trainer.batch_size))
 
 
-def run_fused(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> int:
-    """`steps` fused steps through jal.train.train_epoch; returns the images trained on, all members together."""
+def run_fusion(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> int:
+    """`steps` steps through jal.train.train_epoch, one epoch (and epoch generators) after another as
+    jal.train trains; returns the number of images trained on, all members together."""
     images, n_train, batch_size = 0, fused.data.rows.shape[1], cfg.trainer.batch_size
     while steps > 0:
         n = min(steps, fused.steps_per_epoch)
@@ -372,160 +331,88 @@ def run_fused(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -
     return images
 
 
-def measure_fusion(args, data: ImageData, cfg: DictConfig) -> list[dict]:
-    """Aggregate images/s (all members together) and runs/hour of K fused runs, for each K of --fusion."""
-    device, bf16 = resolve_device(cfg)
-    rows = []
-    for k in args.fusion:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        fused = build_fused(cfg, data, device, k)
-        warmup = warmup_steps(args.warmup, fused.steps_per_epoch, device, args.compile)
-        ips, seconds = images_per_second(partial(run_fused, fused, cfg, bf16), args.steps, warmup, device)
-        rows.append({"fused": k, "aggregate_images_per_second": ips, "seconds": seconds, "steps": args.steps,
-                     "runs_per_hour": 3600 * ips / images_per_run(cfg), "peak_memory_mb": peak_memory_mb(device)})
-        print(f"fused K={k}: {ips:.0f} images/s all members together ({rows[-1]['runs_per_hour']:.2f} runs/hour)",
-              flush=True)
-        del fused
-    return rows
-
-
-def count_host_syncs(fn, device: torch.device) -> int | None:
-    """How many synchronising CUDA calls `fn()` makes (torch's sync debug mode); None off CUDA."""
-    if device.type != "cuda":
-        return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
-
-
-# ---------------------------------------------------------------------------------------------------
-# CUDA only: a whole training run, and several runs sharing one GPU
-
-
-def time_full_run(args, extra: tuple[str, ...] = ()) -> dict:
-    """Wall time of one complete run through jal.train.train (all epochs, evaluation, checkpoints)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_config(args, ("logger=none", "trainer.progress=false", f"out_root={tmp}", *extra))
-        started = time.perf_counter()
-        result = train(cfg, Path(tmp) / "run")
-        seconds = time.perf_counter() - started
-    return {"full_run_seconds": seconds, "full_run_epochs": result["epochs"],
-            "full_run_last_test_acc": result["last_test_acc"],
-            "full_run_train_images_per_second": result["images_per_second"]}
-
-
-def worker(args) -> None:
-    """One `--concurrent` copy: warm up, print READY, wait for a line on stdin, time, print RESULT."""
-    cfg = compose_config(args)
-    device, bf16 = resolve_device(cfg)
-    use_tf32(args.precision)
-    data, _, _ = load_images(cfg, cfg.trainer.batch_size * (args.steps + args.warmup))
-    ours = build_ours(cfg, data, device)
-    run_ours(ours, cfg, bf16, warmup_steps(args.warmup, ours.steps_per_epoch, device, args.compile))
-    sync(device)
-    print("READY", flush=True)
-    sys.stdin.readline()
-    started = time.time()  # wall clock: comparable across processes
-    images = run_ours(ours, cfg, bf16, args.steps)
-    sync(device)
-    print("RESULT " + json.dumps({"images": images, "start": started, "end": time.time()}), flush=True)
-
-
-def time_concurrent(args, cfg: DictConfig, copies: int) -> dict:
-    """Aggregate images/s of `copies` processes each running our pipeline on the same device, timed over
-    one window: they start together once every copy has warmed up."""
-    command = [sys.executable, "-m", "jal.bench", "--worker", "--device", args.device, "--model", args.model,
-               "--dataset", args.dataset, "--loss", args.loss, "--precision", args.precision,
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command += ["--compile", compile_value(args.compile)] if args.compile else []
-    command += ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    # The copies import this checkout's jal and read the same data, whatever the installed package or cwd.
-    repo = str(CONFIG_DIR.parent)
-    env = {**os.environ, "JAL_DATA_DIR": str(Path(cfg.data_dir).resolve()),
-           "PYTHONPATH": os.pathsep.join(filter(None, (repo, os.environ.get("PYTHONPATH"))))}
-    procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-             for _ in range(copies)]
+def ours_breakdown(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> dict:
+    """jal.train.train_epoch in phases, marked by hooks on a run alone's model and optimiser: its forward
+    pre-hook ends data_bookkeeping, the SGD's step pre-hook forward_backward, its post-hook optimizer."""
+    steps = min(steps, fused.steps_per_epoch)
+    timer, member = PhaseTimer(fused.device), fused.fusion.members[0]
+    hooks = [member.step_model.register_forward_pre_hook(lambda *_: timer.mark("data_bookkeeping")),
+             fused.fusion.optimizer.register_step_pre_hook(lambda *_: timer.mark("forward_backward")),
+             fused.fusion.optimizer.register_step_post_hook(lambda *_: timer.mark("optimizer"))]
     try:
-        for p in procs:  # wait until every copy has warmed up
-            while (line := p.stdout.readline()) and line.strip() != "READY":
-                pass
-            if not line:
-                raise RuntimeError(f"a concurrent copy exited during warm-up: {shlex.join(command)}")
-        for p in procs:
-            p.stdin.write("GO\n")
-            p.stdin.flush()
-        results = []
-        for p in procs:
-            out, _ = p.communicate(timeout=3600)
-            lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-            if p.returncode or not lines:
-                raise RuntimeError(f"a concurrent copy failed (exit {p.returncode}): {shlex.join(command)}")
-            results.append(json.loads(lines[-1].removeprefix("RESULT ")))
+        timer.start()
+        run_fusion(fused, cfg, bf16, steps)
+        timer.mark("data_bookkeeping")  # the last step's running sums
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return concurrency_summary(results, args.steps, images_per_run(cfg))
+        for hook in hooks:
+            hook.remove()
+    return timer.summary(steps)
 
 
-def images_per_run(cfg: DictConfig) -> int:
-    """Training images of one whole run of the protocol (epochs x training set)."""
-    return cfg.trainer.epochs * (cfg.dataset.subset or cfg.dataset.train_size)
-
-
-def concurrency_summary(results: list[dict], steps: int, run_images: int) -> dict:
-    """Copies that ran side by side (each: images, wall-clock start, end): their aggregate images/s over the
-    window from the first start to the last end, and the whole runs per hour that makes (training only)."""
-    window = max(r["end"] for r in results) - min(r["start"] for r in results)
-    aggregate = sum(r["images"] for r in results) / window
-    return {"copies": len(results), "steps_per_copy": steps, "aggregate_images_per_second": aggregate,
-            "per_run_images_per_second": [r["images"] / (r["end"] - r["start"]) for r in results],
-            "runs_per_hour": 3600 * aggregate / run_images}
-
-
-def measure_variant(args, data: ImageData, precision: str, compile: bool) -> dict:
-    """Ours in one precision, compiled or not: images/s after a warm-up (which includes compiling)."""
-    variant = argparse.Namespace(**{**vars(args), "precision": precision, "compile": compile})
-    cfg = compose_config(variant)
+def measure_ours(args, data: ImageData, precision: str, compile, k: int = 1, details: bool = False) -> dict:
+    """K runs of ours fused (K = 1: a run alone) in one precision, compiled or not: images/s of all members
+    together after a warm-up (which includes compiling), runs/hour and peak memory; with details, also the
+    step breakdown and the synchronising CUDA calls per step."""
+    cfg = compose_config(args, precision, compile)
     device, bf16 = resolve_device(cfg)
-    saved = use_tf32("default")
-    flags = use_tf32(precision)
-    try:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
+    with tf32_matmuls(precision) as flags:
+        reset_peak_memory(device)
         started = time.perf_counter()
-        ours = build_ours(cfg, data, device)
-        run_ours(ours, cfg, bf16, warmup_steps(args.warmup, ours.steps_per_epoch, device, compile))
+        fused = build_fusion(cfg, data, device, k)
+        run_steps = partial(run_fusion, fused, cfg, bf16)
+        run_steps(warmup_steps(args.warmup, fused.steps_per_epoch, device, compile))
         sync(device)
         warmup_seconds = time.perf_counter() - started
-        ips, seconds = images_per_second(partial(run_ours, ours, cfg, bf16), args.steps, 0, device)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved["matmul_allow_tf32"]
-        torch.backends.cudnn.allow_tf32 = saved["cudnn_allow_tf32"]
-    return {"precision": precision, "compile": compile, "images_per_second": ips, "seconds": seconds,
-            "warmup_seconds": warmup_seconds, "peak_memory_mb": peak_memory_mb(device),
-            "run_training_seconds": images_per_run(cfg) / ips, "runs_per_hour": 3600 * ips / images_per_run(cfg),
-            **flags}
+        ips, seconds = images_per_second(run_steps, args.steps, 0, device)
+        result = {"precision": precision if precision == "tf32" else "bf16" if bf16 else "fp32", "compile": compile,
+                  "fused": k, "images_per_second": ips, "seconds": seconds, "steps": args.steps,
+                  "warmup_seconds": warmup_seconds, "runs_per_hour": 3600 * ips / images_per_run(cfg),
+                  "run_training_seconds": k * images_per_run(cfg) / ips, **flags}
+        if details:
+            result["breakdown"] = ours_breakdown(fused, cfg, bf16, args.breakdown_steps)
+            sync_steps = min(4, fused.steps_per_epoch)
+            syncs = count_host_syncs(partial(run_steps, sync_steps), device)
+            result["host_syncs_per_step"] = None if syncs is None else syncs / sync_steps
+        result["peak_memory_mb"] = peak_memory_mb(device)
+    return result
+
+
+def measure_reference(args, cfg: DictConfig, data: ImageData, device: torch.device) -> dict:
+    reset_peak_memory(device)
+    warmup = warmup_steps(args.warmup, steps_per_epoch(len(data.y_train), cfg.trainer.batch_size), device, args.compile)
+    ref = build_reference(cfg, data, device, args.workers)
+    ips, seconds = images_per_second(partial(run_reference, ref), args.steps, warmup, device)
+    breakdown = reference_breakdown(ref, args.breakdown_steps)
+    del ref  # shuts the DataLoader's workers down before ours runs
+    return {"images_per_second": ips, "seconds": seconds, "warmup": warmup, "breakdown": breakdown,
+            "peak_memory_mb": peak_memory_mb(device)}
+
+
+def measure_variants(args, data: ImageData, axes: list[tuple]) -> list[dict]:
+    """measure_ours for each (precision, compile, K); one that fails (a compile error, out of memory) is
+    recorded with its error and leaves the others measured."""
+    rows = []
+    for precision, compile, k in axes:
+        label = f"ours {precision}, compile={compile_value(compile)}, {k} fused"
+        try:
+            rows.append(measure_ours(args, data, precision, compile, k))
+            print(f"{label}: {rows[-1]['images_per_second']:.0f} images/s all together, "
+                  f"{rows[-1]['runs_per_hour']:.2f} runs/hour", flush=True)
+        except Exception as err:  # noqa: BLE001 - reported in the variant's row
+            rows.append({"precision": precision, "compile": compile, "fused": k,
+                         "error": f"{type(err).__name__}: {err}"[:500]})
+            print(f"{label}: failed: {rows[-1]['error']}", flush=True)
+    return rows
 
 
 def cpu_precisions(args, data: ImageData, result: dict) -> dict:
     """On a CPU: ours in fp32 and in bf16 (the precision just measured is reused, the other timed the same
     way), each against the reference, and the precision trainer.precision=auto picks here, with its reason."""
     auto_bf16, reason = choose_precision("auto", torch.device("cpu"))
-    measured = {}
+    measured = {result["precision"]: result["ours_images_per_second"]}
     for precision in ("fp32", "bf16"):
-        if result["precision"] == precision:
-            measured[precision] = result["ours_images_per_second"]
-        else:
-            measured[precision] = measure_variant(args, data, precision, args.compile)["images_per_second"]
+        if precision not in measured:
+            measured[precision] = measure_ours(args, data, precision, args.compile)["images_per_second"]
             print(f"ours ({precision}): {measured[precision]:.0f} images/s", flush=True)
     reference = result["reference_images_per_second"]
     return {"fp32_images_per_second": measured["fp32"], "bf16_images_per_second": measured["bf16"],
@@ -534,30 +421,16 @@ def cpu_precisions(args, data: ImageData, result: dict) -> dict:
             "auto": "bf16" if auto_bf16 else "fp32", "auto_reason": reason}
 
 
-def measure_matrix(args, data: ImageData, cfg: DictConfig) -> dict:
-    """Every --precisions x --compiles variant of ours, then --copies concurrent copies of the first variant;
-    `best_copies` is the number of copies with the most runs per hour."""
-    variants = []
-    for precision in args.precisions:
-        for compile in args.compiles:
-            try:
-                v = measure_variant(args, data, precision, compile)
-            except Exception as err:  # noqa: BLE001 - one variant failing to compile leaves the others measured
-                v = {"precision": precision, "compile": compile, "error": f"{type(err).__name__}: {err}"[:500]}
-                print(f"ours {precision:5s} compile={compile!s:5s} failed: {v['error']}", flush=True)
-                variants.append(v)
-                continue
-            variants.append(v)
-            print(f"ours {precision:5s} compile={compile!s:5s} {v['images_per_second']:>10.0f} images/s "
-                  f"(a whole run's training: {v['run_training_seconds']:.0f} s)", flush=True)
-    first = argparse.Namespace(**{**vars(args), "precision": args.precisions[0], "compile": args.compiles[0]})
-    concurrency = []
-    for copies in args.copies:
-        concurrency.append(time_concurrent(first, cfg, copies))
-        print(f"{copies} concurrent: {concurrency[-1]['runs_per_hour']:.1f} runs/hour", flush=True)
-    best = max(concurrency, key=lambda c: c["runs_per_hour"])["copies"] if concurrency else None
-    return {"variants": variants, "concurrency": concurrency, "best_copies": best,
-            "concurrency_variant": {"precision": first.precision, "compile": first.compile}}
+def time_full_run(args, extra: tuple[str, ...] = ()) -> dict:
+    """CUDA: wall time of one complete run through jal.train.train (all epochs, evaluation, checkpoints)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(args, extra=("logger=none", "trainer.progress=false", f"out_root={tmp}", *extra))
+        started = time.perf_counter()
+        result = train(cfg, Path(tmp) / "run")
+        seconds = time.perf_counter() - started
+    return {"full_run_seconds": seconds, "full_run_epochs": result["epochs"],
+            "full_run_last_test_acc": result["last_test_acc"],
+            "full_run_train_images_per_second": result["images_per_second"]}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -572,11 +445,10 @@ def print_report(r: dict) -> None:
     print(f"{'':36s}{'images/s':>10s}{'ms/step':>10s}{'peak MB':>10s}")
     for name, label in rows.items():
         ips = r[name + "_images_per_second"]
-        memory = r["peak_memory_mb"][name]
-        print(f"{label:36s}{ips:>10.0f}{1000 * r['batch_size'] / ips:>10.2f}{memory:>10.0f}")
+        print(f"{label:36s}{ips:>10.0f}{1000 * r['batch_size'] / ips:>10.2f}{r['peak_memory_mb'][name]:>10.0f}")
     print(f"speedup: {r['speedup']:.2f}x   (peak memory: {r['peak_memory_kind']})")
-    steps = r["breakdown"]["ours"]["steps"]
-    print(f"\nstep breakdown, ms (% of step), with a sync after each phase, over {steps} steps:")
+    print(f"\nstep breakdown, ms (% of step), a sync after each phase, over {r['breakdown']['ours']['steps']} steps "
+          "(data_bookkeeping: the batch and the previous step's bookkeeping):")
     print(f"{'':36s}" + "".join(f"{p:>19s}" for p in PHASES))
     for name, label in rows.items():
         b = r["breakdown"][name]
@@ -590,33 +462,25 @@ def print_report(r: dict) -> None:
     if r.get("ours_host_syncs_per_step") is not None:
         print(f"ours: {r['ours_host_syncs_per_step']:.1f} synchronising CUDA calls per step")
     if "full_run_seconds" in r:
-        minutes = r["full_run_seconds"] / 60
-        print(f"a whole {r['full_run_epochs']}-epoch run through jal.train.train: {minutes:.1f} min")
-    if "matrix" in r:
-        m = r["matrix"]
-        print(f"\n{'ours':24s}{'images/s':>10s}{'run (s)':>10s}{'warm-up s':>11s}   (run: a whole run's training)")
-        for v in m["variants"]:
-            label = f"{v['precision']}, compile={compile_value(v['compile'])}"
+        print(f"a whole {r['full_run_epochs']}-epoch run through jal.train.train: {r['full_run_seconds'] / 60:.1f} min")
+    measured = r.get("matrix", {}).get("variants") or r.get("fusion")
+    if measured:
+        print(f"\n{'ours':34s}{'images/s':>10s}{'runs/h':>8s}{'peak MB':>9s}{'warm-up s':>11s}  (images/s: all fused)")
+        for v in measured:
+            label = f"{v['precision']}, compile={compile_value(v['compile'])}, {v['fused']} fused"
             if "error" in v:
-                print(f"{label:24s} failed: {v['error'][:90]}")
+                print(f"{label:34s} failed: {v['error'][:90]}")
                 continue
-            print(f"{label:24s}{v['images_per_second']:>10.0f}{v['run_training_seconds']:>10.0f}"
+            print(f"{label:34s}{v['images_per_second']:>10.0f}{v['runs_per_hour']:>8.2f}{v['peak_memory_mb']:>9.0f}"
                   f"{v['warmup_seconds']:>11.1f}")
-        for c in m["concurrency"]:
-            print(f"{c['copies']} concurrent copies: {c['aggregate_images_per_second']:.0f} images/s in all, "
-                  f"{c['runs_per_hour']:.1f} runs/hour")
-        if m["best_copies"]:
-            print(f"most runs per hour with {m['best_copies']} concurrent runs per device")
-    if "concurrent" in r:
-        c = r["concurrent"]
-        print(f"{c['copies']} concurrent copies: {c['aggregate_images_per_second']:.0f} images/s in all, "
-              f"{c['runs_per_hour']:.2f} runs/hour (training only)")
+    if best := r.get("matrix", {}).get("best"):
+        print(f"most runs per hour: {best['precision']}, compile={compile_value(best['compile'])}, "
+              f"{best['fused']} fused ({best['runs_per_hour']:.2f})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jal.bench", description=__doc__.split("\n")[0])
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", choices=tuple(MODEL_DATASET), default="cnn8")
     parser.add_argument("--dataset", choices=("cifar10", "cifar100"), default=None,
                         help="protocol and data; default: the model's (cnn8: cifar10, resnet34: cifar100)")
@@ -633,16 +497,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (2)")
     parser.add_argument("--out", default="results/bench", help="folder for <device>.json")
     parser.add_argument("--full-run", action="store_true", help="cuda: also time a whole training run")
-    parser.add_argument("--concurrent", type=int, default=0, metavar="N",
-                        help="cuda: also run N copies of our pipeline on the GPU at once, --steps each")
-    parser.add_argument("--matrix", action="store_true", help="also every --precisions x --compiles variant, "
-                        "and --copies concurrent copies of the first")
+    parser.add_argument("--fusion", default="", help="also K runs fused (jal.train.train_fusion) for each K, "
+                        "e.g. 1,4: aggregate images/s, runs/hour, peak memory; with --matrix, its fusion axis")
+    parser.add_argument("--matrix", action="store_true", help="also every --precisions x --compiles x --fusion "
+                        "variant (--fusion default: 1)")
     parser.add_argument("--precisions", default="fp32,tf32,bf16", help="--matrix: precisions of ours")
     parser.add_argument("--compiles", default="off,on", help="--matrix: torch.compile off, on or both")
-    parser.add_argument("--copies", default="1,2,4,8", help="--matrix: numbers of concurrent copies")
-    parser.add_argument("--fusion", default="", help="also K runs fused (jal.train.train_fusion) for each K, "
-                        "e.g. 1,4: aggregate images/s and runs/hour")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one --concurrent copy
     args = parser.parse_args(argv)
     args.dataset = args.dataset or MODEL_DATASET[args.model]
     on_cuda = args.device == "cuda"
@@ -655,72 +515,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--device cuda: no CUDA device here")
     if args.full_run and not on_cuda:
         parser.error("--full-run times a whole GPU run: use it with --device cuda")
-    args.precisions = args.precisions.split(",")
-    args.compile = COMPILES[args.compile]
+    args.compile, args.precisions = COMPILES[args.compile], args.precisions.split(",")
     args.compiles = [COMPILES.get(c) for c in args.compiles.split(",")]
-    args.copies = [int(c) for c in args.copies.split(",") if c]
     args.fusion = [int(k) for k in args.fusion.split(",") if k]
-    if min(args.fusion, default=1) < 1:
-        parser.error("--fusion: numbers of runs fused, each at least 1")
-    if not set(args.precisions) <= {"fp32", "tf32", "bf16"} or None in args.compiles or min(args.copies, default=1) < 1:
-        parser.error(f"--precisions from fp32,tf32,bf16; --compiles from {','.join(COMPILES)}; --copies positive")
+    if not set(args.precisions) <= {"fp32", "tf32", "bf16"} or None in args.compiles or min(args.fusion, default=1) < 1:
+        parser.error(f"--precisions from fp32,tf32,bf16; --compiles from {','.join(COMPILES)}; --fusion: numbers "
+                     "of runs fused, each at least 1")
     return args
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.worker:
-        return worker(args)
     cfg = compose_config(args)
     device, bf16 = resolve_device(cfg)
-    batch_size = cfg.trainer.batch_size
-    steps_needed = args.warmup + args.steps + args.breakdown_steps
-    data, source, description = load_images(cfg, batch_size * steps_needed)
+    needed = cfg.trainer.batch_size * (args.warmup + args.steps + args.breakdown_steps)
+    data, source, description = load_images(cfg, needed)
     print(f"data: {description}", flush=True)
 
-    # (a) the reference, then (b) ours: same config, data, batch size and number of steps.
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    warmup = warmup_steps(args.warmup, steps_per_epoch(len(data.y_train), batch_size), device, args.compile)
-    ref = build_reference(cfg, data, device, args.workers)
-    ref_ips, ref_seconds = images_per_second(partial(run_reference, ref), args.steps, warmup, device)
-    ref_phases = reference_breakdown(ref, args.breakdown_steps)
-    ref_memory = peak_memory_mb(device)
-    del ref  # shuts the DataLoader's workers down before ours runs
-    print(f"reference: {ref_ips:.0f} images/s", flush=True)
-
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    tf32_flags = use_tf32(args.precision)  # after the reference, which runs with PyTorch's defaults
-    ours = build_ours(cfg, data, device)
-    run_steps = partial(run_ours, ours, cfg, bf16)
-    ours_ips, ours_seconds = images_per_second(run_steps, args.steps, warmup, device)
-    ours_phases = ours_breakdown(ours, cfg, bf16, args.breakdown_steps)
-    ours_memory = peak_memory_mb(device)
-    sync_steps = min(4, ours.steps_per_epoch)
-    syncs = count_host_syncs(partial(run_steps, sync_steps), device)
-    del ours
-    print(f"ours: {ours_ips:.0f} images/s", flush=True)
-
+    # (a) the reference, then (b) ours: the same config, data, batch size and number of steps
+    ref = measure_reference(args, cfg, data, device)
+    print(f"reference: {ref['images_per_second']:.0f} images/s", flush=True)
+    ours = measure_ours(args, data, args.precision, args.compile, details=True)
+    print(f"ours: {ours['images_per_second']:.0f} images/s", flush=True)
     result = {
-        "reference_images_per_second": ref_ips, "ours_images_per_second": ours_ips,
-        "speedup": ours_ips / ref_ips, "reference_seconds": ref_seconds, "ours_seconds": ours_seconds,
-        "device": device.type, "device_name": device_name(device), "model": args.model,
-        "dataset": cfg.dataset.name, "loss": args.loss, "batch_size": batch_size,
-        "precision": args.precision if args.precision == "tf32" else "bf16" if bf16 else "fp32",
-        "reference_precision": "fp32",
-        "compile": bool(cfg.trainer.compile), "channels_last": bool(cfg.trainer.channels_last),
-        "l1": cfg.optim.l1, "steps": args.steps, "warmup": warmup, "workers": args.workers,
-        "data_source": source, "data_description": description, "train_images": len(data.y_train),
-        "breakdown": {"reference": ref_phases, "ours": ours_phases},
-        "peak_memory_mb": {"reference": ref_memory, "ours": ours_memory},
+        "reference_images_per_second": ref["images_per_second"], "ours_images_per_second": ours["images_per_second"],
+        "speedup": ours["images_per_second"] / ref["images_per_second"], "reference_seconds": ref["seconds"],
+        "ours_seconds": ours["seconds"], "device": device.type, "device_name": device_name(device),
+        "model": args.model, "dataset": cfg.dataset.name, "loss": args.loss, "batch_size": cfg.trainer.batch_size,
+        "precision": ours["precision"], "reference_precision": "fp32", "compile": bool(cfg.trainer.compile),
+        "channels_last": bool(cfg.trainer.channels_last), "l1": cfg.optim.l1, "steps": args.steps,
+        "warmup": ref["warmup"], "workers": args.workers, "data_source": source, "data_description": description,
+        "train_images": len(data.y_train), "breakdown": {"reference": ref["breakdown"], "ours": ours["breakdown"]},
+        "breakdown_phases": list(PHASES),
+        "peak_memory_mb": {"reference": ref["peak_memory_mb"], "ours": ours["peak_memory_mb"]},
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda"
         else "process peak RSS (ru_maxrss), cumulative: the reference ran first",
-        "ours_host_syncs_per_step": None if syncs is None else syncs / sync_steps,
-        # runs/hour of training alone (no evaluation), one run at a time
-        "ours_runs_per_hour": 3600 * ours_ips / images_per_run(cfg), **tf32_flags,
+        "ours_host_syncs_per_step": ours["host_syncs_per_step"],
+        "ours_runs_per_hour": ours["runs_per_hour"],  # training alone (no evaluation), one run at a time
+        "matmul_allow_tf32": ours["matmul_allow_tf32"], "cudnn_allow_tf32": ours["cudnn_allow_tf32"],
         "torch_version": torch.__version__, "cuda_version": torch.version.cuda, "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "python_version": platform.python_version(),
         "command": shlex.join([sys.executable, "-m", "jal.bench", *argv]),
@@ -732,17 +565,18 @@ def main(argv: list[str] | None = None) -> dict | None:
         if source != "real":
             raise SystemExit(f"error: --full-run needs the real data: {description}")
         result.update(time_full_run(args))
-    if args.concurrent:
-        result["concurrent"] = time_concurrent(args, cfg, args.concurrent)
     if args.matrix:
-        result["matrix"] = measure_matrix(args, data, cfg)
-    if args.fusion:
-        result["fusion"] = measure_fusion(args, data, cfg)
+        rows = measure_variants(args, data, list(product(args.precisions, args.compiles, args.fusion or [1])))
+        best = max((v for v in rows if "error" not in v), key=lambda v: v["runs_per_hour"], default=None)
+        result["matrix"] = {"variants": rows, "best": best and {k: best[k] for k in
+                                                                ("precision", "compile", "fused", "runs_per_hour")}}
+    elif args.fusion:
+        result["fusion"] = measure_variants(args, data, [(args.precision, args.compile, k) for k in args.fusion])
 
     print_report(result)
     path = Path(args.out) / f"{device.type}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, result)  # temporary file + os.replace
+    atomic_write_json(path, result)
     print(f"wrote {path}")
     return result
 

@@ -10,11 +10,12 @@ A config file takes its schema with `- /schema/<name>@_here_` in its defaults li
 also types its active and passive terms with `@active`, `@passive`).
 """
 
+import dataclasses
 import math
 import re
 import sys
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -22,7 +23,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from jal.util import CONFIG_DIR, compose_run
+
 # CIFAR-N label sets per dataset (configs/noise/human.yaml)
 HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
 
@@ -513,8 +515,16 @@ def check_config(cfg) -> None:
                 f"is not among this machine's {torch.cuda.device_count()} CUDA devices", "auto")
 
 
-TYPE_NAMES = {"IntegerNode": "an integer", "FloatNode": "a number", "BooleanNode": "true or false",
-              "StringNode": "a string"}
+TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def expected_type(schema, key: str) -> str:
+    """What the schema's field `key` holds, in words ("a number or null"), from the dataclass's type hints."""
+    hint = typing.get_type_hints(schema).get(key) if dataclasses.is_dataclass(schema) else None
+    optional = type(None) in typing.get_args(hint)
+    if optional:  # Optional[float] = Union[float, None]
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return TYPE_NAMES.get(hint, "of another type") + (" or null" if optional else "")
 
 
 def one_line(err: BaseException) -> str:
@@ -531,14 +541,12 @@ def one_line(err: BaseException) -> str:
         where = f"in {section}" if section else "at the top level"
         return f"unknown setting {cause.full_key!r}; valid keys {where}: {', '.join(sorted(valid - {'hydra'}))}"
     if isinstance(cause, ValidationError) and cause.parent_node is not None:  # noise.rate=abc
-        node = cause.parent_node._get_node(cause.key)  # still holds the value the override tried to replace
-        wanted = TYPE_NAMES.get(type(node).__name__, "of another type")
-        if node._is_optional():
-            wanted += " or null"
-        try:
-            example = "null" if node._is_none() else cause.parent_node[cause.key]  # interpolations resolved
-        except OmegaConfBaseException:
-            example = node._value()
+        wanted = expected_type(OmegaConf.get_type(cause.parent_node), cause.key)
+        try:  # the parent still holds the value the override tried to replace: an example of the right type
+            example = cause.parent_node[cause.key]
+        except OmegaConfBaseException:  # an interpolation that does not resolve here: as written
+            example = OmegaConf.to_container(cause.parent_node, resolve=False)[cause.key]
+        example = "null" if example is None else example
         value = "null" if cause.value is None else repr(cause.value)
         return f"{cause.full_key}={value} is not {wanted}: e.g. {cause.full_key}={example}"
     return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
@@ -551,15 +559,7 @@ def check_command_line(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg.startswith("-") for arg in argv):
         return
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", argv, return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)  # logger.tags name the loss through ${hydra:...}
-            check_config(cfg)
+        check_config(compose_run(argv))  # Hydra's runtime set: logger.tags name the loss through ${hydra:...}
     except (ConfigError, HydraException, OmegaConfBaseException) as err:
         sys.exit(f"error: {one_line(err)}")
-    finally:
-        HydraConfig.instance().cfg = None

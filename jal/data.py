@@ -8,8 +8,6 @@ as it is read (read_npz): a truncated, corrupt or malformed file stops the run w
 """
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from jal.util import atomic_save_npz
 
 
 @dataclass
@@ -114,16 +114,6 @@ def _download_and_prepare(name: str, path: Path) -> None:
     arrays = dict(x_train=train.data, y_train=np.asarray(train.targets, np.uint8),
                   x_test=test.data, y_test=np.asarray(test.targets, np.uint8))
     atomic_save_npz(path, **arrays)
-
-
-def atomic_save_npz(path: str | Path, **arrays) -> None:
-    """np.savez to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def synthetic_dataset(train_size: int, test_size: int, num_classes: int, seed: int = 0) -> ImageData:

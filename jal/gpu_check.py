@@ -1,7 +1,7 @@
 """The CUDA self-check: `python -m jal.gpu_check` (`make gpu-check`), a few minutes on one GPU.
 
     python -m jal.gpu_check                 # the checks, then the GPU benchmark (jal.bench --matrix:
-                                            # fp32/tf32/bf16 x compile off/reduce-overhead, 1/2/4/8 copies)
+                                            # fp32/tf32/bf16 x compile off/reduce-overhead x 1/2/4/8 fused)
     python -m jal.gpu_check --no-bench      # the checks only
 
 Needs PyTorch and Hydra only (no pytest, no make, no package index). Each check is a plain
@@ -26,11 +26,10 @@ import traceback
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from torch.overrides import TorchFunctionMode
 
 from jal import train as jal_train
+from jal.util import atomic_write_json, compose_run, device_name
 
 LOSSES = ("ce", "jal_ce", "nce_rce", "anl_ce", "jal_fl")  # plain, L1 + AMSE, APL, NNCE + L1, focal
 BF16_TOLERANCE = 0.03  # relative difference of a loss value under bf16 autocast vs fp32 (8-bit mantissa)
@@ -42,10 +41,7 @@ def short_run(device: str, out_root: Path, *extra: str, size: int = 2048):
     overrides = ["dataset=synthetic", f"dataset.train_size={size}", f"dataset.test_size={max(32, size // 4)}",
                  "loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=2", "logger=none",
                  "trainer.progress=false", f"trainer.device={device}", f"out_root={out_root}", *extra]
-    with initialize_config_dir(str(jal_train.CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # run_name and the config choices resolve as in a real launch
-    return cfg
+    return compose_run(overrides)
 
 
 def compare_runs(a: dict, a_dir: Path, b: dict, b_dir: Path) -> dict:
@@ -106,18 +102,11 @@ def check_resume(device: str, work: Path, size: int = 2048) -> dict:
 
 def resume_report(cfg, work: Path) -> dict:
     uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
-    real = jal_train.train_epoch
 
-    def deadline_passes(*args, **kwargs):
-        sums = real(*args, **kwargs)
+    def deadline_passes(epoch):  # during epoch 1: the run pauses at its end
         cfg.trainer.stop_at = time.time()
-        return sums
 
-    jal_train.train_epoch = deadline_passes
-    try:
-        paused = jal_train.train(cfg, work / "resume" / "paused")
-    finally:
-        jal_train.train_epoch = real
+    paused = jal_train.train(cfg, work / "resume" / "paused", epoch_hook=deadline_passes)
     cfg.trainer.stop_at = None
     continued = jal_train.train(cfg, work / "resume" / "paused")
     report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
@@ -177,16 +166,16 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
     initialisation), with every host read trapped: CUDA's sync debug mode "error" on CUDA, HostReads on the CPU."""
     cfg = short_run(device, work / "sync", size=size)
     dev = torch.device(device)
-    from jal.bench import build_ours  # the training objects as jal.train sets them up
+    from jal.bench import build_fusion  # the training objects as jal.train sets them up
     from jal.data import epoch_generator, synthetic_dataset
 
-    data = synthetic_dataset(size, 2, cfg.dataset.num_classes)
-    ours = build_ours(cfg, data, dev)
+    ours = build_fusion(cfg, synthetic_dataset(size, 2, cfg.dataset.num_classes), dev)
     _, bf16 = jal_train.resolve_device(cfg)
 
     def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
-        sums = jal_train.train_epoch(ours.fusion, cfg, bf16, ours.data, [epoch_generator(cfg.seed, i, dev)])
-        correct = jal_train.evaluate(ours.fusion, ours.x_train, ours.labels, ours.stats, cfg, bf16)
+        data = ours.data
+        sums = jal_train.train_epoch(ours.fusion, cfg, bf16, data, [epoch_generator(cfg.seed, i, dev)])
+        correct = jal_train.evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, cfg, bf16)
         return torch.cat([sums.flatten(), correct.float()])
 
     epoch(0)
@@ -249,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         checks = run_checks(args.device, Path(tmp), names, args.size)
-    from jal.train import device_name
-
     report = {"device": args.device, "device_name": device_name(torch.device(args.device)),
               "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
               "cudnn_version": torch.backends.cudnn.version() if args.device == "cuda" else None,
@@ -259,15 +246,15 @@ def main(argv: list[str] | None = None) -> int:
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jal_train.atomic_write_json(out / "gpu_check.json", json.loads(json.dumps(report, default=float)))
+    atomic_write_json(out / "gpu_check.json", json.loads(json.dumps(report, default=float)))
     print(f"checks {'passed' if report['passed'] else 'FAILED'} in {report['seconds']:.0f} s; "
           f"wrote {out / 'gpu_check.json'}", flush=True)
     if not args.no_bench:
         from jal import bench
 
-        # the campaign's precision (fp32) first: the concurrent copies run it; compiled = with CUDA graphs
+        # the paper preset's precision (fp32) as the headline figure; compiled = with CUDA graphs
         bench.main(["--device", args.device, "--precision", "fp32", "--matrix", "--precisions", "fp32,tf32,bf16",
-                    "--compiles", "off,reduce-overhead", "--copies", "1,2,4,8", "--steps", "200", "--warmup", "20",
+                    "--compiles", "off,reduce-overhead", "--fusion", "1,2,4,8", "--steps", "200", "--warmup", "20",
                     "--out", str(out)])
     return 0 if report["passed"] else 1
 

@@ -35,8 +35,8 @@ from jal.tables import (
     load_records,
     loss_label,
     noise_column,
-    write_atomically,
 )
+from jal.util import atomic_write_text
 
 PRECISIONS = ("fp32", "bf16")
 CSV_COLUMNS = ["dataset", "noise_type", "noise_rate", "noise_labels", "loss", "loss_label", "epochs", "subset",
@@ -187,7 +187,7 @@ def write_tables(rows: list[dict], out_dir, expect_seeds: int = 3) -> dict:
     """table.md, table.csv and summary.json into out_dir; returns the verdict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(out_dir / "table.md", render_markdown(rows, expect_seeds))
+    atomic_write_text(out_dir / "table.md", render_markdown(rows, expect_seeds))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -195,10 +195,10 @@ def write_tables(rows: list[dict], out_dir, expect_seeds: int = 3) -> dict:
         values = {k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS}
         values["seeds"] = " ".join(map(str, row["seeds"]))
         writer.writerow({k: "" if v is None else v for k, v in values.items()})
-    write_atomically(out_dir / "table.csv", buffer.getvalue())
+    atomic_write_text(out_dir / "table.csv", buffer.getvalue())
     v = verdict(rows, expect_seeds)
     cells = [{k: (list(val) if k == "column" else val) for k, val in r.items()} for r in rows]
-    write_atomically(out_dir / "summary.json", json.dumps({"verdict": v, "cells": cells}, indent=1) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps({"verdict": v, "cells": cells}, indent=1) + "\n")
     return v
 
 

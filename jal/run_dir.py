@@ -20,11 +20,11 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
 from jal.config import ConfigError
+from jal.util import atomic_save
 
 RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
 RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
@@ -170,37 +170,18 @@ def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True)
 # Writing
 
 
-def atomic_save(path: Path, save, suffix: str) -> None:
-    """save(tmp_path) beside `path`, then rename: a crash mid-write never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_save(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)), ".json")
-
-
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """checkpoint.pt, written atomically, with the one it replaces kept as checkpoint.prev.pt."""
     import torch
 
     newest = run_dir / CHECKPOINT
-    fd, tmp = tempfile.mkstemp(dir=run_dir, suffix=".pt")
-    os.close(fd)
-    try:
+
+    def save(tmp):
         torch.save(state, tmp)
-        if newest.exists():
+        if newest.exists():  # only once the new one is written: a failed write keeps the newest as it is
             os.replace(newest, run_dir / PREVIOUS)
-        os.replace(tmp, newest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_save(newest, save, ".pt")
 
 
 def move_aside(run_dir: Path) -> list[str]:

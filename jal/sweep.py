@@ -22,11 +22,11 @@ import os
 import shlex
 import time
 from dataclasses import dataclass
+from functools import partial
 from itertools import accumulate, product
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
@@ -46,6 +46,7 @@ from jal.run_dir import (
     latest_checkpoint,
     read_record,
 )
+from jal.util import device_name, hydra_runtime, run_device
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
@@ -66,13 +67,8 @@ class Run:
         """The experiment it is (jal/run_dir.py), worked out when needed (its directory is shared or holds
         files): resolving a whole config takes ~0.1 s, too long to do for every run of a 300-run plan."""
         if self._identity is None:
-            saved = HydraConfig.instance().cfg
-            HydraConfig.instance().set_config(self.cfg)  # run_name reads hydra:runtime.choices
-            try:
+            with hydra_runtime(self.cfg):  # run_name reads hydra:runtime.choices
                 self._identity = run_identity(self.cfg)
-            finally:
-                if saved is not None:
-                    HydraConfig.instance().set_config(saved)
         return self._identity
 
     def work(self, from_epoch: int = 0) -> float:
@@ -146,16 +142,12 @@ def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
     """The runs of one multirun, in launch order, with the directory Hydra's run_job gives each; raises
     ConfigError for a wrong value in any run, two runs of different experiments that would share a directory,
     or a directory that holds another experiment or a damaged file."""
-    runs, saved = [], HydraConfig.instance().cfg
-    try:
-        for cfg in compose_jobs(sweep_jobs(overrides), config_name):
-            HydraConfig.instance().set_config(cfg)  # run_name reads hydra:runtime.choices
+    runs = []
+    for cfg in compose_jobs(sweep_jobs(overrides), config_name):
+        with hydra_runtime(cfg):  # run_name reads hydra:runtime.choices
             check_config(cfg)  # every run's values, before the first one trains
             run_dir = os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
             runs.append(Run(Path(run_dir), cfg.run_name, cfg))
-    finally:
-        if saved is not None:  # inside a multirun: the launching config again
-            HydraConfig.instance().set_config(saved)
     check_directories(runs)
     return runs
 
@@ -164,7 +156,7 @@ def run_identity(cfg: DictConfig) -> dict:
     """The identity train.py gives a run of `cfg` on this machine (jal/run_dir.py)."""
     from jal.train import choose_precision, plain_config, precision_name
 
-    bf16, _ = choose_precision(cfg.trainer.precision, run_device(cfg))
+    bf16, _ = choose_precision(cfg.trainer.precision, run_device(cfg.trainer.device))
     return identity(plain_config(cfg), precision_name(bf16))
 
 
@@ -235,32 +227,7 @@ def epochs_done(run_dir: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# This machine: device, launcher, speed
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def run_device(cfg: DictConfig):
-    """The torch device a run of `cfg` trains on, on this machine (train.py's resolve_device)."""
-    import torch
-
-    wants_cuda = cfg.trainer.device == "auto" and cuda_available() or str(cfg.trainer.device).startswith("cuda")
-    return torch.device("cuda" if wants_cuda else "cpu")
-
-
-def record_device_name(cfg: DictConfig) -> str:
-    """The device name train.py writes into its records for this config on this machine."""
-    from jal.train import device_name
-
-    return device_name(run_device(cfg))
-
-
-def device_description(cfg: DictConfig) -> str:
-    return f"{'CUDA' if run_device(cfg).type == 'cuda' else 'CPU'}: {record_device_name(cfg)}"
+# This machine: launcher, speed
 
 
 def launcher_of(cfg: DictConfig) -> tuple[str, int | None]:
@@ -292,33 +259,25 @@ def records_speed(runs: list[Run], device: str) -> tuple[float, int] | None:
 
 def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
     """Training images/s of one run of `cfg` here, from a few of train.py's own training steps on random
-    images (after one to warm up; uncompiled): (images/s, batch size)."""
+    images (after one to warm up; uncompiled), timed as jal.bench times them: (images/s, batch size)."""
     import torch
 
-    from jal.train import Fusion, build_training, resolve_device, train_step
+    from jal import bench
+    from jal.data import synthetic_dataset
+    from jal.train import resolve_device
 
     cfg = copy.deepcopy(cfg)
+    device, bf16 = resolve_device(cfg)
     with open_dict(cfg):
         cfg.trainer.compile = False
+        if device.type != "cuda":  # a CPU is slow
+            cfg.trainer.batch_size = min(32, cfg.trainer.batch_size)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    device, bf16 = resolve_device(cfg)
-    batch = cfg.trainer.batch_size if device.type == "cuda" else min(32, cfg.trainer.batch_size)  # a CPU is slow
-    model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
-    fusion = Fusion([argparse.Namespace(cfg=cfg, model=model, step_model=step_model, criterion=criterion,
-                                        optimizer=optimizer, scheduler=scheduler)])  # a run alone
-    images = torch.randn(batch, 3, 32, 32, device=device)
-    if cfg.trainer.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    targets = torch.randint(cfg.dataset.num_classes, (batch,), device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    for i in range(steps + 1):
-        if i == 1:
-            sync()
-            start = time.perf_counter()
-        train_step(fusion, [images], [targets], bf16)
-    sync()
-    return steps * batch / (time.perf_counter() - start), batch
+    batch = cfg.trainer.batch_size
+    fused = bench.build_fusion(cfg, synthetic_dataset(batch * (steps + 1), 1, cfg.dataset.num_classes), device)
+    speed, _ = bench.images_per_second(partial(bench.run_fusion, fused, cfg, bf16), steps, 1, device)
+    return speed, batch
 
 
 def runs_(n: int) -> str:
@@ -351,7 +310,8 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     launcher, parallel = launcher_of(first)
     threads = first.trainer.threads
     print(f"Plan of {name}: preset {preset}")
-    print(f"  device     {device_description(first)}")
+    device = run_device(first.trainer.device)
+    print(f"  device     {'CUDA' if device.type == 'cuda' else 'CPU'}: {device_name(device)}")
     print(f"  launcher   {launcher}, torch threads per run: "
           f"{threads if threads else 'all cores (trainer.threads=null)'}")
 
@@ -377,10 +337,9 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
         return
     models = sorted({r.cfg.hydra.runtime.choices.model for r in todo})
     speed, seconds = {}, 0.0
-    device = record_device_name(first)
     for model in models:
         of_model = [r for r in runs if r.cfg.hydra.runtime.choices.model == model]
-        if measured := records_speed(of_model, device):
+        if measured := records_speed(of_model, device_name(device)):  # the name train.py records
             speed[model] = measured[0]
             source = f"mean of {measured[1]} finished runs' records on this device"
         else:

@@ -18,13 +18,13 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from jal.util import REPO_ROOT, atomic_write_text
+
 DEFAULT_PUBLISHED = REPO_ROOT / "results" / "published_results.csv"
 
 # config name -> the paper's name; loss_label() falls back to "NCE+NEW" style for names not listed here
@@ -501,28 +501,20 @@ def render_markdown(rows, with_fidelity=True):
     return "\n".join(lines)
 
 
-def write_atomically(path, text):
-    # a reader (or a crash mid-write) never sees a half-written table
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
-                                     newline="") as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
 def write_tables(rows, out_dir):
     """Writes table.md, table.csv and fidelity.json; returns the fidelity score."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(out_dir / "table.md", render_markdown(rows))
+    atomic_write_text(out_dir / "table.md", render_markdown(rows))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         values = {k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS}
         writer.writerow({k: "" if v is None else v for k, v in values.items()})
-    write_atomically(out_dir / "table.csv", buffer.getvalue())
+    atomic_write_text(out_dir / "table.csv", buffer.getvalue())
     score = fidelity(rows)
-    write_atomically(out_dir / "fidelity.json", json.dumps({**score, "findings": findings(rows)}, indent=1) + "\n")
+    atomic_write_text(out_dir / "fidelity.json", json.dumps({**score, "findings": findings(rows)}, indent=1) + "\n")
     return score
 
 

@@ -29,9 +29,7 @@ import copy
 import logging
 import math
 import os
-import platform
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -52,7 +50,6 @@ from jal import noise as label_noise
 from jal.config import ConfigError, check_config, one_line
 from jal.data import (
     ImageData,
-    atomic_save_npz,
     augment,
     balanced_subset,
     channel_stats,
@@ -68,8 +65,6 @@ from jal.run_dir import (
     DirectoryConflict,
     RunBusy,
     RunLock,
-    atomic_save,
-    atomic_write_json,
     check_same,
     fingerprint,
     flatten,
@@ -80,13 +75,21 @@ from jal.run_dir import (
     save_checkpoint,
 )
 from jal.theory import check_amse_a
+from jal.util import (
+    CONFIG_DIR,
+    atomic_save,
+    atomic_save_npz,
+    atomic_write_json,
+    device_name,
+    git_commit,
+    hydra_runtime,
+    run_device,
+)
 
 log = logging.getLogger("jal.train")
 # One line per epoch into the run's train.log only (configs/train.yaml routes it to the file handler): a run
 # can be followed with `tail -f` while a sweep's console keeps to one line per run.
 epoch_log = logging.getLogger("jal.train.epochs")
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def percent(value: float | None) -> str:
@@ -141,22 +144,13 @@ def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.nd
 
 
 # ---------------------------------------------------------------------------------------------------
-# Small utilities: the config as data, the git commit, W&B
+# The run's config as data, and its W&B run
 
 
 def plain_config(cfg: DictConfig) -> dict:
     """The resolved run config as plain data (without Hydra's own node, present when composed in tests)."""
     return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
             for k, v in cfg.items() if k != "hydra"}
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CONFIG_DIR.parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def start_wandb(cfg: DictConfig, run_dir: Path):
@@ -173,7 +167,7 @@ def start_wandb(cfg: DictConfig, run_dir: Path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Training
+# Device and precision
 
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # bf16 hardware: AMX tiles, AVX-512 BF16 dot products
@@ -213,8 +207,9 @@ def choose_precision(precision: str, device: torch.device, flags: set[str] | Non
 
 
 def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
-    name = cfg.trainer.device
-    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+    """(device, bf16): where the run trains on this machine and in which precision; cuDNN and torch set to
+    the determinism the config asks for."""
+    device = run_device(cfg.trainer.device)
     bf16, _ = choose_precision(cfg.trainer.precision, device)
     deterministic = cfg.trainer.get("deterministic", False)
     if device.type == "cuda":
@@ -231,17 +226,24 @@ def precision_name(bf16: bool) -> str:
     return "bf16" if bf16 else "fp32"
 
 
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model: records and benchmark figures say which machine made them."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
-    except (OSError, AttributeError):  # no /proc (macOS) or no sched_getaffinity
-        pass
-    return platform.processor() or "cpu"
+# ---------------------------------------------------------------------------------------------------
+# Model, loss and optimiser; K runs' models fused into one
+
+
+def build_training(cfg: DictConfig, device: torch.device):
+    """Model, loss, SGD and the cosine schedule, all from the composed config. `step_model` is the model the
+    training step and the evaluation call: the model itself, or its torch.compile'd version (sharing its
+    parameters; forward and backward compiled, the evaluation's no-grad forward as a second graph)."""
+    model = hydra.utils.instantiate(cfg.model).to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = hydra.utils.instantiate(cfg.loss)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
+    mode = cfg.trainer.compile  # true, or one of torch.compile's modes (checked by jal.config.TrainerConfig)
+    step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
+    return model, step_model, criterion, optimizer, scheduler
 
 
 def add_l1_gradient(params: list[torch.Tensor], strength: float) -> None:
@@ -369,16 +371,33 @@ class Fusion:
             torch._foreach_add_(grads, torch._foreach_mul(self.params, shaped(self.weight_decay)))
 
 
-def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, bf16: bool) -> torch.Tensor:
-    """Number of correct test predictions of each member (K,), in one fused pass, left on the device."""
-    fusion.train(False)
-    correct = torch.zeros(fusion.k, dtype=torch.long, device=x.device)
-    batch = cfg.trainer.eval_batch_size
-    with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
-        for i in range(0, len(x), batch):
-            images = normalize(x[i : i + batch], stats, cfg.trainer.channels_last)
-            correct += (fusion(images).argmax(-1) == y[i : i + batch]).sum(-1)
-    return correct
+# ---------------------------------------------------------------------------------------------------
+# One epoch: the training step on the device, the evaluation
+
+
+@dataclass
+class TrainingData:
+    """The members' training sets on the device: the images once, each member's rows of them (its subset)
+    and its labels, all (K, n)."""
+    x_train: torch.Tensor  # uint8 (N, C, H, W)
+    rows: torch.Tensor
+    y_noisy: torch.Tensor
+    y_clean: torch.Tensor
+    stats: tuple
+
+    @property
+    def is_corrupted(self) -> torch.Tensor:
+        return self.y_noisy != self.y_clean
+
+    def select(self, keep: list[int]) -> "TrainingData":
+        return TrainingData(self.x_train, self.rows[keep], self.y_noisy[keep], self.y_clean[keep], self.stats)
+
+
+def batch_starts(n_train: int, batch_size: int) -> range:
+    """Where each batch of an epoch starts; a last batch of a single image is dropped (BatchNorm cannot
+    train on one sample)."""
+    n_used = n_train - 1 if n_train % batch_size == 1 else n_train
+    return range(0, n_used, batch_size)
 
 
 def training_batch(x_train, idx, generator: torch.Generator, stats, cfg: DictConfig) -> torch.Tensor:
@@ -399,31 +418,6 @@ def train_step(fusion: Fusion, images: list, targets: list, bf16: bool):
     fusion.regularise_and_clip()
     fusion.optimizer.step()
     return logits, torch.stack(losses)
-
-
-def batch_starts(n_train: int, batch_size: int) -> range:
-    """Where each batch of an epoch starts; a last batch of a single image is dropped (BatchNorm cannot
-    train on one sample)."""
-    n_used = n_train - 1 if n_train % batch_size == 1 else n_train
-    return range(0, n_used, batch_size)
-
-
-@dataclass
-class TrainingData:
-    """The members' training sets on the device: the images once, each member's rows of them (its subset)
-    and its labels, all (K, n)."""
-    x_train: torch.Tensor  # uint8 (N, C, H, W)
-    rows: torch.Tensor
-    y_noisy: torch.Tensor
-    y_clean: torch.Tensor
-    stats: tuple
-
-    @property
-    def is_corrupted(self) -> torch.Tensor:
-        return self.y_noisy != self.y_clean
-
-    def select(self, keep: list[int]) -> "TrainingData":
-        return TrainingData(self.x_train, self.rows[keep], self.y_noisy[keep], self.y_clean[keep], self.stats)
 
 
 def train_epoch(fusion: Fusion, cfg: DictConfig, bf16: bool, data: TrainingData, generators: list,
@@ -451,20 +445,16 @@ def train_epoch(fusion: Fusion, cfg: DictConfig, bf16: bool, data: TrainingData,
     return sums
 
 
-def build_training(cfg: DictConfig, device: torch.device):
-    """Model, loss, SGD and the cosine schedule, all from the composed config. `step_model` is the model the
-    training step and the evaluation call: the model itself, or its torch.compile'd version (sharing its
-    parameters; forward and backward compiled, the evaluation's no-grad forward as a second graph)."""
-    model = hydra.utils.instantiate(cfg.model).to(device)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = hydra.utils.instantiate(cfg.loss)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
-    mode = cfg.trainer.compile  # true, or one of torch.compile's modes (checked by jal.config.TrainerConfig)
-    step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
-    return model, step_model, criterion, optimizer, scheduler
+def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, bf16: bool) -> torch.Tensor:
+    """Number of correct test predictions of each member (K,), in one fused pass, left on the device."""
+    fusion.train(False)
+    correct = torch.zeros(fusion.k, dtype=torch.long, device=x.device)
+    batch = cfg.trainer.eval_batch_size
+    with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+        for i in range(0, len(x), batch):
+            images = normalize(x[i : i + batch], stats, cfg.trainer.channels_last)
+            correct += (fusion(images).argmax(-1) == y[i : i + batch]).sum(-1)
+    return correct
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -509,93 +499,8 @@ def restore_handlers(previous: dict, hand_on: int | None) -> None:
         handler(hand_on, None)
 
 
-def paused_record(cell: dict, epoch: int, epochs: int, reason: str, wall_seconds: float) -> dict:
-    """result.json of a paused run: the tables count it as missing, and starting it again continues it."""
-    return dict(status="paused", **cell, epoch=epoch, epochs=epochs, reason=reason, wall_seconds=wall_seconds,
-                git_commit=git_commit())
-
-
-class RunDiverged(Exception):
-    """A non-finite training loss: the run fails (its record says so), the last good checkpoint stays."""
-
-
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
-    A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one."""
-    result = train_fusion([cfg], [run_dir])[0]
-    if result["status"] == "failed":  # alone, a diverged run is an error (main prints it in one line)
-        raise RunDiverged(result["error"].removeprefix("RunDiverged: "))
-    return result
-
-
-def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
-    """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
-    one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
-    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`."""
-    signalled_before, previous = stop_signal, install_stop_handlers()
-    try:
-        for cfg in cfgs:
-            check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
-        check_fusable(cfgs)
-        with contextlib.ExitStack() as locks:
-            results, members = {}, []
-            for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
-                try:
-                    locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
-                except RunBusy as busy:
-                    results[i] = dict(status="running elsewhere", reason=str(busy))
-                    continue
-                prepared = prepare_member(cfg, run_dir)
-                if isinstance(prepared, dict):  # finished already, or not started (stop_at passed, a signal)
-                    results[i] = prepared
-                else:
-                    members.append((i, prepared))
-            if members:
-                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
-                    results[i] = result
-        return [results[i] for i in range(len(cfgs))]
-    finally:
-        restore_handlers(previous, hand_on=stop_signal if signalled_before is None else None)
-
-
-# What runs fused together may differ in (the rest fixes the step structure, or is one per process).
-MAY_DIFFER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.grad_clip", "dataset.weight_decay",
-              "dataset.l1_amse", "dataset.l1_nnce", "out_root", "run_name", "logger", "trainer.progress",
-              "trainer.stop_at", "trainer.restart")
-
-
-def fixed_settings(cfg: DictConfig) -> dict:
-    """The settings of a run that runs fused with it must share (flattened): all but MAY_DIFFER."""
-    with own_hydra(cfg):
-        settings = flatten(plain_config(cfg))
-    return {k: v for k, v in settings.items() if not any(k == d or k.startswith(d + ".") for d in MAY_DIFFER)}
-
-
-def check_fusable(cfgs: list[DictConfig]) -> None:
-    """One line naming the first setting in which the runs of a fusion differ where they must agree."""
-    first = fixed_settings(cfgs[0])
-    for n, cfg in enumerate(cfgs[1:], 2):
-        other = fixed_settings(cfg)
-        for key in sorted(first.keys() | other.keys()):
-            if first.get(key, "absent") != other.get(key, "absent"):
-                raise ConfigError(f"runs 1 and {n} of a fusion differ in {key} ({first.get(key, 'absent')} and "
-                                  f"{other.get(key, 'absent')}): runs fused together may differ only in seed, "
-                                  "noise, loss, optim.l1, optim.weight_decay and optim.grad_clip")
-
-
-@contextlib.contextmanager
-def own_hydra(cfg: DictConfig):
-    """`${hydra:...}` (run_name) and the cell resolved against this run's own Hydra node, where its config
-    carries one (a fusion's configs, composed by the sweep's plan or by tests); else the app's."""
-    if "hydra" not in cfg:
-        yield HydraConfig.get()
-        return
-    saved = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(cfg)
-    try:
-        yield cfg.hydra
-    finally:
-        HydraConfig.instance().cfg = saved
+# ---------------------------------------------------------------------------------------------------
+# The members of a fusion: each a run, prepared under its lock
 
 
 @dataclass(eq=False)  # members are told apart by identity
@@ -639,7 +544,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     device, bf16 = resolve_device(cfg)
     precision_reason = choose_precision(cfg.trainer.precision, device)[1]
     log.info("precision %s (%s)", precision_name(bf16), precision_reason)
-    with own_hydra(cfg):
+    with hydra_runtime(cfg):
         config, name = plain_config(cfg), cfg.run_name
     asked = identity(config, precision_name(bf16))
     # What the directory holds must be this experiment before anything is skipped, resumed or trained.
@@ -701,7 +606,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
         log.info("resuming %s from epoch %d", m.run_dir, m.start_epoch)
     m.state = None  # loaded: its memory (a model's worth) is not kept
-    with own_hydra(cfg) as hydra_cfg:
+    with hydra_runtime(cfg) as hydra_cfg:
         choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
         m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
                       noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
@@ -711,16 +616,17 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     m.provenance = dict(precision=precision_name(m.bf16), fingerprint=fingerprint(m.asked), config=m.config)
 
 
-def train_locked(members: list[Member]) -> list[dict]:
+# ---------------------------------------------------------------------------------------------------
+# The training loop
+
+
+def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = load_training_data(members)
     for m, y_noisy in zip(members, data.y_noisy):
         build_member(m, y_noisy)
-    epochs_at = {m.start_epoch for m in members}
-    if len(epochs_at) > 1:
-        raise ConfigError(f"runs fused together must be at the same epoch; these are at epochs {sorted(epochs_at)}: "
-                          "train them apart, or the ones behind first")
-    cfg, fused, results = members[0].cfg, len(members), {}
+    check_same_epoch(members)
+    cfg, bf16, fused, results = members[0].cfg, members[0].bf16, len(members), {}
     fusion, started = Fusion(members), time.perf_counter()
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
     progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs, disable=not cfg.trainer.progress,
@@ -734,12 +640,10 @@ def train_locked(members: list[Member]) -> list[dict]:
                     results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
-            generators = [epoch_generator(m.cfg.seed, epoch, m.device) for m in fusion.members]
-            for m, generator in zip(fusion.members, generators):
-                m.criterion.set_generator(generator)  # losses that draw (NLNL) draw from the epoch's stream too
-            sums = train_epoch(fusion, cfg, members[0].bf16, data, generators)
-            # Once per epoch: read the sums back (the only host-device sync of the epoch's training).
-            sums = sums.tolist()
+            sums = train_members(fusion, cfg, bf16, data, epoch)
+            if epoch_hook is not None:
+                epoch_hook(epoch + 1)
+            sums = sums.tolist()  # once per epoch: the only host-device sync of the epoch's training
             if any(not math.isfinite(s[0]) for s in sums):
                 sums, data = drop_diverged(fusion, data, sums, epoch, results, fused)
                 if not fusion.members:
@@ -747,26 +651,57 @@ def train_locked(members: list[Member]) -> list[dict]:
             train_seconds = time.perf_counter() - epoch_start
             lr = fusion.optimizer.param_groups[0]["lr"]
             fusion.scheduler.step()
-            evaluated = (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs  # the last always
-            correct = evaluate(fusion, x_test, y_test, data.stats, cfg, members[0].bf16).tolist() if evaluated else None
+            correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, bf16, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
-            for i, m in enumerate(fusion.members):
-                test_correct = correct[i] if evaluated else None
-                end_epoch(m, epoch, sums[i], test_correct, len(y_test), lr, train_seconds, epoch_start, started, fused)
+            for m, member_sums, member_correct in zip(fusion.members, sums, correct):
+                end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started,
+                          fused)
             progress.set_postfix(test_acc=fusion.members[0].history[-1]["test_acc"],
                                  img_s=f"{fusion.k * fusion.members[0].history[-1]['images_per_second']:.0f}")
         for m in fusion.members:
             results[m] = end(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
     except BaseException as err:
-        for m in fusion.members:
-            if m in results:
-                continue
-            if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
-                atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
-            if m.wandb_run is not None:
-                m.wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
+        close_unended(fusion.members, results, err, epoch, epochs, fused)
         raise
+
+
+def check_same_epoch(members: list[Member]) -> None:
+    epochs_at = {m.start_epoch for m in members}
+    if len(epochs_at) > 1:
+        raise ConfigError(f"runs fused together must be at the same epoch; these are at epochs {sorted(epochs_at)}: "
+                          "train them apart, or the ones behind first")
+
+
+def train_members(fusion: Fusion, cfg: DictConfig, bf16: bool, data: TrainingData, epoch: int) -> torch.Tensor:
+    """One epoch of every member, each in the order, with the augmentation and (for a loss that draws, NLNL)
+    the draws of its own epoch's generator; the sums (K, 5) left on the device."""
+    generators = [epoch_generator(m.cfg.seed, epoch, m.device) for m in fusion.members]
+    for m, generator in zip(fusion.members, generators):
+        m.criterion.set_generator(generator)
+    return train_epoch(fusion, cfg, bf16, data, generators)
+
+
+def correct_predictions(fusion: Fusion, x_test, y_test, stats, cfg: DictConfig, bf16: bool, epoch: int) -> list:
+    """Each member's correct test predictions in the epochs evaluated (every eval_every, and always the last,
+    the reported figure), else None for each."""
+    epochs = cfg.trainer.epochs
+    if (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs:
+        return evaluate(fusion, x_test, y_test, stats, cfg, bf16).tolist()
+    return [None] * fusion.k
+
+
+def close_unended(members: list[Member], results: dict, err: BaseException, epoch: int, epochs: int,
+                  fused: int) -> None:
+    """After a crash or an interruption, for each member not ended yet: a failed record after a crash (an
+    interruption leaves its checkpoint to resume from), and its W&B run closed."""
+    for m in members:
+        if m in results:
+            continue
+        if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
+            atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
+        if m.wandb_run is not None:
+            m.wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
 
 
 def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, results: dict, fused: int):
@@ -785,8 +720,22 @@ def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, re
     return [sums[i] for i in keep], data.select(keep)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Records: each epoch's, and the run's last
+
+
+class RunDiverged(Exception):
+    """A non-finite training loss: the run fails (its record says so), the last good checkpoint stays."""
+
+
 def wall(m: Member, started: float) -> float:
     return m.wall_before + time.perf_counter() - started
+
+
+def paused_record(cell: dict, epoch: int, epochs: int, reason: str, wall_seconds: float) -> dict:
+    """result.json of a paused run: the tables count it as missing, and starting it again continues it."""
+    return dict(status="paused", **cell, epoch=epoch, epochs=epochs, reason=reason, wall_seconds=wall_seconds,
+                git_commit=git_commit())
 
 
 def failed_record(m: Member, err: Exception, epoch: int, epochs: int) -> dict:
@@ -842,6 +791,79 @@ def finished_record(m: Member, wall_seconds: float) -> dict:
         device=str(device), device_name=device_name(device), git_commit=git_commit(),
         precision_reason=m.precision_reason, **m.provenance, history=history,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training runs: alone, or fused
+
+
+# What runs fused together may differ in (the rest fixes the step structure, or is one per process).
+MAY_DIFFER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.grad_clip", "dataset.weight_decay",
+              "dataset.l1_amse", "dataset.l1_nnce", "out_root", "run_name", "logger", "trainer.progress",
+              "trainer.stop_at", "trainer.restart")
+
+
+def fixed_settings(cfg: DictConfig) -> dict:
+    """The settings of a run that runs fused with it must share (flattened): all but MAY_DIFFER."""
+    with hydra_runtime(cfg):
+        settings = flatten(plain_config(cfg))
+    return {k: v for k, v in settings.items() if not any(k == d or k.startswith(d + ".") for d in MAY_DIFFER)}
+
+
+def check_fusable(cfgs: list[DictConfig]) -> None:
+    """One line naming the first setting in which the runs of a fusion differ where they must agree."""
+    first = fixed_settings(cfgs[0])
+    for n, cfg in enumerate(cfgs[1:], 2):
+        other = fixed_settings(cfg)
+        for key in sorted(first.keys() | other.keys()):
+            if first.get(key, "absent") != other.get(key, "absent"):
+                raise ConfigError(f"runs 1 and {n} of a fusion differ in {key} ({first.get(key, 'absent')} and "
+                                  f"{other.get(key, 'absent')}): runs fused together may differ only in seed, "
+                                  "noise, loss, optim.l1, optim.weight_decay and optim.grad_clip")
+
+
+def train_fusion(cfgs: list[DictConfig], run_dirs: list, epoch_hook=None) -> list[dict]:
+    """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
+    one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
+    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`.
+
+    epoch_hook(epoch), if given, is called in each epoch after its training steps, before its evaluation and
+    checkpoint (epoch counted from 1): the resume checks move trainer.stop_at to now there, or send a stop
+    signal, to pause a run at a known epoch."""
+    signalled_before, previous = stop_signal, install_stop_handlers()
+    try:
+        for cfg in cfgs:
+            check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
+        check_fusable(cfgs)
+        with contextlib.ExitStack() as locks:
+            results, members = {}, []
+            for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
+                try:
+                    locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
+                except RunBusy as busy:
+                    results[i] = dict(status="running elsewhere", reason=str(busy))
+                    continue
+                prepared = prepare_member(cfg, run_dir)
+                if isinstance(prepared, dict):  # finished already, or not started (stop_at passed, a signal)
+                    results[i] = prepared
+                else:
+                    members.append((i, prepared))
+            if members:
+                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], epoch_hook)):
+                    results[i] = result
+        return [results[i] for i in range(len(cfgs))]
+    finally:
+        restore_handlers(previous, hand_on=stop_signal if signalled_before is None else None)
+
+
+def train(cfg: DictConfig, run_dir: str | Path, epoch_hook=None) -> dict:
+    """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
+    A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one (epoch_hook: see
+    train_fusion)."""
+    result = train_fusion([cfg], [run_dir], epoch_hook)[0]
+    if result["status"] == "failed":  # alone, a diverged run is an error (main prints it in one line)
+        raise RunDiverged(result["error"].removeprefix("RunDiverged: "))
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+
+from jal.util import compose_run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -21,15 +20,7 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-def compose_train(overrides: list[str], run_dir: Path | None = None):
-    """The composed config of one run, with Hydra's runtime set as in a real launch (run_name etc. resolve)."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides, return_hydra_config=True)
-    if run_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+compose_train = compose_run  # the composed config of one run, with Hydra's runtime set as in a real launch
 
 
 @pytest.fixture

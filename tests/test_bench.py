@@ -35,7 +35,7 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(jal_train, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU: auto = fp32
     out = tmp_path / "bench"
     result = bench.main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--breakdown-steps", "1",
-                         "--batch-size", "4", "--workers", "1", "--out", str(out)])
+                         "--batch-size", "4", "--workers", "1", "--out", str(out), "--fusion", "1,2"])
     written = json.loads((out / "cpu.json").read_text())
     assert REQUIRED_KEYS <= written.keys()
     assert written["data_source"] == "synthetic" and written["device"] == "cpu"
@@ -44,9 +44,11 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     assert written["reference_images_per_second"] > 0 and written["ours_images_per_second"] > 0
     assert written["speedup"] == pytest.approx(written["ours_images_per_second"]
                                                / written["reference_images_per_second"], rel=1e-9)
+    assert written["breakdown_phases"] == ["data_bookkeeping", "forward_backward", "optimizer"]
     for pipeline in ("reference", "ours"):
         phases = written["breakdown"][pipeline]
         assert sum(phases[f"{p}_pct"] for p in bench.PHASES) == pytest.approx(100.0)
+        assert all(phases[f"{p}_ms"] > 0 for p in bench.PHASES)  # every phase was marked
         assert written["peak_memory_mb"][pipeline] > 0
     assert written["speedup"] == result["speedup"]
     assert not list(out.glob("*.json.tmp*")) and [p.name for p in out.iterdir()] == ["cpu.json"]
@@ -54,6 +56,10 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     assert both["auto"] == "fp32" and "no bf16 hardware" in both["auto_reason"]
     assert both["fp32_images_per_second"] == written["ours_images_per_second"] and both["bf16_images_per_second"] > 0
     assert both["bf16_over_fp32"] == pytest.approx(both["bf16_images_per_second"] / both["fp32_images_per_second"])
+    # --fusion alone: K runs fused in the precision of ours; 2 steps of 4 images for each of the K members
+    assert [(v["fused"], v["precision"]) for v in written["fusion"]] == [(1, "fp32"), (2, "fp32")]
+    for v in written["fusion"]:
+        assert v["images_per_second"] == pytest.approx(v["fused"] * 2 * 4 / v["seconds"])
 
 
 def test_cpu_report_names_bf16_where_the_cpu_has_amx(tmp_path, monkeypatch, one_thread, capsys):
@@ -71,43 +77,31 @@ def test_cpu_report_names_bf16_where_the_cpu_has_amx(tmp_path, monkeypatch, one_
 def test_full_run_needs_cuda_and_matrix_options_are_checked():
     with pytest.raises(SystemExit):
         bench.parse_args(["--device", "cpu", "--full-run"])
-    for bad in (["--precisions", "fp16"], ["--compiles", "maybe"], ["--copies", "0"]):
+    for bad in (["--precisions", "fp16"], ["--compiles", "maybe"], ["--fusion", "0"]):
         with pytest.raises(SystemExit):
             bench.parse_args(["--device", "cpu", "--matrix", *bad])
-    args = bench.parse_args(["--device", "cpu", "--matrix"])
-    assert (args.precisions, args.compiles, args.copies) == (["fp32", "tf32", "bf16"], [False, True], [1, 2, 4, 8])
+    args = bench.parse_args(["--device", "cpu", "--matrix", "--fusion", "1,4"])
+    assert (args.precisions, args.compiles, args.fusion) == (["fp32", "tf32", "bf16"], [False, True], [1, 4])
 
 
-def test_concurrency_summary_counts_images_over_the_shared_window():
-    copies = [{"images": 1000, "start": 10.0, "end": 12.0}, {"images": 3000, "start": 11.0, "end": 14.0}]
-    summary = bench.concurrency_summary(copies, steps=50, run_images=120 * 50_000)
-    assert summary["copies"] == 2 and summary["steps_per_copy"] == 50
-    assert summary["aggregate_images_per_second"] == pytest.approx(4000 / 4.0)  # window 10.0 .. 14.0
-    assert summary["per_run_images_per_second"] == pytest.approx([500.0, 1000.0])
-    assert summary["runs_per_hour"] == pytest.approx(3600 * 1000 / 6_000_000)
-
-
-def test_matrix_on_cpu_measures_every_variant_and_concurrent_copies(tmp_path, monkeypatch, one_thread):
+def test_matrix_on_cpu_measures_every_precision_compile_and_fusion_variant(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the concurrent copies
     out = tmp_path / "bench"
     result = bench.main(["--device", "cpu", "--precision", "fp32", "--steps", "2", "--warmup", "1",
                          "--breakdown-steps", "1", "--batch-size", "4", "--workers", "0", "--out", str(out),
-                         "--matrix", "--precisions", "fp32,bf16", "--compiles", "off", "--copies", "1,2"])
+                         "--matrix", "--precisions", "fp32,bf16", "--compiles", "off", "--fusion", "1,2"])
     matrix = json.loads((out / "cpu.json").read_text())["matrix"]
-    assert matrix == json.loads(json.dumps(result["matrix"]))
-    assert [(v["precision"], v["compile"]) for v in matrix["variants"]] == [("fp32", False), ("bf16", False)]
+    assert matrix == json.loads(json.dumps(result["matrix"])) and "fusion" not in result  # the axis is folded in
+    assert [(v["precision"], v["compile"], v["fused"]) for v in matrix["variants"]] == [
+        ("fp32", False, 1), ("fp32", False, 2), ("bf16", False, 1), ("bf16", False, 2)]
     run_images = 120 * 50_000  # CIFAR-10's protocol
     for v in matrix["variants"]:
-        assert v["images_per_second"] == pytest.approx(2 * 4 / v["seconds"])
-        assert v["run_training_seconds"] == pytest.approx(run_images / v["images_per_second"])
-    assert [c["copies"] for c in matrix["concurrency"]] == [1, 2]
-    for c in matrix["concurrency"]:
-        assert len(c["per_run_images_per_second"]) == c["copies"]
-        assert c["runs_per_hour"] == pytest.approx(3600 * c["aggregate_images_per_second"] / run_images)
-    best = max(matrix["concurrency"], key=lambda c: c["runs_per_hour"])
-    assert matrix["best_copies"] == best["copies"]
-    assert matrix["concurrency_variant"] == {"precision": "fp32", "compile": False}
+        assert v["images_per_second"] == pytest.approx(v["fused"] * 2 * 4 / v["seconds"])  # all members together
+        assert v["runs_per_hour"] == pytest.approx(3600 * v["images_per_second"] / run_images)
+        assert v["run_training_seconds"] == pytest.approx(v["fused"] * run_images / v["images_per_second"])
+        assert v["peak_memory_mb"] > 0
+    best = max(matrix["variants"], key=lambda v: v["runs_per_hour"])
+    assert matrix["best"] == {k: best[k] for k in ("precision", "compile", "fused", "runs_per_hour")}
 
 
 def test_reference_l1_penalty_and_ours_give_the_same_gradients():
@@ -134,20 +128,24 @@ def test_reference_l1_penalty_and_ours_give_the_same_gradients():
         assert not torch.equal(p_ours.grad, g0) or not p_ours.detach().any()  # the penalty did something
 
 
-def test_ours_breakdown_is_the_same_step_as_train_epoch(monkeypatch, tmp_path, one_thread):
-    """The instrumented step of the breakdown must train exactly as jal.train.train_epoch does."""
+def test_ours_breakdown_times_train_epoch_itself_and_leaves_it_unchanged(monkeypatch, tmp_path, one_thread):
+    """The breakdown's hooks only time: the steps it times train exactly as jal.train.train_epoch alone does,
+    and its three phases take each step's time."""
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path))
     args = bench.parse_args(["--device", "cpu", "--batch-size", "4", "--model", "cnn8"])
     cfg = bench.compose_config(args)  # CIFAR-10's JAL-CE config: L1, clipping, augmentation, channels_last
     assert cfg.optim.l1 > 0 and cfg.trainer.channels_last
     device, bf16 = bench.resolve_device(cfg)
     data = synthetic_dataset(16, 2, cfg.dataset.num_classes)
-    via_train_epoch, via_breakdown = bench.build_ours(cfg, data, device), bench.build_ours(cfg, data, device)
-    bench.run_ours(via_train_epoch, cfg, bf16, 2)
-    bench.ours_breakdown(via_breakdown, cfg, bf16, 2)
-    for a, b in zip(via_train_epoch.model.state_dict().values(), via_breakdown.model.state_dict().values()):
-        torch.testing.assert_close(a, b)
-    assert isinstance(via_train_epoch.model, CNN8)
+    plain, timed = bench.build_fusion(cfg, data, device), bench.build_fusion(cfg, data, device)
+    bench.run_fusion(plain, cfg, bf16, 2)
+    phases = bench.ours_breakdown(timed, cfg, bf16, 2)
+    models = [f.fusion.members[0].model for f in (plain, timed)]
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert isinstance(models[0], CNN8) and phases["steps"] == 2
+    assert phases["step_ms"] == pytest.approx(sum(phases[f"{p}_ms"] for p in bench.PHASES))
+    assert all(phases[f"{p}_ms"] > 0 for p in bench.PHASES)
 
 
 def test_warmup_covers_a_whole_epoch_where_new_batch_sizes_cost_time():

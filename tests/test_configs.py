@@ -15,12 +15,11 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from jal import losses
 from jal.models import CNN8, ResNet34
+from jal.util import compose_run, hydra_runtime
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LOSS_NAMES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
@@ -41,8 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 @functools.cache
 def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", list(overrides), return_hydra_config=True)
+    return compose_run(list(overrides))
 
 
 # the eps-Softmax losses have no hyperparameters for human noise on CIFAR-100 (the reference's table)
@@ -67,11 +65,8 @@ def resolved(cfg, key):
 
 def hydra_resolved(cfg, *keys):
     """cfg.<key> for each key, resolving hydra: interpolations too, as in a running app."""
-    HydraConfig.instance().set_config(cfg)
-    try:
+    with hydra_runtime(cfg):
         return [resolved(cfg, key) for key in keys]
-    finally:
-        HydraConfig.instance().cfg = None
 
 
 # ----------------------------------------------------------------------------- every option composes

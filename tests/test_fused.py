@@ -116,27 +116,24 @@ def test_a_fusion_of_three_trains_the_three_runs_alone(trained):
 
 
 @pytest.fixture
-def pause_after_epoch_1(monkeypatch):
-    """trainer.stop_at passes during the first epoch the next train_fusion trains."""
+def no_stop_signal(monkeypatch):
     monkeypatch.setattr(jal_train, "stop_signal", None)
-    real = jal_train.train_epoch
 
-    def deadline_passes(fusion, *args, **kwargs):
-        sums = real(fusion, *args, **kwargs)
-        fusion.members[0].cfg.trainer.stop_at = time.time()
-        return sums
 
-    monkeypatch.setattr(jal_train, "train_epoch", deadline_passes)
-    return lambda: monkeypatch.setattr(jal_train, "train_epoch", real)
+def deadline_passes(cfg):
+    """An epoch_hook: `cfg`'s trainer.stop_at passes during the epoch, so its fusion pauses at the epoch's end."""
+    def hook(epoch):
+        cfg.trainer.stop_at = time.time()
+    return hook
 
 
 def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_continue_alone(
-        trained, tmp_path, pause_after_epoch_1, one_torch_thread):
+        trained, tmp_path, no_stop_signal, one_torch_thread):
     root = trained[0]
-    paused = jal_train.train_fusion(configs(root), dirs(tmp_path / "paused"))
+    cfgs = configs(root)
+    paused = jal_train.train_fusion(cfgs, dirs(tmp_path / "paused"), epoch_hook=deadline_passes(cfgs[0]))
     assert [(r["status"], r["epoch"], r["fused"]) for r in paused] == [("paused", 1, 3)] * 3
     assert all(final_state(d)["epoch"] == 1 for d in dirs(tmp_path / "paused"))
-    pause_after_epoch_1()  # the deadline no longer passes
     shutil.copytree(tmp_path / "paused", tmp_path / "apart")
     continued = jal_train.train_fusion(configs(root), dirs(tmp_path / "paused"))
     assert [r["status"] for r in continued] == ["finished"] * 3
@@ -148,13 +145,13 @@ def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_con
     assert_close_runs(root / "fused" / "ce", tmp_path / "apart" / "ce")
 
 
-def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, pause_after_epoch_1,
+def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, no_stop_signal,
                                                               one_torch_thread):
     root = trained[0]
     cfgs = configs(root)
-    assert jal_train.train(cfgs[0], tmp_path / "jal_ce")["epoch"] == 1  # paused alone after epoch 1
-    assert [r["epoch"] for r in jal_train.train_fusion(cfgs[1:], dirs(tmp_path)[1:])] == [1, 1]  # paused fused
-    pause_after_epoch_1()
+    assert jal_train.train(cfgs[0], tmp_path / "jal_ce", epoch_hook=deadline_passes(cfgs[0]))["epoch"] == 1
+    paused_fused = jal_train.train_fusion(cfgs[1:], dirs(tmp_path)[1:], epoch_hook=deadline_passes(cfgs[1]))
+    assert [r["epoch"] for r in paused_fused] == [1, 1]
     done = jal_train.train_fusion(configs(root), dirs(tmp_path))
     assert [r["status"] for r in done] == ["finished"] * 3
     for uninterrupted, joined in zip(dirs(root / "alone"), dirs(tmp_path)):

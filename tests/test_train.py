@@ -98,27 +98,20 @@ def no_stop_signal(monkeypatch):
     monkeypatch.setattr(jal_train, "stop_signal", None)
 
 
-def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch, no_stop_signal,
-                                                          one_torch_thread):
+def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_path, no_stop_signal, one_torch_thread):
     cfg = synthetic_run("loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=3",
                         "dataset.train_size=96", "dataset.test_size=32")
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
 
-    real = jal_train.train_epoch
-
-    def deadline_passes_during_epoch_1(*args, **kwargs):
-        sums = real(*args, **kwargs)
+    def deadline_passes_during_epoch_1(epoch):
         cfg.trainer.stop_at = time.time()
-        return sums
 
-    monkeypatch.setattr(jal_train, "train_epoch", deadline_passes_during_epoch_1)
-    paused = jal_train.train(cfg, tmp_path / "paused")
+    paused = jal_train.train(cfg, tmp_path / "paused", epoch_hook=deadline_passes_during_epoch_1)
     assert paused["status"] == "paused" and paused["epoch"] == 1 and paused["epochs"] == 3
     assert "stop_at" in paused["reason"] and paused["loss"] == "jal_ce" and paused["seed"] == 123
     assert json.loads((tmp_path / "paused" / "result.json").read_text()) == paused
     assert torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
-    monkeypatch.setattr(jal_train, "train_epoch", real)
     cfg.trainer.stop_at = None  # the same run started again, with time left
     continued = jal_train.train(cfg, tmp_path / "paused")
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", continued, tmp_path / "paused")
@@ -132,23 +125,21 @@ def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypat
     assert not (run_dir_of(cfg) / "result.json").exists() and not (run_dir_of(cfg) / "checkpoint.pt").exists()
 
 
-def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(synthetic_run, monkeypatch,
-                                                                                no_stop_signal, one_torch_thread):
-    """SLURM's warning arrives mid-epoch: the epoch completes, its checkpoint is written, the run pauses;
-    then the handler that was there before (a launcher's, e.g. submitit's requeue) gets the signal."""
+def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(synthetic_run, no_stop_signal,
+                                                                                one_torch_thread):
+    """SLURM's warning arrives mid-epoch (after its training steps): the epoch completes, its evaluation and
+    checkpoint are done, the run pauses; then the handler that was there before (a launcher's, e.g.
+    submitit's requeue) gets the signal."""
     cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32")
     handed_on = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: handed_on.append(signum))
-    real = jal_train.train_epoch
 
-    def signalled_mid_epoch(*args, **kwargs):
+    def signalled_mid_epoch(epoch):
         os.kill(os.getpid(), signal.SIGUSR1)
         assert not handed_on  # train() holds the signal until the epoch ends
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(jal_train, "train_epoch", signalled_mid_epoch)
     try:
-        result = jal_train.train(cfg, run_dir_of(cfg))
+        result = jal_train.train(cfg, run_dir_of(cfg), epoch_hook=signalled_mid_epoch)
         restored = signal.getsignal(signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, previous)
@@ -215,15 +206,21 @@ def test_finished_run_is_skipped(synthetic_run, monkeypatch):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run, monkeypatch):
     cfg = synthetic_run("trainer.epochs=3")
-    calls = {"n": 0}
-    real = jal_train.train_epoch
+    build = jal_train.build_training
 
-    def second_epoch_diverges(*args, **kwargs):
-        calls["n"] += 1
-        sums = real(*args, **kwargs)
-        return sums * float("nan") if calls["n"] == 2 else sums
+    def loss_turns_nan_in_epoch_2(cfg, device):
+        model, step_model, criterion, optimizer, scheduler = build(cfg, device)
+        calls, real = [], criterion.forward  # 256 images in batches of 128: the 3rd call is epoch 2's first
 
-    monkeypatch.setattr(jal_train, "train_epoch", second_epoch_diverges)
+        def forward(logits, targets):
+            calls.append(1)
+            loss = real(logits, targets)
+            return loss * float("nan") if len(calls) > 2 else loss
+
+        criterion.forward = forward
+        return model, step_model, criterion, optimizer, scheduler
+
+    monkeypatch.setattr(jal_train, "build_training", loss_turns_nan_in_epoch_2)
     with pytest.raises(jal_train.RunDiverged, match="non-finite training loss in epoch 2"):
         jal_train.train(cfg, run_dir_of(cfg))
     state = torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)

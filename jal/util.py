@@ -1,0 +1,120 @@
+"""What the training code and its tools share: files written atomically, the machine a run trains on and
+the commit it was trained from (both in every record), and a run's config as `python -m jal.train` composes it.
+
+torch and Hydra are imported where they are used: jal.tables and jal.precision write files without them.
+"""
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files written atomically: a reader, or a crash mid-write, never sees half a file
+
+
+def atomic_save(path: str | Path, save, suffix: str = "") -> None:
+    """save(tmp) to a temporary file beside `path`, then rename it to `path` (removed if save fails)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_save(path, lambda tmp: Path(tmp).write_text(text, newline=""))  # newline="": written as given
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1))
+
+
+def atomic_save_npz(path: str | Path, **arrays) -> None:
+    import numpy as np
+
+    atomic_save(path, lambda tmp: np.savez(tmp, **arrays), ".npz")  # np.savez appends .npz to other names
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where and from what a run trains
+
+
+def run_device(name: str):
+    """The torch device trainer.device names on this machine: auto = cuda where there is a GPU, else cpu."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def device_name(device) -> str:
+    """The GPU's name, or the CPU's model: records and benchmark figures say which machine made them."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
+    except (OSError, AttributeError):  # no /proc (macOS) or no sched_getaffinity
+        pass
+    return platform.processor() or "cpu"
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (short), None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# A run's config, composed as `python -m jal.train` composes it
+
+
+def compose_run(overrides: list[str], config_name: str = "train"):
+    """The config of `python -m jal.train <overrides>`, Hydra's node included, with Hydra's runtime set to
+    it: `${hydra:...}` interpolations (run_name, the logger's tags) resolve as in a launch."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@contextlib.contextmanager
+def hydra_runtime(cfg):
+    """Inside, `${hydra:...}` resolves against `cfg`'s own Hydra node where it carries one (composed by
+    compose_run, the sweep's plan or a test), else against the running app's; yields that node. The runtime
+    set before is set again after (Hydra's runtime has no unset: the first one set stays)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if "hydra" not in cfg:
+        yield HydraConfig.get()
+        return
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield cfg.hydra
+    finally:
+        if saved is not None:
+            HydraConfig.instance().set_config(saved)
