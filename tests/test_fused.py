@@ -400,3 +400,23 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
         assert (submitted.number, submitted.run_dirs) == (task.number, task.run_dirs) == (
             task.number, [tmp_path / cell for cell in CELLS[2 * task.number - 2 : 2 * task.number]])
         assert submitted.checkpoint().function is submitted
+
+
+def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp_path):
+    import logging
+
+    from jal.fuse import RunLog
+    from jal.train import about
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    logs = [RunLog(str(d / "train.log"), d, {str(a), str(b)}) for d in (a, b)]
+    records = [logging.makeLogRecord(dict(msg="precision fp32", **about(a))),  # jal.train.about: a's
+               logging.makeLogRecord(dict(msg="resuming %s from epoch %d", args=(b, 1))),  # names b's directory
+               logging.makeLogRecord(dict(msg="about no member"))]
+    for log in logs:
+        for record in records:
+            if log.filter(record):
+                log.emit(record)
+        log.close()
+    assert (a / "train.log").read_text().splitlines() == ["precision fp32", "about no member"]
+    assert (b / "train.log").read_text().splitlines() == [f"resuming {b} from epoch 1", "about no member"]
