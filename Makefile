@@ -10,7 +10,8 @@ export JAL_DATA_DIR ?= data
 # THREADS (torch threads per run), SEEDS, LOSSES; DRY_RUN=1 prints the plan of the sweep and stops.
 # MINUTES=N: the sweep pauses after N minutes (every run at its next epoch end); the same command continues it.
 # CELLS=headline (reproduce-cifar10): the paper's main-table cells only, seed 123 first.
-# FUSE=K: each sweep's runs trained fused, at most K per fusion (python -m jal.fuse; the basic launcher).
+# FUSE=K: each sweep's runs trained fused, at most K per fusion (python -m jal.fuse), launched by LAUNCHER:
+# basic one fusion at a time, joblib JOBS side by side, slurm one SLURM task per fusion.
 SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 

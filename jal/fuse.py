@@ -1,25 +1,49 @@
 """Train a sweep's runs fused, at most K at a time: `python -m jal.fuse --fuse K <overrides>`.
 
     python -m jal.fuse --fuse 8 dataset=cifar10 loss=ce,jal_ce noise=symmetric noise.rate=0.4,0.8 seed=123,124
+    python -m jal.fuse --fuse 8 hydra/launcher=joblib hydra.launcher.n_jobs=2 trainer.threads=1 <overrides>
+    python -m jal.fuse --fuse 8 hydra/launcher=slurm hydra.launcher.partition=a100 <overrides>
 
-takes the runs `python -m jal.train -m <overrides>` would train (jal.sweep.plan_runs: the same directories),
-skips the finished ones, groups the others into fusions of at most K runs that can train together
-(jal.sweep.fusions: the same fixed settings, the same epoch reached) and trains one fusion after another
-in this process (jal.train.train_fusion), printing a line per member as its fusion ends and a closing
-summary. Each member writes the files a run alone writes; a stop signal or trainer.stop_at pauses the
-fusion at an epoch end, and the same command continues it. Launchers: this one only (one fusion at a time);
-fusions side by side (joblib) or one per SLURM task are not built yet.
+takes the runs `python -m jal.train -m <overrides>` would train (jal.sweep.plan_runs: the same directories,
+the same configs), skips the finished ones and groups the others into fusions of at most K runs that can
+train together (jal.sweep.fusions: the same fixed settings, the same epoch reached). Each fusion trains as
+one network (jal.train.train_fusion), launched as the overrides' Hydra launcher launches a plain sweep's runs:
+
+- basic (the default): one fusion after another in this process;
+- joblib (hydra/launcher=joblib): fusions side by side, hydra.launcher.n_jobs at a time, each in its own
+  worker process (joblib's loky backend, as hydra-joblib-launcher uses) with trainer.threads torch threads;
+- submitit (hydra/launcher=slurm, or local for the same code path on this machine): one fusion per task of
+  a SLURM job array, submitted with the launcher config's partition, time limit, GPUs, CPUs and memory
+  (configs/hydra/launcher/), as hydra-submitit-launcher submits them. A task that SLURM signals before its
+  time limit, or preempts, pauses its fusion at the next epoch end and is requeued; the requeued task
+  continues the fusion from its members' checkpoints.
+
+Where a fusion trains, it prints a line per fusion epoch (the epoch's time and the fusion's ETA), and each
+member's train.log gets its lines as a run alone's Hydra job logging writes them (its epoch lines, its
+precision, resuming and pausing). This process prints a line per member as its fusion ends, with the sweep's
+ETA, and a closing summary. Each member writes the files a run alone writes; a stop signal or
+trainer.stop_at pauses the fusion at an epoch end, and the same command continues it.
 """
 
 import argparse
+import contextlib
+import copy
 import logging
+import os
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra import initialize_config_dir
 from hydra.errors import HydraException
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from jal.config import CONFIG_DIR, ConfigError, one_line
+
+CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging's
 
 
 def describe(result: dict) -> str:
@@ -31,25 +55,303 @@ def describe(result: dict) -> str:
     return f"{status}" + (f" ({result['reason']})" if result.get("reason") else "")
 
 
+# ---------------------------------------------------------------------------------------------------
+# One fusion, where it trains: its members' train.log and a line per epoch
+
+
+def run_log(cfg: DictConfig, run_dir: Path) -> tuple[str, logging.Formatter] | None:
+    """The file and format of the log a run alone writes under Hydra's job logging (hydra.job_logging's file
+    handler: ${hydra.runtime.output_dir}/${hydra.job.name}.log, train.log), or None without one."""
+    if "hydra" not in cfg or "file" not in cfg.hydra.job_logging.get("handlers", {}):
+        return None
+    node = copy.deepcopy(cfg)  # the run's config, its Hydra node's output_dir set as Hydra's run_job sets it
+    with read_write(node.hydra), open_dict(node.hydra):
+        node.hydra.runtime.output_dir = str(run_dir)
+    node = node.hydra
+    spec = node.job_logging.handlers.file
+    formatter = node.job_logging.formatters.get(spec.get("formatter", ""), {})
+    return spec.filename, logging.Formatter(formatter.get("format"), formatter.get("datefmt"))
+
+
+class RunLog(logging.FileHandler):
+    """A member's train.log (appended to, as Hydra's file handler does), opened at its first line."""
+
+    def __init__(self, filename: str, run_dir: Path, members: set[str]):
+        super().__init__(filename, delay=True)
+        self.run_dir, self.members = str(run_dir), members
+        self.addFilter(self.mine)
+
+    def mine(self, record: logging.LogRecord) -> bool:
+        """Records about this member, and those about no member of the fusion (about another: not)."""
+        named = getattr(record, "run_dir", None)  # jal.train.about
+        if named is None and isinstance(record.args, tuple):  # "resuming %s from epoch %d", run_dir, ...
+            named = next((str(a) for a in record.args if isinstance(a, Path) and str(a) in self.members), None)
+        return named not in self.members or named == self.run_dir
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+class EpochLines(logging.Handler):
+    """A console line per fusion epoch, at the first member's epoch line (the members train each epoch
+    together): the epoch's time and the fusion's ETA, at the pace of its epochs so far."""
+
+    def __init__(self, task: "FusionTask"):
+        super().__init__()
+        self.task, self.seen, self.first, self.since = task, set(), None, None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        epoch_record = getattr(record, "epoch_record", None)
+        if epoch_record is None or epoch_record["epoch"] in self.seen:
+            return
+        from jal.sweep import duration
+
+        epoch, work = epoch_record["epoch"], self.task.work
+        self.seen.add(epoch)
+        if self.first is None:  # the fusion's first epoch here (a resumed fusion starts later)
+            self.first, self.since = epoch - 1, time.time() - epoch_record["seconds"]
+        done, left = work[self.first] - work[epoch], work[epoch]
+        eta = f"ETA {duration((time.time() - self.since) * left / done)}" if left and done else "fusion done"
+        from tqdm import tqdm  # a progress bar open (trainer.progress): printed above it
+
+        tqdm.write(f"[fusion {self.task.number}/{self.task.of}] epoch {epoch}/{len(work) - 1}: "
+                   f"{epoch_record['seconds']:.1f} s, {epoch_record['images_per_second']:.0f} images/s a run "
+                   f"({eta})", file=sys.stdout)
+        sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def fusion_logging(task: "FusionTask"):
+    """While the fusion trains: each member's train.log, the epoch lines to them and to EpochLines only (not
+    the console: configs/train.yaml's jal.train.epochs), the other records of jal.train on the console too.
+    Works in this process and in a launcher's worker (a fresh process: a console handler is added)."""
+    root, epochs = logging.getLogger(), logging.getLogger("jal.train.epochs")
+    added_console = not root.handlers
+    if added_console:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+        root.addHandler(console)
+    saved = root.level, epochs.level, epochs.propagate
+    if root.level > logging.INFO:  # a fresh process: WARNING
+        root.setLevel(logging.INFO)
+    epochs.setLevel(logging.INFO)
+    epochs.propagate = False
+    members = {str(d) for d in task.run_dirs}
+    handlers = []
+    for cfg, run_dir in zip(task.cfgs, task.run_dirs):
+        if (spec := run_log(cfg, run_dir)) is not None:
+            handler = RunLog(spec[0], run_dir, members)
+            handler.setFormatter(spec[1])
+            handlers.append(handler)
+    lines = EpochLines(task)
+    for handler in handlers:
+        root.addHandler(handler)
+        epochs.addHandler(handler)
+    epochs.addHandler(lines)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            epochs.removeHandler(handler)
+            handler.close()
+        epochs.removeHandler(lines)
+        root.setLevel(saved[0])
+        epochs.setLevel(saved[1])
+        epochs.propagate = saved[2]
+        if added_console:
+            root.removeHandler(console)
+
+
+@dataclass
+class FusionTask:
+    """One fusion of the sweep, as a launcher runs it: fusion `number` of `of`, its members' configs and run
+    directories as planned (jal.sweep.plan_runs), and the work left after each of their epochs (their ETA).
+    Picklable: joblib and submitit run it in another process."""
+    number: int
+    of: int
+    cfgs: list
+    run_dirs: list
+    cells: list
+    work: list = field(default_factory=list)
+
+    def __call__(self) -> tuple[int, list[dict]]:
+        """(number, each member's record). An error of the fusion is its members' (failed), not the sweep's."""
+        from hydra.core.utils import setup_globals
+
+        from jal import train  # torch loads here, in the process that trains
+
+        setup_globals()  # Hydra's resolvers (${hydra:...} in run_name), in a worker process too
+        with fusion_logging(self):
+            try:
+                return self.number, train.train_fusion(self.cfgs, self.run_dirs)
+            except Exception as err:  # its members' records say failed where it got so far (train_fusion)
+                error = f"{type(err).__name__}: {one_line(err)}"
+                if isinstance(err, (ValueError, FileNotFoundError)):  # a setting or a file: one line says it
+                    logging.getLogger("jal.fuse").error("fusion %d/%d: %s", self.number, self.of, error)
+                else:
+                    logging.getLogger("jal.fuse").exception("fusion %d/%d", self.number, self.of)
+                return self.number, [dict(status="failed", error=error)] * len(self.cfgs)
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit, on SLURM's signal before the time limit or on preemption (after the fusion paused at an
+        epoch end): requeue the same fusion, which continues from its members' checkpoints."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def fusion_tasks(groups: list) -> list[FusionTask]:
+    """The fusions of a sweep (jal.sweep.fusions: lists of jal.sweep.Run) as tasks a launcher runs."""
+    return [FusionTask(n, len(groups), [r.cfg for r in group], [r.dir for r in group], [r.cell for r in group],
+                       group[0].work_left_after_each_epoch()) for n, group in enumerate(groups, 1)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launching the fusions: basic, joblib, submitit
+
+
+def launcher_settings(cfg: DictConfig) -> dict:
+    """The run's Hydra launcher config (configs/hydra/launcher/ and its overrides), resolved."""
+    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+
+
+def launcher_kind(launcher: dict) -> str:
+    """basic, joblib or submitit (any hydra-submitit-launcher launcher: slurm, local)."""
+    target = launcher["_target_"]
+    if target.endswith(".BasicLauncher"):
+        return "basic"
+    if target.endswith(".JoblibLauncher"):
+        return "joblib"
+    if hasattr(get_class(target), "_EXECUTOR"):  # hydra_submitit_launcher's BaseSubmititLauncher
+        return "submitit"
+    raise ConfigError(f"python -m jal.fuse launches fusions with the basic, joblib or submitit launchers, not "
+                      f"{target}")
+
+
+def joblib_settings(launcher: dict) -> dict:
+    """joblib.Parallel's arguments from hydra/launcher=joblib, as hydra-joblib-launcher makes them: the loky
+    backend (a process per worker: its own torch threads and signal handlers), the counts as integers."""
+    settings = {k: v for k, v in launcher.items() if k != "_target_"} | dict(backend="loky")
+    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
+        with contextlib.suppress(TypeError, ValueError):
+            settings[key] = int(settings[key])
+    return settings
+
+
+def submitit_settings(launcher: dict) -> tuple[str, dict, dict]:
+    """(cluster, the executor's arguments, its parameters) from a submitit launcher config, as
+    hydra-submitit-launcher makes them: the folder and max_num_timeout when the executor is made, then the
+    shared queue settings by name and the cluster's own prefixed by it (slurm_partition, ...)."""
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    cluster = get_class(launcher["_target_"])._EXECUTOR  # slurm, local
+    params = {k: v for k, v in launcher.items() if k != "_target_"}
+    init = {"folder": params.pop("submitit_folder")}
+    if "max_num_timeout" in params:
+        init[f"{cluster}_max_num_timeout"] = params.pop("max_num_timeout")
+    shared = set(OmegaConf.structured(BaseQueueConf).keys())
+    return cluster, init, {k if k in shared else f"{cluster}_{k}": v for k, v in params.items()}
+
+
+def submitit_executor(launcher: dict):
+    import submitit
+
+    cluster, init, params = submitit_settings(launcher)
+    executor = submitit.AutoExecutor(cluster=cluster, **init)
+    executor.update_parameters(**params)
+    return executor
+
+
+def at_once(launcher: dict) -> int:
+    """joblib's n_jobs as a count (-1: every core)."""
+    n = launcher.get("n_jobs", 1)
+    return n if n > 0 else max(1, len(os.sched_getaffinity(0)) + 1 + n)
+
+
+def how_fusions_run(cfg: DictConfig) -> str:
+    """How the fusions of a sweep with this config train, in words (the plan and jal.fuse say it)."""
+    launcher = launcher_settings(cfg)
+    kind, threads = launcher_kind(launcher), cfg.trainer.threads
+    each = f"{threads} torch thread{'s' * (threads != 1)} each" if threads else "torch's default threads each"
+    if kind == "basic":
+        return f"one at a time in one process (the basic launcher), {each}"
+    if kind == "joblib":
+        return f"{at_once(launcher)} at a time side by side (joblib, a process each), {each}"
+    cluster = get_class(launcher["_target_"])._EXECUTOR
+    if cluster != "slurm":
+        return f"a process each on this machine (submitit's {cluster} executor), {each}"
+    shown = ("partition", "account", "qos", "constraint", "gres", "nodes", "gpus_per_node", "cpus_per_task",
+             "mem_gb", "timeout_min")
+    resources = ", ".join(f"{k}={launcher[k]}" for k in shown if launcher.get(k) is not None)
+    return (f"one SLURM task each (submitit: a job array, at most {launcher.get('array_parallelism')} tasks at a "
+            f"time; {resources})")
+
+
+def launch(tasks: list[FusionTask], launcher: dict):
+    """Train the fusions with the launcher; yields (task, its members' records) as each fusion ends."""
+    if not tasks:
+        return
+    kind = launcher_kind(launcher)
+    by_number = {task.number: task for task in tasks}
+    if kind == "basic":
+        for task in tasks:
+            yield task, task()[1]
+    elif kind == "joblib":
+        from joblib import Parallel, delayed
+
+        parallel = Parallel(**joblib_settings(launcher), return_as="generator_unordered")
+        for number, results in parallel(delayed(task)() for task in tasks):
+            yield by_number[number], results
+    else:
+        import submitit
+
+        jobs = submit(tasks, launcher)
+        ids = ", ".join(sorted({job.job_id.split("_")[0] for job in jobs}))  # a SLURM array: one id
+        print(f"submitted {len(jobs)} fusion{'s' * (len(jobs) != 1)}: job {ids} (logs in "
+              f"{jobs[0].paths.folder.parent})", flush=True)
+        job_task = {job.job_id: task for job, task in zip(jobs, tasks)}
+        for job in submitit.helpers.as_completed(jobs, poll_frequency=5):
+            task = job_task[job.job_id]
+            try:
+                yield task, job.result()[1]
+            except Exception as err:  # the task itself failed (killed, out of memory, out of requeues)
+                error = f"its task {job.job_id} failed: {one_line(err)}"
+                yield task, [dict(status="failed", error=error)] * len(task.cfgs)
+
+
+def submit(tasks: list[FusionTask], launcher: dict) -> list:
+    """Submit the fusions with a submitit launcher's settings, one task each (on SLURM: one job array, at most
+    array_parallelism tasks running); returns submitit's jobs."""
+    return submitit_executor(launcher).submit_array(tasks)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuse", type=int, default=8, help="at most this many runs per fusion (default 8)")
     parser.add_argument("overrides", nargs="*", help="the overrides of `python -m jal.train -m`")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    logging.getLogger("jal.train.epochs").setLevel(logging.WARNING)  # a run's epoch lines: its history says them
-    from jal import sweep, train  # torch loads here, after the arguments
+    logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
+    from jal import sweep  # torch loads here, after the arguments
 
+    results = []
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        # job_name: the job's name as `python -m jal.train` has it (its train.log, a SLURM job's name)
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
             runs = sweep.plan_runs(args.overrides)
             groups = sweep.fusions(runs, args.fuse)
+            launcher = launcher_settings(runs[0].cfg)
             print(f"{sweep.runs_(len(runs))}: {len(runs) - sum(map(len, groups))} finished already, "
-                  f"{len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train", flush=True)
-            results = []
-            for n, group in enumerate(groups, 1):
-                for run, result in zip(group, train.train_fusion([r.cfg for r in group], [r.dir for r in group])):
-                    print(f"[fusion {n}/{len(groups)}] {run.cell}: {describe(result)}", flush=True)
+                  f"{len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train, "
+                  f"{how_fusions_run(runs[0].cfg)}", flush=True)
+            tasks = fusion_tasks(groups)
+            progress = sweep.Progress()  # the sweep's ETA from its runs' checkpoints, as a plain sweep's
+            progress.start(runs)
+            for task, ended in launch(tasks, launcher):
+                eta = progress.eta()
+                for cell, result in zip(task.cells, ended):
+                    print(f"[fusion {task.number}/{task.of}] {cell}: {describe(result)} ({eta})", flush=True)
                     results.append(result)
     except (ConfigError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as err:
         raise SystemExit(f"error: {one_line(err)}") from None

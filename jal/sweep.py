@@ -303,7 +303,8 @@ SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.p
 
 def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1) -> None:
     """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
-    with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make."""
+    with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make, and how the launcher
+    trains them (jal.fuse.how_fusions_run)."""
     runs = [run for sweep in sweeps for run in sweep]
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
@@ -312,8 +313,13 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     print(f"Plan of {name}: preset {preset}")
     device = run_device(first.trainer.device)
     print(f"  device     {'CUDA' if device.type == 'cuda' else 'CPU'}: {device_name(device)}")
-    print(f"  launcher   {launcher}, torch threads per run: "
-          f"{threads if threads else 'all cores (trainer.threads=null)'}")
+    if fuse > 1:
+        from jal.fuse import how_fusions_run
+
+        print(f"  launcher   fusions {how_fusions_run(first)}")
+    else:
+        print(f"  launcher   {launcher}, torch threads per run: "
+              f"{threads if threads else 'all cores (trainer.threads=null)'}")
 
     statuses = {run.dir: read_status(run.dir) for run in runs}
     count = lambda status, among=runs: sum(statuses[r.dir][0] == status for r in among)  # noqa: E731
@@ -327,8 +333,8 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     todo = [r for r in runs if statuses[r.dir][0] != "finished"]
     if fuse > 1:
         groups = [group for sweep in sweeps for group in fusions(sweep, fuse)]
-        print(f"  fusions    {len(groups)} of at most {fuse} runs (python -m jal.fuse, one at a time; sizes "
-              f"{', '.join(str(len(g)) for g in groups) or 'none'}); the time below is for runs one at a time: "
+        print(f"  fusions    {len(groups)} of at most {fuse} runs, each trained as one network (python -m jal.fuse; "
+              f"sizes {', '.join(str(len(g)) for g in groups) or 'none'}); the time below is for the runs unfused: "
               "fused speed is not measured here")
         for n, group in enumerate(groups, 1):
             print(f"    fusion {n}: {', '.join(r.cell for r in group)}")
@@ -475,11 +481,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = [shlex.split(sweep) for sweep in args.sweeps]
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
             sweeps = [plan_runs(sweep) for sweep in overrides]
+        print_plan(overrides, sweeps, args.name, args.fuse)
     except (ConfigError, HydraException, OmegaConfBaseException) as err:  # a wrong setting: one line
         raise SystemExit(f"error: {one_line(err)}") from None
-    print_plan(overrides, sweeps, args.name, args.fuse)
 
 
 if __name__ == "__main__":

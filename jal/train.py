@@ -92,6 +92,13 @@ log = logging.getLogger("jal.train")
 epoch_log = logging.getLogger("jal.train.epochs")
 
 
+def about(run_dir) -> dict:
+    """The `extra` of a log record about one run (its directory): `python -m jal.fuse` writes each fused
+    member's records into that member's own train.log, as Hydra's job logging does for a run alone. Records
+    that pass the run's directory as an argument say whom they are about already."""
+    return {"run_dir": str(run_dir)}
+
+
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}%"  # n/a: not evaluated this epoch, or no corrupted sample
 
@@ -543,7 +550,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
     precision_reason = choose_precision(cfg.trainer.precision, device)[1]
-    log.info("precision %s (%s)", precision_name(bf16), precision_reason)
+    log.info("precision %s (%s)", precision_name(bf16), precision_reason, extra=about(run_dir))
     with hydra_runtime(cfg):
         config, name = plain_config(cfg), cfg.run_name
     asked = identity(config, precision_name(bf16))
@@ -554,7 +561,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
         if record.get("status") == "finished":
             log.info("%s is finished already: skipping", run_dir)
             return record
-    state = latest_checkpoint(run_dir, asked, warn=log.warning)
+    state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
     if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
         log.info("%s not started: %s", run_dir, reason)
         return dict(status="paused", reason=reason, epoch=None)
@@ -597,7 +604,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device)
     m.criterion.fit_labels(y_noisy)  # losses that read the training labels (NLNL's class weights); most ignore it
     if warning := amse_warning(cfg, m.criterion):
-        log.warning(warning)
+        log.warning(warning, extra=about(m.run_dir))
     m.history = []
     if m.state is not None:
         m.model.load_state_dict(m.state["model"])
@@ -713,7 +720,7 @@ def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, re
         err = RunDiverged(f"non-finite training loss in epoch {epoch + 1} of {m.run_dir}: lower optim.lr or "
                           "check the loss (the last good checkpoint is kept)")
         if fused > 1:  # alone, train() raises it
-            log.error("%s", err)
+            log.error("%s", err, extra=about(m.run_dir))
         results[m] = end(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
     keep = [i for i, m in enumerate(fusion.members) if m not in diverged]
     fusion.drop(diverged)
@@ -768,10 +775,10 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
         lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
     )
     m.history.append(record)
-    epoch_log.info("%sepoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
-                   f"{m.name}: " if fused > 1 else "", epoch + 1, epochs, record["train_loss"],
-                   percent(record["train_acc_noisy"]), percent(record["train_memorised"]), percent(record["test_acc"]),
-                   record["images_per_second"], record["seconds"])
+    epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
+                   epoch + 1, epochs, record["train_loss"], percent(record["train_acc_noisy"]),
+                   percent(record["train_memorised"]), percent(record["test_acc"]), record["images_per_second"],
+                   record["seconds"], extra=about(m.run_dir) | dict(epoch_record=record))
     if m.wandb_run is not None:
         m.wandb_run.log(record, step=epoch + 1)
     save_checkpoint(m.run_dir, dict(

@@ -5,11 +5,13 @@
 # Variables (from the Makefile or the environment), each optional:
 #   PRESET=paper|quick   default: paper with CUDA; quick, the CPU-sized protocol, without
 #   LAUNCHER=basic|joblib|local|slurm|submitit_slurm   default: basic with CUDA; joblib without
-#   JOBS=N               runs at once with joblib; default: 2 with CUDA, one per core without
-#   THREADS=N            torch threads per run (trainer.threads); default with joblib on a CPU: cores / JOBS
+#   JOBS=N               runs (with FUSE: fusions) at once with joblib; default: 2 with CUDA, one per core without
+#   THREADS=N            torch threads per run or fusion (trainer.threads); default with joblib on a CPU: cores / JOBS
 #   SEEDS=123,124,125    LOSSES=ce,gce,...   DRY_RUN=1   PYTHON=python
-#   FUSE=K: train the runs of each sweep fused, at most K per fusion (python -m jal.fuse: one fusion at a
-#           time, the basic launcher only); default 1, one run at a time
+#   FUSE=K: train the runs of each sweep fused, at most K per fusion, each fusion as one network (python -m
+#           jal.fuse), launched as LAUNCHER launches runs: basic one fusion at a time, joblib JOBS fusions side
+#           by side with THREADS torch threads each, slurm one fusion per SLURM task (the resources of
+#           configs/hydra/launcher/slurm.yaml); default 1, no fusion
 #   MINUTES=N: time-boxed: every run pauses at its first epoch end past N minutes from now (trainer.stop_at,
 #              one deadline for the whole sweep); the same command later continues where it stopped
 set -euo pipefail
@@ -22,12 +24,6 @@ STOP_AT=${STOP_AT:-${MINUTES:+$(($(date +%s) + MINUTES * 60))}}
 FUSE=${FUSE:-1}
 if ! [[ $FUSE =~ ^[1-9][0-9]*$ ]]; then
   echo "error: FUSE=$FUSE: give the most runs per fusion, e.g. FUSE=8" >&2; exit 2
-fi
-if [ "$FUSE" -gt 1 ]; then
-  if [ -n "${LAUNCHER:-}" ] && [ "$LAUNCHER" != basic ]; then
-    echo "error: FUSE=$FUSE trains one fusion at a time in one process (LAUNCHER=basic); fusions side by side with LAUNCHER=$LAUNCHER are not built yet" >&2; exit 2
-  fi
-  LAUNCHER=basic
 fi
 
 # CUDA or not, and the cores this process may use (nproc would follow OMP_NUM_THREADS)

@@ -3,6 +3,8 @@ trained alone: the same labels, orders, losses and weights; records and checkpoi
 alone or together; a diverging member fails alone."""
 
 import json
+import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import torch
 from conftest import compose_train
 
 from jal import train as jal_train
+from jal.train import percent
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32",
         "trainer.epochs=2", "logger=none", "trainer.progress=false"]
@@ -263,23 +266,154 @@ def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trai
                      ["clean/ce/seed4", "clean/ce/seed5"]]  # another learning rate: a fusion of its own
 
 
-def test_jal_fuse_trains_a_sweep_fused_and_each_member_as_its_run_alone(trained, tmp_path):
+# A sweep of 4 runs in 2 fusions of 2 (ce seeds 2 and 3, nce_rce seeds 2 and 3): ce seed 2 is MEMBERS' ce
+SWEEP = ["loss=ce,nce_rce", "noise=symmetric", "noise.rate=0.2", "seed=2,3", "trainer.threads=1"]
+SETTINGS = "dataset.test_size=32,dataset.train_size=64,trainer.batch_size=32,trainer.epochs=2"
+CELLS = [f"synthetic/symmetric_0.2/{loss}/seed{seed}/{SETTINGS}" for loss in ("ce", "nce_rce") for seed in (2, 3)]
+
+
+def jal_fuse(out_root: Path, *overrides: str):
+    """python -m jal.fuse --fuse 2 on the tiny runs; its launcher's workers import this checkout's jal too."""
     import os
     import subprocess
     import sys
 
     from conftest import REPO
 
-    root = trained[0]
-    done = subprocess.run([sys.executable, "-m", "jal.fuse", "--fuse", "2", *TINY, f"out_root={tmp_path}",
-                           "loss=ce,nce_rce", "noise=symmetric", "noise.rate=0.2", "seed=2"], cwd=REPO,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "2 runs: 0 finished already, 1 fusion of at most 2 to train" in done.stdout
-    assert "Fused sweep summary: 2 runs trained here: 2 finished, 0 failed, 0 paused, 0 not run to an end" \
-        in done.stdout
-    settings = "dataset.test_size=32,dataset.train_size=64,trainer.batch_size=32,trainer.epochs=2"
-    ce = tmp_path / "synthetic/symmetric_0.2/ce/seed2" / settings
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "jal.fuse", "--fuse", "2", *TINY, f"out_root={out_root}", *overrides],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def basic_fused(tmp_path_factory):
+    """SWEEP fused by the basic launcher: (out_root, stdout)."""
+    root = tmp_path_factory.mktemp("basic_fused")
+    return root, jal_fuse(root, *SWEEP).stdout
+
+
+def assert_same_records(a_root: Path, b_root: Path, cells: list[str]) -> None:
+    """The runs of one fused sweep launched two ways: the same records but for the timings, the same weights."""
+    for cell in cells:
+        a, b = (json.loads((root / cell / "result.json").read_text()) for root in (a_root, b_root))
+        assert a["fused"] == b["fused"] == 2 and a["last_test_acc"] == b["last_test_acc"]
+        assert {k for k in a if a[k] != b[k]} <= {"history", "wall_seconds", "images_per_second", "config"}
+        assert {k for k in a["config"] if a["config"][k] != b["config"][k]} == {"out_root"}
+        assert_bitwise_runs(a_root / cell, b_root / cell)
+
+
+def test_jal_fuse_trains_a_sweep_fused_and_each_member_as_its_run_alone(trained, basic_fused):
+    root, stdout = basic_fused
+    assert ("4 runs: 0 finished already, 2 fusions of at most 2 to train, one at a time in one process (the basic "
+            "launcher), 1 torch thread each") in stdout
+    assert "Fused sweep summary: 4 runs trained here: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
+    ce = root / CELLS[0]
     assert json.loads((ce / "result.json").read_text())["fused"] == 2
-    assert f"[fusion 1/1] synthetic/symmetric_0.2/ce/seed2/{settings}: finished, last-epoch test" in done.stdout
-    assert_close_runs(root / "alone" / "ce", ce)
+    assert f"[fusion 1/2] {CELLS[0]}: finished, last-epoch test" in stdout
+    assert re.search(rf"^\[fusion 2/2\] {re.escape(CELLS[3])}: finished, .* \(sweep done\)$", stdout, re.M)
+    assert_close_runs(trained[0] / "alone" / "ce", ce)
+
+
+def test_a_fused_members_train_log_holds_what_a_run_alones_holds(basic_fused):
+    """A run alone's train.log (Hydra's job logging): its precision, then a line per epoch; fused, each member
+    gets its own, and the console a line per fusion epoch with the fusion's ETA."""
+    root, stdout = basic_fused
+    stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]"
+    for cell in CELLS:
+        lines = (root / cell / "train.log").read_text().splitlines()
+        history = json.loads((root / cell / "result.json").read_text())["history"]
+        assert re.fullmatch(stamp + r"\[jal\.train\]\[INFO\] - precision fp32 \(trainer\.precision=fp32\)", lines[0])
+        epochs = [re.fullmatch(stamp + r"\[jal\.train\.epochs\]\[INFO\] - (epoch .*), \d+ img/s, [\d.]+s", line)
+                  for line in lines[1:]]
+        assert [m.group(1) for m in epochs] == [
+            f"epoch {h['epoch']}/2: train loss {h['train_loss']:.4f}, fits its labels {percent(h['train_acc_noisy'])}, "
+            f"memorised {percent(h['train_memorised'])}, test {percent(h['test_acc'])}" for h in history]
+    assert "train loss" not in stdout  # the members' epoch lines: their train.log only
+    lines = re.findall(r"^\[fusion (\d)/2\] epoch (\d)/2: [\d.]+ s, \d+ images/s a run \((.*)\)$", stdout, re.M)
+    assert [(n, e) for n, e, _ in lines] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+    assert [eta.split()[0] for *_, eta in lines] == ["ETA", "fusion", "ETA", "fusion"]
+
+
+def test_joblib_trains_fusions_side_by_side_as_the_basic_launcher_does(basic_fused, tmp_path):
+    done = jal_fuse(tmp_path, *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert "2 fusions of at most 2 to train, 2 at a time side by side (joblib, a process each), 1 torch thread " \
+           "each" in done.stdout
+    assert sorted(re.findall(r"^\[fusion (\d)/2\] epoch (\d)/2: ", done.stdout, re.M)) == [
+        ("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]  # from the workers
+    assert "Fused sweep summary: 4 runs trained here: 4 finished, 0 failed" in done.stdout
+    assert_same_records(basic_fused[0], tmp_path, CELLS)
+    for cell in CELLS:
+        assert (tmp_path / cell / "train.log").read_text().count("][jal.train.epochs][INFO] - epoch ") == 2
+
+
+def test_submitit_trains_a_fusion_per_task_as_the_basic_launcher_does(basic_fused, tmp_path):
+    """hydra/launcher=local: submitit's code path for SLURM, its tasks processes on this machine."""
+    done = jal_fuse(tmp_path, *SWEEP[1:], "loss=ce", "hydra/launcher=local")
+    assert "2 runs: 0 finished already, 1 fusion of at most 2 to train, a process each on this machine (submitit's " \
+           "local executor), 1 torch thread each" in done.stdout
+    assert "submitted 1 fusion: job " in done.stdout
+    (task_log,) = (tmp_path / ".submitit").glob("*/*_log.out")
+    assert "[fusion 1/1] epoch 2/2: " in task_log.read_text()
+    assert f"[fusion 1/1] {CELLS[1]}: finished, last-epoch test accuracy" in done.stdout
+    assert_same_records(basic_fused[0], tmp_path, CELLS[:2])
+
+
+def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resources(tmp_path, monkeypatch):
+    """No cluster here: sbatch and srun stand-ins record what submitit would submit for SLURM."""
+    from conftest import CONFIG_DIR
+    from hydra import initialize_config_dir
+
+    from jal import fuse, sweep
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text('#!/bin/sh\nfor a; do last=$a; done\ncp "$last" "$SBATCH_RECORD"\n'
+                                    'echo "Submitted batch job 4242"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SBATCH_RECORD", str(tmp_path / "sbatch.sh"))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", *SWEEP, "hydra/launcher=slurm",
+                                       "hydra.launcher.partition=a100", "hydra.launcher.timeout_min=30"])
+    assert fuse.how_fusions_run(runs[0].cfg) == (
+        "one SLURM task each (submitit: a job array, at most 64 tasks at a time; partition=a100, nodes=1, "
+        "gpus_per_node=1, cpus_per_task=8, mem_gb=32, timeout_min=30)")
+    tasks = fuse.fusion_tasks(sweep.fusions(runs, 2))
+    launcher = fuse.launcher_settings(runs[0].cfg)
+    assert fuse.submitit_settings(launcher)[1] == dict(folder=f"{tmp_path}/.submitit/%j", slurm_max_num_timeout=20)
+    jobs = fuse.submit(tasks, launcher)
+    script = (tmp_path / "sbatch.sh").read_text()
+    for line in ("array=0-1%2", "partition=a100", "time=30", "gpus-per-node=1", "cpus-per-task=8", "mem=32GB",
+                 "signal=USR2@120", "job-name=train"):
+        assert f"#SBATCH --{line}\n" in script
+    assert [job.job_id for job in jobs] == ["4242_0", "4242_1"]
+    for job, task in zip(jobs, tasks):  # each task of the array trains its fusion, and requeued the same again
+        submitted = job.submission().function
+        assert (submitted.number, submitted.run_dirs) == (task.number, task.run_dirs) == (
+            task.number, [tmp_path / cell for cell in CELLS[2 * task.number - 2 : 2 * task.number]])
+        assert submitted.checkpoint().function is submitted
+
+
+def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp_path):
+    import logging
+
+    from jal.fuse import RunLog
+    from jal.train import about
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    logs = [RunLog(str(d / "train.log"), d, {str(a), str(b)}) for d in (a, b)]
+    records = [logging.makeLogRecord(dict(msg="precision fp32", **about(a))),  # jal.train.about: a's
+               logging.makeLogRecord(dict(msg="resuming %s from epoch %d", args=(b, 1))),  # names b's directory
+               logging.makeLogRecord(dict(msg="about no member"))]
+    for log in logs:
+        for record in records:
+            if log.filter(record):
+                log.emit(record)
+        log.close()
+    assert (a / "train.log").read_text().splitlines() == ["precision fp32", "about no member"]
+    assert (b / "train.log").read_text().splitlines() == [f"resuming {b} from epoch 1", "about no member"]

@@ -289,6 +289,22 @@ def test_plan_of_new_cells_estimates_from_the_finished_records_beside_them(three
            "device)\n" in out
 
 
+def test_plan_of_fused_runs_says_how_the_launcher_trains_the_fusions(three_of_four_finished, tmp_path):
+    """FUSE=K with any launcher: the plan counts the fusions and says how they train (jal.fuse)."""
+    out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="slurm", FUSE="2",
+                       EXTRA="noise.rate=0.5").stdout  # 2 runs to train, the speed from the records beside them
+    assert re.search(r"^  launcher   fusions one SLURM task each \(submitit: a job array, at most 64 tasks at a "
+                     r"time; partition=\S+, nodes=1, gpus_per_node=1, cpus_per_task=8, mem_gb=32, timeout_min=120\)$",
+                     out, re.M)
+    assert "  fusions    1 of at most 2 runs, each trained as one network (python -m jal.fuse; sizes 2)" in out
+    assert "mean of 3 finished runs' records on this device" in out or torch.cuda.is_available()
+    from jal.fuse import how_fusions_run
+
+    joblib = compose_train(["dataset=synthetic", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                            "trainer.threads=1"])
+    assert how_fusions_run(joblib) == "2 at a time side by side (joblib, a process each), 1 torch thread each"
+
+
 def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
     stdout = multirun(three_of_four_finished).stdout
     assert re.findall(r"^\[\d/4\] .*$", stdout, re.M) == [
