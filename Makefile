@@ -9,10 +9,11 @@ export JAL_DATA_DIR ?= data
 # without), LAUNCHER=basic|joblib|local|slurm (basic with CUDA; joblib, one run per core, without), JOBS,
 # THREADS (torch threads per run), SEEDS, LOSSES; DRY_RUN=1 prints the plan of the sweep and stops.
 # MINUTES=N: the sweep pauses after N minutes (every run at its next epoch end); the same command continues it.
+# PRECISION=fp32|bf16|auto: trainer.precision of every run (default: the preset's; quick: auto, bf16 on CPUs with bf16 hardware).
 # CELLS=headline (reproduce-cifar10): the paper's main-table cells only, seed 123 first.
 # FUSE=K: each sweep's runs trained fused, at most K per fusion (python -m jal.fuse), launched by LAUNCHER:
 # basic one fusion at a time, joblib JOBS side by side, slurm one SLURM task per fusion.
-SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE
+SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 
 .PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n reproduce-ablation \

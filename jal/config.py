@@ -402,6 +402,20 @@ for path, schema in SCHEMAS.items():
 OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings}" if settings else "", replace=True)
 
 
+def bf16_subdir(precision: str, device: str) -> str:
+    """`${bf16_subdir:${trainer.precision},${trainer.device}}` in run_name: "/bf16" where the run trains in
+    bf16 (asked for, or `auto` on CUDA or a CPU with bf16 hardware: jal.train.choose_precision), else nothing.
+    A run's directory names its precision, so an fp32 record and a bf16 run of the same cell never share
+    one, on whichever machine `auto` is resolved."""
+    from jal.train import choose_precision  # torch: only when a run's directory is named
+    from jal.util import run_device
+
+    return "/bf16" if choose_precision(precision, run_device(device))[0] else ""
+
+
+OmegaConf.register_new_resolver("bf16_subdir", bf16_subdir, replace=True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Rules that pick values from other settings: resolvers used by the config files
 

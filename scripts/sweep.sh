@@ -12,6 +12,8 @@
 #           jal.fuse), launched as LAUNCHER launches runs: basic one fusion at a time, joblib JOBS fusions side
 #           by side with THREADS torch threads each, slurm one fusion per SLURM task (the resources of
 #           configs/hydra/launcher/slurm.yaml); default 1, no fusion
+#   PRECISION=fp32|bf16|auto: trainer.precision for every run; default: the preset's (paper fp32, quick auto:
+#              bf16 on CUDA and on CPUs with bf16 hardware). PRECISION=fp32 continues an fp32 table anywhere
 #   MINUTES=N: time-boxed: every run pauses at its first epoch end past N minutes from now (trainer.stop_at,
 #              one deadline for the whole sweep); the same command later continues where it stopped
 set -euo pipefail
@@ -54,6 +56,7 @@ multirun() {
     *) settings+=("hydra/launcher=$LAUNCHER") ;;
   esac
   if [ -n "$THREADS" ]; then settings+=("trainer.threads=$THREADS"); fi
+  if [ -n "${PRECISION:-}" ]; then settings+=("trainer.precision=$PRECISION"); fi
   if [ -n "$STOP_AT" ]; then settings+=("trainer.stop_at=$STOP_AT"); fi
   SWEEPS+=("$(printf '%q ' "${settings[@]}" "$@")")
 }

@@ -67,10 +67,25 @@ def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypat
     assert f"precision {expected} ({result['precision_reason']})" in caplog.text
 
 
-def test_quick_preset_precision_is_a_known_setting():
+@pytest.mark.parametrize("flags, expected, suffix", [(SPR_FLAGS, True, "/bf16"), (AVX2_FLAGS, False, "")])
+def test_the_quick_preset_trains_bf16_only_where_the_cpu_has_bf16_hardware(monkeypatch, flags, expected, suffix):
+    """results/precision's check passed: the quick preset is `auto`, bf16 on an AMX CPU, fp32 on an AVX2 one,
+    and its directory says which, so a bf16 run never lands in (or is refused by) an fp32 record's directory."""
     from conftest import compose_train
 
-    assert compose_train(["experiment=quick"]).trainer.precision in ("auto", "fp32")
+    monkeypatch.setattr(jal_train, "cpu_flags", lambda: flags)
+    cfg = compose_train(["experiment=quick", "trainer.device=cpu", "noise=symmetric", "noise.rate=0.8"])
+    assert cfg.trainer.precision == "auto" and jal_train.resolve_device(cfg)[1] is expected
+    assert cfg.run_name == "cifar10/symmetric_0.8/ce/seed123" + suffix
+
+
+def test_a_run_directory_names_the_precision_that_trains_not_how_it_was_asked(monkeypatch):
+    from conftest import compose_train
+
+    monkeypatch.setattr(jal_train, "cpu_flags", lambda: AVX2_FLAGS)
+    name = lambda *o: compose_train(["trainer.device=cpu", "loss=jal_ce", *o]).run_name  # noqa: E731
+    assert name() == name("trainer.precision=fp32") == name("trainer.precision=auto") == "cifar10/clean/jal_ce/seed123"
+    assert name("trainer.precision=bf16", "loss.passive.a=20") == "cifar10/clean/jal_ce/seed123/bf16/loss.passive.a=20"
 
 
 # ---------------------------------------------------------------------------------------------------
