@@ -152,12 +152,19 @@ def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
     return runs
 
 
+def run_precision(cfg: DictConfig) -> tuple[str, str]:
+    """(precision, reason): what a run of `cfg` trains in on this machine, as train.py chooses it."""
+    from jal.train import choose_precision, precision_name
+
+    bf16, reason = choose_precision(cfg.trainer.precision, run_device(cfg.trainer.device))
+    return precision_name(bf16), reason
+
+
 def run_identity(cfg: DictConfig) -> dict:
     """The identity train.py gives a run of `cfg` on this machine (jal/run_dir.py)."""
-    from jal.train import choose_precision, plain_config, precision_name
+    from jal.train import plain_config
 
-    bf16, _ = choose_precision(cfg.trainer.precision, run_device(cfg.trainer.device))
-    return identity(plain_config(cfg), precision_name(bf16))
+    return identity(plain_config(cfg), run_precision(cfg)[0])
 
 
 def job_line(run: Run) -> str:
@@ -244,14 +251,17 @@ def launcher_of(cfg: DictConfig) -> tuple[str, int | None]:
 
 def records_speed(runs: list[Run], device: str) -> tuple[float, int] | None:
     """Mean training images/s of the finished records in the runs' output folders (theirs and other cells')
-    that trained on this device, with this model and the same threads per run: (images/s, number of
-    records), or None. A sweep of cells not yet run thus estimates from its siblings, not a 3-step probe."""
+    that trained on this device, with this model, in this precision and with the same threads per run:
+    (images/s, number of records), or None. A sweep of cells not yet run thus estimates from its siblings,
+    not a 3-step probe."""
     model, threads = runs[0].cfg.hydra.runtime.choices.model, runs[0].cfg.trainer.threads
+    precision = run_precision(runs[0].cfg)[0]
     roots = {Path(run.cfg.hydra.sweep.dir) for run in runs}
     speeds = []
     for path in sorted({path for root in roots for path in root.rglob("result.json")}):
         status, record = read_status(path.parent)
         if (status == "finished" and record.get("device_name") == device and record.get("model") == model
+                and record.get("precision", "fp32") == precision  # before records named it: fp32
                 and record.get("config", {}).get("trainer", {}).get("threads") == threads):
             speeds.append(record["images_per_second"])
     return (sum(speeds) / len(speeds), len(speeds)) if speeds else None
@@ -313,6 +323,8 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     print(f"Plan of {name}: preset {preset}")
     device = run_device(first.trainer.device)
     print(f"  device     {'CUDA' if device.type == 'cuda' else 'CPU'}: {device_name(device)}")
+    precisions = sorted({run_precision(run.cfg) for run in runs})
+    print(f"  precision  {'; '.join(f'{name} ({reason})' for name, reason in precisions)}")
     if fuse > 1:
         from jal.fuse import how_fusions_run
 
@@ -347,7 +359,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
         of_model = [r for r in runs if r.cfg.hydra.runtime.choices.model == model]
         if measured := records_speed(of_model, device_name(device)):  # the name train.py records
             speed[model] = measured[0]
-            source = f"mean of {measured[1]} finished runs' records on this device"
+            source = f"mean of {measured[1]} finished runs' records on this device in this precision"
         else:
             probe_start = time.perf_counter()
             speed[model], batch = probe_speed(of_model[0].cfg)

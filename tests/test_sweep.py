@@ -270,10 +270,15 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
     assert "  runs       4 in 1 sweep: 3 finished already, 1 to train\n" in out and "warning" not in out
     records = [json.loads((three_of_four_finished / cell / "result.json").read_text()) for cell in CELLS[:3]]
     speed = sum(r["images_per_second"] for r in records) / 3
+    assert "  precision  fp32 (trainer.precision=fp32)\n" in out
     assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
-           "device)\n" in out
+           "device in this precision)\n" in out
     work = 2 * 64 + 2 * 32 / 3  # two epochs of 64 images, each evaluated on 32 test images (a third each)
     assert f"  time left  about {sweep.duration(work / speed)}: 1 run, 149 training images" in out
+    # in bf16 the fp32 records are neither its runs (its directories end in bf16) nor its speed
+    out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic", PRECISION="bf16").stdout
+    assert "  precision  bf16 (trainer.precision=bf16)\n" in out and "0 finished already, 4 to train" in out
+    assert re.search(r"  speed      cnn8: \d+ training images/s per run \(measured just now", out)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
@@ -286,7 +291,7 @@ def test_plan_of_new_cells_estimates_from_the_finished_records_beside_them(three
     records = [json.loads((three_of_four_finished / cell / "result.json").read_text()) for cell in CELLS[:3]]
     speed = sum(r["images_per_second"] for r in records) / 3
     assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
-           "device)\n" in out
+           "device in this precision)\n" in out
 
 
 def test_plan_of_fused_runs_says_how_the_launcher_trains_the_fusions(three_of_four_finished, tmp_path):
