@@ -101,10 +101,10 @@ def load_images(cfg: DictConfig, images_needed: int) -> tuple[ImageData, str, st
     path = Path(cfg.data_dir) / f"{cfg.dataset.name}.npz"
     if path.exists():
         data = load_dataset(cfg.dataset.name, cfg.data_dir, num_classes=cfg.dataset.num_classes)
-        return data, "real", f"real {cfg.dataset.name} ({len(data.y_train)} training images, {path})"
+        return data, "real", f"real {cfg.dataset.name} ({len(data.y_train)} training images, {path.name})"
     n = min(SYNTHETIC_MAX_IMAGES, max(images_needed, 2 * cfg.trainer.batch_size))
     data = synthetic_dataset(n, 2, cfg.dataset.num_classes)
-    return data, "synthetic", f"synthetic ({n} random images; {path} not found)"
+    return data, "synthetic", f"synthetic ({n} random images; no {path.name} in the data folder)"
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul_allow_tf32": ours["matmul_allow_tf32"], "cudnn_allow_tf32": ours["cudnn_allow_tf32"],
         "torch_version": torch.__version__, "cuda_version": torch.version.cuda, "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "python_version": platform.python_version(),
-        "command": shlex.join([sys.executable, "-m", "jal.bench", *argv]),
+        "command": shlex.join(["python", "-m", "jal.bench", *argv]),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if device.type == "cpu":

@@ -154,10 +154,16 @@ def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.nd
 # The run's config as data, and its W&B run
 
 
+# Where this machine keeps the data and the runs: not part of the experiment (jal/run_dir.py), and left out of
+# the config a record stores, which is read on other machines.
+MACHINE_PATHS = ("data_dir", "out_root")
+
+
 def plain_config(cfg: DictConfig) -> dict:
-    """The resolved run config as plain data (without Hydra's own node, present when composed in tests)."""
+    """The resolved run config as plain data, as records store it: without Hydra's own node (present when
+    composed in tests) and without this machine's paths."""
     return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k != "hydra"}
+            for k, v in cfg.items() if k not in ("hydra", *MACHINE_PATHS)}
 
 
 def start_wandb(cfg: DictConfig, run_dir: Path):
@@ -813,7 +819,7 @@ MAY_DIFFER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.
 def fixed_settings(cfg: DictConfig) -> dict:
     """The settings of a run that runs fused with it must share (flattened): all but MAY_DIFFER."""
     with hydra_runtime(cfg):
-        settings = flatten(plain_config(cfg))
+        settings = flatten(plain_config(cfg)) | {"data_dir": cfg.data_dir}  # the members' images are loaded once
     return {k: v for k, v in settings.items() if not any(k == d or k.startswith(d + ".") for d in MAY_DIFFER)}
 
 
