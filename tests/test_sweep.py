@@ -86,6 +86,7 @@ def test_table_of_the_sweep_has_four_cells(basic_sweep, tmp_path):
     assert f"| CE [{SETTINGS}] |" in table and f"| JAL-CE [{SETTINGS}] |" in table and "Sym 0.8" in table
 
 
+@pytest.mark.slow  # 25 s; submitit's path is in make test through the fused sweeps (tests/test_fused.py)
 def test_submitit_local_launcher_runs_the_same_sweep(tmp_path, basic_sweep):
     done = multirun(tmp_path, "hydra/launcher=local")
     # Each run's line comes from its own submitit process (its log), its n/N counted from the records on disk:
@@ -329,6 +330,7 @@ def gpu_pool(out_root: Path, *cells: str, **env: str) -> subprocess.CompletedPro
     return done
 
 
+@pytest.mark.slow  # 25 s: a GPU host's tool, run by make test-all
 def test_gpu_pool_trains_every_cell_and_seed_and_packs_the_records(tmp_path):
     tiny = "dataset.train_size=64 dataset.test_size=32 trainer.epochs=2 noise=symmetric"
     done = gpu_pool(tmp_path / "runs", f"loss=ce {tiny} noise.rate=0.8", f"loss=jal_ce {tiny} noise.rate=0.2",
