@@ -41,3 +41,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def loss_turns_nan_after(criterion, calls: int) -> None:
+    """Fault injection: from its (calls + 1)-th call on, `criterion` returns NaN (a diverging run)."""
+    made, real = [], criterion.forward
+
+    def forward(logits, targets):
+        made.append(1)
+        loss = real(logits, targets)
+        return loss * float("nan") if len(made) > calls else loss
+
+    criterion.forward = forward

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
+from conftest import compose_train, loss_turns_nan_after
 
 from jal import train as jal_train
 from jal.train import percent
@@ -192,14 +192,7 @@ def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, 
     def ce_diverges_in_epoch_2(cfg, device):
         model, step_model, criterion, optimizer, scheduler = build(cfg, device)
         if cfg.seed == 2:
-            calls, real = [], criterion.forward  # 2 steps an epoch: the 3rd call is epoch 2's first
-
-            def forward(logits, targets):
-                calls.append(1)
-                loss = real(logits, targets)
-                return loss * float("nan") if len(calls) > 2 else loss
-
-            criterion.forward = forward
+            loss_turns_nan_after(criterion, 2)  # 2 steps an epoch: the 3rd call is epoch 2's first
         return model, step_model, criterion, optimizer, scheduler
 
     monkeypatch.setattr(jal_train, "build_training", ce_diverges_in_epoch_2)

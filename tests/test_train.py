@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, compose_train, shared_data_dir
+from conftest import REPO, compose_train, loss_turns_nan_after, shared_data_dir
 
 from jal import data as jal_data
 from jal import train as jal_train
@@ -210,14 +210,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run,
 
     def loss_turns_nan_in_epoch_2(cfg, device):
         model, step_model, criterion, optimizer, scheduler = build(cfg, device)
-        calls, real = [], criterion.forward  # 256 images in batches of 128: the 3rd call is epoch 2's first
-
-        def forward(logits, targets):
-            calls.append(1)
-            loss = real(logits, targets)
-            return loss * float("nan") if len(calls) > 2 else loss
-
-        criterion.forward = forward
+        loss_turns_nan_after(criterion, 2)  # 256 images in batches of 128: the 3rd call is epoch 2's first
         return model, step_model, criterion, optimizer, scheduler
 
     monkeypatch.setattr(jal_train, "build_training", loss_turns_nan_in_epoch_2)
