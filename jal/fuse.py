@@ -84,8 +84,6 @@ class RunLog(logging.FileHandler):
     def mine(self, record: logging.LogRecord) -> bool:
         """Records about this member, and those about no member of the fusion (about another: not)."""
         named = getattr(record, "run_dir", None)  # jal.train.about
-        if named is None and isinstance(record.args, tuple):  # "resuming %s from epoch %d", run_dir, ...
-            named = next((str(a) for a in record.args if isinstance(a, Path) and str(a) in self.members), None)
         return named not in self.members or named == self.run_dir
 
     def _open(self):

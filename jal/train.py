@@ -94,8 +94,7 @@ epoch_log = logging.getLogger("jal.train.epochs")
 
 def about(run_dir) -> dict:
     """The `extra` of a log record about one run (its directory): `python -m jal.fuse` writes each fused
-    member's records into that member's own train.log, as Hydra's job logging does for a run alone. Records
-    that pass the run's directory as an argument say whom they are about already."""
+    member's records into that member's own train.log, as Hydra's job logging does for a run alone."""
     return {"run_dir": str(run_dir)}
 
 
@@ -551,7 +550,8 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     trains no further here, else the Member."""
     result_path = run_dir / RESULT
     if cfg.trainer.restart and (moved := move_aside(run_dir)):
-        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), run_dir)
+        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), run_dir,
+                 extra=about(run_dir))
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
@@ -565,11 +565,11 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     if record is not None:
         check_same(record, asked, result_path)
         if record.get("status") == "finished":
-            log.info("%s is finished already: skipping", run_dir)
+            log.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
             return record
     state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
     if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
-        log.info("%s not started: %s", run_dir, reason)
+        log.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
         return dict(status="paused", reason=reason, epoch=None)
     atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
     return Member(cfg, run_dir, name, config, asked, bf16, device, state, precision_reason)
@@ -617,7 +617,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.optimizer.load_state_dict(m.state["optimizer"])
         m.scheduler.load_state_dict(m.state["scheduler"])
         m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
-        log.info("resuming %s from epoch %d", m.run_dir, m.start_epoch)
+        log.info("resuming %s from epoch %d", m.run_dir, m.start_epoch, extra=about(m.run_dir))
     m.state = None  # loaded: its memory (a model's worth) is not kept
     with hydra_runtime(cfg) as hydra_cfg:
         choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
@@ -649,7 +649,7 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
             if reason := next(filter(None, (stop_reason(m.cfg) for m in fusion.members)), None):
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
-                    log.info("pausing %s after epoch %d: %s", m.run_dir, epoch, reason)
+                    log.info("pausing %s after epoch %d: %s", m.run_dir, epoch, reason, extra=about(m.run_dir))
                     results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
@@ -667,8 +667,7 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
             correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, bf16, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
-                end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started,
-                          fused)
+                end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
             progress.set_postfix(test_acc=fusion.members[0].history[-1]["test_acc"],
                                  img_s=f"{fusion.k * fusion.members[0].history[-1]['images_per_second']:.0f}")
         for m in fusion.members:
@@ -768,7 +767,7 @@ def end(m: Member, record: dict, fused: int) -> dict:
 
 
 def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_test: int, lr: float,
-              train_seconds: float, epoch_start: float, started: float, fused: int) -> None:
+              train_seconds: float, epoch_start: float, started: float) -> None:
     """The member's epoch record: into its history, its train.log line, W&B, and its checkpoint."""
     loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums
     n_train, n_corrupted, epochs = m.n_train, m.n_corrupted, m.cfg.trainer.epochs

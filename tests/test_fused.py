@@ -400,7 +400,7 @@ def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp
     a, b = tmp_path / "a", tmp_path / "b"
     logs = [RunLog(str(d / "train.log"), d, {str(a), str(b)}) for d in (a, b)]
     records = [logging.makeLogRecord(dict(msg="precision fp32", **about(a))),  # jal.train.about: a's
-               logging.makeLogRecord(dict(msg="resuming %s from epoch %d", args=(b, 1))),  # names b's directory
+               logging.makeLogRecord(dict(msg="resuming %s from epoch %d", args=(b, 1), **about(b))),
                logging.makeLogRecord(dict(msg="about no member"))]
     for log in logs:
         for record in records:
