@@ -26,9 +26,11 @@ if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in on
 
 import contextlib
 import copy
+import hashlib
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -90,6 +92,10 @@ log = logging.getLogger("jal.train")
 # One line per epoch into the run's train.log only (configs/train.yaml routes it to the file handler): a run
 # can be followed with `tail -f` while a sweep's console keeps to one line per run.
 epoch_log = logging.getLogger("jal.train.epochs")
+# What this command decided about a run that it does not train (finished already, not started, trained by
+# another process): the console only, never the run's train.log, which keeps the history of its training
+# (a sweep started again leaves a finished run's files as they were).
+console = logging.getLogger("jal.train.console")
 
 
 def about(run_dir) -> dict:
@@ -165,16 +171,32 @@ def plain_config(cfg: DictConfig) -> dict:
             for k, v in cfg.items() if k not in ("hydra", *MACHINE_PATHS)}
 
 
+WANDB_ID_RESERVED = ":;,#?/'"  # characters W&B refuses in a run id
+WANDB_NAME_MAX = 128  # W&B refuses longer run names
+
+
+def wandb_run_id(run_name: str) -> str:
+    """The W&B run id of a run: its name with '/' as '-' (a cell's directory, `cifar10-clean-ce-seed123`); a
+    name with other characters W&B refuses (the ',' between two settings) or a long one gets them replaced,
+    is cut, and ends in a digest of the whole name, so two experiments never share (and resume) one W&B run."""
+    readable = run_name.replace("/", "-")
+    if not any(c in WANDB_ID_RESERVED for c in readable) and len(readable) <= WANDB_NAME_MAX:
+        return readable
+    digest = hashlib.sha256(run_name.encode()).hexdigest()[:10]
+    return f"{re.sub(f'[{re.escape(WANDB_ID_RESERVED)}]', '-', readable)[:WANDB_NAME_MAX - 11]}-{digest}"
+
+
 def start_wandb(cfg: DictConfig, run_dir: Path):
     if cfg.logger.name != "wandb" or os.environ.get("WANDB_MODE") == "disabled":  # e.g. a bare GPU host
         return None
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")
+    name = cfg.run_name if len(cfg.run_name) <= WANDB_NAME_MAX else cfg.run_name[:WANDB_NAME_MAX - 1] + "…"
     return wandb.init(
         project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, group=cfg.logger.group,
-        tags=list(cfg.logger.tags), name=cfg.run_name, dir=str(run_dir), config=plain_config(cfg),
-        id=cfg.run_name.replace("/", "-"), resume="allow", reinit="finish_previous",
+        tags=list(cfg.logger.tags), name=name, dir=str(run_dir), config=plain_config(cfg),
+        id=wandb_run_id(cfg.run_name), resume="allow", reinit="finish_previous",
     )
 
 
@@ -556,7 +578,6 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
     precision_reason = choose_precision(cfg.trainer.precision, device)[1]
-    log.info("precision %s (%s)", precision_name(bf16), precision_reason, extra=about(run_dir))
     with hydra_runtime(cfg):
         config, name = plain_config(cfg), cfg.run_name
     asked = identity(config, precision_name(bf16))
@@ -565,12 +586,13 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     if record is not None:
         check_same(record, asked, result_path)
         if record.get("status") == "finished":
-            log.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
+            console.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
             return record
     state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
     if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
-        log.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
+        console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
         return dict(status="paused", reason=reason, epoch=None)
+    log.info("precision %s (%s)", precision_name(bf16), precision_reason, extra=about(run_dir))
     atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
     return Member(cfg, run_dir, name, config, asked, bf16, device, state, precision_reason)
 
@@ -900,7 +922,7 @@ def main(cfg: DictConfig) -> float | None:
     if result["status"] == "running elsewhere":
         if alone:
             raise SystemExit(f"not started: {result['reason']}")
-        log.warning("not started: %s", result["reason"])
+        console.warning("not started: %s", result["reason"])  # the other process writes its train.log
     return result.get("last_test_acc")  # None when paused
 
 

@@ -263,14 +263,30 @@ def parse_wandb_file(path: Path) -> tuple[list[dict], bool]:
 
 def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = synthetic_run("logger=wandb", "trainer.epochs=2")
+    # two settings beyond the cell: a ',' in the run's name, which W&B refuses in a run id
+    cfg = synthetic_run("logger=wandb", "trainer.epochs=2", "optim.lr=0.02")
     result = jal_train.train(cfg, run_dir_of(cfg))
     files = list(run_dir_of(cfg).glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1
+    assert files[0].name == f"run-{jal_train.wandb_run_id(cfg.run_name)}.wandb"
     rows = read_wandb_history(files[0])
     assert [r["epoch"] for r in rows] == [1, 2]
     assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
     assert all(EPOCH_KEYS <= set(r) for r in rows)
+
+
+def test_wandb_run_id_is_one_wandb_accepts_and_one_per_run_name():
+    from wandb import Settings
+
+    cell = "cifar10/symmetric_0.8/jal_ce/seed123"
+    assert jal_train.wandb_run_id(cell) == "cifar10-symmetric_0.8-jal_ce-seed123"  # the id every earlier run has
+    names = [cell, f"{cell}/loss.passive.a=30", f"{cell}/optim.lr=0.02,trainer.epochs=2",
+             f"{cell}/optim.lr=0.02:trainer.epochs=2", f"{cell}/optim.lr=0.02-trainer.epochs=2",
+             f"{cell}/bf16/" + ",".join(f"loss.term{i}.weight={i}" for i in range(20))]
+    ids = [jal_train.wandb_run_id(name) for name in names]
+    assert len(set(ids)) == len(names)  # names that read alike once ',' and ':' are replaced stay apart
+    for run_id in ids:
+        assert Settings(run_id=run_id).run_id == run_id and len(run_id) <= 128  # W&B's own validation
 
 
 def test_wandb_mode_disabled_needs_no_wandb_package(synthetic_run, monkeypatch, one_torch_thread):
