@@ -82,9 +82,10 @@ class RunLog(logging.FileHandler):
         self.addFilter(self.mine)
 
     def mine(self, record: logging.LogRecord) -> bool:
-        """Records about this member, and those about no member of the fusion (about another: not)."""
+        """Records about this member, and those about no member of the fusion (about another: not); never
+        jal.train.console's (what this command decided about a run it does not train)."""
         named = getattr(record, "run_dir", None)  # jal.train.about
-        return named not in self.members or named == self.run_dir
+        return record.name != "jal.train.console" and (named not in self.members or named == self.run_dir)
 
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)

@@ -62,10 +62,17 @@ def test_basic_launcher_sweep_writes_one_record_per_cell(basic_sweep):
         assert record["status"] == "finished" and len(record["history"]) == 2
 
 
+def run_files(out_root: Path) -> dict[Path, bytes]:
+    """Every file a run wrote (its lock file aside: an empty file the OS locks, not part of the run)."""
+    return {p: p.read_bytes() for p in sorted(out_root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
 def test_sweep_started_again_skips_every_run(basic_sweep):
-    before = records_of(basic_sweep)
+    before, files = records_of(basic_sweep), run_files(basic_sweep)
     done = multirun(basic_sweep)
     assert records_of(basic_sweep) == before  # no record was rewritten
+    # nor any other file: a finished run's train.log gains no line (committed logs stay as they were trained)
+    assert run_files(basic_sweep) == files
     assert done.stdout.count("finished already") + done.stderr.count("finished already") == 4
     assert not re.search(r"^\[\d/4\]", done.stdout, re.M)  # a skipped run gets no progress line: the plan counted it
     assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in done.stdout
