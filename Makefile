@@ -16,7 +16,8 @@ export JAL_DATA_DIR ?= data
 SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 
-.PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar10n reproduce-ablation \
+.PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar100-idn \
+	reproduce-cifar10n reproduce-cifar100n reproduce-ablation \
 	notebooks bench gpu-check clean
 
 install: $(VENV)/.installed
@@ -42,10 +43,16 @@ reproduce-cifar100: install
 	$(SWEEP) bash scripts/reproduce_cifar100.sh
 
 reproduce-cifar10-idn: install
-	$(SWEEP) bash scripts/reproduce_cifar10_idn.sh
+	$(SWEEP) bash scripts/reproduce_idn.sh cifar10
+
+reproduce-cifar100-idn: install
+	$(SWEEP) bash scripts/reproduce_idn.sh cifar100
 
 reproduce-cifar10n: install
-	$(SWEEP) bash scripts/reproduce_cifar10n.sh
+	$(SWEEP) bash scripts/reproduce_cifarn.sh cifar10
+
+reproduce-cifar100n: install
+	$(SWEEP) bash scripts/reproduce_cifarn.sh cifar100
 
 reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AMSE's a, into results/ablation
 	$(SWEEP) bash scripts/reproduce_ablation.sh

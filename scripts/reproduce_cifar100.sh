@@ -9,4 +9,4 @@ SEEDS=${SEEDS:-123,124,125}
 # every row the published tables have; the JAL paper's comparison at its cells first (sweep.sh)
 table_sweeps cifar100 "0.4,0.6" "0.3,0.4"
 run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
-"$PYTHON" -m jal.tables results/runs/cifar100 --out results/cifar100 --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"
+"$PYTHON" -m jal.tables "$RUNS/cifar100" --out "$RESULTS/cifar100" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"

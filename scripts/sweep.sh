@@ -43,6 +43,9 @@ else
   THREADS=${THREADS:-}
 fi
 
+# Where the preset's runs land (out_root of configs/experiment/$PRESET.yaml) and where its tables go
+if [ "$PRESET" = quick ]; then RUNS=results/quick/runs RESULTS=results/quick; else RUNS=results/runs RESULTS=results; fi
+
 SWEEPS=()  # one multirun's overrides per entry, shell-quoted
 
 # multirun OVERRIDES...: queue one sweep over the cells given, with the preset, launcher and threads applied.

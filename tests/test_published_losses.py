@@ -17,6 +17,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_configs import LOSS_NAMES, compose_cfg, grid_cfg, resolved
 
 from jal import config, losses, tables
@@ -393,34 +394,82 @@ def test_nlnl_run_killed_after_epoch_1_resumes_to_the_uninterrupted_result(synth
 # ----------------------------------------------------------------------------- the sweeps cover every published row
 
 
-def planned_cells(script, tmp_path, **env):
-    """The (dataset, noise type, rate, loss) cells a table script queues, read from the jal.sweep plan call (a
-    stand-in python echoes the commands instead of planning or training)."""
+def run_script(script, tmp_path, **env) -> str:
+    """What a table script (with its arguments) runs, as a stand-in python echoes the commands (jal.sweep,
+    jal.train, jal.tables, scripts/) instead of running them: PRESET=paper and DRY_RUN=1 unless given."""
     python = tmp_path / "python"
-    python.write_text(f'#!/bin/bash\ncase "$1 $2" in "-m jal.sweep"|"-m jal.train"|"-m jal.tables") echo "$@";; '
-                      f'*) exec {sys.executable} "$@";; esac\n')
+    echoed = '"-m jal.sweep"|"-m jal.train"|"-m jal.tables"|scripts/*'
+    python.write_text(f'#!/bin/bash\ncase "$1 $2" in {echoed}) echo "$@";; *) exec {sys.executable} "$@";; esac\n')
     python.chmod(0o755)
-    done = subprocess.run(["bash", f"scripts/{script}"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHON": str(python), "PRESET": "paper",
-                               "LAUNCHER": "basic", "DRY_RUN": "1", **env})
+    done = subprocess.run(["bash", *f"scripts/{script}".split()], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHON": str(python), "PRESET": "paper",
+                                            "LAUNCHER": "basic", "DRY_RUN": "1", **env})
     assert done.returncode == 0, done.stderr
-    (plan,) = [line for line in done.stdout.splitlines() if line.startswith("-m jal.sweep")]
+    return done.stdout
+
+
+def planned_cells(script, tmp_path, **env):
+    """The (dataset, noise type, rate or label set, loss) cells a table script queues, read from its jal.sweep
+    plan call."""
+    (plan,) = [line for line in run_script(script, tmp_path, **env).splitlines() if line.startswith("-m jal.sweep")]
     cells, order = set(), []
     for sweep in plan.replace("\\", "").split(" experiment=")[1:]:  # one sweep's overrides, shell-quoted
         args = dict(a.split("=", 1) for a in sweep.split() if "=" in a)
-        rates = args.get("noise.rate", "0.0").split(",")
+        rates = args.get("noise.labels") or args.get("noise.rate", "0.0")
         for loss in args["loss"].split(","):
-            for rate in rates:
-                cell = (args["dataset"], args["noise"], float(rate), loss)
+            for rate in rates.split(","):
+                cell = (args["dataset"], args["noise"], rate if "noise.labels" in args else float(rate), loss)
                 cells.add(cell)
                 order.append(cell)
     return cells, order
 
 
 def published_cells(sources):
+    """The published cells, keyed as planned_cells keys ours (CIFAR-10N is CIFAR-10 with human noise)."""
     rows = [r for r in tables.load_published() if r["source"] in sources]
-    return {(r["dataset"], "none" if r["noise_rate"] == 0 else r["noise_type"], float(r["noise_rate"]), r["loss"])
-            for r in rows}
+    return {(r["dataset"].removesuffix("n") if r["noise_type"] == "human" else r["dataset"],
+             "none" if r["noise_rate"] == 0 else r["noise_type"],
+             r["noise_rate"] if r["noise_type"] == "human" else float(r["noise_rate"]), r["loss"]) for r in rows}
+
+
+@pytest.mark.parametrize("script, sources", [
+    ("reproduce_idn.sh cifar10", {"jal2025_idn", "epssoftmax2024_idn"}),
+    ("reproduce_idn.sh cifar100", {"jal2025_idn", "epssoftmax2024_idn"}),
+    ("reproduce_cifarn.sh cifar10", {"jal2025_cifarn", "epssoftmax2024_cifarn"}),
+    ("reproduce_cifarn.sh cifar100", {"jal2025_cifarn", "epssoftmax2024_cifarn"})])
+def test_idn_and_cifar_n_sweeps_train_every_published_row(script, sources, tmp_path):
+    cells, _ = planned_cells(script, tmp_path)
+    dataset = script.split()[1]
+    published = {c for c in published_cells(sources) if c[0] == dataset}
+    # CE_eps+MAE under human noise: the reference has no hyperparameters for it (jal.config.EPS_SOFTMAX)
+    unconfigurable = {c for c in published if c[1] == "human" and c[3] == "ce_eps_mae"}
+    assert published and published - unconfigurable <= cells, sorted(published - unconfigurable - cells)
+    assert not unconfigurable & cells
+    with pytest.raises(config.ConfigError, match="no eps-Softmax hyperparameters"):
+        config.eps_softmax_hyperparameters(dataset, "human", None)
+
+
+@pytest.mark.parametrize("preset", ["paper", "quick"])
+@pytest.mark.parametrize("script", ["reproduce_cifar10.sh", "reproduce_cifar100.sh", "reproduce_idn.sh cifar10",
+                                    "reproduce_idn.sh cifar100", "reproduce_cifarn.sh cifar10",
+                                    "reproduce_cifarn.sh cifar100", "reproduce_ablation.sh"])
+def test_table_scripts_tabulate_the_records_their_preset_writes(script, preset, tmp_path):
+    """The table is made from the directory the sweep's runs land in: the preset's out_root (configs/experiment),
+    and the quick preset's tables stay under results/quick."""
+    out_root = OmegaConf.load(Path(REPO) / "configs" / "experiment" / f"{preset}.yaml").out_root
+    lines = run_script(script, tmp_path, PRESET=preset, DRY_RUN="0").splitlines()
+    trained = [line for line in lines if line.startswith("-m jal.train")]
+    tabulated = [line.split()[2:] for line in lines if line.startswith("-m jal.tables")]
+    assert trained and tabulated
+    for args in tabulated:
+        records, out = args[: args.index("--out")], args[args.index("--out") + 1]
+        # where the runs land: the out_root a sweep gives (the ablation's), else the preset's
+        roots = {a.split("=", 1)[1] for line in trained for a in line.split() if a.startswith("out_root=")}
+        roots = roots or {out_root}
+        # each records directory lies in (or, read recursively, holds) a directory the runs land in
+        assert records and all(any(Path(r).is_relative_to(root) or Path(root).is_relative_to(r) for root in roots)
+                               for r in records), (records, roots)
+        assert out.startswith("results/quick") == (preset == "quick"), out
 
 
 @pytest.mark.parametrize("script, dataset", [("reproduce_cifar10.sh", "cifar10"),
