@@ -196,7 +196,9 @@ def start_wandb(cfg: DictConfig, run_dir: Path):
     return wandb.init(
         project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, group=cfg.logger.group,
         tags=list(cfg.logger.tags), name=name, dir=str(run_dir), config=plain_config(cfg),
-        id=wandb_run_id(cfg.run_name), resume="allow", reinit="finish_previous",
+        # create_new: a fusion holds one W&B run per member in this process, and one's start must not finish
+        # another's (each run is finished by its member, train_locked)
+        id=wandb_run_id(cfg.run_name), resume="allow", reinit="create_new",
     )
 
 

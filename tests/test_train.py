@@ -275,6 +275,21 @@ def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
     assert all(EPOCH_KEYS <= set(r) for r in rows)
 
 
+def test_each_member_of_a_fusion_logs_every_epoch_to_its_own_wandb_run(synthetic_run, monkeypatch, tmp_path):
+    """One process holds K W&B runs at once (a fusion): one run's start must not finish another's."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    losses = ("ce", "jal_ce")
+    cfgs = [synthetic_run("logger=wandb", "trainer.epochs=2", f"loss={loss}") for loss in losses]
+    run_dirs = [tmp_path / loss for loss in losses]
+    results = jal_train.train_fusion(cfgs, run_dirs)
+    for run_dir, result in zip(run_dirs, results):
+        assert result["status"] == "finished", result.get("error")
+        (file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+        rows = read_wandb_history(file)
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
+
+
 def test_wandb_run_id_is_one_wandb_accepts_and_one_per_run_name():
     from wandb import Settings
 
