@@ -573,15 +573,17 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     finished run, find its checkpoint, write config.yaml, stop when the sweep is stopping. A record when it
     trains no further here, else the Member."""
     result_path = run_dir / RESULT
+    with hydra_runtime(cfg):
+        config, name = plain_config(cfg), cfg.run_name
+    # the run's lines name it by its name (its directory under out_root), not by this machine's path: they
+    # go into its train.log, which is committed with its record
     if cfg.trainer.restart and (moved := move_aside(run_dir)):
-        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), run_dir,
+        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), name,
                  extra=about(run_dir))
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
     device, bf16 = resolve_device(cfg)
     precision_reason = choose_precision(cfg.trainer.precision, device)[1]
-    with hydra_runtime(cfg):
-        config, name = plain_config(cfg), cfg.run_name
     asked = identity(config, precision_name(bf16))
     # What the directory holds must be this experiment before anything is skipped, resumed or trained.
     record = read_record(run_dir)
@@ -641,7 +643,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.optimizer.load_state_dict(m.state["optimizer"])
         m.scheduler.load_state_dict(m.state["scheduler"])
         m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
-        log.info("resuming %s from epoch %d", m.run_dir, m.start_epoch, extra=about(m.run_dir))
+        log.info("resuming %s from epoch %d", m.name, m.start_epoch, extra=about(m.run_dir))
     m.state = None  # loaded: its memory (a model's worth) is not kept
     with hydra_runtime(cfg) as hydra_cfg:
         choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
@@ -673,7 +675,7 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
             if reason := next(filter(None, (stop_reason(m.cfg) for m in fusion.members)), None):
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
-                    log.info("pausing %s after epoch %d: %s", m.run_dir, epoch, reason, extra=about(m.run_dir))
+                    log.info("pausing %s after epoch %d: %s", m.name, epoch, reason, extra=about(m.run_dir))
                     results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()

@@ -191,7 +191,10 @@ def test_sigterm_mid_run_leaves_a_resumable_checkpoint_and_the_continued_run_fin
 
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resuming {run_dir} from epoch {record['epoch']}" in done.stdout + done.stderr
+    name = run_dir.relative_to(tmp_path)  # the run's lines name it so, its train.log no machine's path
+    assert f"resuming {name} from epoch {record['epoch']}" in done.stdout + done.stderr
+    log = (run_dir / "train.log").read_text()
+    assert f"pausing {name} after epoch {record['epoch']}: SIGTERM" in log and str(tmp_path) not in log
     final = json.loads((run_dir / "result.json").read_text())
     assert final["status"] == "finished" and [h["epoch"] for h in final["history"]] == list(range(1, 13))
     assert final["history"][: record["epoch"]] == state["history"]  # the epochs before the pause are kept
