@@ -43,8 +43,11 @@ else
   THREADS=${THREADS:-}
 fi
 
-# Where the preset's runs land (out_root of configs/experiment/$PRESET.yaml) and where its tables go
-if [ "$PRESET" = quick ]; then RUNS=results/quick/runs RESULTS=results/quick; else RUNS=results/runs RESULTS=results; fi
+# Where the preset's runs land (the out_root of its experiment config) and, one folder up, its tables go
+PRESET_CONFIG="$(dirname "${BASH_SOURCE[0]}")/../configs/experiment/$PRESET.yaml"
+if [ ! -f "$PRESET_CONFIG" ]; then echo "error: PRESET=$PRESET: choose paper or quick" >&2; exit 2; fi
+RUNS=$(sed -n 's/^out_root: *//p' "$PRESET_CONFIG")
+RESULTS=$(dirname "$RUNS")
 
 SWEEPS=()  # one multirun's overrides per entry, shell-quoted
 

@@ -472,6 +472,12 @@ def test_table_scripts_tabulate_the_records_their_preset_writes(script, preset, 
         assert out.startswith("results/quick") == (preset == "quick"), out
 
 
+def test_a_preset_without_an_experiment_config_stops_in_one_line():
+    done = subprocess.run(["bash", "scripts/reproduce_cifar10.sh"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHON": sys.executable, "PRESET": "fast", "DRY_RUN": "1"})
+    assert (done.returncode, done.stderr) == (2, "error: PRESET=fast: choose paper or quick\n")
+
+
 @pytest.mark.parametrize("script, dataset", [("reproduce_cifar10.sh", "cifar10"),
                                              ("reproduce_cifar100.sh", "cifar100")])
 def test_table_sweeps_train_every_published_row_the_papers_comparison_first(script, dataset, tmp_path):
