@@ -1,9 +1,11 @@
-"""notebooks/results.ipynb runs top to bottom on one protocol's records and writes its figures."""
+"""notebooks/results.ipynb runs top to bottom on one protocol's records and writes its figures; the committed
+figures are what it draws from the committed records."""
 
 import json
 import os
 from pathlib import Path
 
+import matplotlib
 import nbformat
 import numpy as np
 import pytest
@@ -142,3 +144,43 @@ def test_protocol_is_epochs_and_subsets_not_precision():
         tables.one_protocol([quick, {**quick, "epochs": 120, "subset": None,
                                      "run_dir": "/paper/cifar10/clean/ce/seed123"}])
 
+
+# The committed figure sets: each figures.json names the records its figures were drawn from
+COMMITTED = sorted((REPO / "results").rglob("figures/figures.json"))
+
+
+@pytest.fixture(scope="module", params=COMMITTED, ids=lambda p: str(p.parent.relative_to(REPO)))
+def redrawn(request, tmp_path_factory):
+    """(committed figure directory, the same figures drawn again into a temporary one from its records)."""
+    committed = request.param.parent
+    records = json.loads(request.param.read_text())["records"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        again = tmp_path_factory.mktemp("figures")
+        run_notebook([REPO / d for d in records], again, monkeypatch)
+    return committed, again
+
+
+def test_committed_figure_sets():
+    # results/quick/figures from the quick table's records, results/figures from the paper protocol's
+    assert [p.parent.relative_to(REPO).as_posix() for p in COMMITTED] == ["results/figures", "results/quick/figures"]
+
+
+def test_committed_figures_plot_their_records(redrawn):
+    """What each committed figure plots (figures.json: titles, every line's points, error bars and bands) is what
+    the committed notebook draws from the committed records, and nothing else lies in the directory."""
+    committed, again = redrawn
+    assert sorted(p.name for p in committed.iterdir()) == sorted(p.name for p in again.iterdir())
+    ours, theirs = (json.loads((d / "figures.json").read_text()) for d in (committed, again))
+    ours.pop("matplotlib"), theirs.pop("matplotlib")
+    assert ours == theirs
+
+
+def test_committed_pngs_are_the_notebooks_drawing(redrawn):
+    """The PNGs byte for byte (saved without the Software entry): only under the matplotlib that drew them, since
+    another release may place a pixel differently; figures.json above is the check that holds under any."""
+    committed, again = redrawn
+    drawn_with = json.loads((committed / "figures.json").read_text())["matplotlib"]
+    if drawn_with != matplotlib.__version__:
+        pytest.skip(f"committed PNGs drawn with matplotlib {drawn_with}, this is {matplotlib.__version__}")
+    for png in sorted(committed.glob("*.png")):
+        assert png.read_bytes() == (again / png.name).read_bytes(), png.name
