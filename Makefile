@@ -57,11 +57,15 @@ reproduce-cifar100n: install
 reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AMSE's a, into results/ablation
 	$(SWEEP) bash scripts/reproduce_ablation.sh
 
-# One protocol's records at a time (a cell mixing quick and paper runs would mean nothing): the paper's when
-# there are any, else the quick preset's; RECORDS=dir1:dir2 chooses.
-RECORDS ?= $(if $(wildcard results/runs),results/runs,results/quick/runs)
-notebooks: install  ## run notebooks/results.ipynb on $(RECORDS) and save its figures under results/figures/
-	JAL_RECORDS=$(RECORDS) JAL_FIGURES=results/figures $(VENV)/bin/jupyter execute notebooks/results.ipynb
+# One protocol's records at a time (a cell mixing quick and paper runs would mean nothing): the PRESET's records
+# (its out_root; default quick: the committed quick table), or RECORDS=dir1:dir2. The figures go beside the records,
+# into figures/ next to the first directory (results/quick/runs: results/quick/figures; results/runs: results/figures),
+# or into FIGURES=dir. Records of two protocols stop it in one line, before the notebook starts.
+RECORDS ?= $(shell sed -n 's/^out_root: *//p' configs/experiment/$(or $(PRESET),quick).yaml)
+notebooks: install  ## run notebooks/results.ipynb on $(RECORDS), its figures beside them
+	$(PYTHON) -c 'import sys; from jal import tables; tables.one_protocol(tables.load_records(sys.argv[1:]))' \
+		$(subst :, ,$(RECORDS))
+	JAL_RECORDS=$(RECORDS) $(if $(FIGURES),JAL_FIGURES=$(FIGURES)) $(VENV)/bin/jupyter execute notebooks/results.ipynb
 
 bench: install
 	$(PYTHON) -m jal.bench --out results/bench

@@ -101,6 +101,49 @@ def record_cell(record):
     return dataset, column, record["loss"] + (f" [{settings}]" if settings else "")
 
 
+def protocol(record):
+    """What a finished record's accuracy measures: (epochs, training subset, test subset), None = the whole set.
+    Runs of two protocols (the quick preset's 12 epochs on 10,000 images, the paper's 120 on all 50,000) must not
+    share a cell or a figure. Precision is not part of it: bf16 and fp32 runs of one protocol agree
+    (results/precision/), and the table says which cells mix them."""
+    dataset = (record.get("config") or {}).get("dataset") or {}
+    return record.get("epochs"), record.get("subset", dataset.get("subset")), dataset.get("test_subset")
+
+
+def protocol_label(key):
+    epochs, subset, test_subset = key
+    label = f"{epochs} epochs on " + ("the whole training set" if subset is None else f"{subset:,} training images")
+    return label + ("" if test_subset is None else f", {test_subset:,} test images")
+
+
+def one_protocol(records):
+    """{dataset: protocol} of the finished records; a one-line SystemExit naming the protocols and where their
+    records lie when one dataset's runs hold two. (Paused and failed records carry no subset: not counted.)"""
+    found = defaultdict(lambda: defaultdict(list))  # dataset -> protocol -> the sweep directories of its runs
+    for record in records:
+        if record.get("status") == "finished":
+            run_dir = record["run_dir"]  # a sweep's runs lie in <sweep>/<dataset>/<noise>/<loss>/seed<seed>
+            cut = run_dir.rfind(f"/{record['dataset']}/")
+            root = Path(run_dir[:cut] if cut > 0 else run_dir)
+            found[record_cell(record)[0]][protocol(record)].append(
+                str(root.relative_to(REPO_ROOT) if root.is_relative_to(REPO_ROOT) else root))
+    mixed = {dataset: keys for dataset, keys in found.items() if len(keys) > 1}
+    if mixed:
+        def where(roots):
+            roots = sorted(set(roots))
+            return ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
+
+        by_size = lambda key: [float("inf") if v is None else v for v in key]  # None: the whole set
+        listed = "; ".join(
+            f"{DATASET_LABELS.get(dataset, dataset)}: "
+            + ", ".join(f"{protocol_label(key)} ({len(keys[key])} runs in {where(keys[key])})"
+                        for key in sorted(keys, key=by_size))
+            for dataset, keys in sorted(mixed.items()))
+        raise SystemExit(f"jal.tables: the records hold more than one protocol, which one cell or figure must not "
+                         f"pool ({listed}); choose one protocol's records: JAL_RECORDS=DIR, make notebooks RECORDS=DIR")
+    return {dataset: next(iter(keys)) for dataset, keys in found.items()}
+
+
 def column_header(column):
     noise_type, rate, labels = column
     if noise_type == "none":
