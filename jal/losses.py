@@ -8,13 +8,11 @@ Combinations are not separate classes: `ActivePassive(active, passive, alpha, be
 alpha * active + beta * passive, e.g. JAL-CE = ActivePassive(NCE, AMSE(a)). The configs in
 configs/loss/ spell out each combination of the paper.
 
-Two details of the reference implementation change gradients and are matched here:
-- FL, NFL and NNFL treat the focal factor (1 - p)^gamma as a constant (computed from detached p).
-- NCE's normaliser -sum_k log p_k is not detached.
-
-The baselines of the published tables that are not active/passive sums (LDR-KL, CE+LC, the eps-Softmax
-losses, NLNL) are single classes here, each following the reference's class of the same loss; where that
-differs from its paper, the docstring says how.
+Where the reference implementation differs from the papers (the focal factor taken as a constant, NCE's
+normaliser kept in the graph, ...), this module follows the reference: docs/protocol.md section 5 lists every
+such place. The baselines of the published tables that are not active/passive sums (LDR-KL, CE+LC, the
+eps-Softmax losses, NLNL) are single classes here, each following the reference's class of the same loss;
+where that differs from its paper, the docstring says how.
 
 Two optional hooks serve losses that need more than (logits, targets): `fit_labels` is called once before
 training with the noisy training labels, `set_generator` before each epoch with the run's generator for that

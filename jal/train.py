@@ -226,7 +226,7 @@ def choose_precision(precision: str, device: torch.device, flags: set[str] | Non
     auto = bf16 on CUDA; on a CPU, bf16 only where the CPU's flags name bf16 hardware (BF16_CPU_FLAGS; flags
     default: /proc/cpuinfo's). Read from the flags, not timed: the choice is instant, the same on every run
     of a machine and not swayed by whatever else the cores are doing. Without those units bf16 is emulated
-    and slower than fp32 (about 10x on an AVX2-only CPU); with AMX a step is about 3x faster (README, Speed)."""
+    and slower than fp32 (about 10x on an AVX2-only CPU); with AMX a step is about 3x faster (docs/performance.md)."""
     if precision != "auto":
         return precision == "bf16", f"trainer.precision={precision}"
     if device.type == "cuda":

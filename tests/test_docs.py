@@ -52,3 +52,127 @@ def test_nothing_refers_to_folders_outside_the_repository():
             for n, line in enumerate((REPO / name).read_text(errors="replace").splitlines(), 1)
             if outside.search(line)]
     assert hits == []
+
+
+# The documents a reader follows from the README: it, docs/, and the results' own READMEs.
+def documents() -> list[str]:
+    return ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
+            *sorted(str(p.relative_to(REPO)) for p in (REPO / "results").glob("**/README.md")
+                    if not RECORDS.search(str(p.relative_to(REPO))))]
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_every_relative_link_in_the_documents_resolves_to_a_file():
+    broken = []
+    for name in documents():
+        for target in LINK.findall((REPO / name).read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a web address or an anchor on the same page
+            path = (REPO / name).parent / target.split("#")[0]
+            if not path.exists():
+                broken.append(f"{name}: ({target})")
+    assert broken == []
+
+
+def test_the_readme_links_every_document():
+    readme = (REPO / "README.md").read_text()
+    linked = {(REPO / target).resolve() for target in LINK.findall(readme)}
+    docs = {p.resolve() for p in (REPO / "docs").glob("*.md")}
+    assert sorted(str(p.relative_to(REPO)) for p in docs - linked) == []
+
+
+def commands(text: str) -> list[str]:
+    """The shell commands of a document: lines of its bash blocks and inline `make ...` spans."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line] + re.findall(r"`(make [^`]+)`", text)
+
+
+def test_every_command_in_the_documents_names_what_exists():
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    # a VAR=value is read by the Makefile or a script, or is one of the libraries' own
+    scripts = "".join(p.read_text() for p in (REPO / "scripts").glob("*.sh"))
+    variables = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\b", makefile + scripts)) | {"WANDB_MODE", "OMP_NUM_THREADS"}
+    wrong = []
+    for name in documents():
+        for command in commands((REPO / name).read_text()):
+            words = command.split()
+            for i, word in enumerate(words):
+                if word == "make" and i + 1 < len(words) and not words[i + 1].isupper() and "=" not in words[i + 1]:
+                    if words[i + 1] not in targets:
+                        wrong.append(f"{name}: {command}: no Make target {words[i + 1]}")
+                if word == "-m" and i + 1 < len(words) and words[i + 1].startswith("jal."):
+                    if not (REPO / "jal" / f"{words[i + 1][4:]}.py").exists():
+                        wrong.append(f"{name}: {command}: no module {words[i + 1]}")
+                setting = re.fullmatch(r"([A-Z][A-Z_]*)=\S*", word)
+                if setting and setting.group(1) not in variables:
+                    wrong.append(f"{name}: {command}: no Make or script variable {setting.group(1)}")
+                choice = re.fullmatch(r"([a-z_]+(?:/[a-z_]+)?)=([\w.,]+)", word)
+                if choice and (REPO / "configs" / choice.group(1)).is_dir():
+                    for option in choice.group(2).split(","):
+                        if not (REPO / "configs" / choice.group(1) / f"{option}.yaml").exists():
+                            wrong.append(f"{name}: {command}: no config {choice.group(1)}/{option}.yaml")
+    assert wrong == []
+
+
+def markdown_table(text: str, heading: str) -> list[list[str]]:
+    """The rows of the first table under `heading` (a line of the text), as lists of cells, header first."""
+    assert heading + "\n" in text, f"no {heading!r}"
+    section = text.split(heading + "\n", 1)[1]
+    rows = []
+    started = False
+    for line in section.splitlines():
+        if line.startswith("|"):
+            started = True
+            if not set(line) <= set("|-: "):
+                rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif started:
+            break
+    return rows
+
+
+def test_the_readme_headline_cells_are_the_committed_tables_and_the_published_figures():
+    import csv
+
+    with open(REPO / "results" / "published_results.csv") as f:
+        published = {(r["loss"], r["noise_type"], float(r["noise_rate"])): r["mean"]
+                     for r in csv.DictReader(f) if r["source"] == "jal2025_main" and r["dataset"] == "cifar10"}
+    labels = {"CE": "ce", "NCE+RCE": "nce_rce", "ANL-CE": "anl_ce", "JAL-CE": "jal_ce"}
+    ours = {}  # (table, loss label, column) -> our figure as the table prints it
+    for table in ("cifar10", "quick"):
+        header, *rows = markdown_table((REPO / "results" / table / "table.md").read_text(), "## CIFAR-10")
+        for row in rows:
+            for column, cell in zip(header[1:], row[1:]):
+                ours[table, row[0], column] = cell.split(" (")[0].strip("*")
+    header, *rows = markdown_table((REPO / "README.md").read_text(), "## Headline results")
+    assert header == ["Cell", "Published", "Ours, paper protocol", "Ours, quick protocol"] and len(rows) == 5
+    for cell, figure, paper, quick in rows:
+        loss, noise = cell.split(", ")
+        noise_type, rate = noise.split()
+        column = ("Sym " if noise_type == "symmetric" else "Asym ") + rate
+        assert figure == published[labels[loss], noise_type, float(rate)], cell
+        assert paper == ours["cifar10", loss, column], cell
+        assert quick == ours["quick", loss, column], cell
+
+
+def test_a_committed_tables_rows_are_in_its_table_md_only():
+    rows = {}  # a data row of a committed table -> the table
+    for table in REPO.glob("results/**/table.md"):
+        if RECORDS.search(str(table.relative_to(REPO))):
+            continue
+        for line in table.read_text().splitlines():
+            if line.startswith("| ") and re.search(r"\d+\.\d\d", line):
+                rows[line] = str(table.relative_to(REPO))
+    copies = [f"{name}: {line[:60]} (from {rows[line]})" for name in documents()
+              for line in (REPO / name).read_text().splitlines() if line in rows]
+    assert copies == []
+
+
+def test_the_readme_layout_names_every_module():
+    layout = (REPO / "README.md").read_text().split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^(jal/\w+\.py) ", layout, re.M))
+    modules = {f"jal/{p.name}" for p in (REPO / "jal").glob("*.py") if p.name != "__init__.py"}
+    assert sorted(modules - named) == [] and sorted(named - modules) == []

@@ -10,7 +10,7 @@ import torch
 from jal import precision as paired
 from jal import train as jal_train
 
-# /proc/cpuinfo flags of the two CPU kinds the README has figures for (abridged)
+# /proc/cpuinfo flags of the two CPU kinds docs/performance.md has figures for (abridged)
 SPR_FLAGS = set("fpu sse2 avx avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile "
                 "amx_int8".split())
 AVX2_FLAGS = set("fpu sse2 avx avx2 fma f16c bmi2".split())

@@ -381,15 +381,3 @@ def test_committed_table_is_rebuilt_from_committed_records(table_dir, records_di
     for name in ("table.md", "table.csv", "fidelity.json"):
         with open(os.path.join(REPO, table_dir, name)) as committed, open(tmp_path / name) as rebuilt:
             assert committed.read() == rebuilt.read(), f"{table_dir}/{name} is stale: rebuild it with jal.tables"
-
-
-def test_readme_quick_table_is_copied_from_table_md():
-    with open(os.path.join(REPO, "README.md")) as f:
-        readme = f.read()
-    with open(os.path.join(REPO, "results", "quick", "table.md")) as f:
-        table_rows = {line for line in f.read().splitlines() if line.startswith("| ")}
-    section = readme.split("### The quick table", 1)[1].split("\n## ", 1)[0]
-    quick_rows = [line for line in section.splitlines() if line.startswith("| ") and "±" in line]
-    # every loss row of the table that has a seed spread somewhere
-    assert len(quick_rows) == len({row for row in table_rows if "±" in row})
-    assert [row for row in quick_rows if row not in table_rows] == []
