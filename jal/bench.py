@@ -318,20 +318,20 @@ def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int 
                            steps_per_epoch=steps_per_epoch(labels.shape[1], cfg.trainer.batch_size))
 
 
-def run_fusion(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> int:
+def run_fusion(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: int) -> int:
     """`steps` steps through jal.train.train_epoch, one epoch (and epoch generators) after another as
     jal.train trains; returns the number of images trained on, all members together."""
     images, n_train, batch_size = 0, fused.data.rows.shape[1], cfg.trainer.batch_size
     while steps > 0:
         n = min(steps, fused.steps_per_epoch)
         generators = [epoch_generator(cfg.seed + i, fused.epoch, fused.device) for i in range(fused.k)]
-        train_epoch(fused.fusion, cfg, bf16, fused.data, generators, max_steps=n)
+        train_epoch(fused.fusion, cfg, precision, fused.data, generators, max_steps=n)
         images += fused.k * min(n * batch_size, n_train)
         fused.epoch, steps = fused.epoch + 1, steps - n
     return images
 
 
-def ours_breakdown(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: int) -> dict:
+def ours_breakdown(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: int) -> dict:
     """jal.train.train_epoch in phases, marked by hooks on a run alone's model and optimiser: its forward
     pre-hook ends data_bookkeeping, the SGD's step pre-hook forward_backward, its post-hook optimizer."""
     steps = min(steps, fused.steps_per_epoch)
@@ -341,7 +341,7 @@ def ours_breakdown(fused: SimpleNamespace, cfg: DictConfig, bf16: bool, steps: i
              fused.fusion.optimizer.register_step_post_hook(lambda *_: timer.mark("optimizer"))]
     try:
         timer.start()
-        run_fusion(fused, cfg, bf16, steps)
+        run_fusion(fused, cfg, precision, steps)
         timer.mark("data_bookkeeping")  # the last step's running sums
     finally:
         for hook in hooks:
@@ -354,22 +354,22 @@ def measure_ours(args, data: ImageData, precision: str, compile, k: int = 1, det
     together after a warm-up (which includes compiling), runs/hour and peak memory; with details, also the
     step breakdown and the synchronising CUDA calls per step."""
     cfg = compose_config(args, precision, compile)
-    device, bf16 = resolve_device(cfg)
+    device, trains_in = resolve_device(cfg)
     with tf32_matmuls(precision) as flags:
         reset_peak_memory(device)
         started = time.perf_counter()
         fused = build_fusion(cfg, data, device, k)
-        run_steps = partial(run_fusion, fused, cfg, bf16)
+        run_steps = partial(run_fusion, fused, cfg, trains_in)
         run_steps(warmup_steps(args.warmup, fused.steps_per_epoch, device, compile))
         sync(device)
         warmup_seconds = time.perf_counter() - started
         ips, seconds = images_per_second(run_steps, args.steps, 0, device)
-        result = {"precision": precision if precision == "tf32" else "bf16" if bf16 else "fp32", "compile": compile,
+        result = {"precision": precision if precision == "tf32" else trains_in, "compile": compile,
                   "fused": k, "images_per_second": ips, "seconds": seconds, "steps": args.steps,
                   "warmup_seconds": warmup_seconds, "runs_per_hour": 3600 * ips / images_per_run(cfg),
                   "run_training_seconds": k * images_per_run(cfg) / ips, **flags}
         if details:
-            result["breakdown"] = ours_breakdown(fused, cfg, bf16, args.breakdown_steps)
+            result["breakdown"] = ours_breakdown(fused, cfg, trains_in, args.breakdown_steps)
             sync_steps = min(4, fused.steps_per_epoch)
             syncs = count_host_syncs(partial(run_steps, sync_steps), device)
             result["host_syncs_per_step"] = None if syncs is None else syncs / sync_steps
@@ -408,7 +408,7 @@ def measure_variants(args, data: ImageData, axes: list[tuple]) -> list[dict]:
 def cpu_precisions(args, data: ImageData, result: dict) -> dict:
     """On a CPU: ours in fp32 and in bf16 (the precision just measured is reused, the other timed the same
     way), each against the reference, and the precision trainer.precision=auto picks here, with its reason."""
-    auto_bf16, reason = choose_precision("auto", torch.device("cpu"))
+    auto, reason = choose_precision("auto", torch.device("cpu"))
     measured = {result["precision"]: result["ours_images_per_second"]}
     for precision in ("fp32", "bf16"):
         if precision not in measured:
@@ -418,7 +418,7 @@ def cpu_precisions(args, data: ImageData, result: dict) -> dict:
     return {"fp32_images_per_second": measured["fp32"], "bf16_images_per_second": measured["bf16"],
             "fp32_speedup": measured["fp32"] / reference, "bf16_speedup": measured["bf16"] / reference,
             "bf16_over_fp32": measured["bf16"] / measured["fp32"],
-            "auto": "bf16" if auto_bf16 else "fp32", "auto_reason": reason}
+            "auto": auto, "auto_reason": reason}
 
 
 def time_full_run(args, extra: tuple[str, ...] = ()) -> dict:
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     cfg = compose_config(args)
-    device, bf16 = resolve_device(cfg)
+    device, _ = resolve_device(cfg)
     needed = cfg.trainer.batch_size * (args.warmup + args.steps + args.breakdown_steps)
     data, source, description = load_images(cfg, needed)
     print(f"data: {description}", flush=True)

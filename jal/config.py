@@ -85,8 +85,8 @@ class TrainerConfig:
         require(self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1", 1)
         require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device", self.device,
                 "is not auto, cpu, cuda or cuda:N", "cuda:0")
-        require(self.precision in ("auto", "bf16", "fp32"), "precision", self.precision,
-                "is not auto, bf16 or fp32", "fp32")
+        require(self.precision in ("auto", "bf16", "fp32", "fp64"), "precision", self.precision,
+                "is not auto, bf16, fp32 or fp64", "fp32")
         require(self.threads is None or self.threads >= 1, "threads", self.threads,
                 "must be >= 1 (or null: torch's default)", 1)
         require(self.compile in COMPILE_MODES, "compile", self.compile,
@@ -402,18 +402,19 @@ for path, schema in SCHEMAS.items():
 OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings}" if settings else "", replace=True)
 
 
-def bf16_subdir(precision: str, device: str) -> str:
-    """`${bf16_subdir:${trainer.precision},${trainer.device}}` in run_name: "/bf16" where the run trains in
-    bf16 (asked for, or `auto` on CUDA or a CPU with bf16 hardware: jal.train.choose_precision), else nothing.
-    A run's directory names its precision, so an fp32 record and a bf16 run of the same cell never share
-    one, on whichever machine `auto` is resolved."""
+def precision_subdir(precision: str, device: str) -> str:
+    """`${precision_subdir:${trainer.precision},${trainer.device}}` in run_name: "/bf16" where the run trains
+    in bf16 (asked for, or `auto` on CUDA or a CPU with bf16 hardware: jal.train.choose_precision), "/fp64"
+    where it trains in float64, nothing for fp32. A run's directory names its precision, so an fp32 record
+    and a bf16 run of the same cell never share one, on whichever machine `auto` is resolved."""
     from jal.train import choose_precision  # torch: only when a run's directory is named
     from jal.util import run_device
 
-    return "/bf16" if choose_precision(precision, run_device(device))[0] else ""
+    chosen, _ = choose_precision(precision, run_device(device))
+    return "" if chosen == "fp32" else f"/{chosen}"
 
 
-OmegaConf.register_new_resolver("bf16_subdir", bf16_subdir, replace=True)
+OmegaConf.register_new_resolver("precision_subdir", precision_subdir, replace=True)
 
 
 # ---------------------------------------------------------------------------------------------------

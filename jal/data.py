@@ -198,15 +198,16 @@ def augment(x: Tensor, generator: torch.Generator, rotation: float = 0.0) -> Ten
     return x
 
 
-def channel_stats(mean, std, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The dataset's per-channel mean and std (0-1 units) as (1, C, 1, 1) tensors in 0-255 units on the device.
-    Made once per run: building them per batch would copy from the host, and so sync, every step."""
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+def channel_stats(mean, std, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """The dataset's per-channel mean and std (0-1 units) as (1, C, 1, 1) tensors in 0-255 units on the device,
+    in the dtype the model computes in (normalize's output dtype). Made once per run: building them per batch
+    would copy from the host, and so sync, every step."""
+    as_tensor = lambda v: torch.tensor(v, dtype=dtype, device=device).view(1, -1, 1, 1) * 255
     return as_tensor(mean), as_tensor(std)
 
 
 def normalize(x: Tensor, stats: tuple[Tensor, Tensor], channels_last: bool = True) -> Tensor:
-    """uint8 (or float 0-255) images -> float32 standardised with the dataset's mean and std."""
+    """uint8 (or float 0-255) images -> standardised with the dataset's mean and std, in the stats' dtype."""
     mean, std = stats
-    x = (x.float() - mean) / std
+    x = (x.to(mean.dtype) - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

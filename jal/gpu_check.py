@@ -170,12 +170,12 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
     from jal.data import epoch_generator, synthetic_dataset
 
     ours = build_fusion(cfg, synthetic_dataset(size, 2, cfg.dataset.num_classes), dev)
-    _, bf16 = jal_train.resolve_device(cfg)
+    _, precision = jal_train.resolve_device(cfg)
 
     def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
         data = ours.data
-        sums = jal_train.train_epoch(ours.fusion, cfg, bf16, data, [epoch_generator(cfg.seed, i, dev)])
-        correct = jal_train.evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, cfg, bf16)
+        sums = jal_train.train_epoch(ours.fusion, cfg, precision, data, [epoch_generator(cfg.seed, i, dev)])
+        correct = jal_train.evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, cfg, precision)
         return torch.cat([sums.flatten(), correct.float()])
 
     epoch(0)

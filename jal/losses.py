@@ -2,7 +2,8 @@
 
 Notation (docs/protocol.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y.
 Each single loss implements `per_sample(logits, targets) -> (N,)`; `forward` returns the batch mean,
-always computed in float32 (also under bf16 autocast) so that logits up to +-100 stay finite.
+always computed in at least float32 (also under bf16 autocast) so that logits up to +-100 stay finite;
+float64 logits (trainer.precision=fp64) stay float64.
 
 Combinations are not separate classes: `ActivePassive(active, passive, alpha, beta)` is
 alpha * active + beta * passive, e.g. JAL-CE = ActivePassive(NCE, AMSE(a)). The configs in
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 
 class Loss(nn.Module):
-    """Base class: subclasses define `per_sample`; forward is the float32 batch mean."""
+    """Base class: subclasses define `per_sample`; forward is the batch mean in float32 (or float64)."""
 
     def __init__(self, num_classes: int):
         super().__init__()
@@ -44,7 +45,7 @@ class Loss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            return self.per_sample(logits.float(), targets).mean()
+            return self.per_sample(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets).mean()
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")

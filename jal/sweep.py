@@ -154,10 +154,9 @@ def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
 
 def run_precision(cfg: DictConfig) -> tuple[str, str]:
     """(precision, reason): what a run of `cfg` trains in on this machine, as train.py chooses it."""
-    from jal.train import choose_precision, precision_name
+    from jal.train import choose_precision
 
-    bf16, reason = choose_precision(cfg.trainer.precision, run_device(cfg.trainer.device))
-    return precision_name(bf16), reason
+    return choose_precision(cfg.trainer.precision, run_device(cfg.trainer.device))
 
 
 def run_identity(cfg: DictConfig) -> dict:
@@ -277,7 +276,7 @@ def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
     from jal.train import resolve_device
 
     cfg = copy.deepcopy(cfg)
-    device, bf16 = resolve_device(cfg)
+    device, precision = resolve_device(cfg)
     with open_dict(cfg):
         cfg.trainer.compile = False
         if device.type != "cuda":  # a CPU is slow
@@ -286,7 +285,7 @@ def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
         torch.set_num_threads(cfg.trainer.threads)
     batch = cfg.trainer.batch_size
     fused = bench.build_fusion(cfg, synthetic_dataset(batch * (steps + 1), 1, cfg.dataset.num_classes), device)
-    speed, _ = bench.images_per_second(partial(bench.run_fusion, fused, cfg, bf16), steps, 1, device)
+    speed, _ = bench.images_per_second(partial(bench.run_fusion, fused, cfg, precision), steps, 1, device)
     return speed, batch
 
 

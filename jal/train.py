@@ -220,33 +220,39 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str] | None:
     return None
 
 
-def choose_precision(precision: str, device: torch.device, flags: set[str] | None = None) -> tuple[bool, str]:
-    """(bf16, reason): whether trainer.precision means bf16 autocast on `device`, and why, for the record.
+# What each precision trains its parameters and computes in: bf16 = fp32 parameters under bf16 autocast;
+# fp64 = float64 everywhere, for checks where float32 rounding, amplified by training, could hide a wrong member.
+PARAMETER_DTYPE = {"fp32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
+
+
+def choose_precision(precision: str, device: torch.device, flags: set[str] | None = None) -> tuple[str, str]:
+    """(precision, reason): what trainer.precision means on `device` (fp32, bf16 autocast or fp64), and why,
+    for the record.
 
     auto = bf16 on CUDA; on a CPU, bf16 only where the CPU's flags name bf16 hardware (BF16_CPU_FLAGS; flags
     default: /proc/cpuinfo's). Read from the flags, not timed: the choice is instant, the same on every run
     of a machine and not swayed by whatever else the cores are doing. Without those units bf16 is emulated
     and slower than fp32 (about 10x on an AVX2-only CPU); with AMX a step is about 3x faster (docs/performance.md)."""
     if precision != "auto":
-        return precision == "bf16", f"trainer.precision={precision}"
+        return precision, f"trainer.precision={precision}"
     if device.type == "cuda":
-        return True, "auto: bf16 autocast on CUDA"
+        return "bf16", "auto: bf16 autocast on CUDA"
     if device.type != "cpu":
-        return False, f"auto: fp32 on {device.type}"
+        return "fp32", f"auto: fp32 on {device.type}"
     flags = cpu_flags() if flags is None else flags
     if flags is None:
-        return False, "auto: fp32, the CPU's flags are unknown here (no /proc/cpuinfo)"
+        return "fp32", "auto: fp32, the CPU's flags are unknown here (no /proc/cpuinfo)"
     found = [flag for flag in BF16_CPU_FLAGS if flag in flags]
     if found:
-        return True, f"auto: bf16 autocast, the CPU has bf16 hardware ({', '.join(found)} in its flags)"
-    return False, f"auto: fp32, the CPU has no bf16 hardware (no {' or '.join(BF16_CPU_FLAGS)} in its flags)"
+        return "bf16", f"auto: bf16 autocast, the CPU has bf16 hardware ({', '.join(found)} in its flags)"
+    return "fp32", f"auto: fp32, the CPU has no bf16 hardware (no {' or '.join(BF16_CPU_FLAGS)} in its flags)"
 
 
-def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
-    """(device, bf16): where the run trains on this machine and in which precision; cuDNN and torch set to
-    the determinism the config asks for."""
+def resolve_device(cfg: DictConfig) -> tuple[torch.device, str]:
+    """(device, precision): where the run trains on this machine and in which precision; cuDNN and torch set
+    to the determinism the config asks for."""
     device = run_device(cfg.trainer.device)
-    bf16, _ = choose_precision(cfg.trainer.precision, device)
+    precision, _ = choose_precision(cfg.trainer.precision, device)
     deterministic = cfg.trainer.get("deterministic", False)
     if device.type == "cuda":
         # fixed input shapes: let cuDNN pick its fastest kernels, unless bitwise repeatable runs are asked for
@@ -255,22 +261,19 @@ def resolve_device(cfg: DictConfig) -> tuple[torch.device, bool]:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable results
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on an op with no such kernel
-    return device, bf16
-
-
-def precision_name(bf16: bool) -> str:
-    return "bf16" if bf16 else "fp32"
+    return device, precision
 
 
 # ---------------------------------------------------------------------------------------------------
 # Model, loss and optimiser; K runs' models fused into one
 
 
-def build_training(cfg: DictConfig, device: torch.device):
-    """Model, loss, SGD and the cosine schedule, all from the composed config. `step_model` is the model the
+def build_training(cfg: DictConfig, device: torch.device, precision: str = "fp32"):
+    """Model (its parameters in the precision's dtype), loss, SGD and the cosine schedule, all from the
+    composed config. `step_model` is the model the
     training step and the evaluation call: the model itself, or its torch.compile'd version (sharing its
     parameters; forward and backward compiled, the evaluation's no-grad forward as a second graph)."""
-    model = hydra.utils.instantiate(cfg.model).to(device)
+    model = hydra.utils.instantiate(cfg.model).to(device, PARAMETER_DTYPE[precision])
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = hydra.utils.instantiate(cfg.loss)
@@ -335,8 +338,9 @@ class Fusion:
             momenta = [m.optimizer.state.get(n[name], {}).get("momentum_buffer") for m, n in zip(self.members, named)]
             if all(b is not None for b in momenta):  # none before the first step
                 self.optimizer.state[fused]["momentum_buffer"] = torch.stack(momenta)
-        device = self.params[0].device
-        setting = lambda key: torch.tensor([float(m.cfg.optim[key]) for m in self.members], device=device)
+        like = self.params[0]  # the settings in the parameters' dtype: an fp64 fusion stays fp64
+        setting = lambda key: torch.tensor([float(m.cfg.optim[key]) for m in self.members], dtype=like.dtype,
+                                           device=like.device)
         self.l1, self.weight_decay, self.max_norm = setting("l1"), setting("weight_decay"), setting("grad_clip")
         self.any_l1 = any(m.cfg.optim.l1 > 0 for m in self.members)
         self.any_weight_decay = any(m.cfg.optim.weight_decay > 0 for m in self.members)
@@ -442,11 +446,11 @@ def training_batch(x_train, idx, generator: torch.Generator, stats, cfg: DictCon
     return normalize(images, stats, cfg.trainer.channels_last)
 
 
-def train_step(fusion: Fusion, images: list, targets: list, bf16: bool):
+def train_step(fusion: Fusion, images: list, targets: list, precision: str):
     """Forward of all members, each member's loss on its logits, one backward of their sum (the gradients
     stay each member's own), per-member L1 and clip, SGD step; returns logits (K, B, classes) and the losses
     (K,), on the device."""
-    with torch.autocast(images[0].device.type, torch.bfloat16, enabled=bf16):
+    with torch.autocast(images[0].device.type, torch.bfloat16, enabled=precision == "bf16"):
         logits = fusion(images)
     losses = [m.criterion(z, y) for m, z, y in zip(fusion.members, logits, targets)]
     fusion.optimizer.zero_grad(set_to_none=True)
@@ -456,7 +460,7 @@ def train_step(fusion: Fusion, images: list, targets: list, bf16: bool):
     return logits, torch.stack(losses)
 
 
-def train_epoch(fusion: Fusion, cfg: DictConfig, bf16: bool, data: TrainingData, generators: list,
+def train_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingData, generators: list,
                 max_steps: int | None = None) -> torch.Tensor:
     """One pass over the training set, each member in the order and with the augmentation drawn from its own
     generator; returns each member's running sums (K, 5): loss, fit to the noisy labels, fit to the clean
@@ -465,28 +469,29 @@ def train_epoch(fusion: Fusion, cfg: DictConfig, bf16: bool, data: TrainingData,
     fusion.train()
     n, batch = data.y_noisy.shape[1], cfg.trainer.batch_size
     orders = [torch.randperm(n, device=data.y_noisy.device, generator=g) for g in generators]
-    sums = torch.zeros(fusion.k, 5, device=data.y_noisy.device)
+    dtype = fusion.params[0].dtype  # fp32, or fp64: then the losses are summed without float32 rounding
+    sums = torch.zeros(fusion.k, 5, dtype=dtype, device=data.y_noisy.device)
     for i in batch_starts(n, batch)[:max_steps]:
         idx = [order[i : i + batch] for order in orders]
         images = [training_batch(data.x_train, rows[ix], g, data.stats, cfg)
                   for rows, ix, g in zip(data.rows, idx, generators)]
-        logits, losses = train_step(fusion, images, [y[ix] for y, ix in zip(data.y_noisy, idx)], bf16)
+        logits, losses = train_step(fusion, images, [y[ix] for y, ix in zip(data.y_noisy, idx)], precision)
         with torch.no_grad():
             idx = torch.stack(idx)
             noisy, clean = data.y_noisy.gather(1, idx), data.y_clean.gather(1, idx)
             pred, corrupted = logits.argmax(-1), noisy != clean
             fit_noisy, fit_clean = pred == noisy, pred == clean
             sums += torch.stack([losses.detach() * idx.shape[1], fit_noisy.sum(1), (fit_clean & ~corrupted).sum(1),
-                                 (fit_clean & corrupted).sum(1), (fit_noisy & corrupted).sum(1)], dim=1).float()
+                                 (fit_clean & corrupted).sum(1), (fit_noisy & corrupted).sum(1)], dim=1).to(dtype)
     return sums
 
 
-def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, bf16: bool) -> torch.Tensor:
+def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, precision: str) -> torch.Tensor:
     """Number of correct test predictions of each member (K,), in one fused pass, left on the device."""
     fusion.train(False)
     correct = torch.zeros(fusion.k, dtype=torch.long, device=x.device)
     batch = cfg.trainer.eval_batch_size
-    with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
         for i in range(0, len(x), batch):
             images = normalize(x[i : i + batch], stats, cfg.trainer.channels_last)
             correct += (fusion(images).argmax(-1) == y[i : i + batch]).sum(-1)
@@ -548,7 +553,7 @@ class Member:
     name: str
     config: dict
     asked: dict
-    bf16: bool
+    precision: str  # fp32, bf16 or fp64 (choose_precision)
     device: torch.device
     state: dict | None  # its checkpoint, None for a new run
     precision_reason: str = ""  # why it trains in this precision (choose_precision), for its record
@@ -582,9 +587,9 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
                  extra=about(run_dir))
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
-    device, bf16 = resolve_device(cfg)
+    device, precision = resolve_device(cfg)
     precision_reason = choose_precision(cfg.trainer.precision, device)[1]
-    asked = identity(config, precision_name(bf16))
+    asked = identity(config, precision)
     # What the directory holds must be this experiment before anything is skipped, resumed or trained.
     record = read_record(run_dir)
     if record is not None:
@@ -596,9 +601,9 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
         console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
         return dict(status="paused", reason=reason, epoch=None)
-    log.info("precision %s (%s)", precision_name(bf16), precision_reason, extra=about(run_dir))
+    log.info("precision %s (%s)", precision, precision_reason, extra=about(run_dir))
     atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
-    return Member(cfg, run_dir, name, config, asked, bf16, device, state, precision_reason)
+    return Member(cfg, run_dir, name, config, asked, precision, device, state, precision_reason)
 
 
 def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
@@ -622,7 +627,8 @@ def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tenso
         rows.append(subset), noisy.append(noisy_labels), clean.append(clean_labels)
     as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device)
     training = TrainingData(images_to_device(data.x_train, device), as_tensor(rows), as_tensor(noisy),
-                            as_tensor(clean), channel_stats(cfg.dataset.mean, cfg.dataset.std, device))
+                            as_tensor(clean), channel_stats(cfg.dataset.mean, cfg.dataset.std, device,
+                                                            PARAMETER_DTYPE[members[0].precision]))
     test = (balanced_subset(data.y_test, cfg.dataset.test_subset, k, seed=0) if cfg.dataset.get("test_subset")
             else np.arange(len(data.y_test)))  # a fixed test subset only for CPU-sized presets
     return training, images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
@@ -633,7 +639,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     them, loaded from its checkpoint when it has one; its cell, provenance and W&B run."""
     cfg = m.cfg
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
-    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device)
+    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device, m.precision)
     m.criterion.fit_labels(y_noisy)  # losses that read the training labels (NLNL's class weights); most ignore it
     if warning := amse_warning(cfg, m.criterion):
         log.warning(warning, extra=about(m.run_dir))
@@ -652,7 +658,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
                       seed=cfg.seed, settings=hydra_cfg.job.override_dirname)  # what the tables group by
         m.wandb_run = start_wandb(cfg, m.run_dir)
     # Every file of the run says which experiment wrote it (jal/run_dir.py).
-    m.provenance = dict(precision=precision_name(m.bf16), fingerprint=fingerprint(m.asked), config=m.config)
+    m.provenance = dict(precision=m.precision, fingerprint=fingerprint(m.asked), config=m.config)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -665,7 +671,7 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
     for m, y_noisy in zip(members, data.y_noisy):
         build_member(m, y_noisy)
     check_same_epoch(members)
-    cfg, bf16, fused, results = members[0].cfg, members[0].bf16, len(members), {}
+    cfg, precision, fused, results = members[0].cfg, members[0].precision, len(members), {}
     fusion, started = Fusion(members), time.perf_counter()
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
     progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs, disable=not cfg.trainer.progress,
@@ -679,7 +685,7 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
                     results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
-            sums = train_members(fusion, cfg, bf16, data, epoch)
+            sums = train_members(fusion, cfg, precision, data, epoch)
             if epoch_hook is not None:
                 epoch_hook(epoch + 1)
             sums = sums.tolist()  # once per epoch: the only host-device sync of the epoch's training
@@ -690,7 +696,7 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
             train_seconds = time.perf_counter() - epoch_start
             lr = fusion.optimizer.param_groups[0]["lr"]
             fusion.scheduler.step()
-            correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, bf16, epoch)
+            correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, precision, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
                 end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
@@ -711,21 +717,21 @@ def check_same_epoch(members: list[Member]) -> None:
                           "train them apart, or the ones behind first")
 
 
-def train_members(fusion: Fusion, cfg: DictConfig, bf16: bool, data: TrainingData, epoch: int) -> torch.Tensor:
+def train_members(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingData, epoch: int) -> torch.Tensor:
     """One epoch of every member, each in the order, with the augmentation and (for a loss that draws, NLNL)
     the draws of its own epoch's generator; the sums (K, 5) left on the device."""
     generators = [epoch_generator(m.cfg.seed, epoch, m.device) for m in fusion.members]
     for m, generator in zip(fusion.members, generators):
         m.criterion.set_generator(generator)
-    return train_epoch(fusion, cfg, bf16, data, generators)
+    return train_epoch(fusion, cfg, precision, data, generators)
 
 
-def correct_predictions(fusion: Fusion, x_test, y_test, stats, cfg: DictConfig, bf16: bool, epoch: int) -> list:
+def correct_predictions(fusion: Fusion, x_test, y_test, stats, cfg: DictConfig, precision: str, epoch: int) -> list:
     """Each member's correct test predictions in the epochs evaluated (every eval_every, and always the last,
     the reported figure), else None for each."""
     epochs = cfg.trainer.epochs
     if (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs:
-        return evaluate(fusion, x_test, y_test, stats, cfg, bf16).tolist()
+        return evaluate(fusion, x_test, y_test, stats, cfg, precision).tolist()
     return [None] * fusion.k
 
 

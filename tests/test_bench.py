@@ -135,11 +135,11 @@ def test_ours_breakdown_times_train_epoch_itself_and_leaves_it_unchanged(monkeyp
     args = bench.parse_args(["--device", "cpu", "--batch-size", "4", "--model", "cnn8"])
     cfg = bench.compose_config(args)  # CIFAR-10's JAL-CE config: L1, clipping, augmentation, channels_last
     assert cfg.optim.l1 > 0 and cfg.trainer.channels_last
-    device, bf16 = bench.resolve_device(cfg)
+    device, precision = bench.resolve_device(cfg)
     data = synthetic_dataset(16, 2, cfg.dataset.num_classes)
     plain, timed = bench.build_fusion(cfg, data, device), bench.build_fusion(cfg, data, device)
-    bench.run_fusion(plain, cfg, bf16, 2)
-    phases = bench.ours_breakdown(timed, cfg, bf16, 2)
+    bench.run_fusion(plain, cfg, precision, 2)
+    phases = bench.ours_breakdown(timed, cfg, precision, 2)
     models = [f.fusion.members[0].model for f in (plain, timed)]
     for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -46,7 +46,7 @@ BAD_SETTINGS = [
     ("momentum 1.5", [SYN, "optim.momentum=1.5"], "optim.momentum=1.5 is outside [0, 1)"),
     ("device unknown", [SYN, "trainer.device=gpu"], "trainer.device=gpu is not auto, cpu, cuda or cuda:N"),
     ("device absent", [SYN, "trainer.device=cuda:99"], "trainer.device=cuda:99 is not among this machine's"),
-    ("precision fp16", [SYN, "trainer.precision=fp16"], "trainer.precision=fp16 is not auto, bf16 or fp32"),
+    ("precision fp16", [SYN, "trainer.precision=fp16"], "trainer.precision=fp16 is not auto, bf16, fp32 or fp64"),
     ("threads zero", [SYN, "trainer.threads=0"], "trainer.threads=0 must be >= 1"),
     ("subset below K", [SYN, "dataset.subset=7"], "dataset.subset=7 is outside [num_classes, train_size] = [10, 256]"),
     ("subset above N", ["dataset=cifar10", "dataset.subset=60000"], "dataset.subset=60000 is outside [num_classes, "

@@ -17,10 +17,13 @@ from conftest import compose_train, loss_turns_nan_after
 from jal import train as jal_train
 from jal.train import percent
 
+# In float64 (trainer.precision=fp64): fused and alone then agree to ~1e-13, where a wrong member (another seed,
+# other labels, another L1) is ~1e-6 away or more (see assert_close_runs), on every CPU.
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32",
-        "trainer.epochs=2", "logger=none", "trainer.progress=false"]
-# Different seeds, noise rates and losses: JAL-CE trains with L1, CE and NCE+RCE with L2 weight decay.
-MEMBERS = {"jal_ce": ["loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "seed=1"],
+        "trainer.epochs=2", "logger=none", "trainer.progress=false", "trainer.precision=fp64"]
+# Different seeds, noise rates and losses: JAL-CE trains with L1, CE and NCE+RCE with L2 weight decay. JAL-CE's
+# labels are drawn per sample: the exact sampling flips int(0.4 / 9 * 6) = 0 labels of a class of ~6 images.
+MEMBERS = {"jal_ce": ["loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "noise.sampling=per_sample", "seed=1"],
            "ce": ["loss=ce", "noise=symmetric", "noise.rate=0.2", "seed=2"],
            "nce_rce": ["loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "seed=3"]}
 TIMINGS = ("images_per_second", "seconds")
@@ -42,11 +45,19 @@ def final_state(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)
 
 
-def assert_close_runs(a: Path, b: Path, tol: float = 1e-4) -> None:
+# fp64 runs fused and alone agree to TOLERANCE. Why it holds on every CPU: vmapped kernels add in another order
+# than the plain ones, a relative error of order the unit roundoff u per op, and training amplifies it. In
+# float32 (u = 6e-8) the gap measured on a BatchNorm running mean of magnitude 1.33 was 1.9e-4 on an AMD EPYC
+# Zen 4 and under 1e-4 on a Sapphire Rapids Xeon: an amplification of about 2.4e3 u. In float64 (u = 1.1e-16)
+# the same amplification gives ~3e-13 (measured here: see test_fp64_fused_and_alone_agree_far_inside_the_tolerance),
+# over 3000x inside 1e-9, while the smallest wrong member the tests below build (another L1 strength) moves the
+# weights by ~1e-6, 1000x outside it.
+TOLERANCE = 1e-9
+
+
+def assert_close_runs(a: Path, b: Path, tol: float = TOLERANCE) -> None:
     """Two finished runs that trained the same experiment up to float rounding: per-epoch losses to `tol`
-    relative, the final weights and BatchNorm statistics to `tol`, the same labels. (vmapped kernels add in
-    another order, to ~1e-6 a step, and training amplifies it: a 1e-7 relative change of the initial weights
-    moves them by up to 1e-4 after 6 steps here, so the tiny runs take 4 steps, two epochs of two batches.)"""
+    relative, the final weights and BatchNorm statistics to `tol`, the same labels."""
     ra, rb = (json.loads((d / "result.json").read_text()) for d in (a, b))
     assert ra["status"] == rb["status"] == "finished"
     assert [h["train_loss"] for h in rb["history"]] == pytest.approx([h["train_loss"] for h in ra["history"]], rel=tol)
@@ -116,6 +127,36 @@ def test_a_fusion_of_three_trains_the_three_runs_alone(trained):
         assert a.keys() == b.keys() and a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
         assert a["scheduler"] == b["scheduler"] and a["epoch"] == b["epoch"] == 2
         assert {k: v.shape for k, v in a["model"].items()} == {k: v.shape for k, v in b["model"].items()}
+
+
+def largest_gap(a: Path, b: Path) -> float:
+    """The largest difference between two runs' final weights and BatchNorm statistics, each tensor's
+    difference relative to its scale (its largest magnitude, at least 1)."""
+    sa, sb = final_state(a)["model"], final_state(b)["model"]
+    return max(((sa[k] - sb[k]).abs().max() / sb[k].abs().max().clamp(min=1)).item()
+               for k in sa if sa[k].is_floating_point())
+
+
+def test_fp64_fused_and_alone_agree_far_inside_the_tolerance(trained):
+    """The margin TOLERANCE is argued from: fused and alone differ by rounding alone, ~1e-13 in float64."""
+    root = trained[0]
+    gaps = [largest_gap(alone, fused) for alone, fused in zip(dirs(root / "alone"), dirs(root / "fused"))]
+    assert max(gaps) < TOLERANCE / 100, gaps
+
+
+@pytest.mark.parametrize("wrong", ["seed", "labels", "l1"])
+def test_a_fused_member_with_another_seed_labels_or_l1_would_fail_the_check(trained, tmp_path, wrong,
+                                                                           one_torch_thread):
+    """What a fused member would have trained had the fusion given it another seed, other labels or another
+    L1 strength (that run alone) is far outside TOLERANCE of the fused member: the check above catches it."""
+    root = trained[0]
+    right = configs(root)[0]  # JAL-CE, the member with L1
+    change = {"seed": "seed=11", "labels": "noise.rate=0.5", "l1": f"optim.l1={2 * right.optim.l1}"}[wrong]
+    cfg = compose_train(TINY + [f"out_root={root}", *MEMBERS["jal_ce"], change])
+    assert jal_train.train(cfg, tmp_path / "wrong")["status"] == "finished"
+    assert largest_gap(tmp_path / "wrong", root / "fused" / "jal_ce") > 100 * TOLERANCE
+    with pytest.raises(AssertionError):
+        assert_close_runs(tmp_path / "wrong", root / "fused" / "jal_ce")
 
 
 @pytest.fixture
@@ -189,8 +230,8 @@ def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, 
     root = trained[0]
     build = jal_train.build_training
 
-    def ce_diverges_in_epoch_2(cfg, device):
-        model, step_model, criterion, optimizer, scheduler = build(cfg, device)
+    def ce_diverges_in_epoch_2(cfg, device, precision):
+        model, step_model, criterion, optimizer, scheduler = build(cfg, device, precision)
         if cfg.seed == 2:
             loss_turns_nan_after(criterion, 2)  # 2 steps an epoch: the 3rd call is epoch 2's first
         return model, step_model, criterion, optimizer, scheduler
@@ -253,7 +294,7 @@ def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trai
     (finished,) = [r for r in runs if r.cell.startswith("synthetic/symmetric_0.2/ce/seed2")]
     shutil.copytree(trained[0] / "alone" / "ce", finished.dir)  # the same experiment, finished: not fused
     groups = sweep.fusions(runs + other_lr, 4)
-    cells = [[r.cell.split("/", 1)[1].rsplit("/", 1)[0] for r in g] for g in groups]  # noise/loss/seed
+    cells = [[r.cell.split("/", 1)[1].rsplit("/", 2)[0] for r in g] for g in groups]  # noise/loss/seed
     assert cells == [["symmetric_0.2/ce/seed1", "symmetric_0.2/ce/seed3", "symmetric_0.2/jal_ce/seed1",
                       "symmetric_0.2/jal_ce/seed2"], ["symmetric_0.2/jal_ce/seed3"],
                      ["clean/ce/seed4", "clean/ce/seed5"]]  # another learning rate: a fusion of its own
@@ -262,7 +303,7 @@ def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trai
 # A sweep of 4 runs in 2 fusions of 2 (ce seeds 2 and 3, nce_rce seeds 2 and 3): ce seed 2 is MEMBERS' ce
 SWEEP = ["loss=ce,nce_rce", "noise=symmetric", "noise.rate=0.2", "seed=2,3", "trainer.threads=1"]
 SETTINGS = "dataset.test_size=32,dataset.train_size=64,trainer.batch_size=32,trainer.epochs=2"
-CELLS = [f"synthetic/symmetric_0.2/{loss}/seed{seed}/{SETTINGS}" for loss in ("ce", "nce_rce") for seed in (2, 3)]
+CELLS = [f"synthetic/symmetric_0.2/{loss}/seed{seed}/fp64/{SETTINGS}" for loss in ("ce", "nce_rce") for seed in (2, 3)]
 
 
 def jal_fuse(out_root: Path, *overrides: str):
@@ -317,7 +358,7 @@ def test_a_fused_members_train_log_holds_what_a_run_alones_holds(basic_fused):
     for cell in CELLS:
         lines = (root / cell / "train.log").read_text().splitlines()
         history = json.loads((root / cell / "result.json").read_text())["history"]
-        assert re.fullmatch(stamp + r"\[jal\.train\]\[INFO\] - precision fp32 \(trainer\.precision=fp32\)", lines[0])
+        assert re.fullmatch(stamp + r"\[jal\.train\]\[INFO\] - precision fp64 \(trainer\.precision=fp64\)", lines[0])
         epochs = [re.fullmatch(stamp + r"\[jal\.train\.epochs\]\[INFO\] - (epoch .*), \d+ img/s, [\d.]+s", line)
                   for line in lines[1:]]
         assert [m.group(1) for m in epochs] == [

@@ -18,25 +18,25 @@ CPU = torch.device("cpu")
 
 
 def test_auto_picks_bf16_only_on_a_cpu_with_bf16_hardware():
-    bf16, reason = jal_train.choose_precision("auto", CPU, SPR_FLAGS)
-    assert bf16 and "amx_bf16" in reason and "avx512_bf16" in reason
-    assert jal_train.choose_precision("auto", CPU, {"avx2", "avx512_bf16"})[0]  # AVX512-BF16 without AMX
-    assert jal_train.choose_precision("auto", CPU, {"avx2", "amx_bf16"})[0]
-    bf16, reason = jal_train.choose_precision("auto", CPU, AVX2_FLAGS)
-    assert not bf16 and "no bf16 hardware" in reason
+    precision, reason = jal_train.choose_precision("auto", CPU, SPR_FLAGS)
+    assert precision == "bf16" and "amx_bf16" in reason and "avx512_bf16" in reason
+    assert jal_train.choose_precision("auto", CPU, {"avx2", "avx512_bf16"})[0] == "bf16"  # AVX512-BF16 without AMX
+    assert jal_train.choose_precision("auto", CPU, {"avx2", "amx_bf16"})[0] == "bf16"
+    precision, reason = jal_train.choose_precision("auto", CPU, AVX2_FLAGS)
+    assert precision == "fp32" and "no bf16 hardware" in reason
 
 
 def test_explicit_precisions_ignore_the_flags():
     for flags in (SPR_FLAGS, AVX2_FLAGS):
-        assert jal_train.choose_precision("fp32", CPU, flags) == (False, "trainer.precision=fp32")
-        assert jal_train.choose_precision("bf16", CPU, flags) == (True, "trainer.precision=bf16")
-    assert jal_train.choose_precision("auto", torch.device("cuda"), AVX2_FLAGS)[0]  # CUDA: bf16 as before
+        for precision in ("fp32", "bf16", "fp64"):
+            assert jal_train.choose_precision(precision, CPU, flags) == (precision, f"trainer.precision={precision}")
+    assert jal_train.choose_precision("auto", torch.device("cuda"), AVX2_FLAGS)[0] == "bf16"  # CUDA: as before
 
 
 def test_unknown_flags_mean_fp32(monkeypatch):
     monkeypatch.setattr(jal_train, "cpu_flags", lambda: None)  # no /proc/cpuinfo (macOS)
-    bf16, reason = jal_train.choose_precision("auto", CPU)
-    assert not bf16 and "unknown" in reason
+    precision, reason = jal_train.choose_precision("auto", CPU)
+    assert precision == "fp32" and "unknown" in reason
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -50,8 +50,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 @pytest.mark.parametrize("flags, expected", [(SPR_FLAGS, "bf16"), (AVX2_FLAGS, "fp32")])
 def test_resolve_device_follows_the_faked_flags(synthetic_run, monkeypatch, flags, expected):
     monkeypatch.setattr(jal_train, "cpu_flags", lambda: flags)
-    device, bf16 = jal_train.resolve_device(synthetic_run("trainer.device=cpu", "trainer.precision=auto"))
-    assert device.type == "cpu" and bf16 == (expected == "bf16")
+    device, precision = jal_train.resolve_device(synthetic_run("trainer.device=cpu", "trainer.precision=auto"))
+    assert device.type == "cpu" and precision == expected
 
 
 @pytest.mark.parametrize("flags, expected", [(SPR_FLAGS, "bf16"), (AVX2_FLAGS, "fp32")])
@@ -67,7 +67,7 @@ def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypat
     assert f"precision {expected} ({result['precision_reason']})" in caplog.text
 
 
-@pytest.mark.parametrize("flags, expected, suffix", [(SPR_FLAGS, True, "/bf16"), (AVX2_FLAGS, False, "")])
+@pytest.mark.parametrize("flags, expected, suffix", [(SPR_FLAGS, "bf16", "/bf16"), (AVX2_FLAGS, "fp32", "")])
 def test_the_quick_preset_trains_bf16_only_where_the_cpu_has_bf16_hardware(monkeypatch, flags, expected, suffix):
     """results/precision's check passed: the quick preset is `auto`, bf16 on an AMX CPU, fp32 on an AVX2 one,
     and its directory says which, so a bf16 run never lands in (or is refused by) an fp32 record's directory."""
@@ -75,7 +75,7 @@ def test_the_quick_preset_trains_bf16_only_where_the_cpu_has_bf16_hardware(monke
 
     monkeypatch.setattr(jal_train, "cpu_flags", lambda: flags)
     cfg = compose_train(["experiment=quick", "trainer.device=cpu", "noise=symmetric", "noise.rate=0.8"])
-    assert cfg.trainer.precision == "auto" and jal_train.resolve_device(cfg)[1] is expected
+    assert cfg.trainer.precision == "auto" and jal_train.resolve_device(cfg)[1] == expected
     assert cfg.run_name == "cifar10/symmetric_0.8/ce/seed123" + suffix
 
 
@@ -86,6 +86,7 @@ def test_a_run_directory_names_the_precision_that_trains_not_how_it_was_asked(mo
     name = lambda *o: compose_train(["trainer.device=cpu", "loss=jal_ce", *o]).run_name  # noqa: E731
     assert name() == name("trainer.precision=fp32") == name("trainer.precision=auto") == "cifar10/clean/jal_ce/seed123"
     assert name("trainer.precision=bf16", "loss.passive.a=20") == "cifar10/clean/jal_ce/seed123/bf16/loss.passive.a=20"
+    assert name("trainer.precision=fp64") == "cifar10/clean/jal_ce/seed123/fp64"
 
 
 # ---------------------------------------------------------------------------------------------------
