@@ -85,8 +85,8 @@ BAD_SETTINGS = [
      "dataset.human_labels=aggre is ignored by noise=symmetric"),
     ("training-set size of a file", ["dataset=cifar10", "dataset.train_size=1000"], "dataset.train_size=1000 is "
      "ignored by dataset=cifar10, which trains on its file's whole training set: dataset.subset=1000"),
-    ("L1 strength of a loss without L1", [SYN, "dataset.l1_amse=1e-3"], "dataset.l1_amse=1e-3 is ignored by "
-                                                                        "loss=ce, which takes L2 at dataset.weight_decay"),
+    ("L1 strength of a loss without L1", [SYN, "dataset.l1_amse=1e-3"],
+     "dataset.l1_amse=1e-3 is ignored by loss=ce, which takes L2 at dataset.weight_decay"),
     ("L2 of a loss with L1", [SYN, "loss=jal_ce", "dataset.weight_decay=1e-3"],
      "dataset.weight_decay=1e-3 is ignored by loss=jal_ce, which takes L1 at dataset.l1_amse"),
     ("dataset epochs under trainer epochs", [SYN, "dataset.epochs=5", "trainer.epochs=3"],
