@@ -4,7 +4,7 @@ Hydra checks types and keys while it composes (`noise.rate=abc`, `trainer.epoch=
 rules in each dataclass's __post_init__ run when `check_config` turns the composed config into these objects,
 before any data loads. Every failure reads as one line: `one_line(err)` for any error composing or checking.
 `python -m jal.train` composes and checks once before torch loads (check_command_line), so a wrong setting
-fails in a fraction of a second and Hydra makes no run directory for it.
+fails in a fraction of a second and Hydra makes no run directory for it; so does a missing data file.
 
 A config file takes its schema with `- /schema/<name>@_here_` in its defaults list (configs/loss/jal_ce.yaml
 also types its active and passive terms with `@active`, `@passive`).
@@ -12,10 +12,13 @@ also types its active and passive terms with `@active`, `@passive`).
 
 import dataclasses
 import math
+import os
 import re
+import socket
 import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -397,9 +400,26 @@ for path, schema in SCHEMAS.items():
     group, _, name = f"schema/{path}".rpartition("/")
     ConfigStore.instance().store(group=group, name=name, node=schema)
 
+# A number in a setting's value as written (`=10.0`, `,1e-4`, `[0.5`), up to the next separator.
+NUMBER = re.compile(r"(?<=[=,\[:])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?=[,\]]|$)")
+
+
+def canonical_number(text: str) -> str:
+    """One spelling per value: 10.0, 10 and 1e1 -> 10; 0.00010 and 1e-4 -> 0.0001 (Python's shortest repr)."""
+    value = float(text)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+
+
+def settings_name(settings: str) -> str:
+    """Hydra's override_dirname with its numbers spelt one way: `loss.passive.a=10.0` and `loss.passive.a=10`
+    set the same value, so they name one directory (and one row of the tables)."""
+    return NUMBER.sub(lambda number: canonical_number(number.group()), settings)
+
+
 # `${subdir:${hydra:job.override_dirname}}` in run_name: "/<settings>" when settings were given, else nothing,
 # so the paper's grid keeps its plain cell directories (configs/train.yaml).
-OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings}" if settings else "", replace=True)
+OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings_name(settings)}" if settings else "",
+                                replace=True)
 
 
 def precision_subdir(precision: str, device: str) -> str:
@@ -505,6 +525,10 @@ def check_config(cfg) -> None:
     for section in SECTIONS:
         node = OmegaConf.select(cfg, section)
         if OmegaConf.is_dict(node) and OmegaConf.get_type(node) is not dict:  # a section with a schema
+            fields = {f.name for f in dataclasses.fields(OmegaConf.get_type(node))}
+            if extra := sorted(set(node.keys()) - fields):  # `+loss.tt=2`: no argument of the class reads it
+                raise ConfigError(f"unknown setting '{section}.{extra[0]}'; valid keys in {section}: "
+                                  f"{', '.join(sorted(fields))}")
             try:
                 OmegaConf.to_object(node)  # builds the dataclass: its __post_init__ checks the values
             except BadValue as err:
@@ -517,6 +541,7 @@ def check_config(cfg) -> None:
                 if cause is not None:
                     raise cause from None
                 raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
+    check_nothing_ignored(cfg)
     kind, name = cfg.noise.type, cfg.dataset.name
     if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
         valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
@@ -528,6 +553,66 @@ def check_config(cfg) -> None:
         index = int(device.partition(":")[2] or 0)
         require(index < torch.cuda.device_count(), "trainer.device", device,
                 f"is not among this machine's {torch.cuda.device_count()} CUDA devices", "auto")
+
+
+def given_settings(cfg) -> dict[str, str]:
+    """The settings given on the command line, key -> value as written (Hydra's task overrides), where `cfg`
+    carries its Hydra node (compose_run, a sweep's plan); empty for a config without it."""
+    if "hydra" not in cfg:
+        return {}
+    return dict(line.lstrip("+~").partition("=")[::2] for line in cfg.hydra.overrides.task)
+
+
+# The noise types whose labels read noise.rate, and the rates of the precomputed instance-dependent label sets
+# (jal.train.make_labels: other rates, and synthetic data, are drawn by the generator)
+RATED_NOISES = ("symmetric", "asymmetric", "instance")
+PRECOMPUTED_INSTANCE_RATES = (0.2, 0.4, 0.6)
+
+
+def check_nothing_ignored(cfg) -> None:
+    """A setting the run would not read trains another experiment than the one asked for, silently (clean
+    labels under a noise rate): refused in one line. Values first, then the settings given on the command line
+    that nothing reads in this config."""
+    kind, rate, name = cfg.noise.type, cfg.noise.rate, cfg.dataset.name
+    if kind == "none" and rate:  # the schema of noise=none keeps rate 0 for the records
+        raise ConfigError(f"noise.rate={rate} is ignored by noise=none, which trains on clean labels: add "
+                          f"noise=symmetric (or {', '.join(RATED_NOISES[1:])}) to train at this rate")
+    if kind == "human" and rate is not None:
+        raise ConfigError(f"noise.rate={rate} is ignored by noise=human: its label set (noise.labels="
+                          f"{cfg.noise.labels}) is the noise; drop noise.rate, or choose noise.labels")
+    given = given_settings(cfg)
+    if not given:
+        return
+    loss = f"loss={cfg.hydra.runtime.choices.loss}"
+    unread = {}  # a setting -> why nothing reads it, and the way out
+    if kind != "human":
+        unread["dataset.human_labels"] = f"noise={kind} (it picks the label set of noise=human): drop it"
+    elif "noise.labels" in given:
+        unread["dataset.human_labels"] = "noise.labels, given too: drop one"
+    if name != "synthetic":
+        unread["dataset.train_size"] = (f"dataset={name}, which trains on its file's whole training set: "
+                                        f"dataset.subset={given.get('dataset.train_size')} trains on a "
+                                        "class-balanced subset of that many")
+    for setting, derived in (("dataset.epochs", "trainer.epochs"), ("dataset.lr", "optim.lr")):
+        if derived in given:
+            unread[setting] = f"{derived}, given too: drop one"
+    l1_keys = {L1_TERMS[t] for t in loss_terms(cfg.loss) if t in L1_TERMS}
+    used = "l1_amse" if "l1_amse" in l1_keys else "l1_nnce" if l1_keys else "weight_decay"
+    for key in ("weight_decay", "l1_amse", "l1_nnce"):
+        if key != used:
+            penalty = "L1" if l1_keys else "L2"
+            unread[f"dataset.{key}"] = (f"{loss}, which takes {penalty} at dataset.{used} (jal.config."
+                                        f"regularization): set dataset.{used} instead")
+        elif (derived := "optim.l1" if l1_keys else "optim.weight_decay") in given:
+            unread[f"dataset.{key}"] = f"{derived}, given too: drop one"
+    precomputed = name != "synthetic" and rate in PRECOMPUTED_INSTANCE_RATES
+    if kind == "instance" and not precomputed and given.get("noise.generate", "").lower() == "false":
+        unread["noise.generate"] = (f"noise.rate={rate} on {name}: precomputed labels exist for rates "
+                                    f"{', '.join(map(str, PRECOMPUTED_INSTANCE_RATES))} of CIFAR only, the "
+                                    "generator draws the others: drop it")
+    for setting, why in unread.items():
+        if setting in given:
+            raise ConfigError(f"{setting}={given[setting]} is ignored by {why}")
 
 
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -564,7 +649,56 @@ def one_line(err: BaseException) -> str:
         example = "null" if example is None else example
         value = "null" if cause.value is None else repr(cause.value)
         return f"{cause.full_key}={value} is not {wanted}: e.g. {cause.full_key}={example}"
-    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    parts = [lines[0] if lines else type(err).__name__]
+    innermost = err  # Hydra wraps the error that stopped it (`Error in call to target ...:`): its cause says why
+    while innermost.__cause__ is not None:
+        innermost = innermost.__cause__
+    if innermost is not err and (inner_lines := str(innermost).strip().splitlines()):
+        parts.append(f"{type(innermost).__name__}: {inner_lines[0]}")
+    parts += [line.split(". ", 1)[-1].lower() for line in lines[1:] if "--multirun" in line]  # Hydra's hint
+    return "; ".join(part.rstrip(":") for part in parts)
+
+
+def check_data_files(cfg) -> None:
+    """The files a run of `cfg` reads from data_dir are there (jal.data.load_dataset, jal.train.make_labels):
+    a missing label file raises FileNotFoundError naming it; missing images are downloaded, as a run would,
+    or raise naming what goes where. Their contents are checked as the run reads them."""
+    name, kind, data_dir = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
+    if name == "synthetic":  # made in memory; its instance-dependent labels are always generated
+        return
+    labels = {"human": (f"{name}n_labels.npz", "CIFAR-N labels"),
+              "instance": (f"{name}_idn_labels.npz", "precomputed instance-dependent labels")}.get(kind)
+    if kind == "instance" and (cfg.noise.generate or cfg.noise.rate not in PRECOMPUTED_INSTANCE_RATES):
+        labels = None  # drawn by the generator
+    if labels and not (data_dir / labels[0]).is_file():
+        raise FileNotFoundError(f"{data_dir / labels[0]} not found: put the {labels[1]} ({labels[0]}) there "
+                                "(the data directory is set by JAL_DATA_DIR)")
+    images = data_dir / f"{name}.npz"
+    if images.is_file():
+        return
+    raw = data_dir / {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]  # torchvision's
+    if not raw.is_dir() and not can_reach(CIFAR_HOST):  # seconds sooner than torchvision's own attempt
+        raise FileNotFoundError(f"{images} is missing and {name} could not be downloaded (no connection to "
+                                f"{CIFAR_HOST}); put {name}.npz (x_train, y_train, x_test, y_test) in {data_dir} "
+                                "or point JAL_DATA_DIR at a folder holding it")
+    from jal.data import _download_and_prepare  # torchvision: only when the images must be fetched
+
+    _download_and_prepare(name, images)
+
+
+CIFAR_HOST = "www.cs.toronto.edu"  # where torchvision downloads CIFAR-10 and CIFAR-100 from
+
+
+def can_reach(host: str, timeout: float = 3.0) -> bool:
+    """Whether a connection to host:443 opens (true behind a proxy, which only a download can tell)."""
+    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def check_command_line(argv: list[str] | None = None) -> None:
@@ -575,6 +709,8 @@ def check_command_line(argv: list[str] | None = None) -> None:
     if any(arg.startswith("-") for arg in argv):
         return
     try:
-        check_config(compose_run(argv))  # Hydra's runtime set: logger.tags name the loss through ${hydra:...}
-    except (ConfigError, HydraException, OmegaConfBaseException) as err:
+        cfg = compose_run(argv)  # Hydra's runtime set: logger.tags name the loss through ${hydra:...}
+        check_config(cfg)
+        check_data_files(cfg)
+    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError) as err:
         sys.exit(f"error: {one_line(err)}")

@@ -232,8 +232,9 @@ def minimise_amse_risk(weights, a, steps: int = 200, step_scale: float = 0.5, u0
     return u
 
 
-def check_amse_a(a: float, noise_type: str, rate: float, num_classes: int) -> str | None:
-    """One-line warning if AMSE(a) is not asymmetric under the given noise, else ``None``.
+def check_amse_a(a: float, noise_type: str, rate: float, num_classes: int, key: str = "loss.a") -> str | None:
+    """One-line warning if AMSE(a) is not asymmetric under the given noise, else ``None``; ``key`` is the
+    setting that holds this a (``loss.passive.a`` in JAL-CE).
 
     Returns ``None`` for noise types with no class-independent bound (instance, human, ...).
     """
@@ -252,5 +253,5 @@ def check_amse_a(a: float, noise_type: str, rate: float, num_classes: int) -> st
         )
     return (
         f"AMSE a={a:g} is below the asymmetry bound a >= {bound:.2f} for {where}: "
-        f"the loss is not guaranteed robust; raise loss.a"
+        f"the loss is not guaranteed robust; raise {key}"
     )

@@ -49,7 +49,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from jal import noise as label_noise
-from jal.config import ConfigError, check_config, one_line
+from jal.config import ConfigError, check_config, one_line, settings_name
 from jal.data import (
     ImageData,
     augment,
@@ -135,9 +135,10 @@ def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndar
 
 def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
     """jal.theory's warning when an AMSE term's `a` is below the asymmetry bound for the configured noise."""
-    for module in criterion.modules():
+    for path, module in criterion.named_modules():  # path: "" for the loss itself, "passive" inside JAL-CE
         if isinstance(module, AMSE) and cfg.noise.type in ("symmetric", "asymmetric"):
-            return check_amse_a(module.a, cfg.noise.type, cfg.noise.rate, cfg.dataset.num_classes)
+            key = f"loss.{path}.a" if path else "loss.a"  # the module's path is its config's
+            return check_amse_a(module.a, cfg.noise.type, cfg.noise.rate, cfg.dataset.num_classes, key)
     return None
 
 
@@ -655,7 +656,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
         m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
                       noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
-                      seed=cfg.seed, settings=hydra_cfg.job.override_dirname)  # what the tables group by
+                      seed=cfg.seed, settings=settings_name(hydra_cfg.job.override_dirname))  # tables group by it
         m.wandb_run = start_wandb(cfg, m.run_dir)
     # Every file of the run says which experiment wrote it (jal/run_dir.py).
     m.provenance = dict(precision=m.precision, fingerprint=fingerprint(m.asked), config=m.config)
@@ -922,7 +923,8 @@ def main(cfg: DictConfig) -> float | None:
     alone = HydraConfig.get().mode != RunMode.MULTIRUN
     try:
         result = train(cfg, HydraConfig.get().runtime.output_dir)
-    except (ValueError, FileNotFoundError) as err:  # wrong settings or missing files: one line, no traceback
+    except (ValueError, FileNotFoundError, HydraException) as err:  # wrong settings, missing files, a class
+        # that refuses its arguments (Hydra's `Error in call to target`): one line, no traceback
         raise SystemExit(f"error: {one_line(err)}") from None
     except RunDiverged as err:  # its record says failed; the sweep's summary lists it
         if alone:

@@ -91,14 +91,34 @@ def git_commit() -> str | None:
 
 def compose_run(overrides: list[str], config_name: str = "train"):
     """The config of `python -m jal.train <overrides>`, Hydra's node included, with Hydra's runtime set to
-    it: `${hydra:...}` interpolations (run_name, the logger's tags) resolve as in a launch."""
+    it. It resolves on its own, as a launch resolves it (`OmegaConf.to_yaml(cfg, resolve=True)`): its
+    `${hydra:...}` interpolations (run_name, the logger's tags) read its own Hydra node, not Hydra's runtime
+    (which holds whichever config was composed last), and that node's output_dir is its run directory."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name, list(overrides), return_hydra_config=True)
+    for key in cfg:
+        if key != "hydra":
+            read_own_hydra_node(cfg, key)
+    with open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = "${hydra.run.dir}"  # as Hydra's run_job sets it (made absolute there)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def read_own_hydra_node(node, key) -> None:
+    """`${hydra:job.override_dirname}` -> `${hydra.job.override_dirname}` in node[key] and below."""
+    from omegaconf import OmegaConf
+
+    child = node._get_node(key)
+    if OmegaConf.is_config(child) and not child._is_interpolation() and not child._is_none():
+        for sub in child.keys() if OmegaConf.is_dict(child) else range(len(child)):
+            read_own_hydra_node(child, sub)
+    elif isinstance(raw := child._value(), str) and "${hydra:" in raw:
+        node[key] = raw.replace("${hydra:", "${hydra.")
 
 
 @contextlib.contextmanager

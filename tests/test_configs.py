@@ -10,14 +10,20 @@ three noises per loss are composed (the noise group shares no key with loss, mod
 """
 
 import functools
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import hydra
 import pytest
 import torch
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from jal import losses
+from jal import config, losses
 from jal.models import CNN8, ResNet34
 from jal.util import compose_run, hydra_runtime
 
@@ -326,3 +332,83 @@ def test_every_group_option_is_typed_by_a_schema(group):
                 assert OmegaConf.get_type(node[term]) is not dict, f"{path}: {term}"
     cfg = compose_cfg()
     assert OmegaConf.get_type(cfg.trainer) is not dict and OmegaConf.get_type(cfg.optim) is not dict
+
+
+# ----------------------------------------------------------------------------- the README's recipe, the warning
+
+
+def readme_blocks(section: str, language: str) -> list[str]:
+    text = (CONFIG_DIR.parent / "README.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", body, re.S)
+
+
+def test_the_readme_recipe_for_a_loss_types_and_checks_its_settings(tmp_path, monkeypatch):
+    """The class, its schema and its YAML file as the README writes them: `loss.t=abc` fails while Hydra
+    composes, `loss.t=-1` at the value rules, both in one line, and `loss.t=2` trains with t = 2."""
+    loss_class, schema = readme_blocks("Add a loss", "python")
+    [yaml] = readme_blocks("Add a loss", "yaml")
+    namespace = vars(losses) | {}
+    exec(loss_class, namespace)
+    monkeypatch.setattr(losses, "MyLoss", namespace["MyLoss"], raising=False)
+    namespace = vars(config) | {}
+    exec(schema, namespace)
+    ConfigStore.instance().store(group="schema/loss", name="my_loss", node=namespace["MyLossConfig"])
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "loss" / "my_loss.yaml").write_text(yaml)
+    search = f"hydra.searchpath=[file://{tmp_path}]"
+    assert hydra.utils.instantiate(compose_run([search, "loss=my_loss", "loss.t=2"]).loss).t == 2.0
+    with pytest.raises(hydra.errors.HydraException) as untyped:
+        compose_run([search, "loss=my_loss", "loss.t=abc"])
+    assert config.one_line(untyped.value) == "loss.t='abc' is not a number: e.g. loss.t=1.0"
+    with pytest.raises(config.ConfigError) as negative:
+        config.check_config(compose_run([search, "loss=my_loss", "loss.t=-1"]))
+    assert str(negative.value) == "loss.t=-1.0 must be finite and > 0: e.g. loss.t=1.0"
+
+
+@pytest.mark.parametrize("loss_name, key", [("amse", "loss.a"), ("jal_ce", "loss.passive.a"),
+                                            ("jal_fl", "loss.passive.a")])
+def test_the_amse_warning_names_the_setting_the_loss_has(loss_name, key):
+    from jal.train import amse_warning
+
+    cfg = compose_cfg(f"loss={loss_name}", "dataset=cifar10", "noise=symmetric", "noise.rate=0.8",
+                      f"{key}=2")
+    warning = amse_warning(cfg, hydra.utils.instantiate(cfg.loss))
+    assert warning.startswith("AMSE a=2 is below the asymmetry bound a >= 9.00") and warning.endswith(f"raise {key}")
+
+
+# ----------------------------------------------------------------------------- Hydra's compose API, anywhere
+
+COMPOSE_ANYWHERE = """
+import json, sys
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+import jal.util
+with initialize_config_dir(str(jal.util.CONFIG_DIR), version_base="1.3"):
+    plain = compose("train", ["dataset=synthetic", "loss=jal_ce", "loss.passive.a=12.0"])
+a = jal.util.compose_run(["dataset=synthetic", "loss=jal_ce", "loss.passive.a=12.0"])
+b = jal.util.compose_run(["dataset=synthetic", "loss=ce"])  # composed last: Hydra's runtime holds it
+resolved = OmegaConf.create(OmegaConf.to_yaml(a, resolve=True))
+print(json.dumps(dict(where=jal.__file__, a=OmegaConf.get_type(plain.loss.passive).__name__,
+                      run_name=resolved.run_name, tags=list(resolved.logger.tags),
+                      output_dir=resolved.hydra.runtime.output_dir)))
+"""
+
+
+def test_the_configs_compose_from_any_folder_and_resolve_on_their_own(tmp_path):
+    """From a folder outside the checkout, the installed package's plugin registers the schemas (an editable
+    install's import hook once hid it from Hydra's plugin scan), and a composed config resolves whole."""
+    env = dict(os.environ)
+    installed = subprocess.run([sys.executable, "-c", "import jal; print(jal.__file__)"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True)
+    if Path(installed.stdout.strip()).parent.parent != CONFIG_DIR.parent:  # another checkout's install: test ours
+        env["PYTHONPATH"] = os.pathsep.join([str(CONFIG_DIR.parent), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", COMPOSE_ANYWHERE], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(got["where"]).parent.parent == CONFIG_DIR.parent
+    assert got["a"] == "AMSEConfig"  # typed by its schema
+    assert got["run_name"] == "synthetic/clean/jal_ce/seed123/loss.passive.a=12"  # its own choices, not b's
+    assert got["tags"] == ["synthetic", "none", "jal_ce"]
+    assert got["output_dir"] == "outputs/" + got["run_name"]

@@ -72,12 +72,36 @@ BAD_SETTINGS = [
     ("key of another noise", [SYN, "noise.sampling=exact"], "unknown setting 'noise.sampling'; valid keys in noise: "
                                                             "rate, tag, type"),
     ("key of another loss", [SYN, "loss.passive.a=3"], "unknown setting 'loss.passive'; valid keys in loss: "),
-    ("a sweep without -m", [SYN, "loss=ce,jal_ce"], "Ambiguous value for argument 'loss=ce,jal_ce'"),
+    ("a sweep without -m", [SYN, "loss=ce,jal_ce"], "Ambiguous value for argument 'loss=ce,jal_ce'; to sweep over "
+                                                    "it, add --multirun to your command line"),
+    ("an argument the loss does not take", [SYN, "+loss.tt=2"], "unknown setting 'loss.tt'; valid keys in loss: "
+                                                                "_target_, num_classes"),
+    # settings the run would not read: another experiment than the one asked for, silently
+    ("rate without a noise type", [SYN, "noise.rate=0.4"], "noise.rate=0.4 is ignored by noise=none, which trains "
+                                                           "on clean labels: add noise=symmetric"),
+    ("rate of human noise", ["dataset=cifar10", "noise=human", "noise.rate=0.3"],
+     "noise.rate=0.3 is ignored by noise=human: its label set (noise.labels=worst) is the noise"),
+    ("human label set without human noise", [SYN, "noise=symmetric", "dataset.human_labels=aggre"],
+     "dataset.human_labels=aggre is ignored by noise=symmetric"),
+    ("training-set size of a file", ["dataset=cifar10", "dataset.train_size=1000"], "dataset.train_size=1000 is "
+     "ignored by dataset=cifar10, which trains on its file's whole training set: dataset.subset=1000"),
+    ("L1 strength of a loss without L1", [SYN, "dataset.l1_amse=1e-3"],
+     "dataset.l1_amse=1e-3 is ignored by loss=ce, which takes L2 at dataset.weight_decay"),
+    ("L2 of a loss with L1", [SYN, "loss=jal_ce", "dataset.weight_decay=1e-3"],
+     "dataset.weight_decay=1e-3 is ignored by loss=jal_ce, which takes L1 at dataset.l1_amse"),
+    ("dataset epochs under trainer epochs", [SYN, "dataset.epochs=5", "trainer.epochs=3"],
+     "dataset.epochs=5 is ignored by trainer.epochs, given too"),
+    ("no precomputed labels to take", [SYN, "noise=instance", "noise.generate=false"],
+     "noise.generate=false is ignored by noise.rate=0.4 on synthetic"),
     # data: missing, truncated, malformed
     ("no data folder", ["dataset=cifar10", "data_dir={tmp}/nowhere"],
      "put cifar10.npz (x_train, y_train, x_test, y_test) in {tmp}/nowhere or point JAL_DATA_DIR"),
     ("cifar-100 not downloadable", ["dataset=cifar100", "data_dir={tmp}/empty"], "put cifar100.npz (x_train, y_train, "
                                                                                  "x_test, y_test) in {tmp}/empty"),
+    ("human label file missing", ["dataset=cifar10", "noise=human", "data_dir={tmp}/images_only"],
+     "{tmp}/images_only/cifar10n_labels.npz not found: put the CIFAR-N labels (cifar10n_labels.npz) there"),
+    ("instance label file missing", ["dataset=cifar10", "noise=instance", "data_dir={tmp}/images_only"],
+     "{tmp}/images_only/cifar10_idn_labels.npz not found"),
     ("truncated cifar10.npz", ["dataset=cifar10", "data_dir={tmp}/truncated"], "truncated/cifar10.npz cannot be read "
                                                                                "(BadZipFile"),
     ("images of the wrong shape", ["dataset=cifar10", "data_dir={tmp}/grey"], "x_train is uint8 (20, 32, 32), not "
@@ -114,6 +138,7 @@ def data_folder(tmp: Path) -> None:
         return path
 
     (tmp / "empty").mkdir()
+    folder("images_only", **{"cifar10.npz": good})
     whole = folder("truncated", **{"cifar10.npz": good}) / "cifar10.npz"
     whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     folder("grey", **{"cifar10.npz": dict(good, x_train=good["x_train"][..., 0])})
@@ -164,6 +189,14 @@ def test_bad_setting_fails_in_one_line(name, args, message, table_runs):
     assert seconds < 60  # seconds on an idle machine; a busy shared one may be several times slower
     for record in ("result.json", "labels.npz", "checkpoint.pt"):  # nothing a table or a resume would read
         assert not list((tmp / "runs").rglob(record))
+    if name not in READ_BY_THE_RUN:  # refused before Hydra starts: no run directory, no config.yaml or train.log
+        assert not (tmp / "runs" / name.replace(" ", "_")).exists()
+
+
+# The rows whose files are there but wrong inside: found as the run reads them, in its directory (no record)
+READ_BY_THE_RUN = {"truncated cifar10.npz", "images of the wrong shape", "labels out of range",
+                   "label file too short", "label file without the set", "label file of floats",
+                   "instance label file too short"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,3 +277,18 @@ def test_numeric_settings_compose_when_valid_and_fail_in_one_line_otherwise(data
         assert "\n" not in line and line.startswith(f"{key}="), line
     else:
         assert valid(value), f"{override} was accepted"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The one line keeps the cause
+
+
+def test_the_line_of_a_class_that_refuses_its_arguments_names_the_cause():
+    import hydra
+
+    with pytest.raises(HydraException) as refused:  # Hydra's message: "Error in call to target ...:" then the cause
+        hydra.utils.instantiate({"_target_": "jal.losses.CE", "num_classes": 10, "tt": 2})
+    line = one_line(refused.value)
+    assert "\n" not in line
+    assert line.startswith("Error in call to target 'jal.losses.CE'; TypeError: ")
+    assert "unexpected keyword argument 'tt'" in line

@@ -291,8 +291,11 @@ def test_eps_softmax_hyperparameters_for_every_row_of_the_reference(loss_name, r
 
 @pytest.mark.parametrize("dataset, noise, rate", [("cifar10", "human", None), ("cifar100", "symmetric", 0.5),
                                                   ("cifar100", "asymmetric", 0.05), ("cifar100", "human", None)])
-def test_eps_softmax_without_reference_values_fails_in_one_line(dataset, noise, rate):
-    args = ["loss=ce_eps_mae", f"dataset={dataset}", f"noise={noise}"] + ([f"noise.rate={rate}"] if rate else [])
+def test_eps_softmax_without_reference_values_fails_in_one_line(dataset, noise, rate, tmp_path):
+    for name in (f"{dataset}.npz", f"{dataset}n_labels.npz"):  # the command line checks that its files are there
+        (tmp_path / name).touch()
+    args = ["loss=ce_eps_mae", f"dataset={dataset}", f"noise={noise}", f"data_dir={tmp_path}"] + (
+        [f"noise.rate={rate}"] if rate else [])
     with pytest.raises(SystemExit) as err:
         config.check_command_line(args)
     message = str(err.value.code)

@@ -51,6 +51,25 @@ def test_a_sweep_of_a_hyperparameter_trains_one_directory_per_value(tmp_path):
     assert "finished already" not in done.stdout + done.stderr
 
 
+def test_one_value_written_two_ways_names_one_directory_and_is_found_finished(tmp_path):
+    """loss.passive.a=10 and =10.0 set the same value: one directory, one identity, one row of the tables."""
+    first = jal_train_process("loss=jal_ce", "loss.passive.a=10", f"out_root={tmp_path}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    [record] = list(tmp_path.rglob("result.json"))
+    again = jal_train_process("loss=jal_ce", "loss.passive.a=10.0", f"out_root={tmp_path}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{record.parent} is finished already: skipping" in again.stdout + again.stderr
+    assert list(tmp_path.rglob("result.json")) == [record]
+    assert record.parent.name == "dataset.test_size=32,dataset.train_size=64,loss.passive.a=10,trainer.epochs=2"
+    assert json.loads(record.read_text())["settings"] == record.parent.name
+    spelt = {a: compose(tmp_path, "loss=jal_ce", f"loss.passive.a={a}") for a in ("10", "10.0", "1e1", "10.00")}
+    assert len({cfg.run_name for cfg in spelt.values()}) == 1
+    assert len({run_dir.fingerprint(run_dir.identity(jal_train.plain_config(cfg), "fp32"))
+                for cfg in spelt.values()}) == 1
+    assert compose(tmp_path, "optim.lr=1e-4").run_name == compose(tmp_path, "optim.lr=0.0001").run_name
+    assert compose(tmp_path, "optim.lr=0.05").run_name != compose(tmp_path, "optim.lr=0.5").run_name
+
+
 def test_the_readme_smoke_run_and_the_full_run_get_their_own_directories():
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         smoke = sweep.plan_runs(["dataset.subset=2000", "trainer.epochs=3", "logger=none"])[0]
