@@ -294,7 +294,7 @@ class AMSEConfig(LossConfig):
     q: float = 2.0  # the exponent; 2 is AMSE, others are the paper's ablation (the reference's AMSE_with_q)
 
     def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not in the family (docs/protocol.md section 2)
-        require(self.a >= 1, "a", self.a, "must be >= 1 (AMSE)", 30.0)
+        require(math.isfinite(self.a) and self.a >= 1, "a", self.a, "must be finite and >= 1 (AMSE)", 30.0)
         require_positive("q", self.q, 2.0)
 
 
@@ -355,7 +355,7 @@ class AULConfig(LossConfig):
     q: float = 3.0
 
     def __post_init__(self):  # (a - p_y)^q needs a >= 1 for every p_y in [0, 1]
-        require(self.a >= 1, "a", self.a, "must be >= 1 (AUL)", 5.5)
+        require(math.isfinite(self.a) and self.a >= 1, "a", self.a, "must be finite and >= 1 (AUL)", 5.5)
         require_positive("q", self.q, 3.0)
 
 

@@ -53,7 +53,7 @@ BAD_SETTINGS = [
                                                                     "train_size] = [10, 50000]"),
     ("gce q zero", [SYN, "loss=gce", "loss.q=0"], "loss.q=0.0 must be finite and > 0: e.g. loss.q=0.7"),
     ("jal alpha negative", [SYN, "loss=jal_ce", "loss.alpha=-1"], "loss.alpha=-1.0 must be finite and >= 0"),
-    ("amse a below 1", [SYN, "loss=jal_ce", "loss.passive.a=0.5"], "loss.passive.a=0.5 must be >= 1 (AMSE)"),
+    ("amse a below 1", [SYN, "loss=jal_ce", "loss.passive.a=0.5"], "loss.passive.a=0.5 must be finite and >= 1 (AMSE)"),
     ("sampling unknown", [SYN, "noise=symmetric", "noise.sampling=approx"], "noise.sampling=approx is not exact or"),
     ("wandb mode", [SYN, "logger=wandb", "logger.mode=cloud"], "logger.mode=cloud is not online, offline or"),
     ("human labels on synthetic", [SYN, "noise=human"], "no human label set 'worst' for dataset synthetic"),
