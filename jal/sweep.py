@@ -618,10 +618,12 @@ def main(argv: list[str] | None = None) -> None:
     share_config_store()
     try:
         composed = {}  # the sweeps share their compositions
+        sweeps = []
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
-            sweeps = [plan_runs(sweep, composed=composed) for sweep in overrides]
-        if missing := missing_data([run for sweep in sweeps for run in sweep], args.download):
-            raise SystemExit(f"error: {missing}")
+            for sweep in overrides:
+                sweeps.append(plan_runs(sweep, composed=composed))
+                if missing := missing_data(sweeps[-1], args.download):  # before the other sweeps are planned
+                    raise SystemExit(f"error: {missing}")
         print_plan(overrides, sweeps, args.name, args.fuse)
     except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError) as err:  # one line
         raise SystemExit(f"error: {one_line(err)}") from None
