@@ -15,6 +15,17 @@ export JAL_DATA_DIR ?= data
 # basic one fusion at a time, joblib JOBS side by side, slurm one SLURM task per fusion.
 SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
+# A misspelt setting (LOSS=ce for LOSSES=ce, SEED=1) would be ignored without a word: a variable given on the
+# command line that is none of the settings above but close to one stops make in one line naming it.
+OTHER_SETTINGS := JAL_DATA_DIR RECORDS BENCH_OUT A_VALUES STOP_AT PYTHON VENV
+GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
+MISSPELT := $(if $(filter-out $(SWEEP_SETTINGS) $(OTHER_SETTINGS),$(GIVEN)),$(shell python3 -c 'import difflib, \
+	sys; known = sys.argv[1].split(); print(" ".join(f"{v}={m[0]}" for v in sys.argv[2].split() for m in \
+	[difflib.get_close_matches(v.upper(), known, 1, 0.7)] if m))' '$(SWEEP_SETTINGS)' \
+	'$(filter-out $(SWEEP_SETTINGS) $(OTHER_SETTINGS),$(GIVEN))'))
+$(foreach m,$(firstword $(MISSPELT)),$(error $(word 1,$(subst =, ,$(m)))=$($(word 1,$(subst =, ,$(m)))) is \
+	not a setting: did you mean $(word 2,$(subst =, ,$(m)))=$($(word 1,$(subst =, ,$(m))))? (settings: \
+	$(SWEEP_SETTINGS))))
 
 .PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar100-idn \
 	reproduce-cifar10n reproduce-cifar100n reproduce-ablation \

@@ -16,6 +16,7 @@ as the launcher composes it, so the planned run directories are the directories 
 
 import argparse
 import atexit
+import contextlib
 import copy
 import json
 import os
@@ -27,13 +28,14 @@ from itertools import accumulate, product
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from jal.config import CONFIG_DIR, ConfigError, check_config, one_line
+from jal.config import CONFIG_DIR, ConfigError, check_config, one_line, share_config_store
 from jal.run_dir import (
     CHECKPOINT,
     PREVIOUS,
@@ -46,7 +48,8 @@ from jal.run_dir import (
     latest_checkpoint,
     read_record,
 )
-from jal.util import device_name, hydra_runtime, run_device
+from jal.tables import noise_gap
+from jal.util import device_name, run_device
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
@@ -62,12 +65,13 @@ class Run:
     cell: str              # run_name: dataset/noise/loss/seed
     cfg: DictConfig        # the job's composed config, Hydra's node included
     _identity: dict | None = None
+    fp32_dir: Path | None = None  # a run in bf16: the directory the same run has in fp32 (trainer.precision=fp32)
 
     def identity(self) -> dict:
         """The experiment it is (jal/run_dir.py), worked out when needed (its directory is shared or holds
         files): resolving a whole config takes ~0.1 s, too long to do for every run of a 300-run plan."""
         if self._identity is None:
-            with hydra_runtime(self.cfg):  # run_name reads hydra:runtime.choices
+            with hydra_node(self.cfg):  # run_name reads hydra:runtime.choices
                 self._identity = run_identity(self.cfg)
         return self._identity
 
@@ -84,6 +88,19 @@ class Run:
         epochs, eval_every = cfg.trainer.epochs, cfg.trainer.eval_every
         per_epoch = [train + ((e + 1) % eval_every == 0 or e + 1 == epochs) * test / 3 for e in range(epochs)]
         return list(accumulate(reversed(per_epoch), initial=0.0))[::-1]
+
+
+@contextlib.contextmanager
+def hydra_node(cfg: DictConfig):
+    """Inside, `${hydra:...}` resolves against `cfg`'s own Hydra node, as in jal.util.hydra_runtime, but without
+    the copy of the node that HydraConfig.set_config makes (a third of a 300-run plan's time): Hydra's resolver
+    reads HydraConfig.get(), the `hydra` of the config HydraConfig holds, here `cfg` itself."""
+    instance = HydraConfig.instance()
+    saved, instance.cfg = instance.cfg, cfg
+    try:
+        yield
+    finally:
+        instance.cfg = saved
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -106,15 +123,16 @@ def settings_dirname(overrides, dirname: DictConfig) -> str:
     return dirname.item_sep.join(lines).replace("=", dirname.kv_sep)
 
 
-def compose_jobs(jobs: list[list[str]], config_name: str = "train") -> list[DictConfig]:
+def compose_jobs(jobs: list[list[str]], config_name: str = "train", composed: dict | None = None) -> list[DictConfig]:
     """Each job's config, as the launcher composes it (needs an initialised Hydra: inside its app or compose API).
 
     Hydra composes the defaults chosen by the config-group overrides, then applies the value overrides
     (`seed=124`, `noise.rate=0.8`). Composing takes ~0.1 s, so jobs that differ only in values share one
     composition and get their values by OmegaConf.update, as Hydra applies them: 297 runs compose 33 times
-    (tests/test_sweep.py checks each against its own full composition)."""
+    (tests/test_sweep.py checks each against its own full composition). `composed`: the compositions of
+    sweeps planned before, to share (the table scripts' sweeps repeat the same losses)."""
     parser = OverridesParser.create()
-    composed, configs = {}, []
+    composed, configs = {} if composed is None else composed, []
     for num, job in enumerate(jobs):
         parsed = parser.parse_overrides(job)
         # Hydra's rule: a value override is one whose key is no config group; dict and list values, and
@@ -138,18 +156,27 @@ def compose_jobs(jobs: list[list[str]], config_name: str = "train") -> list[Dict
     return configs
 
 
-def plan_runs(overrides: list[str], config_name: str = "train") -> list[Run]:
+def plan_runs(overrides: list[str], config_name: str = "train", composed: dict | None = None) -> list[Run]:
     """The runs of one multirun, in launch order, with the directory Hydra's run_job gives each; raises
     ConfigError for a wrong value in any run, two runs of different experiments that would share a directory,
-    or a directory that holds another experiment or a damaged file."""
+    or a directory that holds another experiment or a damaged file. `composed`: see compose_jobs."""
     runs = []
-    for cfg in compose_jobs(sweep_jobs(overrides), config_name):
-        with hydra_runtime(cfg):  # run_name reads hydra:runtime.choices
+    for cfg in compose_jobs(sweep_jobs(overrides), config_name, composed):
+        with hydra_node(cfg):  # run_name reads hydra:runtime.choices
             check_config(cfg)  # every run's values, before the first one trains
-            run_dir = os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
-            runs.append(Run(Path(run_dir), cfg.run_name, cfg))
+            run = Run(Path(sweep_dir(cfg)), cfg.run_name, cfg)
+            if run_precision(cfg)[0] == "bf16":  # its fp32 twin, whose record a plan in bf16 would not see
+                precision = cfg.trainer.precision
+                cfg.trainer.precision = "fp32"
+                run.fp32_dir = Path(sweep_dir(cfg))
+                cfg.trainer.precision = precision
+            runs.append(run)
     check_directories(runs)
     return runs
+
+
+def sweep_dir(cfg: DictConfig) -> str:
+    return os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
 
 
 def run_precision(cfg: DictConfig) -> tuple[str, str]:
@@ -248,45 +275,99 @@ def launcher_of(cfg: DictConfig) -> tuple[str, int | None]:
     return f"{target.rsplit('.', 1)[-1]} (runs on the machines it submits to: no estimate here)", None
 
 
-def records_speed(runs: list[Run], device: str) -> tuple[float, int] | None:
+def records_speed(runs: list[Run], device: str | None) -> tuple[float, int, set[str]] | None:
     """Mean training images/s of the finished records in the runs' output folders (theirs and other cells')
-    that trained on this device, with this model, in this precision and with the same threads per run:
-    (images/s, number of records), or None. A sweep of cells not yet run thus estimates from its siblings,
-    not a 3-step probe."""
+    that trained with this model, in this precision and with the same threads per run, on this device (None:
+    on any): (images/s, number of records, their devices), or None. A sweep of cells not yet run thus
+    estimates from its siblings."""
     model, threads = runs[0].cfg.hydra.runtime.choices.model, runs[0].cfg.trainer.threads
     precision = run_precision(runs[0].cfg)[0]
     roots = {Path(run.cfg.hydra.sweep.dir) for run in runs}
-    speeds = []
+    speeds, devices = [], set()
     for path in sorted({path for root in roots for path in root.rglob("result.json")}):
         status, record = read_status(path.parent)
-        if (status == "finished" and record.get("device_name") == device and record.get("model") == model
+        if (status == "finished" and device in (None, record.get("device_name")) and record.get("model") == model
                 and record.get("precision", "fp32") == precision  # before records named it: fp32
                 and record.get("config", {}).get("trainer", {}).get("threads") == threads):
             speeds.append(record["images_per_second"])
-    return (sum(speeds) / len(speeds), len(speeds)) if speeds else None
+            devices.add(record.get("device_name", "unnamed"))
+    return (sum(speeds) / len(speeds), len(speeds), devices) if speeds else None
 
 
-def probe_speed(cfg: DictConfig, steps: int = 3) -> tuple[float, int]:
-    """Training images/s of one run of `cfg` here, from a few of train.py's own training steps on random
-    images (after one to warm up; uncompiled), timed as jal.bench times them: (images/s, batch size)."""
+PROBE_SECONDS = 5.0  # a probe's timed steps: three steps (~1 s) swung a plan's estimate by 40% between two calls
+
+
+def speeds_file() -> Path:
+    """Where the probes' speeds are kept ($XDG_CACHE_HOME/jal/speeds.json): the next plan reuses them."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jal" / "speeds.json"
+
+
+def probe_key(cfg: DictConfig, device: str) -> str:
+    model, precision, threads = cfg.hydra.runtime.choices.model, run_precision(cfg)[0], cfg.trainer.threads
+    return f"{device} | {model} | {precision} | threads={threads or 'all'}"
+
+
+def kept_speed(cfg: DictConfig, device: str) -> dict | None:
+    """A probe's speed kept for this device, model, precision and threads, or None."""
+    try:
+        return json.loads(speeds_file().read_text()).get(probe_key(cfg, device))
+    except (OSError, ValueError):
+        return None
+
+
+def probe_speed(cfg: DictConfig, device: str, seconds: float = PROBE_SECONDS) -> dict:
+    """Training images/s of one run of `cfg` here, from train.py's own training steps on random images for
+    about `seconds` (after one step to warm up; uncompiled), timed as jal.bench times them; kept in
+    speeds_file() for the next plans. Returns {images_per_second, steps, batch, seconds, measured}."""
     import torch
 
     from jal import bench
     from jal.data import synthetic_dataset
     from jal.train import resolve_device
+    from jal.util import atomic_write_json
 
+    key = probe_key(cfg, device)
     cfg = copy.deepcopy(cfg)
-    device, precision = resolve_device(cfg)
+    torch_device, precision = resolve_device(cfg)
     with open_dict(cfg):
         cfg.trainer.compile = False
-        if device.type != "cuda":  # a CPU is slow
+        if torch_device.type != "cuda":  # a CPU is slow
             cfg.trainer.batch_size = min(32, cfg.trainer.batch_size)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     batch = cfg.trainer.batch_size
-    fused = bench.build_fusion(cfg, synthetic_dataset(batch * (steps + 1), 1, cfg.dataset.num_classes), device)
-    speed, _ = bench.images_per_second(partial(bench.run_fusion, fused, cfg, precision), steps, 1, device)
-    return speed, batch
+    fused = bench.build_fusion(cfg, synthetic_dataset(batch * 4, 1, cfg.dataset.num_classes), torch_device)
+    step = partial(bench.run_fusion, fused, cfg, precision)
+    _, first = bench.images_per_second(step, 1, 1, torch_device)  # the warm-up, then one step to size the probe
+    steps = max(3, min(200, round(seconds / first)))
+    speed, took = bench.images_per_second(step, steps, 0, torch_device)
+    probe = dict(images_per_second=speed, steps=steps, batch=batch, seconds=round(took, 1),
+                 measured=time.strftime("%Y-%m-%d %H:%M"))
+    try:
+        path = speeds_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        atomic_write_json(path, {**kept, key: probe})
+    except (OSError, ValueError):  # not kept: the next plan measures again
+        pass
+    return probe
+
+
+def run_speed(runs: list[Run], device: str) -> tuple[float, str]:
+    """(training images/s per run, from what): the runs' finished records on this device; else a probe kept
+    from an earlier plan on this machine; else the finished records on other machines; else a probe now."""
+    if measured := records_speed(runs, device):
+        return measured[0], f"mean of {measured[1]} finished runs' records on this device in this precision"
+    cfg = runs[0].cfg
+    if (probe := kept_speed(cfg, device)) is None and (measured := records_speed(runs, None)):
+        return measured[0], (f"mean of {measured[1]} finished runs' records in this precision with these threads "
+                             f"per run, from {', '.join(sorted(measured[2]))}: not this machine, none ran here yet")
+    when = "kept from a probe on"
+    if probe is None:
+        probe, when = probe_speed(cfg, device), "probed just now,"
+    return probe["images_per_second"], (f"{when} {probe['measured']}: {probe['steps']} training steps of "
+                                        f"{probe['batch']} random images in {probe['seconds']} s, kept in "
+                                        f"{speeds_file()}; no finished run here yet")
 
 
 def runs_(n: int) -> str:
@@ -308,6 +389,37 @@ def duration(seconds: float) -> str:
 
 
 SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
+GPU_MODELS = {"resnet34": "ResNet-34 (CIFAR-100's model)"}  # a run takes days on a CPU
+
+
+def missing_data(runs: list[Run], download: bool = False) -> str | None:
+    """The one line that stops a plan whose runs need a data file that is not there (docs/protocol.md section
+    6), or None. The images torchvision can download: downloaded now with `download`, else named."""
+    needed = {}  # path -> what it holds, torchvision's dataset name for the images
+    for run in runs:
+        cfg = run.cfg
+        name, kind, folder = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
+        if name == "synthetic":
+            continue
+        needed[folder / f"{name}.npz"] = ("the images", name)
+        # as jal.train.make_labels reads them: the reference's instance-dependent sets at 0.2, 0.4 and 0.6
+        if kind == "instance" and not cfg.noise.generate and cfg.noise.rate in (0.2, 0.4, 0.6):
+            needed[folder / f"{name}_idn_labels.npz"] = ("the precomputed instance-dependent labels", None)
+        if kind == "human":
+            needed[folder / f"{name}n_labels.npz"] = (f"the {name.upper().replace('CIFAR', 'CIFAR-')}N labels", None)
+    for path, (what, dataset) in needed.items():
+        if path.is_file():
+            continue
+        if dataset and download:
+            from jal.data import load_dataset
+
+            print(f"{path} is missing: downloading {dataset} with torchvision before the sweep", flush=True)
+            load_dataset(dataset, path.parent, num_classes=runs[0].cfg.dataset.num_classes)  # one line if it fails
+            continue
+        return (f"{path} is missing: put {path.name} ({what}; docs/protocol.md section 6) there or point JAL_DATA_DIR"
+                f" at a folder holding it" + ("; without DRY_RUN=1 the sweep first downloads it with torchvision"
+                                            if dataset else ""))
+    return None
 
 
 def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1) -> None:
@@ -342,6 +454,11 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
         cells = " ".join(o for o in overrides if not o.startswith(SHOWN_ABOVE))
         print(f"    {len(sweep):4d} runs, {count('finished', sweep):4d} finished: {cells}")
     todo = [r for r in runs if statuses[r.dir][0] != "finished"]
+    twins = [r for r in todo if r.fp32_dir is not None and read_status(r.fp32_dir)[0] == "finished"]
+    if twins:  # e.g. the committed fp32 quick records, planned again on a CPU with bf16 hardware
+        print(f"  fp32       {len(twins)} of the {runs_(len(todo))} to train in bf16 have a finished fp32 record "
+              f"of the same cell (its directory without /bf16): PRECISION=fp32 (trainer.precision=fp32) would "
+              f"reuse {'them' if len(twins) > 1 else 'it'} instead")
     if fuse > 1:
         groups = [group for sweep in sweeps for group in fusions(sweep, fuse)]
         print(f"  fusions    {len(groups)} of at most {fuse} runs, each trained as one network (python -m jal.fuse; "
@@ -356,14 +473,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     speed, seconds = {}, 0.0
     for model in models:
         of_model = [r for r in runs if r.cfg.hydra.runtime.choices.model == model]
-        if measured := records_speed(of_model, device_name(device)):  # the name train.py records
-            speed[model] = measured[0]
-            source = f"mean of {measured[1]} finished runs' records on this device in this precision"
-        else:
-            probe_start = time.perf_counter()
-            speed[model], batch = probe_speed(of_model[0].cfg)
-            source = (f"measured just now: 3 training steps of {batch} random images "
-                      f"({time.perf_counter() - probe_start:.1f} s); no finished run here on this device yet")
+        speed[model], source = run_speed(of_model, device_name(device))  # the device name train.py records
         print(f"  speed      {model}: {speed[model]:.0f} training images/s per run ({source})")
     work = {r.dir: r.work(epochs_done(r.dir)) for r in todo}
     seconds = sum(work[r.dir] / speed[r.cfg.hydra.runtime.choices.model] for r in todo)
@@ -374,6 +484,13 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     at_once = min(parallel, len(todo))
     print(f"  time left  about {duration(seconds / at_once)}: {runs_(len(todo))}, {sum(work.values()):,.0f} "
           f"training images (an evaluated image counted as a third), {at_once} at a time")
+    gpu_models = sorted({model for model in models if model in GPU_MODELS})
+    if device.type == "cpu" and gpu_models:
+        of_gpu = [r for r in todo if r.cfg.hydra.runtime.choices.model in gpu_models]
+        per_run = sum(work[r.dir] / speed[r.cfg.hydra.runtime.choices.model] for r in of_gpu) / len(of_gpu)
+        print(f"  GPU work   {', '.join(GPU_MODELS[m] for m in gpu_models)} on this CPU: about {duration(per_run)} "
+              f"per run. This table is GPU work: on a machine with a CUDA GPU the same command trains it "
+              f"(make gpu-check first)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -477,6 +594,10 @@ class Progress(Callback):
             print(f"  failed  {self.runs[d]}: {statuses[d][1].get('error', 'no error recorded')}")
         for d in by["paused"]:
             print(f"  paused  {self.runs[d]} (starting the sweep again resumes it)")
+        for d in by["finished"]:
+            if gap := noise_gap(statuses[d][1]):
+                print(f"  noise   {self.runs[d]}: {gap[0]:.1%} of its training labels changed, {gap[1]:.1%} asked "
+                      "(more than 1 pp off: its table cell is marked)")
         for d in other:
             elsewhere = held_elsewhere(Path(d))
             print(f"  not run to an end  {self.runs[d]} "
@@ -489,13 +610,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweeps", nargs="+", help="one multirun's overrides per argument, shell-quoted")
     parser.add_argument("--name", default="the sweep", help="what the plan is of, e.g. reproduce_cifar10")
     parser.add_argument("--fuse", type=int, default=1, help="K > 1: the fusions of at most K runs (jal.fuse)")
+    parser.add_argument("--download", action="store_true",
+                        help="download the missing images torchvision can download (else: a missing file stops)")
     args = parser.parse_args(argv)
     overrides = [shlex.split(sweep) for sweep in args.sweeps]
+    share_config_store()
     try:
+        composed = {}  # the sweeps share their compositions
+        sweeps = []
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
-            sweeps = [plan_runs(sweep) for sweep in overrides]
+            for sweep in overrides:
+                sweeps.append(plan_runs(sweep, composed=composed))
+                if missing := missing_data(sweeps[-1], args.download):  # before the other sweeps are planned
+                    raise SystemExit(f"error: {missing}")
         print_plan(overrides, sweeps, args.name, args.fuse)
-    except (ConfigError, HydraException, OmegaConfBaseException) as err:  # a wrong setting: one line
+    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError) as err:  # one line
         raise SystemExit(f"error: {one_line(err)}") from None
 
 

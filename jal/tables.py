@@ -92,6 +92,40 @@ def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
     return (noise_type, round(float(noise_rate), 4), None)
 
 
+NOISE_GAP = 0.01  # a realised noise rate further than this from the one asked is marked (1 pp)
+NOISE_MARK = "ⁿ"
+
+
+def asked_noise_rate(record):
+    """The share of training labels the asked noise changes (None: human noise asks no rate): the rate for
+    symmetric and instance-dependent noise; for asymmetric noise the rate times the share of classes that
+    have a flip (half of CIFAR-10's: 0.4 asks 0.2), the classes being balanced as CIFAR's and our subsets are."""
+    kind, rate = record.get("noise_type"), float(record.get("noise_rate") or 0.0)
+    if kind in ("none", "clean"):
+        return 0.0
+    if kind in ("symmetric", "instance"):
+        return rate
+    if kind == "asymmetric" and record.get("noise_transition"):
+        from jal.noise import asymmetric_mapping
+
+        classes = len(record["noise_transition"])
+        try:
+            return rate * len(asymmetric_mapping(classes)) / classes
+        except ValueError:  # no mapping for this many classes
+            return None
+    return None
+
+
+def noise_gap(record):
+    """(realised, asked) when a run's realised noise rate is more than NOISE_GAP from the asked one, else None.
+    E.g. symmetric 0.4 on 200 images per class changes 36%: `exact` sampling flips int(0.4/9 x 200) = 8, not
+    8.9, images of each class to each other class."""
+    realised, asked = record.get("realised_noise_rate"), asked_noise_rate(record)
+    if realised is None or asked is None or abs(float(realised) - asked) <= NOISE_GAP + 1e-9:
+        return None
+    return float(realised), asked
+
+
 def record_cell(record):
     """The (dataset, column, loss) cell a training record belongs to. Runs with settings beyond their cell
     (a sweep of loss.passive.a) are other experiments: their loss reads `jal_ce [loss.passive.a=30]`."""
@@ -304,6 +338,10 @@ def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
                      for p in precisions}
             issues.append("runs differ in precision: " + "; ".join(f"{p} (seeds {seeds[p]})" for p in precisions))
 
+        gaps = [(r.get("seed"), gap) for r in finished if (gap := noise_gap(r))]
+        if gaps:
+            issues.append("realised noise rate off the one asked by more than 1 pp: " + "; ".join(
+                f"seed {seed} {realised:.1%} of labels changed, {asked:.1%} asked" for seed, (realised, asked) in gaps))
         noise_type, rate, labels = column
         if noise_type == "human":  # report the measured rate of the label set
             realised = [r.get("realised_noise_rate", r.get("noise_rate")) for r in finished]
@@ -323,7 +361,7 @@ def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
             "difference": mean - reference["mean"] if reference and mean is not None else None,
             "column": column, "header": column_header(column),
             "seeds": [r.get("seed") for r in finished], "epochs": epochs, "subsets": subsets,
-            "precisions": precisions,
+            "precisions": precisions, "noise_gap": bool(gaps),
             "issues": issues,
         })
     return rows
@@ -521,6 +559,8 @@ def render_markdown(rows, with_fidelity=True):
                     text = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
                     if best[column] is not None and r["mean"] == best[column]:
                         text = f"**{text}**"
+                    if r.get("noise_gap"):
+                        text += NOISE_MARK
                 if r is not None and r["published"] is not None:
                     mark = SOURCE_MARKS[r["published_source"]] + ("*" if loss in PUBLISHED_CAVEATS else "")
                     if r["difference"] is None:
@@ -539,6 +579,10 @@ def render_markdown(rows, with_fidelity=True):
         caveats = sorted({r["loss"] for r in table if r["published"] is not None} & set(PUBLISHED_CAVEATS))
         if caveats:
             lines += [""] + [f"\\* {PUBLISHED_CAVEATS[loss]}." for loss in caveats]
+        if any(r.get("noise_gap") for r in table):
+            lines += ["", f"{NOISE_MARK} The realised noise rate of a run of this cell is more than 1 pp off the one "
+                          "asked (listed under Runs to check): the cell measures another noise level than its "
+                          "column's."]
         issues = [f"- {r['loss_label']}, {r['header']}: {issue}" for r in table for issue in r["issues"]]
         lines += ["", "Runs to check:" if issues else "All cells complete.", *issues, ""]
     return "\n".join(lines)

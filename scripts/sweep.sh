@@ -67,9 +67,12 @@ multirun() {
   SWEEPS+=("$(printf '%q ' "${settings[@]}" "$@")")
 }
 
-# run_sweeps: the plan of the queued sweeps; then, unless DRY_RUN=1, the sweeps themselves.
+# run_sweeps: the plan of the queued sweeps (it stops at a missing data file); then, unless DRY_RUN=1, the
+# sweeps themselves.
 run_sweeps() {
-  "$PYTHON" -m jal.sweep --name "$(basename "$0" .sh)" --fuse "$FUSE" "${SWEEPS[@]}"
+  local download=--download  # a data file torchvision can fetch: fetched before the sweep, not by parallel runs
+  if [ "$DRY_RUN" != 0 ]; then download=; fi
+  "$PYTHON" -m jal.sweep --name "$(basename "$0" .sh)" --fuse "$FUSE" $download "${SWEEPS[@]}"
   if [ "$DRY_RUN" != 0 ]; then
     echo "DRY_RUN=$DRY_RUN: stopping before the first run."
     exit 0

@@ -240,7 +240,8 @@ def sweep_script(out_root: Path, tmp_path: Path, **settings: str) -> subprocess.
                       f"out_root={out_root}\nrun_sweeps\n"
                       "echo 'not reached'\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PRESET", "LAUNCHER", "JOBS", "THREADS")}
-    env.update(PYTHON=sys.executable, DRY_RUN="1", OMP_NUM_THREADS="1", **settings)
+    env.update(PYTHON=sys.executable, DRY_RUN="1", OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(tmp_path / "cache"),
+               **settings)
     done = subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "not reached" not in done.stdout
@@ -265,8 +266,13 @@ def test_plan_without_cuda_defaults_to_parallel_single_threaded_quick_runs(three
     assert f"  launcher   joblib ({len(os.sched_getaffinity(0))} runs at a time), torch threads per run: 1\n" in out
     # the records trained on the whole set; a subset is another experiment, in its own directories
     assert "  runs       4 in 1 sweep: 0 finished already, 4 to train\n" in out
-    # the records ran with torch's default threads, not one: the speed is probed
-    assert re.search(r"  speed      cnn8: \d+ training images/s per run \(measured just now", out)
+    # the records ran with torch's default threads, not one: the speed is probed for seconds, and kept
+    probed = re.search(r"  speed      cnn8: (\d+) training images/s per run \(probed just now, \S+ \S+: (\d+) "
+                       r"training steps of 32 random images in [\d.]+ s, kept in (\S+); no finished run here yet\)",
+                       out)
+    assert probed and int(probed[2]) >= 3 and probed[3] == str(tmp_path / "cache" / "jal" / "speeds.json")
+    again = sweep_script(three_of_four_finished, tmp_path, EXTRA="dataset.subset=60").stdout
+    assert f"  speed      cnn8: {probed[1]} training images/s per run (kept from a probe on " in again
     assert not (three_of_four_finished / CELLS[3]).exists()  # nothing ran
     assert time.time() - started < 60
 
@@ -287,7 +293,10 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
     # in bf16 the fp32 records are neither its runs (its directories end in bf16) nor its speed
     out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic", PRECISION="bf16").stdout
     assert "  precision  bf16 (trainer.precision=bf16)\n" in out and "0 finished already, 4 to train" in out
-    assert re.search(r"  speed      cnn8: \d+ training images/s per run \(measured just now", out)
+    assert re.search(r"  speed      cnn8: \d+ training images/s per run \(probed just now", out)
+    # ... but it says that the fp32 records of three of its cells would do
+    assert ("  fp32       3 of the 4 runs to train in bf16 have a finished fp32 record of the same cell (its directory "
+            "without /bf16): PRECISION=fp32 (trainer.precision=fp32) would reuse them instead\n") in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
@@ -358,3 +367,78 @@ def test_gpu_pool_starts_nothing_when_the_deadline_is_near(tmp_path):
                     MIN_LEFT="60")
     assert "not started (deadline near): loss=ce dataset.train_size=64 seed=123" in done.stdout
     assert not list((tmp_path / "runs").rglob("result.json"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan sees what is there: data files, fp32 records a bf16 plan would retrain, GPU work on a CPU
+
+
+def plan_output(overrides: list[str], capsys, *extra: str) -> str:
+    sweep.main(["--name", "reproduce_test", " ".join(overrides), *extra])
+    return capsys.readouterr().out
+
+
+def test_plan_stops_in_one_line_at_a_missing_data_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(SystemExit) as stop:
+        plan_output(["dataset=cifar100", "loss=ce", f"out_root={tmp_path}"], capsys)
+    path = tmp_path / "data" / "cifar100.npz"
+    assert str(stop.value) == (f"error: {path} is missing: put cifar100.npz (the images; docs/protocol.md section 6) "
+                               "there or point JAL_DATA_DIR at a folder holding it; without DRY_RUN=1 the sweep "
+                               "first downloads it with torchvision")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar10.npz").touch()  # the images are there, the CIFAR-10N labels are not
+    with pytest.raises(SystemExit) as stop:
+        plan_output(["noise=human", "noise.labels=worst", "loss=ce", f"out_root={tmp_path}"], capsys, "--download")
+    labels = tmp_path / "data" / "cifar10n_labels.npz"
+    assert str(stop.value) == (f"error: {labels} is missing: put cifar10n_labels.npz "
+                               "(the CIFAR-10N labels; docs/protocol.md section 6) there or point JAL_DATA_DIR at a "
+                               "folder holding it")
+
+
+def test_plan_on_a_bf16_cpu_counts_the_fp32_records_it_would_retrain(three_of_four_finished, monkeypatch, capsys):
+    """trainer.precision=auto on a CPU with bf16 hardware (its flags given, not this machine's): the runs go to
+    <cell>/bf16, and the plan says that three of them have a finished fp32 record PRECISION=fp32 would reuse."""
+    import jal.train
+
+    monkeypatch.setattr(jal.train, "cpu_flags", lambda *args: {"avx512f", "amx_bf16"})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(three_of_four_finished / "cache"))
+    overrides = TINY + [f"out_root={three_of_four_finished}", "trainer.precision=auto", "trainer.device=cpu"]
+    out = plan_output(overrides, capsys)
+    assert "  precision  bf16 (auto: bf16 autocast, the CPU has bf16 hardware (amx_bf16 in its flags))\n" in out
+    assert "0 finished already, 4 to train" in out
+    assert "  fp32       3 of the 4 runs to train in bf16 have a finished fp32 record of the same cell" in out
+    monkeypatch.setattr(jal.train, "cpu_flags", lambda *args: {"avx512f"})  # no bf16 hardware: fp32, no such line
+    out = plan_output(overrides, capsys)
+    assert "3 finished already, 1 to train" in out and "  fp32  " not in out
+
+
+def test_plan_of_resnet34_runs_on_a_cpu_says_it_is_gpu_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = plan_output(["dataset=synthetic", "model=resnet34", "dataset.train_size=64", "trainer.epochs=200",
+                       "trainer.device=cpu", "loss=ce", f"out_root={tmp_path}"], capsys)
+    gpu = re.search(r"^  GPU work   ResNet-34 \(CIFAR-100's model\) on this CPU: about (.*) per run\. This table is "
+                    r"GPU work: on a machine with a CUDA GPU the same command trains it \(make gpu-check first\)$",
+                    out, re.M)
+    assert gpu, out
+
+
+def test_summary_says_a_realised_noise_rate_off_the_asked_one(tmp_path, capsys):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}"])
+    progress = sweep.Progress()
+    progress.start(runs)
+    rates = [0.2, 0.8, 0.18, 0.765]  # the cells ask symmetric 0.2, 0.8, 0.2, 0.8
+    for run, rate in zip(runs, rates):
+        run.dir.mkdir(parents=True)
+        (run.dir / "result.json").write_text(json.dumps(dict(
+            status="finished", last_test_acc=50.0, noise_type="symmetric", noise_rate=float(run.cfg.noise.rate),
+            realised_noise_rate=rate)))
+    progress.summary()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        f"  noise   {CELLS[2]}: 18.0% of its training labels changed, 20.0% asked (more than 1 pp off: its table "
+        "cell is marked)",
+        f"  noise   {CELLS[3]}: 76.5% of its training labels changed, 80.0% asked (more than 1 pp off: its table "
+        "cell is marked)",
+        ""]

@@ -115,6 +115,27 @@ def test_one_precision_is_named_under_the_table(tmp_path):
     assert "precision: bf16, unrecorded." in markdown
 
 
+def test_a_realised_noise_rate_off_the_asked_one_marks_its_cell(tmp_path):
+    """Symmetric 0.4 on 200 images per class changes 36% of the labels (exact sampling rounds each class pair's
+    count down): more than 1 pp off, so the cell is marked and its runs listed; asymmetric 0.4 changes 20% of
+    CIFAR-10's labels (half the classes flip), which is what it asks, and 39.6% at symmetric 0.4 is within 1 pp."""
+    flips = [[0.0] * 10 for _ in range(10)]  # the record's transition matrix: only its size is read here
+    write_record(tmp_path / "a", loss="ce", noise_rate=0.4, seed=123, last_test_acc=50.0, realised_noise_rate=0.36)
+    write_record(tmp_path / "b", loss="ce", noise_rate=0.4, seed=124, last_test_acc=52.0, realised_noise_rate=0.396)
+    write_record(tmp_path / "c", loss="ce", noise_rate=0.8, seed=123, last_test_acc=20.0, realised_noise_rate=0.792)
+    write_record(tmp_path / "d", loss="ce", noise_type="asymmetric", noise_rate=0.4, seed=123, last_test_acc=60.0,
+                 realised_noise_rate=0.2, noise_transition=flips)
+    rows = tables.summarise(tables.load_records([tmp_path]))
+    assert [r["noise_gap"] for r in rows] == [True, False, False]  # Sym 0.4, Sym 0.8, Asym 0.4
+    assert ("realised noise rate off the one asked by more than 1 pp: seed 123 36.0% of labels changed, 40.0% asked"
+            in rows[0]["issues"])
+    markdown = tables.render_markdown(rows, with_fidelity=False)
+    assert ("| CE | **51.00 ± 1.41**ⁿ (58.05, −7.05) | **20.00** (19.74, +0.26) | **60.00** (73.85, −13.85) |"
+            in markdown)
+    assert "\nⁿ The realised noise rate of a run of this cell is more than 1 pp off the one asked" in markdown
+    assert tables.asked_noise_rate({"noise_type": "human", "noise_labels": "worst"}) is None
+
+
 def test_paused_run_is_missing_not_failed(tmp_path):
     write_record(tmp_path / "s123", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
     write_record(tmp_path / "s124", loss="ce", noise_rate=0.4, seed=124, status="paused", epoch=37, epochs=120,

@@ -1,0 +1,49 @@
+"""The console scripts of `pip install -e .` (pyproject.toml [project.scripts]): `jal-train ARGS` is
+`python -m jal.train ARGS`, `jal-fuse` is `python -m jal.fuse`, and so on for jal-sweep (the plan of a sweep),
+jal-tables, jal-bench, jal-precision and jal-gpu-check."""
+
+import runpy
+import sys
+
+
+def train() -> None:
+    """jal-train: jal/train.py run as `python -m jal.train` runs it, its fast check of the command line first
+    (a wrong setting, --help and shell completion answer before torch loads), then Hydra. sys.argv[0] stays
+    this script's name: `jal-train -sc install=bash` registers Hydra's completion for `jal-train`."""
+    runpy.run_module("jal.train", run_name="__main__", alter_sys=False)
+
+
+def fuse() -> None:
+    from jal.fuse import main
+
+    main()
+
+
+def sweep() -> None:
+    from jal.sweep import main
+
+    main()
+
+
+def tables() -> None:
+    from jal.tables import main
+
+    main()
+
+
+def bench() -> None:
+    from jal.bench import main
+
+    main()  # returns its figures, not an exit status
+
+
+def precision() -> None:
+    from jal.precision import main
+
+    main()
+
+
+def gpu_check() -> None:
+    from jal.gpu_check import main
+
+    sys.exit(main())
