@@ -46,15 +46,6 @@ from jal.config import CONFIG_DIR, ConfigError, one_line
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging's
 
 
-def describe(result: dict) -> str:
-    status = result["status"]
-    if status == "finished":
-        return f"finished, last-epoch test accuracy {result['last_test_acc']:.2f}%"
-    if status == "failed":
-        return f"failed: {result['error']}"
-    return f"{status}" + (f" ({result['reason']})" if result.get("reason") else "")
-
-
 # ---------------------------------------------------------------------------------------------------
 # One fusion, where it trains: its members' train.log and a line per epoch
 
@@ -333,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
     from jal import sweep  # torch loads here, after the arguments
+    from jal.train import ending
 
     results = []
     try:
@@ -349,11 +341,13 @@ def main(argv: list[str] | None = None) -> None:
             progress.start(runs)
             for task, ended in launch(tasks, launcher):
                 eta = progress.eta()
-                for cell, result in zip(task.cells, ended):
-                    print(f"[fusion {task.number}/{task.of}] {cell}: {describe(result)} ({eta})", flush=True)
+                for cell, result in zip(task.cells, ended):  # in the words of a run alone's closing line
+                    print(f"[fusion {task.number}/{task.of}] {cell}: {ending(result)} ({eta})", flush=True)
                     results.append(result)
     except (ConfigError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as err:
         raise SystemExit(f"error: {one_line(err)}") from None
+    except KeyboardInterrupt:  # Ctrl-C: each member has said where it stopped (jal.train); no traceback
+        raise SystemExit(130) from None
     counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "failed", "paused")}
     print(f"Fused sweep summary: {sweep.runs_(len(results))} trained here: " + ", ".join(
         f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")

@@ -7,8 +7,9 @@ machine: the preset, the device, the launcher, the number of runs, how many are 
 time left. scripts/sweep.sh prints it before every table sweep (DRY_RUN=1 stops there).
 
 `Progress` is a Hydra callback (configs/hydra/callbacks/progress.yaml): during a multirun it prints a line per
-run as it ends (n/N, the cell, its last-epoch test accuracy, the sweep's ETA) and, at the end, a summary of
-the finished, failed and paused runs.
+run as it ends (n/N, the cell, how it ended in the words of a run alone's closing line: `finished: test
+accuracy 64.32% (epoch 120)`, the sweep's ETA) and, at the end, a summary of the finished, failed and paused
+runs.
 
 The runs are Hydra's own: its basic sweeper splits the overrides into jobs, and each job's config is composed
 as the launcher composes it, so the planned run directories are the directories the sweep writes.
@@ -562,10 +563,10 @@ class Progress(Callback):
         ended, total = len(self.ended()), len(self.runs)
         if holder := held_elsewhere(Path(run_dir)):
             what = f"running elsewhere ({holder}): not started here"
-        elif status == "finished":
-            what = f"finished, last-epoch test accuracy {record['last_test_acc']:.2f}%"
-        elif status in ("failed", "paused"):
-            what = f"{status}" + (f": {record['error']}" if record.get("error") else "")
+        elif status in ENDED:  # the closing line a run alone prints (its directory: out_root/cell)
+            from jal.train import ending
+
+            what = ending(record)
         else:
             try:
                 value = job_return.return_value  # raises if the job failed

@@ -17,6 +17,9 @@ per run, damaged files; trainer.restart=true trains from scratch).
 Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after SIGTERM/SIGUSR1/SIGUSR2
 (SLURM's warning before its time limit, preemption, submitit's signal), the run (a whole fusion) pauses:
 checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped.
+Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit status 130; started again, it
+resumes from there. A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its
+directory>` (a sweep's runs: their progress lines, jal/sweep.py and jal/fuse.py).
 """
 
 if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
@@ -106,6 +109,29 @@ def about(run_dir) -> dict:
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}%"  # n/a: not evaluated this epoch, or no corrupted sample
+
+
+def ending(record: dict) -> str:
+    """How a run ended, in the words of its closing line: a run alone's (main), a sweep's progress line per
+    run (jal.sweep.Progress) and a fused sweep's per member (jal.fuse)."""
+    status, reason = record["status"], record.get("reason")
+    if status == "finished":
+        epoch = f" (epoch {record['epochs']})" if record.get("epochs") else ""
+        return f"finished: test accuracy {record['last_test_acc']:.2f}%{epoch}"
+    if status == "failed":
+        return f"failed: {record.get('error', 'no error recorded')}"
+    if status == "paused":
+        if "epoch" in record and record["epoch"] is None:  # stop_at passed or a stop signal before it started
+            return f"not started: {reason}"
+        after = f" after epoch {record['epoch']}" if record.get("epoch") is not None else ""
+        return f"paused{after}" + (f": {reason}" if reason else "") + "; the same command continues it"
+    return status + (f" ({reason})" if reason else "")
+
+
+def shown_path(path) -> str:
+    """A directory as the user can `cd` into it: relative to the working directory when it lies under it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative == ".." or relative.startswith(".." + os.sep) else relative
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -572,6 +598,10 @@ class Member:
     scheduler: object = None
     wandb_run: object = None
     start_epoch: int = 0  # the epochs its checkpoint had done
+    checkpointed: int = 0  # the epoch of its last checkpoint written (an interruption says it)
+
+    def __post_init__(self):
+        self.checkpointed = self.state["epoch"] if self.state is not None else 0
 
 
 def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
@@ -666,6 +696,35 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
 # The training loop
 
 
+# The progress bar, whole in 80 columns: a short name, the bar, the epochs, the time and the last test accuracy
+# (`jal_ce sym0.8 s123 |####    | 57/120 [12:03<13:20, test 64.32%]`); the run's name and its speed per
+# epoch are in its train.log.
+BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+NOISE_SHORT = dict(symmetric="sym", asymmetric="asym", instance="inst")
+
+
+def short_name(cell: dict) -> str:
+    """A run's loss, noise and seed, as its progress bar names it: `jal_ce sym0.8 s123`."""
+    if cell["noise_type"] == "none":
+        noise = "clean"
+    elif cell["noise_type"] == "human":
+        noise = f"human-{cell['noise_labels']}"
+    else:
+        noise = f"{NOISE_SHORT[cell['noise_type']]}{cell['noise_rate']:g}"
+    return f"{cell['loss']} {noise} s{cell['seed']}"
+
+
+def bar_postfix(histories: list[list[dict]]) -> str:
+    """The last test accuracy evaluated (of a fusion: the range over its members); '' before there is one."""
+    accs = [next((h["test_acc"] for h in reversed(history) if h["test_acc"] is not None), None)
+            for history in histories]
+    accs = [acc for acc in accs if acc is not None]
+    if not accs:
+        return ""
+    low, high = min(accs), max(accs)
+    return f"test {high:.2f}%" if low == high else f"test {low:.2f}-{high:.2f}%"
+
+
 def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = load_training_data(members)
@@ -676,14 +735,16 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
     fusion, started = Fusion(members), time.perf_counter()
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
     progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs, disable=not cfg.trainer.progress,
-                    desc=members[0].name if fused == 1 else f"fusion of {fused}", dynamic_ncols=True, file=sys.stderr)
+                    desc=short_name(members[0].cell) if fused == 1 else f"fusion of {fused}",
+                    bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members]) or None,
+                    dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
             if reason := next(filter(None, (stop_reason(m.cfg) for m in fusion.members)), None):
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
-                    log.info("pausing %s after epoch %d: %s", m.name, epoch, reason, extra=about(m.run_dir))
                     results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
+                    log.info("%s %s", m.name, ending(results[m]), extra=about(m.run_dir))
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
             sums = train_members(fusion, cfg, precision, data, epoch)
@@ -701,12 +762,12 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
                 end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
-            progress.set_postfix(test_acc=fusion.members[0].history[-1]["test_acc"],
-                                 img_s=f"{fusion.k * fusion.members[0].history[-1]['images_per_second']:.0f}")
+            progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
             results[m] = end(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
     except BaseException as err:
+        progress.close()  # the lines that follow start on a line of their own
         close_unended(fusion.members, results, err, epoch, epochs, fused)
         raise
 
@@ -823,6 +884,7 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
         model=m.model.state_dict(), optimizer=m.optimizer.state_dict(), scheduler=m.scheduler.state_dict(),
         history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), **m.provenance,
     ))
+    m.checkpointed = epoch + 1
 
 
 def finished_record(m: Member, wall_seconds: float) -> dict:
@@ -876,12 +938,13 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, epoch_hook=None) -> lis
     checkpoint (epoch counted from 1): the resume checks move trainer.stop_at to now there, or send a stop
     signal, to pause a run at a known epoch."""
     signalled_before, previous = stop_signal, install_stop_handlers()
+    members = []  # (index, Member) of the runs prepared to train here
     try:
         for cfg in cfgs:
             check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
         check_fusable(cfgs)
         with contextlib.ExitStack() as locks:
-            results, members = {}, []
+            results = {}
             for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
                 try:
                     locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
@@ -897,8 +960,20 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, epoch_hook=None) -> lis
                 for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], epoch_hook)):
                     results[i] = result
         return [results[i] for i in range(len(cfgs))]
+    except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
+        for _, m in members:
+            log.warning("%s %s", m.name, interrupted(m), extra=about(m.run_dir))
+        raise
     finally:
         restore_handlers(previous, hand_on=stop_signal if signalled_before is None else None)
+
+
+def interrupted(m: Member) -> str:
+    """Where an interrupted run stopped: its last checkpoint, from which the same command resumes it."""
+    if not m.checkpointed:
+        return "interrupted before its first checkpoint: the same command starts it again"
+    return (f"interrupted after its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs}: the same command "
+            "resumes it from there")
 
 
 def train(cfg: DictConfig, run_dir: str | Path, epoch_hook=None) -> dict:
@@ -935,6 +1010,10 @@ def main(cfg: DictConfig) -> float | None:
         if alone:
             raise SystemExit(f"not started: {result['reason']}")
         console.warning("not started: %s", result["reason"])  # the other process writes its train.log
+    if alone and result["status"] == "finished":
+        # the console only (train.log ends with the last epoch's line, and holds no path of this machine); in a
+        # multirun the sweep's progress line says it (jal.sweep.Progress), a paused run has said it already
+        console.info("%s -> %s", ending(result), shown_path(HydraConfig.get().runtime.output_dir))
     return result.get("last_test_acc")  # None when paused
 
 
@@ -950,3 +1029,5 @@ if __name__ == "__main__":
         importable_main()
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(f"error: {one_line(err)}")
+    except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped (train_fusion); no traceback
+        sys.exit(130)  # the shell's status for a command ended by SIGINT

@@ -345,8 +345,9 @@ def test_jal_fuse_trains_a_sweep_fused_and_each_member_as_its_run_alone(trained,
     assert "Fused sweep summary: 4 runs trained here: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
     ce = root / CELLS[0]
     assert json.loads((ce / "result.json").read_text())["fused"] == 2
-    assert f"[fusion 1/2] {CELLS[0]}: finished, last-epoch test" in stdout
-    assert re.search(rf"^\[fusion 2/2\] {re.escape(CELLS[3])}: finished, .* \(sweep done\)$", stdout, re.M)
+    assert re.search(rf"^\[fusion 1/2\] {re.escape(CELLS[0])}: finished: test accuracy [\d.]+% \(epoch 2\) \(ETA ",
+                     stdout, re.M)  # each member's closing line, in a run alone's words
+    assert re.search(rf"^\[fusion 2/2\] {re.escape(CELLS[3])}: finished: .* \(sweep done\)$", stdout, re.M)
     assert_close_runs(trained[0] / "alone" / "ce", ce)
 
 
@@ -390,7 +391,7 @@ def test_submitit_trains_a_fusion_per_task_as_the_basic_launcher_does(basic_fuse
     assert "submitted 1 fusion: job " in done.stdout
     (task_log,) = (tmp_path / ".submitit").glob("*/*_log.out")
     assert "[fusion 1/1] epoch 2/2: " in task_log.read_text()
-    assert f"[fusion 1/1] {CELLS[1]}: finished, last-epoch test accuracy" in done.stdout
+    assert f"[fusion 1/1] {CELLS[1]}: finished: test accuracy" in done.stdout
     assert_same_records(basic_fused[0], tmp_path, CELLS[:2])
 
 

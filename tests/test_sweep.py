@@ -146,11 +146,13 @@ def test_planned_configs_equal_a_full_composition_of_each_job(tmp_path):
 
 def test_progress_line_per_run_and_summary(basic_sweep_run):
     out_root, stdout = basic_sweep_run
-    lines = re.findall(r"^\[(\d)/4\] (\S+): finished, last-epoch test accuracy ([\d.]+)% \((.*)\)$", stdout, re.M)
+    # each run's closing line, in a run alone's words (and no second one from the run: `-> <directory>`)
+    lines = re.findall(r"^\[(\d)/4\] (\S+): finished: test accuracy ([\d.]+)% \(epoch 2\) \((.*)\)$", stdout, re.M)
     assert [(int(n), cell) for n, cell, _, _ in lines] == list(enumerate(CELLS, 1))  # the basic launcher: in order
     for _, cell, acc, _ in lines:
         assert float(acc) == round(json.loads((out_root / cell / "result.json").read_text())["last_test_acc"], 2)
     assert [eta.split()[0] for *_, eta in lines] == ["ETA", "ETA", "ETA", "sweep"]
+    assert stdout.count("finished: test accuracy") == 4 and " -> " not in stdout
     assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
 
 
@@ -331,9 +333,9 @@ def test_plan_of_fused_runs_says_how_the_launcher_trains_the_fusions(three_of_fo
 def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
     stdout = multirun(three_of_four_finished).stdout
     assert re.findall(r"^\[\d/4\] .*$", stdout, re.M) == [
-        f"[4/4] {CELLS[3]}: finished, last-epoch test accuracy "
+        f"[4/4] {CELLS[3]}: finished: test accuracy "
         f"{json.loads((three_of_four_finished / CELLS[3] / 'result.json').read_text())['last_test_acc']:.2f}% "
-        "(sweep done)"]
+        "(epoch 2) (sweep done)"]
     assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
 
 

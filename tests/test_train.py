@@ -194,10 +194,141 @@ def test_sigterm_mid_run_leaves_a_resumable_checkpoint_and_the_continued_run_fin
     name = run_dir.relative_to(tmp_path)  # the run's lines name it so, its train.log no machine's path
     assert f"resuming {name} from epoch {record['epoch']}" in done.stdout + done.stderr
     log = (run_dir / "train.log").read_text()
-    assert f"pausing {name} after epoch {record['epoch']}: SIGTERM" in log and str(tmp_path) not in log
+    assert f"{name} paused after epoch {record['epoch']}: SIGTERM; the same command continues it" in log
+    assert str(tmp_path) not in log
     final = json.loads((run_dir / "result.json").read_text())
     assert final["status"] == "finished" and [h["epoch"] for h in final["history"]] == list(range(1, 13))
     assert final["history"][: record["epoch"]] == state["history"]  # the epochs before the pause are kept
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a run says: its progress bar, its closing line, where Ctrl-C stopped it
+
+
+def rendered_bar(desc: str, postfix: str, n: int, total: int, elapsed: float) -> str:
+    """The bar train_locked draws, as tqdm renders it in an 80-column terminal."""
+    from tqdm import tqdm
+
+    return tqdm.format_meter(n, total, elapsed, ncols=80, prefix=desc, bar_format=jal_train.BAR_FORMAT,
+                             postfix=postfix)
+
+
+def bar_cells(line: str) -> int:
+    return len(line.split(" |", 1)[1].split("| ", 1)[0])
+
+
+def history(*test_accs) -> list[dict]:
+    return [dict(epoch=e, test_acc=acc) for e, acc in enumerate(test_accs, 1)]
+
+
+def test_progress_bar_shows_the_run_the_bar_and_the_last_accuracy_in_80_columns():
+    cell = dict(loss="jal_ce", noise_type="symmetric", noise_rate=0.8, noise_labels=None, seed=123)
+    assert jal_train.short_name(cell) == "jal_ce sym0.8 s123"
+    # the last accuracy evaluated, also in an epoch not evaluated (eval_every)
+    line = rendered_bar("jal_ce sym0.8 s123", jal_train.bar_postfix([history(60.0, 64.321, None)]), 57, 120, 723)
+    assert line.startswith("jal_ce sym0.8 s123 |") and line.endswith("| 57/120 [12:03<13:19, test 64.32%]")
+    assert len(line) == 80 and bar_cells(line) == 25
+    # the longest names there are (loss, human label set), a five-digit seed, 10 h gone, 10 h left: still whole
+    longest = max((p.stem for p in (REPO / "configs/loss").glob("*.yaml")), key=len)
+    for noise_type, rate, labels in (("human", 0.4, "worst"), ("asymmetric", 0.45, None), ("none", 0.0, None)):
+        name = jal_train.short_name(dict(cell, loss=longest, noise_type=noise_type, noise_rate=rate,
+                                         noise_labels=labels, seed=12345))
+        line = rendered_bar(name, jal_train.bar_postfix([history(100.0)]), 100, 200, 36000)
+        assert len(line) <= 80 and bar_cells(line) >= 5 and line.endswith("[10:00:00<10:00:00, test 100.00%]"), line
+    assert jal_train.short_name(dict(cell, noise_type="human", noise_labels="worst")) == "jal_ce human-worst s123"
+    assert jal_train.short_name(dict(cell, noise_type="none", noise_rate=0.0)) == "jal_ce clean s123"
+    # a fusion: its members' range; before the first evaluation, no accuracy
+    line = rendered_bar("fusion of 16", jal_train.bar_postfix([history(61.2), history(64.32), history(62.0)]),
+                        3, 120, 90)
+    assert line.endswith("| 3/120 [01:30<58:30, test 61.20-64.32%]") and bar_cells(line) == 26
+    assert jal_train.bar_postfix([history(None)]) == jal_train.bar_postfix([[]]) == ""
+
+
+def train_command(out_root: Path | str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jal.train", "dataset=synthetic", "dataset.test_size=32", "trainer.batch_size=32",
+            "trainer.threads=1", "logger=none", f"out_root={out_root}", *extra]
+
+
+@pytest.mark.parametrize("progress", ["true", "false"])
+def test_a_run_alone_ends_with_its_accuracy_and_its_directory(tmp_path, progress):
+    """Started from any folder (here: the one holding its out_root), the closing line names the directory as
+    one can `cd` into it from there; the console only: train.log holds no path of this machine."""
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(train_command("runs", "dataset.train_size=64", "trainer.epochs=2",
+                                        f"trainer.progress={progress}"),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = Path("runs/synthetic/clean/ce/seed123/dataset.test_size=32,dataset.train_size=64,"
+                   "trainer.batch_size=32,trainer.epochs=2")
+    record = json.loads((tmp_path / run_dir / "result.json").read_text())
+    closing = f"finished: test accuracy {record['last_test_acc']:.2f}% (epoch 2) -> {run_dir}"
+    assert done.stdout.strip().splitlines()[-1].endswith(f"[jal.train.console][INFO] - {closing}")
+    assert "finished: test accuracy" not in (tmp_path / run_dir / "train.log").read_text()
+    bar = f"ce clean s123 |██████████| 2/2 [" in done.stderr  # the bar at its end, as short as it is
+    assert bar == (progress == "true")
+
+
+def test_ctrl_c_says_where_the_run_stopped_exits_130_and_the_same_command_resumes(tmp_path):
+    # an epoch of one step; 1000 epochs: the run never finishes before Ctrl-C, however fast the machine
+    command = train_command(tmp_path, "dataset.train_size=32", "trainer.epochs=1000")
+    name = ("synthetic/clean/ce/seed123/dataset.test_size=32,dataset.train_size=32,trainer.batch_size=32,"
+            "trainer.epochs=1000")
+    run_dir = tmp_path / name
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def interrupt_once(ready) -> tuple[int, str, str]:
+        """Start the command, wait until ready() (at most 2 min), press Ctrl-C: (exit status, stdout, stderr)."""
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not ignored
+        try:
+            deadline = time.monotonic() + 120
+            while not ready() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"still running 60 s after Ctrl-C: {stdout[-2000:]} {stderr[-2000:]}")
+        finally:
+            proc.kill()
+        return proc.returncode, stdout, stderr
+
+    status, stdout, stderr = interrupt_once(lambda: (run_dir / "checkpoint.pt").exists())
+    epoch = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
+    line = f"{name} interrupted after its checkpoint of epoch {epoch}/1000: the same command resumes it from there"
+    assert status == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+    assert line in stdout and line in (run_dir / "train.log").read_text()
+    assert not (run_dir / "result.json").exists()  # an interruption is no failure: nothing for the tables
+
+    def checkpointed_past(epoch: int) -> bool:  # an epoch's line comes after the checkpoint of the one before
+        log = (run_dir / "train.log").read_text()
+        return "resuming" in log and f"epoch {epoch + 2}/1000:" in log.split("resuming", 1)[1]
+
+    status, stdout, stderr = interrupt_once(lambda: checkpointed_past(epoch))
+    assert f"resuming {name} from epoch {epoch}" in stdout
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert status == 130 and state["epoch"] > epoch and [h["epoch"] for h in state["history"]] == list(
+        range(1, state["epoch"] + 1))
+    assert f"interrupted after its checkpoint of epoch {state['epoch']}/1000" in stdout
+
+
+@pytest.mark.parametrize("stop_in_epoch", [1, 2])
+def test_an_interrupted_fusion_says_each_members_last_checkpoint(synthetic_run, tmp_path, caplog, stop_in_epoch):
+    cfgs = [synthetic_run("trainer.epochs=3", "dataset.train_size=32", "dataset.test_size=16", f"seed={seed}")
+            for seed in (1, 2)]
+
+    def ctrl_c(epoch):
+        if epoch == stop_in_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        jal_train.train_fusion(cfgs, [tmp_path / "a", tmp_path / "b"], epoch_hook=ctrl_c)
+    said = [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()]
+    where = ("interrupted before its first checkpoint: the same command starts it again" if stop_in_epoch == 1 else
+             "interrupted after its checkpoint of epoch 1/3: the same command resumes it from there")
+    assert said == [f"{cfg.run_name} {where}" for cfg in cfgs]
 
 
 def test_finished_run_is_skipped(synthetic_run, monkeypatch):
