@@ -1,5 +1,5 @@
-"""The training entrypoint: records, resume, pause (stop_at, signals), skip, W&B, non-finite losses, one-line
-errors, augmentation."""
+"""The training entrypoint: records, resume, pause (stop_at, signals), Ctrl-C, what a run says (its bar, its
+closing line), skip, W&B, non-finite losses, one-line errors, augmentation."""
 
 import json
 import os
@@ -265,7 +265,7 @@ def test_a_run_alone_ends_with_its_accuracy_and_its_directory(tmp_path, progress
     closing = f"finished: test accuracy {record['last_test_acc']:.2f}% (epoch 2) -> {run_dir}"
     assert done.stdout.strip().splitlines()[-1].endswith(f"[jal.train.console][INFO] - {closing}")
     assert "finished: test accuracy" not in (tmp_path / run_dir / "train.log").read_text()
-    bar = f"ce clean s123 |██████████| 2/2 [" in done.stderr  # the bar at its end, as short as it is
+    bar = "ce clean s123 |██████████| 2/2 [" in done.stderr  # its last state (not a terminal: 10 cells)
     assert bar == (progress == "true")
 
 
