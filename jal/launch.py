@@ -1,10 +1,6 @@
-"""The Hydra launcher of a sweep, in one place: basic, joblib, or submitit (hydra/launcher=local or slurm).
-
-From a composed config's hydra.launcher: which kind it is, how many runs (or fusions) it trains at once on
-this machine, how it trains them in words (the sweep's plan and jal.fuse print it), and the arguments joblib
-and submitit take, as hydra-joblib-launcher and hydra-submitit-launcher make them (jal.fuse launches
-fusions with them).
-"""
+"""The Hydra launcher of a sweep, in one place: basic, joblib or submitit (hydra/launcher=local, slurm). From a
+composed config: its kind, how many runs (or fusions) it trains at once here, how it trains them in words, and
+joblib's and submitit's arguments as the Hydra launcher plugins make them (jal.fuse launches with them)."""
 
 import contextlib
 import os

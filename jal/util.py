@@ -49,7 +49,7 @@ def atomic_save_npz(path: str | Path, **arrays) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Durations in words: the plan's and the sweeps' ETAs
+# Durations in words (the plan's and sweeps' ETAs), where and from what a run trains
 
 
 def duration(seconds: float) -> str:
@@ -61,10 +61,6 @@ def duration(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.0f} days"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Where and from what a run trains
 
 
 def run_device(name: str):
