@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import copy
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,11 +36,12 @@ from pathlib import Path
 
 from hydra import initialize_config_dir
 from hydra.errors import HydraException
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from jal import launch
 from jal.config import CONFIG_DIR, ConfigError, one_line
+from jal.util import duration
 
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging's
 
@@ -95,8 +95,6 @@ class EpochLines(logging.Handler):
         epoch_record = getattr(record, "epoch_record", None)
         if epoch_record is None or epoch_record["epoch"] in self.seen:
             return
-        from jal.sweep import duration
-
         epoch, work = epoch_record["epoch"], self.task.work
         self.seen.add(epoch)
         if self.first is None:  # the fusion's first epoch here (a resumed fusion starts later)
@@ -199,91 +197,14 @@ def fusion_tasks(groups: list) -> list[FusionTask]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Launching the fusions: basic, joblib, submitit
+# Launching the fusions: basic, joblib, submitit (jal.launch)
 
 
-def launcher_settings(cfg: DictConfig) -> dict:
-    """The run's Hydra launcher config (configs/hydra/launcher/ and its overrides), resolved."""
-    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-
-
-def launcher_kind(launcher: dict) -> str:
-    """basic, joblib or submitit (any hydra-submitit-launcher launcher: slurm, local)."""
-    target = launcher["_target_"]
-    if target.endswith(".BasicLauncher"):
-        return "basic"
-    if target.endswith(".JoblibLauncher"):
-        return "joblib"
-    if hasattr(get_class(target), "_EXECUTOR"):  # hydra_submitit_launcher's BaseSubmititLauncher
-        return "submitit"
-    raise ConfigError(f"python -m jal.fuse launches fusions with the basic, joblib or submitit launchers, not "
-                      f"{target}")
-
-
-def joblib_settings(launcher: dict) -> dict:
-    """joblib.Parallel's arguments from hydra/launcher=joblib, as hydra-joblib-launcher makes them: the loky
-    backend (a process per worker: its own torch threads and signal handlers), the counts as integers."""
-    settings = {k: v for k, v in launcher.items() if k != "_target_"} | dict(backend="loky")
-    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
-        with contextlib.suppress(TypeError, ValueError):
-            settings[key] = int(settings[key])
-    return settings
-
-
-def submitit_settings(launcher: dict) -> tuple[str, dict, dict]:
-    """(cluster, the executor's arguments, its parameters) from a submitit launcher config, as
-    hydra-submitit-launcher makes them: the folder and max_num_timeout when the executor is made, then the
-    shared queue settings by name and the cluster's own prefixed by it (slurm_partition, ...)."""
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-
-    cluster = get_class(launcher["_target_"])._EXECUTOR  # slurm, local
-    params = {k: v for k, v in launcher.items() if k != "_target_"}
-    init = {"folder": params.pop("submitit_folder")}
-    if "max_num_timeout" in params:
-        init[f"{cluster}_max_num_timeout"] = params.pop("max_num_timeout")
-    shared = set(OmegaConf.structured(BaseQueueConf).keys())
-    return cluster, init, {k if k in shared else f"{cluster}_{k}": v for k, v in params.items()}
-
-
-def submitit_executor(launcher: dict):
-    import submitit
-
-    cluster, init, params = submitit_settings(launcher)
-    executor = submitit.AutoExecutor(cluster=cluster, **init)
-    executor.update_parameters(**params)
-    return executor
-
-
-def at_once(launcher: dict) -> int:
-    """joblib's n_jobs as a count (-1: every core)."""
-    n = launcher.get("n_jobs", 1)
-    return n if n > 0 else max(1, len(os.sched_getaffinity(0)) + 1 + n)
-
-
-def how_fusions_run(cfg: DictConfig) -> str:
-    """How the fusions of a sweep with this config train, in words (the plan and jal.fuse say it)."""
-    launcher = launcher_settings(cfg)
-    kind, threads = launcher_kind(launcher), cfg.trainer.threads
-    each = f"{threads} torch thread{'s' * (threads != 1)} each" if threads else "torch's default threads each"
-    if kind == "basic":
-        return f"one at a time in one process (the basic launcher), {each}"
-    if kind == "joblib":
-        return f"{at_once(launcher)} at a time side by side (joblib, a process each), {each}"
-    cluster = get_class(launcher["_target_"])._EXECUTOR
-    if cluster != "slurm":
-        return f"a process each on this machine (submitit's {cluster} executor), {each}"
-    shown = ("partition", "account", "qos", "constraint", "gres", "nodes", "gpus_per_node", "cpus_per_task",
-             "mem_gb", "timeout_min")
-    resources = ", ".join(f"{k}={launcher[k]}" for k in shown if launcher.get(k) is not None)
-    return (f"one SLURM task each (submitit: a job array, at most {launcher.get('array_parallelism')} tasks at a "
-            f"time; {resources})")
-
-
-def launch(tasks: list[FusionTask], launcher: dict):
+def launch_fusions(tasks: list[FusionTask], launcher: dict):
     """Train the fusions with the launcher; yields (task, its members' records) as each fusion ends."""
     if not tasks:
         return
-    kind = launcher_kind(launcher)
+    kind = launch.kind(launcher)
     by_number = {task.number: task for task in tasks}
     if kind == "basic":
         for task in tasks:
@@ -291,13 +212,13 @@ def launch(tasks: list[FusionTask], launcher: dict):
     elif kind == "joblib":
         from joblib import Parallel, delayed
 
-        parallel = Parallel(**joblib_settings(launcher), return_as="generator_unordered")
+        parallel = Parallel(**launch.joblib_settings(launcher), return_as="generator_unordered")
         for number, results in parallel(delayed(task)() for task in tasks):
             yield by_number[number], results
     else:
         import submitit
 
-        jobs = submit(tasks, launcher)
+        jobs = launch.submit(tasks, launcher)
         ids = ", ".join(sorted({job.job_id.split("_")[0] for job in jobs}))  # a SLURM array: one id
         print(f"submitted {len(jobs)} fusion{'s' * (len(jobs) != 1)}: job {ids} (logs in "
               f"{jobs[0].paths.folder.parent})", flush=True)
@@ -311,19 +232,13 @@ def launch(tasks: list[FusionTask], launcher: dict):
                 yield task, [dict(status="failed", error=error)] * len(task.cfgs)
 
 
-def submit(tasks: list[FusionTask], launcher: dict) -> list:
-    """Submit the fusions with a submitit launcher's settings, one task each (on SLURM: one job array, at most
-    array_parallelism tasks running); returns submitit's jobs."""
-    return submitit_executor(launcher).submit_array(tasks)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuse", type=int, default=8, help="at most this many runs per fusion (default 8)")
     parser.add_argument("overrides", nargs="*", help="the overrides of `python -m jal.train -m`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
-    from jal import sweep  # torch loads here, after the arguments
+    from jal import sweep  # the plan's imports load here, after the arguments: --help answers sooner
     from jal.train import ending
 
     results = []
@@ -332,14 +247,14 @@ def main(argv: list[str] | None = None) -> None:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
             runs = sweep.plan_runs(args.overrides)
             groups = sweep.fusions(runs, args.fuse)
-            launcher = launcher_settings(runs[0].cfg)
+            launcher = launch.settings(runs[0].cfg)
             print(f"{sweep.runs_(len(runs))}: {len(runs) - sum(map(len, groups))} finished already, "
                   f"{len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train, "
-                  f"{how_fusions_run(runs[0].cfg)}", flush=True)
+                  f"{launch.how_fusions_run(runs[0].cfg)}", flush=True)
             tasks = fusion_tasks(groups)
             progress = sweep.Progress()  # the sweep's ETA from its runs' checkpoints, as a plain sweep's
             progress.start(runs)
-            for task, ended in launch(tasks, launcher):
+            for task, ended in launch_fusions(tasks, launcher):
                 eta = progress.eta()
                 for cell, result in zip(task.cells, ended):  # in the words of a run alone's closing line
                     print(f"[fusion {task.number}/{task.of}] {cell}: {ending(result)} ({eta})", flush=True)

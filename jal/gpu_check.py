@@ -29,6 +29,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from jal import train as jal_train
+from jal.run_dir import CHECKPOINT, load_checkpoint
 from jal.util import atomic_write_json, compose_run, device_name
 
 LOSSES = ("ce", "jal_ce", "nce_rce", "anl_ce", "jal_fl")  # plain, L1 + AMSE, APL, NNCE + L1, focal
@@ -53,7 +54,7 @@ def compare_runs(a: dict, a_dir: Path, b: dict, b_dir: Path) -> dict:
                 history_diff = max(history_diff, abs(ha[key] - hb[key]))
             elif ha[key] != hb[key]:
                 history_diff = float("inf")
-    weights = [torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=True)["model"] for d in (a_dir, b_dir)]
+    weights = [load_checkpoint(d / CHECKPOINT)["model"] for d in (a_dir, b_dir)]
     weight_diff = max(float((weights[0][k].double() - weights[1][k].double()).abs().max()) for k in weights[0])
     same_history = [{k: v for k, v in h.items() if k not in TIMINGS} for h in a["history"]] == \
         [{k: v for k, v in h.items() if k not in TIMINGS} for h in b["history"]]

@@ -36,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from jal import launch
 from jal.config import CONFIG_DIR, ConfigError, check_config, one_line, share_config_store
 from jal.run_dir import (
     CHECKPOINT,
@@ -47,10 +48,11 @@ from jal.run_dir import (
     held_elsewhere,
     identity,
     latest_checkpoint,
+    load_checkpoint,
     read_record,
 )
 from jal.tables import noise_gap
-from jal.util import device_name, run_device
+from jal.util import device_name, duration, run_device
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
@@ -237,43 +239,25 @@ def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
 
 def read_status(run_dir: Path) -> tuple[str, dict]:
     """(status, record): finished, failed or paused from result.json; else started (a checkpoint) or new."""
-    path = run_dir / "result.json"
-    if path.exists():
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return "unreadable", {}
+    try:
+        record = read_record(run_dir)
+    except DirectoryConflict:
+        return "unreadable", {}
+    if record is not None:
         return record.get("status", "unknown"), record
-    return ("started" if (run_dir / "checkpoint.pt").exists() else "new"), {}
+    return ("started" if (run_dir / CHECKPOINT).exists() else "new"), {}
 
 
 def epochs_done(run_dir: Path) -> int:
     """Epochs an unfinished run resumes from (its checkpoint's), 0 without one."""
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        return 0
-    import torch
-
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except Exception:  # a checkpoint from elsewhere or cut short: count the run as new
+        return int(load_checkpoint(run_dir / CHECKPOINT)["epoch"]) if (run_dir / CHECKPOINT).exists() else 0
+    except DirectoryConflict:  # a checkpoint from elsewhere or cut short: count the run as new
         return 0
 
 
 # ---------------------------------------------------------------------------------------------------
-# This machine: launcher, speed
-
-
-def launcher_of(cfg: DictConfig) -> tuple[str, int | None]:
-    """The launcher in words, and how many runs it trains at once on this machine (None: on other machines)."""
-    target = cfg.hydra.launcher._target_
-    if target.endswith("BasicLauncher"):
-        return "basic (one run at a time)", 1
-    if target.endswith("JoblibLauncher"):
-        n = cfg.hydra.launcher.n_jobs
-        n = n if n > 0 else len(os.sched_getaffinity(0)) + 1 + n  # joblib: -1 = all cores
-        return f"joblib ({n} runs at a time)", n
-    return f"{target.rsplit('.', 1)[-1]} (runs on the machines it submits to: no estimate here)", None
+# This machine: speed
 
 
 def records_speed(runs: list[Run], device: str | None) -> tuple[float, int, set[str]] | None:
@@ -285,7 +269,7 @@ def records_speed(runs: list[Run], device: str | None) -> tuple[float, int, set[
     precision = run_precision(runs[0].cfg)[0]
     roots = {Path(run.cfg.hydra.sweep.dir) for run in runs}
     speeds, devices = [], set()
-    for path in sorted({path for root in roots for path in root.rglob("result.json")}):
+    for path in sorted({path for root in roots for path in root.rglob(RESULT)}):
         status, record = read_status(path.parent)
         if (status == "finished" and device in (None, record.get("device_name")) and record.get("model") == model
                 and record.get("precision", "fp32") == precision  # before records named it: fp32
@@ -375,16 +359,6 @@ def runs_(n: int) -> str:
     return f"{n} run{'s' * (n != 1)}"
 
 
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} days"
-
-
 # ---------------------------------------------------------------------------------------------------
 # The plan
 
@@ -426,11 +400,11 @@ def missing_data(runs: list[Run], download: bool = False) -> str | None:
 def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1) -> None:
     """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
     with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make, and how the launcher
-    trains them (jal.fuse.how_fusions_run)."""
+    trains them (jal.launch.how_fusions_run)."""
     runs = [run for sweep in sweeps for run in sweep]
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
-    launcher, parallel = launcher_of(first)
+    launcher = launch.settings(first)
     threads = first.trainer.threads
     print(f"Plan of {name}: preset {preset}")
     device = run_device(first.trainer.device)
@@ -438,11 +412,9 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     precisions = sorted({run_precision(run.cfg) for run in runs})
     print(f"  precision  {'; '.join(f'{name} ({reason})' for name, reason in precisions)}")
     if fuse > 1:
-        from jal.fuse import how_fusions_run
-
-        print(f"  launcher   fusions {how_fusions_run(first)}")
+        print(f"  launcher   fusions {launch.how_fusions_run(first)}")
     else:
-        print(f"  launcher   {launcher}, torch threads per run: "
+        print(f"  launcher   {launch.how_runs_run(launcher)}, torch threads per run: "
               f"{threads if threads else 'all cores (trainer.threads=null)'}")
 
     statuses = {run.dir: read_status(run.dir) for run in runs}
@@ -478,7 +450,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
         print(f"  speed      {model}: {speed[model]:.0f} training images/s per run ({source})")
     work = {r.dir: r.work(epochs_done(r.dir)) for r in todo}
     seconds = sum(work[r.dir] / speed[r.cfg.hydra.runtime.choices.model] for r in todo)
-    if parallel is None:
+    if (parallel := launch.at_once(launcher)) is None:
         print(f"  time left  {duration(seconds)} of training at this machine's speed, spread over the launcher's "
               f"machines")
         return
@@ -548,7 +520,7 @@ class Progress(Callback):
         while it continues)."""
         if run_dir in self.finished_before:
             return True
-        path = Path(run_dir) / "result.json"
+        path = Path(run_dir) / RESULT
         return path.exists() and path.stat().st_mtime >= self.started and read_status(Path(run_dir))[0] in ENDED
 
     def ended(self) -> list[str]:

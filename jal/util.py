@@ -1,5 +1,6 @@
-"""What the training code and its tools share: files written atomically, the machine a run trains on and
-the commit it was trained from (both in every record), and a run's config as `python -m jal.train` composes it.
+"""What the training code and its tools share: files written atomically, durations in words, the machine a
+run trains on and the commit it was trained from (both in every record), and a run's config as
+`python -m jal.train` composes it.
 
 torch and Hydra are imported where they are used: jal.tables and jal.precision write files without them.
 """
@@ -48,7 +49,18 @@ def atomic_save_npz(path: str | Path, **arrays) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Where and from what a run trains
+# Durations in words (the plan's and sweeps' ETAs), where and from what a run trains
+
+
+def duration(seconds: float) -> str:
+    """A time span in words for people: 45 s, 12 min, 3.5 h, 4 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def run_device(name: str):

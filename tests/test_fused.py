@@ -400,7 +400,7 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     from conftest import CONFIG_DIR
     from hydra import initialize_config_dir
 
-    from jal import fuse, sweep
+    from jal import fuse, launch, sweep
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -414,13 +414,13 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
         runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", *SWEEP, "hydra/launcher=slurm",
                                        "hydra.launcher.partition=a100", "hydra.launcher.timeout_min=30"])
-    assert fuse.how_fusions_run(runs[0].cfg) == (
+    assert launch.how_fusions_run(runs[0].cfg) == (
         "one SLURM task each (submitit: a job array, at most 64 tasks at a time; partition=a100, nodes=1, "
         "gpus_per_node=1, cpus_per_task=8, mem_gb=32, timeout_min=30)")
     tasks = fuse.fusion_tasks(sweep.fusions(runs, 2))
-    launcher = fuse.launcher_settings(runs[0].cfg)
-    assert fuse.submitit_settings(launcher)[1] == dict(folder=f"{tmp_path}/.submitit/%j", slurm_max_num_timeout=20)
-    jobs = fuse.submit(tasks, launcher)
+    launcher = launch.settings(runs[0].cfg)
+    assert launch.submitit_settings(launcher)[1] == dict(folder=f"{tmp_path}/.submitit/%j", slurm_max_num_timeout=20)
+    jobs = launch.submit(tasks, launcher)
     script = (tmp_path / "sbatch.sh").read_text()
     for line in ("array=0-1%2", "partition=a100", "time=30", "gpus-per-node=1", "cpus-per-task=8", "mem=32GB",
                  "signal=USR2@120", "job-name=train"):

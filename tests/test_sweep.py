@@ -323,11 +323,6 @@ def test_plan_of_fused_runs_says_how_the_launcher_trains_the_fusions(three_of_fo
                      out, re.M)
     assert "  fusions    1 of at most 2 runs, each trained as one network (python -m jal.fuse; sizes 2)" in out
     assert "mean of 3 finished runs' records on this device" in out or torch.cuda.is_available()
-    from jal.fuse import how_fusions_run
-
-    joblib = compose_train(["dataset=synthetic", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                            "trainer.threads=1"])
-    assert how_fusions_run(joblib) == "2 at a time side by side (joblib, a process each), 1 torch thread each"
 
 
 def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
