@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,14 @@ def shared_data_dir() -> Path | None:
     if candidate and (Path(candidate) / "cifar10.npz").is_file():
         return Path(candidate)
     return None
+
+
+def small_cifar10(n: int = 20) -> dict:
+    """A valid cifar10.npz of n training and n test images, two of each class."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return dict(x_train=images, y_train=labels, x_test=images, y_test=labels)
 
 
 compose_train = compose_run  # the composed config of one run, with Hydra's runtime set as in a real launch
