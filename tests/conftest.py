@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from jal.losses import CE
 from jal.util import compose_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,3 +63,17 @@ def loss_turns_nan_after(criterion, calls: int) -> None:
         return loss * float("nan") if len(made) > calls else loss
 
     criterion.forward = forward
+
+
+class CEThatTurnsNaN(CE):
+    """Fault injection through the config (loss._target_=conftest.CEThatTurnsNaN): CE until its 3rd call, NaN
+    from then on (a run of 2 steps an epoch diverges in epoch 2)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        loss = super().forward(logits, targets)
+        return loss * float("nan") if self.calls > 2 else loss
