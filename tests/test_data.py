@@ -62,6 +62,10 @@ def test_augmentation_is_a_function_of_seed_and_epoch():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Subsets
+
+
 def test_balanced_subset_takes_equal_classes_deterministically():
     labels = np.repeat(np.arange(10), 50)
     idx = jal_data.balanced_subset(labels, 200, 10, seed=3)
