@@ -3,9 +3,11 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from jal.losses import CE
 from jal.util import compose_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +20,14 @@ def shared_data_dir() -> Path | None:
     if candidate and (Path(candidate) / "cifar10.npz").is_file():
         return Path(candidate)
     return None
+
+
+def small_cifar10(n: int = 20) -> dict:
+    """A valid cifar10.npz of n training and n test images, two of each class."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return dict(x_train=images, y_train=labels, x_test=images, y_test=labels)
 
 
 compose_train = compose_run  # the composed config of one run, with Hydra's runtime set as in a real launch
@@ -53,3 +63,17 @@ def loss_turns_nan_after(criterion, calls: int) -> None:
         return loss * float("nan") if len(made) > calls else loss
 
     criterion.forward = forward
+
+
+class CEThatTurnsNaN(CE):
+    """Fault injection through the config (loss._target_=conftest.CEThatTurnsNaN): CE until its 3rd call, NaN
+    from then on (a run of 2 steps an epoch diverges in epoch 2)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        loss = super().forward(logits, targets)
+        return loss * float("nan") if self.calls > 2 else loss

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train, loss_turns_nan_after
+from conftest import compose_train
 
 from jal import train as jal_train
 from jal.train import percent
@@ -225,19 +225,11 @@ def test_finished_and_busy_members_are_not_fused(trained, tmp_path, monkeypatch,
     assert_bitwise_runs(root / "alone" / "nce_rce", tmp_path / "nce_rce")
 
 
-def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, tmp_path, monkeypatch,
-                                                                       one_torch_thread):
+def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, tmp_path, one_torch_thread):
     root = trained[0]
-    build = jal_train.build_training
-
-    def ce_diverges_in_epoch_2(cfg, device, precision):
-        model, step_model, criterion, optimizer, scheduler = build(cfg, device, precision)
-        if cfg.seed == 2:
-            loss_turns_nan_after(criterion, 2)  # 2 steps an epoch: the 3rd call is epoch 2's first
-        return model, step_model, criterion, optimizer, scheduler
-
-    monkeypatch.setattr(jal_train, "build_training", ce_diverges_in_epoch_2)
-    results = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    cfgs = configs(root)  # the CE member's loss turns NaN in epoch 2 (2 steps an epoch)
+    cfgs[1] = compose_train(TINY + [f"out_root={root}", *MEMBERS["ce"], "loss._target_=conftest.CEThatTurnsNaN"])
+    results = jal_train.train_fusion(cfgs, dirs(tmp_path))
     assert [r["status"] for r in results] == ["finished", "failed", "finished"]
     failed = results[1]
     assert failed["epoch"] == 2 and failed["fused"] == 3 and failed["loss"] == "ce"

@@ -234,17 +234,34 @@ def test_nlnl_complementary_labels_are_uniform_over_the_other_classes_and_follow
     assert not torch.equal(nlnl.complementary_labels(targets), neg)
 
 
-def test_nlnl_inside_training_draws_from_the_epoch_generator():
-    """train.py hands each epoch's generator to the criterion; the draws are a function of (seed, epoch)."""
-    from jal.train import epoch_generator
+class SeedNotingNLNL(losses.NLNL):
+    """NLNL that notes, at each draw of complementary labels, the seed of the generator it draws from."""
+    drawn_from: list = []
 
+    def complementary_labels(self, targets):
+        SeedNotingNLNL.drawn_from.append(self._generator.initial_seed() if self._generator is not None else None)
+        return super().complementary_labels(targets)
+
+
+def test_nlnl_inside_training_draws_from_the_epoch_generator(synthetic_run, tmp_path):
+    """Training hands each epoch's generator to the criterion: its draws are a function of (seed, epoch), so a
+    resumed run draws what the uninterrupted one drew."""
+    from jal.data import epoch_generator
+    from jal.train import train
+
+    cpu = torch.device("cpu")
     nlnl = losses.NLNL(10)
     targets = torch.arange(10).repeat(20)
     draws = []
     for _ in range(2):
-        nlnl.set_generator(epoch_generator(123, 5, torch.device("cpu")))
+        nlnl.set_generator(epoch_generator(123, 5, cpu))
         draws.append(nlnl.complementary_labels(targets))
     assert torch.equal(*draws)
+    # a run of 2 epochs of 2 steps (256 images in batches of 128)
+    SeedNotingNLNL.drawn_from = []
+    cfg = synthetic_run("loss=nlnl", f"loss._target_={__name__}.SeedNotingNLNL", "trainer.epochs=2", "seed=7")
+    assert train(cfg, tmp_path / "run")["status"] == "finished"
+    assert SeedNotingNLNL.drawn_from == [epoch_generator(7, epoch, cpu).initial_seed() for epoch in (0, 0, 1, 1)]
 
 
 # ----------------------------------------------------------------------------- the eps-Softmax table

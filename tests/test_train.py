@@ -1,5 +1,5 @@
 """The training entrypoint: records, resume, pause (stop_at, signals), Ctrl-C, what a run says (its bar, its
-closing line), skip, W&B, non-finite losses, one-line errors, augmentation."""
+closing line), skip, W&B, non-finite losses, one-line errors. The data and its augmentation: test_data.py."""
 
 import json
 import os
@@ -15,8 +15,8 @@ import pytest
 import torch
 from conftest import REPO, compose_train, loss_turns_nan_after, shared_data_dir
 
-from jal import data as jal_data
 from jal import train as jal_train
+from jal.losses import CE
 
 RESULT_KEYS = {"dataset", "model", "loss", "noise_type", "noise_rate", "seed", "epochs", "last_test_acc",
                "best_test_acc", "realised_noise_rate", "wall_seconds", "images_per_second", "device", "precision",
@@ -557,64 +557,7 @@ def test_compiled_run_trains_as_the_eager_run(synthetic_run, tmp_path, one_torch
 
 
 # ---------------------------------------------------------------------------------------------------
-# Augmentation on the device
-
-
-def test_random_crop_is_a_shift_of_at_most_four_pixels_with_zero_padding():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)  # no zeros in the images
-    out = jal_data.random_crop(x, torch.Generator().manual_seed(1))
-    assert out.shape == x.shape and out.dtype == torch.uint8
-    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
-    for i in range(len(x)):
-        matches = [(dy, dx) for dy in range(9) for dx in range(9)
-                   if torch.equal(padded[i, :, dy : dy + 32, dx : dx + 32], out[i])]
-        assert len(matches) == 1
-        dy, dx = matches[0]
-        # every pixel that came from outside the image is zero, every other is the image's
-        outside = torch.zeros(40, 40, dtype=torch.bool)
-        outside[:4], outside[36:], outside[:, :4], outside[:, 36:] = True, True, True, True
-        window = outside[dy : dy + 32, dx : dx + 32]
-        assert (out[i][:, window] == 0).all() and (out[i][:, ~window] > 0).all()
-    offsets = {tuple(torch.nonzero(out[i, 0] > 0).min(0).values.tolist()) for i in range(len(x))}
-    assert len(offsets) > 10  # the offsets really vary
-
-
-def test_random_flip_mirrors_about_half_the_images():
-    x = torch.randint(0, 256, (400, 3, 32, 32), dtype=torch.uint8)
-    out = jal_data.random_flip(x, torch.Generator().manual_seed(0))
-    flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
-    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
-    assert (flipped | kept).all() and 150 < int(flipped.sum()) < 250
-
-
-def test_random_rotation_preserves_the_centre_and_fills_zeros():
-    x = torch.randint(1, 256, (32, 3, 32, 32), dtype=torch.uint8)
-    out = jal_data.random_rotation(x, 20.0, torch.Generator().manual_seed(0))
-    # rotation about the image centre: the four central pixels map onto the four central pixels
-    centre = slice(15, 17)
-    assert torch.equal(out[:, :, centre, centre].sort(-1).values.sort(-2).values.flatten(1).sort(1).values,
-                       x[:, :, centre, centre].float().flatten(1).sort(1).values)
-    corner_zero = (out[:, :, 0, 0] == 0).float().mean()
-    assert corner_zero > 0.8  # a rotated corner samples outside the image: zero fill
-    same = jal_data.random_rotation(x, 0.0, torch.Generator().manual_seed(0))
-    assert torch.equal(same, x.float())  # angle 0 is the identity
-
-
-def test_augmentation_is_a_function_of_seed_and_epoch():
-    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    a = jal_data.augment(x, jal_data.epoch_generator(123, 4, torch.device("cpu")), rotation=20)
-    b = jal_data.augment(x, jal_data.epoch_generator(123, 4, torch.device("cpu")), rotation=20)
-    c = jal_data.augment(x, jal_data.epoch_generator(123, 5, torch.device("cpu")), rotation=20)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-
-def test_balanced_subset_takes_equal_classes_deterministically():
-    labels = np.repeat(np.arange(10), 50)
-    idx = jal_data.balanced_subset(labels, 200, 10, seed=3)
-    assert np.bincount(labels[idx]).tolist() == [20] * 10 and len(set(idx)) == 200
-    assert np.array_equal(idx, jal_data.balanced_subset(labels, 200, 10, seed=3))
-    assert not np.array_equal(idx, jal_data.balanced_subset(labels, 200, 10, seed=4))
+# L1 regularisation
 
 
 def test_l1_gradient_equals_the_gradient_of_the_penalty_in_the_loss():
@@ -633,17 +576,6 @@ def test_l1_gradient_equals_the_gradient_of_the_penalty_in_the_loss():
 
 # ---------------------------------------------------------------------------------------------------
 # Real data (skipped without cifar10.npz in JAL_DATA_DIR)
-
-
-@pytest.mark.skipif(shared_data_dir() is None, reason="needs cifar10.npz in JAL_DATA_DIR")
-def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
-    data_dir = shared_data_dir()
-    cfg = compose_train(["dataset=cifar10", "noise=human", "noise.labels=worst", "logger=none", "dataset.subset=100",
-                         f"data_dir={data_dir}", f"out_root={tmp_path}"])
-    data = jal_data.load_dataset("cifar10", data_dir)
-    assert np.bincount(data.y_train).tolist() == [5000] * 10 and np.bincount(data.y_test).tolist() == [1000] * 10
-    noisy = jal_train.make_labels(cfg, data, np.arange(len(data.y_train)))
-    assert np.mean(noisy != data.y_train) == pytest.approx(0.4021, abs=5e-5)
 
 
 @pytest.mark.slow
@@ -671,13 +603,28 @@ def test_eval_every_evaluates_on_schedule_and_the_last_epoch_without_changing_tr
     assert sparse_run["last_test_acc"] == tested[-1] and sparse_run["best_test_acc"] == max(tested[2:])
 
 
-def test_trainer_threads_sets_torchs_intra_op_threads(synthetic_run, monkeypatch):
+class ThreadCountingCE(CE):
+    """CE that notes torch's intra-op thread count at each call: the threads the run computed with."""
+    seen: list[int] = []
+
+    def forward(self, logits, targets):
+        ThreadCountingCE.seen.append(torch.get_num_threads())
+        return super().forward(logits, targets)
+
+
+def test_trainer_threads_sets_torchs_intra_op_threads(synthetic_run):
     """trainer.threads=N: the run computes with N intra-op threads (a CPU sweep runs one-thread jobs side by side);
-    null leaves torch's setting alone."""
-    calls = []
-    monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    cfg = synthetic_run("trainer.epochs=1", "dataset.train_size=32", "dataset.test_size=16", "trainer.threads=3")
-    jal_train.train(cfg, run_dir_of(cfg))
-    cfg = synthetic_run("trainer.epochs=1", "dataset.train_size=32", "dataset.test_size=16", "seed=5")
-    jal_train.train(cfg, run_dir_of(cfg))
-    assert calls == [3]
+    null leaves torch's setting alone. The loss, given by the config, reads the count inside the training step."""
+    small = ("trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=16",
+             f"loss._target_={__name__}.ThreadCountingCE")  # 64 images: one training step
+    previous, seen = torch.get_num_threads(), {}
+    try:
+        for threads, before in ((3, 1), (None, 2)):
+            torch.set_num_threads(before)
+            ThreadCountingCE.seen = []
+            cfg = synthetic_run(*small, f"trainer.threads={threads or 'null'}", f"seed={before}")
+            assert jal_train.train(cfg, run_dir_of(cfg))["status"] == "finished"
+            seen[threads] = ThreadCountingCE.seen
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == {3: [3], None: [2]}
