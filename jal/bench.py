@@ -11,9 +11,9 @@ In one process, on the same data, config, model, batch size and number of steps,
   reference: what the paper's public code does: a torch Dataset of PIL images through torchvision transforms,
              a DataLoader with worker processes, fp32 NCHW, the L1 penalty as a Python sum over the
              parameters added to the loss, and `loss.item()` every step;
-  ours:      the code `python -m jal.train` runs: jal.train.train_epoch over uint8 images on the device,
+  ours:      the code `python -m jal.train` runs: jal.step.train_epoch over uint8 images on the device,
              batched augmentation, channels_last, precision "auto" (bf16 autocast on CUDA and on a CPU with
-             bf16 hardware, fp32 on other CPUs: jal.train.choose_precision).
+             bf16 hardware, fp32 on other CPUs: jal.device.choose_precision).
 Warm-up steps are excluded; the timed steps end with a device sync. A second pass cuts each pipeline's step
 into phases with a sync at each: data_bookkeeping (the batch, and the previous step's bookkeeping: the
 reference's loss.item(), our running sums on the device), forward_backward (forward, loss, backward, L1,
@@ -54,17 +54,10 @@ import torch
 from omegaconf import DictConfig
 
 from jal.data import ImageData, channel_stats, epoch_generator, images_to_device, load_dataset, synthetic_dataset
-from jal.train import (
-    Fusion,
-    TrainingData,
-    batch_starts,
-    build_training,
-    choose_precision,
-    resolve_device,
-    train,
-    train_epoch,
-)
-from jal.util import atomic_write_json, compose_run, device_name
+from jal.device import choose_precision, device_name, resolve_device
+from jal.step import Fusion, Learner, TrainingData, batch_starts, train_epoch
+from jal.train import train
+from jal.util import atomic_write_json, compose_run
 
 PHASES = ("data_bookkeeping", "forward_backward", "optimizer")
 COMPILES = {"off": False, "false": False, "on": True, "true": True, "reduce-overhead": "reduce-overhead",
@@ -108,7 +101,7 @@ def load_images(cfg: DictConfig, images_needed: int) -> tuple[ImageData, str, st
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Steps jal.train.train_epoch takes in one epoch."""
+    """Steps jal.step.train_epoch takes in one epoch."""
     return len(batch_starts(n_train, batch_size))
 
 
@@ -298,7 +291,7 @@ def reference_breakdown(ref: SimpleNamespace, steps: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# (b) Ours: K runs fused as jal.train.train_fusion fuses them (K = 1: a run alone), jal.train.train_epoch
+# (b) Ours: K runs fused as jal.train.train_fusion fuses them (K = 1: a run alone), jal.step.train_epoch
 
 
 def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int = 1) -> SimpleNamespace:
@@ -307,9 +300,7 @@ def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int 
     members = []
     for i in range(k):
         torch.manual_seed(cfg.seed + i)
-        model, step_model, criterion, optimizer, scheduler = build_training(cfg, device)
-        members.append(SimpleNamespace(cfg=cfg, model=model, step_model=step_model, criterion=criterion,
-                                       optimizer=optimizer, scheduler=scheduler))
+        members.append(Learner.build(cfg, device))
     labels = torch.from_numpy(data.y_train).to(device).expand(k, -1)
     rows = torch.arange(labels.shape[1], device=device).expand(k, -1)
     training = TrainingData(images_to_device(data.x_train, device), rows, labels, labels,
@@ -319,7 +310,7 @@ def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int 
 
 
 def run_fusion(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: int) -> int:
-    """`steps` steps through jal.train.train_epoch, one epoch (and epoch generators) after another as
+    """`steps` steps through jal.step.train_epoch, one epoch (and epoch generators) after another as
     jal.train trains; returns the number of images trained on, all members together."""
     images, n_train, batch_size = 0, fused.data.rows.shape[1], cfg.trainer.batch_size
     while steps > 0:
@@ -332,7 +323,7 @@ def run_fusion(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: i
 
 
 def ours_breakdown(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: int) -> dict:
-    """jal.train.train_epoch in phases, marked by hooks on a run alone's model and optimiser: its forward
+    """jal.step.train_epoch in phases, marked by hooks on a run alone's model and optimiser: its forward
     pre-hook ends data_bookkeeping, the SGD's step pre-hook forward_backward, its post-hook optimizer."""
     steps = min(steps, fused.steps_per_epoch)
     timer, member = PhaseTimer(fused.device), fused.fusion.members[0]

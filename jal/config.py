@@ -424,17 +424,50 @@ OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings_name(set
 
 def precision_subdir(precision: str, device: str) -> str:
     """`${precision_subdir:${trainer.precision},${trainer.device}}` in run_name: "/bf16" where the run trains
-    in bf16 (asked for, or `auto` on CUDA or a CPU with bf16 hardware: jal.train.choose_precision), "/fp64"
+    in bf16 (asked for, or `auto` on CUDA or a CPU with bf16 hardware: jal.device.choose_precision), "/fp64"
     where it trains in float64, nothing for fp32. A run's directory names its precision, so an fp32 record
     and a bf16 run of the same cell never share one, on whichever machine `auto` is resolved."""
-    from jal.train import choose_precision  # torch: only when a run's directory is named
-    from jal.util import run_device
+    from jal.device import choose_precision, run_device  # torch: only when a run's directory is named
 
     chosen, _ = choose_precision(precision, run_device(device))
     return "" if chosen == "fp32" else f"/{chosen}"
 
 
 OmegaConf.register_new_resolver("precision_subdir", precision_subdir, replace=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which settings are the experiment: the one definition the run's identity (jal/run_dir.py), the runs a fusion
+# may hold, the config records store and the run directory's name (configs/train.yaml) all derive from
+
+# Settings that say how or where a run is done, not what it computes, each with whether runs fused in one
+# process may differ in it (True) or share it, being one per process (False). trainer.precision is replaced
+# in the identity by the precision that trains (`auto` means different things on different machines).
+NOT_THE_EXPERIMENT = {
+    "out_root": True, "run_name": True, "logger": True, "trainer.progress": True, "trainer.stop_at": True,
+    "trainer.restart": True, "data_dir": False, "trainer.threads": False, "trainer.device": False,
+    "trainer.eval_batch_size": False, "trainer.compile": False, "trainer.channels_last": False,
+    "trainer.deterministic": False, "trainer.precision": False,
+}
+MACHINE_PATHS = ("data_dir", "out_root")  # where this machine keeps data and runs: not in the records' config
+# The experiment's settings that each member of a fusion has its own of (the step applies them per member).
+PER_MEMBER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.grad_clip", "dataset.weight_decay",
+              "dataset.l1_amse", "dataset.l1_nnce")
+MAY_DIFFER_IN_A_FUSION = PER_MEMBER + tuple(key for key, per_run in NOT_THE_EXPERIMENT.items() if per_run)
+# Named by the run directory's cell already (dataset/noise/loss/seed), or by the preset's own out_root.
+IN_THE_CELL = ("dataset", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment")
+
+
+def not_in_the_directory_name() -> list[str]:
+    """Hydra's override_dirname.exclude_keys (configs/train.yaml): the cell's settings and those that are not the
+    experiment, a group's settings by name (Hydra excludes exact keys). run_name is no override; the precision
+    that trains is named by precision_subdir instead."""
+    groups = {"logger": [f"logger.{f.name}" for f in dataclasses.fields(WandbConfig) if f.name != "name"]}
+    keys = [k for k in NOT_THE_EXPERIMENT if k != "run_name"]
+    return list(IN_THE_CELL) + [k for key in keys for k in (key, *groups.get(key, ()))]
+
+
+OmegaConf.register_new_resolver("jal.not_in_the_directory_name", not_in_the_directory_name, replace=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -564,7 +597,7 @@ def given_settings(cfg) -> dict[str, str]:
 
 
 # The noise types whose labels read noise.rate, and the rates of the precomputed instance-dependent label sets
-# (jal.train.make_labels: other rates, and synthetic data, are drawn by the generator)
+# (jal.run.make_labels: other rates, and synthetic data, are drawn by the generator)
 RATED_NOISES = ("symmetric", "asymmetric", "instance")
 PRECOMPUTED_INSTANCE_RATES = (0.2, 0.4, 0.6)
 
@@ -661,7 +694,7 @@ def one_line(err: BaseException) -> str:
 
 
 def check_data_files(cfg) -> None:
-    """The files a run of `cfg` reads from data_dir are there (jal.data.load_dataset, jal.train.make_labels):
+    """The files a run of `cfg` reads from data_dir are there (jal.data.load_dataset, jal.run.make_labels):
     a missing label file raises FileNotFoundError naming it; missing images are downloaded, as a run would,
     or raise naming what goes where. Their contents are checked as the run reads them."""
     name, kind, data_dir = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)

@@ -75,7 +75,7 @@ class RunLog(logging.FileHandler):
     def mine(self, record: logging.LogRecord) -> bool:
         """Records about this member, and those about no member of the fusion (about another: not); never
         jal.train.console's (what this command decided about a run it does not train)."""
-        named = getattr(record, "run_dir", None)  # jal.train.about
+        named = getattr(record, "run_dir", None)  # jal.run.about
         return record.name != "jal.train.console" and (named not in self.members or named == self.run_dir)
 
     def _open(self):
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
     from jal import sweep  # the plan's imports load here, after the arguments: --help answers sooner
-    from jal.train import ending
+    from jal.run import ending
 
     results = []
     try:

@@ -29,8 +29,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from jal import train as jal_train
+from jal.data import channel_stats, normalize
+from jal.device import device_name, resolve_device
 from jal.run_dir import CHECKPOINT, load_checkpoint
-from jal.util import atomic_write_json, compose_run, device_name
+from jal.step import build_training, evaluate, train_epoch
+from jal.util import atomic_write_json, compose_run
 
 LOSSES = ("ce", "jal_ce", "nce_rce", "anl_ce", "jal_fl")  # plain, L1 + AMSE, APL, NNCE + L1, focal
 BF16_TOLERANCE = 0.03  # relative difference of a loss value under bf16 autocast vs fp32 (8-bit mantissa)
@@ -118,16 +121,16 @@ def resume_report(cfg, work: Path) -> dict:
 
 def check_bf16(device: str, work: Path, batch_size: int = 128, losses=LOSSES) -> dict:
     """Loss values of one batch through the freshly initialised cnn8, in fp32 and under bf16 autocast (the
-    loss outside autocast, as jal.train.train_step computes it)."""
+    loss outside autocast, as jal.step.train_step computes it)."""
     report = {"tolerance": BF16_TOLERANCE, "losses": {}}
     for loss_name in losses:
         cfg = short_run(device, work / "bf16", f"loss={loss_name}", f"trainer.batch_size={batch_size}", size=64)
         dev = torch.device(device)
         torch.manual_seed(0)
-        model, _, criterion, _, _ = jal_train.build_training(cfg, dev)
+        model, _, criterion, _, _ = build_training(cfg, dev)
         images = torch.randint(0, 256, (batch_size, 3, 32, 32), generator=torch.Generator().manual_seed(1))
-        stats = jal_train.channel_stats(cfg.dataset.mean, cfg.dataset.std, dev)
-        images = jal_train.normalize(images.to(dev, torch.uint8), stats, cfg.trainer.channels_last)
+        stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, dev)
+        images = normalize(images.to(dev, torch.uint8), stats, cfg.trainer.channels_last)
         targets = torch.randint(0, cfg.dataset.num_classes, (batch_size,), generator=torch.Generator().manual_seed(2))
         targets = targets.to(dev)
         values = {}
@@ -163,7 +166,7 @@ class HostReads(TorchFunctionMode):
 
 
 def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
-    """One epoch of jal.train.train_epoch and an evaluation, after a warm-up of both (cuDNN autotuning, lazy
+    """One epoch of jal.step.train_epoch and an evaluation, after a warm-up of both (cuDNN autotuning, lazy
     initialisation), with every host read trapped: CUDA's sync debug mode "error" on CUDA, HostReads on the CPU."""
     cfg = short_run(device, work / "sync", size=size)
     dev = torch.device(device)
@@ -171,12 +174,12 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
     from jal.data import epoch_generator, synthetic_dataset
 
     ours = build_fusion(cfg, synthetic_dataset(size, 2, cfg.dataset.num_classes), dev)
-    _, precision = jal_train.resolve_device(cfg)
+    _, precision = resolve_device(cfg)
 
     def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
         data = ours.data
-        sums = jal_train.train_epoch(ours.fusion, cfg, precision, data, [epoch_generator(cfg.seed, i, dev)])
-        correct = jal_train.evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, cfg, precision)
+        sums = train_epoch(ours.fusion, cfg, precision, data, [epoch_generator(cfg.seed, i, dev)])
+        correct = evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, cfg, precision)
         return torch.cat([sums.flatten(), correct.float()])
 
     epoch(0)

@@ -23,17 +23,15 @@ import socket
 import time
 from pathlib import Path
 
-from jal.config import ConfigError
-from jal.util import atomic_save
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from jal.config import MACHINE_PATHS, MAY_DIFFER_IN_A_FUSION, NOT_THE_EXPERIMENT, ConfigError
+from jal.util import atomic_save, hydra_runtime
 
 RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
 RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
 
-# Settings that change how a run is done, not what it computes (trainer.precision is replaced by the
-# precision that trains: `auto` means different things on different machines).
-NOT_THE_EXPERIMENT = ("out_root", "data_dir", "run_name", "logger", "trainer.progress", "trainer.threads",
-                      "trainer.stop_at", "trainer.device", "trainer.eval_batch_size", "trainer.compile",
-                      "trainer.channels_last", "trainer.deterministic", "trainer.restart", "trainer.precision")
 
 
 class RunBusy(Exception):
@@ -59,10 +57,15 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def within(key: str, settings) -> bool:
+    """Whether the flattened `key` is one of `settings` or lies under one (`logger.mode` under `logger`)."""
+    return any(key == s or key.startswith(s + ".") for s in settings)
+
+
 def identity(config: dict, precision: str) -> dict:
     """What defines the experiment of a run with this (plain, resolved) config training in `precision`."""
     ident = {key: value for key, value in flatten(config).items()
-             if not any(key == k or key.startswith(k + ".") for k in NOT_THE_EXPERIMENT)}
+             if not within(key, NOT_THE_EXPERIMENT)}
     ident["precision"] = precision
     return ident
 
@@ -251,3 +254,56 @@ def held_elsewhere(run_dir: Path) -> str | None:
         return holder(path)
     os.close(fd)
     return None
+
+
+def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
+    """The labels a run trained on so far must be the ones it draws now (they follow from its config)."""
+    try:
+        with np.load(path) as stored:
+            same = all(np.array_equal(stored[key], value)
+                       for key, value in (("noisy", noisy), ("clean", clean), ("indices", subset)))
+    except Exception as err:  # a cut or foreign file: zipfile, KeyError, ValueError...
+        raise DirectoryConflict(f"{path} is damaged ({type(err).__name__}: {err}): trainer.restart=true moves it "
+                                "aside and trains the run from scratch") from None
+    if not same:
+        raise DirectoryConflict(f"{path} holds other labels than this run draws (another experiment or another "
+                                "data file): trainer.restart=true moves it aside and trains the run from scratch")
+
+
+
+
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    """The resolved run config as plain data, as records store it: without Hydra's own node (present when
+    composed in tests) and without this machine's paths."""
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k not in ("hydra", *MACHINE_PATHS)}
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training runs: alone, or fused
+
+
+
+
+def fixed_settings(cfg: DictConfig) -> dict:
+    """The settings of a run that runs fused with it must share (flattened): all but MAY_DIFFER_IN_A_FUSION."""
+    with hydra_runtime(cfg):
+        settings = flatten(plain_config(cfg)) | {"data_dir": cfg.data_dir}  # the members' images are loaded once
+    return {k: v for k, v in settings.items() if not within(k, MAY_DIFFER_IN_A_FUSION)}
+
+
+def check_fusable(cfgs: list[DictConfig]) -> None:
+    """One line naming the first setting in which the runs of a fusion differ where they must agree."""
+    first = fixed_settings(cfgs[0])
+    for n, cfg in enumerate(cfgs[1:], 2):
+        other = fixed_settings(cfg)
+        for key in sorted(first.keys() | other.keys()):
+            if first.get(key, "absent") != other.get(key, "absent"):
+                raise ConfigError(f"runs 1 and {n} of a fusion differ in {key} ({first.get(key, 'absent')} and "
+                                  f"{other.get(key, 'absent')}): runs fused together may differ only in seed, "
+                                  "noise, loss, optim.l1, optim.weight_decay and optim.grad_clip")
+
+

@@ -38,6 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from jal import launch
 from jal.config import CONFIG_DIR, ConfigError, check_config, one_line, share_config_store
+from jal.device import device_name, run_device
 from jal.run_dir import (
     CHECKPOINT,
     PREVIOUS,
@@ -52,7 +53,7 @@ from jal.run_dir import (
     read_record,
 )
 from jal.tables import noise_gap
-from jal.util import device_name, duration, run_device
+from jal.util import duration
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
@@ -184,14 +185,14 @@ def sweep_dir(cfg: DictConfig) -> str:
 
 def run_precision(cfg: DictConfig) -> tuple[str, str]:
     """(precision, reason): what a run of `cfg` trains in on this machine, as train.py chooses it."""
-    from jal.train import choose_precision
+    from jal.device import choose_precision
 
     return choose_precision(cfg.trainer.precision, run_device(cfg.trainer.device))
 
 
 def run_identity(cfg: DictConfig) -> dict:
     """The identity train.py gives a run of `cfg` on this machine (jal/run_dir.py)."""
-    from jal.train import plain_config
+    from jal.run_dir import plain_config
 
     return identity(plain_config(cfg), run_precision(cfg)[0])
 
@@ -226,7 +227,7 @@ def check_directories(runs: list[Run]) -> None:
 def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
     """The runs still to train, in launch order, grouped into fusions of at most `fuse` runs that can train
     together (jal.train.train_fusion): the same fixed settings and the same epoch reached."""
-    from jal.train import fixed_settings
+    from jal.run_dir import fixed_settings
 
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
@@ -308,7 +309,7 @@ def probe_speed(cfg: DictConfig, device: str, seconds: float = PROBE_SECONDS) ->
 
     from jal import bench
     from jal.data import synthetic_dataset
-    from jal.train import resolve_device
+    from jal.device import resolve_device
     from jal.util import atomic_write_json
 
     key = probe_key(cfg, device)
@@ -377,7 +378,7 @@ def missing_data(runs: list[Run], download: bool = False) -> str | None:
         if name == "synthetic":
             continue
         needed[folder / f"{name}.npz"] = ("the images", name)
-        # as jal.train.make_labels reads them: the reference's instance-dependent sets at 0.2, 0.4 and 0.6
+        # as jal.run.make_labels reads them: the reference's instance-dependent sets at 0.2, 0.4 and 0.6
         if kind == "instance" and not cfg.noise.generate and cfg.noise.rate in (0.2, 0.4, 0.6):
             needed[folder / f"{name}_idn_labels.npz"] = ("the precomputed instance-dependent labels", None)
         if kind == "human":
@@ -536,7 +537,7 @@ class Progress(Callback):
         if holder := held_elsewhere(Path(run_dir)):
             what = f"running elsewhere ({holder}): not started here"
         elif status in ENDED:  # the closing line a run alone prints (its directory: out_root/cell)
-            from jal.train import ending
+            from jal.run import ending
 
             what = ending(record)
         else:

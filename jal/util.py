@@ -8,7 +8,6 @@ torch and Hydra are imported where they are used: jal.tables and jal.precision w
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import tempfile
 from pathlib import Path
@@ -61,30 +60,6 @@ def duration(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.0f} days"
-
-
-def run_device(name: str):
-    """The torch device trainer.device names on this machine: auto = cuda where there is a GPU, else cpu."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def device_name(device) -> str:
-    """The GPU's name, or the CPU's model: records and benchmark figures say which machine made them."""
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
-    except (OSError, AttributeError):  # no /proc (macOS) or no sched_getaffinity
-        pass
-    return platform.processor() or "cpu"
 
 
 def git_commit() -> str | None:

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from jal import bench
-from jal import train as jal_train
+from jal import device as jal_device
 from jal.data import synthetic_dataset
 from jal.losses import AMSE, NCE, ActivePassive
 from jal.models import CNN8
-from jal.train import add_l1_gradient
+from jal.step import add_l1_gradient
 
 REQUIRED_KEYS = {
     "reference_images_per_second", "ours_images_per_second", "speedup", "device", "device_name", "model",
@@ -32,7 +32,7 @@ def one_thread():
 
 def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))  # no cifar10.npz: synthetic images
-    monkeypatch.setattr(jal_train, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU: auto = fp32
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU: auto = fp32
     out = tmp_path / "bench"
     result = bench.main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--breakdown-steps", "1",
                          "--batch-size", "4", "--workers", "1", "--out", str(out), "--fusion", "1,2"])
@@ -64,7 +64,7 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
 
 def test_cpu_report_names_bf16_where_the_cpu_has_amx(tmp_path, monkeypatch, one_thread, capsys):
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))
-    monkeypatch.setattr(jal_train, "cpu_flags", lambda: {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda: {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"})
     result = bench.main(["--device", "cpu", "--steps", "1", "--warmup", "0", "--breakdown-steps", "1",
                          "--batch-size", "4", "--workers", "1", "--out", str(tmp_path / "bench")])
     both = result["cpu_precisions"]

@@ -369,7 +369,7 @@ def test_the_readme_recipe_for_a_loss_types_and_checks_its_settings(tmp_path, mo
 @pytest.mark.parametrize("loss_name, key", [("amse", "loss.a"), ("jal_ce", "loss.passive.a"),
                                             ("jal_fl", "loss.passive.a")])
 def test_the_amse_warning_names_the_setting_the_loss_has(loss_name, key):
-    from jal.train import amse_warning
+    from jal.run import amse_warning
 
     cfg = compose_cfg(f"loss={loss_name}", "dataset=cifar10", "noise=symmetric", "noise.rate=0.8",
                       f"{key}=2")

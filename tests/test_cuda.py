@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from jal import gpu_check
+from jal import run as jal_run
+from jal import step as jal_step
 from jal import train as jal_train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make gpu-check on a GPU host)")
@@ -16,7 +18,7 @@ TINY = 48  # training images of the CPU runs: one step per epoch
 
 @pytest.fixture(autouse=True)
 def no_stop_signal(monkeypatch):
-    monkeypatch.setattr(jal_train, "stop_signal", None)
+    monkeypatch.setattr(jal_run, "stop_signal", None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -69,14 +71,14 @@ def test_bf16_check_reports_each_loss_in_both_precisions(tmp_path, one_torch_thr
 
 def test_host_sync_check_passes_our_step_and_catches_a_planted_read(tmp_path, monkeypatch, one_torch_thread):
     assert gpu_check.check_host_sync("cpu", tmp_path / "ours", size=TINY)["passed"]
-    real = jal_train.train_step
+    real = jal_step.train_step
 
     def step_that_logs_its_loss(*args, **kwargs):
         logits, loss = real(*args, **kwargs)
         loss.item()  # the per-step read the training loop must not do
         return logits, loss
 
-    monkeypatch.setattr(jal_train, "train_step", step_that_logs_its_loss)
+    monkeypatch.setattr(jal_step, "train_step", step_that_logs_its_loss)
     report = gpu_check.check_host_sync("cpu", tmp_path / "planted", size=TINY)
     assert not report["passed"] and report["host_reads"] == ["item"]
 

@@ -7,7 +7,7 @@ import torch
 from conftest import compose_train, shared_data_dir, small_cifar10
 
 from jal import data as jal_data
-from jal import train as jal_train
+from jal import run as jal_run
 
 # ---------------------------------------------------------------------------------------------------
 # Augmentation on the device
@@ -129,5 +129,5 @@ def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
                          f"data_dir={data_dir}", f"out_root={tmp_path}"])
     data = jal_data.load_dataset("cifar10", data_dir)
     assert np.bincount(data.y_train).tolist() == [5000] * 10 and np.bincount(data.y_test).tolist() == [1000] * 10
-    noisy = jal_train.make_labels(cfg, data, np.arange(len(data.y_train)))
+    noisy = jal_run.make_labels(cfg, data, np.arange(len(data.y_train)))
     assert np.mean(noisy != data.y_train) == pytest.approx(0.4021, abs=5e-5)

@@ -14,8 +14,10 @@ import pytest
 import torch
 from conftest import compose_train
 
+from jal import run as jal_run
+from jal import step as jal_step
 from jal import train as jal_train
-from jal.train import percent
+from jal.run import percent
 
 # In float64 (trainer.precision=fp64): fused and alone then agree to ~1e-13, where a wrong member (another seed,
 # other labels, another L1) is ~1e-6 away or more (see assert_close_runs), on every CPU.
@@ -86,8 +88,8 @@ def trained(tmp_path_factory):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fused")
-    rows, real = [], jal_train.training_batch
-    jal_train.training_batch = lambda x, idx, *args: rows.append(idx.clone()) or real(x, idx, *args)
+    rows, real = [], jal_step.training_batch
+    jal_step.training_batch = lambda x, idx, *args: rows.append(idx.clone()) or real(x, idx, *args)
     try:
         alone_rows = []
         for cfg, run_dir in zip(configs(root), dirs(root / "alone")):
@@ -98,7 +100,7 @@ def trained(tmp_path_factory):
         fused = jal_train.train_fusion(configs(root), dirs(root / "fused"))
         fused_rows = [rows[i :: len(MEMBERS)] for i in range(len(MEMBERS))]  # a step: one batch of each member
     finally:
-        jal_train.training_batch = real
+        jal_step.training_batch = real
         torch.set_num_threads(previous)
     return root, fused, alone_rows, fused_rows
 
@@ -161,7 +163,7 @@ def test_a_fused_member_with_another_seed_labels_or_l1_would_fail_the_check(trai
 
 @pytest.fixture
 def no_stop_signal(monkeypatch):
-    monkeypatch.setattr(jal_train, "stop_signal", None)
+    monkeypatch.setattr(jal_run, "stop_signal", None)
 
 
 def deadline_passes(cfg):
@@ -255,7 +257,7 @@ def test_a_loss_that_reads_the_labels_and_draws_gets_its_own_in_a_fusion(trained
 def test_runs_that_cannot_be_fused_are_refused_in_one_line_before_anything_is_written(tmp_path):
     cfgs = configs(tmp_path)
     cfgs[2] = compose_train(TINY + [f"out_root={tmp_path}", *MEMBERS["nce_rce"], "optim.lr=0.05"])
-    with pytest.raises(jal_train.ConfigError) as refused:
+    with pytest.raises(jal_run.ConfigError) as refused:
         jal_train.train_fusion(cfgs, dirs(tmp_path))
     assert str(refused.value).startswith("runs 1 and 3 of a fusion differ in optim.lr (0.01 and 0.05): ")
     assert "\n" not in str(refused.value) and not any(d.exists() for d in dirs(tmp_path))
@@ -265,7 +267,7 @@ def test_runs_at_different_epochs_are_not_fused(trained, tmp_path, one_torch_thr
     root = trained[0]
     shutil.copytree(root / "alone" / "ce", tmp_path / "ce")  # finished: skipped, not fused
     (tmp_path / "ce" / "result.json").unlink()  # as if killed after its last epoch: its checkpoint says epoch 2
-    with pytest.raises(jal_train.ConfigError, match=r"must be at the same epoch; these are at epochs \[0, 2\]"):
+    with pytest.raises(jal_run.ConfigError, match=r"must be at the same epoch; these are at epochs \[0, 2\]"):
         jal_train.train_fusion(configs(root)[:2], dirs(tmp_path)[:2])
 
 
@@ -429,7 +431,7 @@ def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp
     import logging
 
     from jal.fuse import RunLog
-    from jal.train import about
+    from jal.run import about
 
     a, b = tmp_path / "a", tmp_path / "b"
     logs = [RunLog(str(d / "train.log"), d, {str(a), str(b)}) for d in (a, b)]
@@ -443,3 +445,30 @@ def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp
         log.close()
     assert (a / "train.log").read_text().splitlines() == ["precision fp32", "about no member"]
     assert (b / "train.log").read_text().splitlines() == [f"resuming {b} from epoch 1", "about no member"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The records of the code before jal/train.py was split into step, run and device (tests/data/golden_runs.json)
+
+
+def test_runs_alone_and_fused_give_the_records_the_code_gave_before_its_split(tmp_path, one_torch_thread):
+    """Two tiny fp64 runs, alone and fused, against the histories and final-weight sums that the code before the
+    split wrote (commit 944310e; on the machine that split it, fp32 records and weights were equal bit for bit).
+    Held to 1e-10 relative, not bitwise: float64 kernels add in another order on another CPU family (~1e-16
+    a step, see TOLERANCE), far below what a changed step, label or regulariser moves (test_fused above)."""
+    golden = json.loads((Path(__file__).parent / "data" / "golden_runs.json").read_text())
+    names = ["jal_ce", "ce"]
+    cfgs = [compose_train(TINY + [f"out_root={tmp_path}", *golden[f"alone/{n}"]["overrides"]]) for n in names]
+    for name, cfg in zip(names, cfgs):
+        jal_train.train(cfg, tmp_path / "alone" / name)
+    jal_train.train_fusion(cfgs, [tmp_path / "fused" / n for n in names])
+    for key, want in golden.items():
+        record = json.loads((tmp_path / key / "result.json").read_text())
+        assert record["fingerprint"] == want["fingerprint"], key
+        got = without_timings(record["history"])
+        assert [set(h) for h in got] == [set(h) for h in want["history"]], key
+        for h, w in zip(got, want["history"]):
+            assert h == {k: pytest.approx(v, rel=1e-10) if isinstance(v, float) else v for k, v in w.items()}, key
+        state = final_state(tmp_path / key)["model"]
+        sums = {k: v.double().sum().item() for k, v in state.items() if v.is_floating_point()}
+        assert sums == {k: pytest.approx(v, rel=1e-10, abs=1e-10) for k, v in want["weight_sums"].items()}, key

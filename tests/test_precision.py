@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 
+from jal import device as jal_device
 from jal import precision as paired
 from jal import train as jal_train
 
@@ -18,24 +19,24 @@ CPU = torch.device("cpu")
 
 
 def test_auto_picks_bf16_only_on_a_cpu_with_bf16_hardware():
-    precision, reason = jal_train.choose_precision("auto", CPU, SPR_FLAGS)
+    precision, reason = jal_device.choose_precision("auto", CPU, SPR_FLAGS)
     assert precision == "bf16" and "amx_bf16" in reason and "avx512_bf16" in reason
-    assert jal_train.choose_precision("auto", CPU, {"avx2", "avx512_bf16"})[0] == "bf16"  # AVX512-BF16 without AMX
-    assert jal_train.choose_precision("auto", CPU, {"avx2", "amx_bf16"})[0] == "bf16"
-    precision, reason = jal_train.choose_precision("auto", CPU, AVX2_FLAGS)
+    assert jal_device.choose_precision("auto", CPU, {"avx2", "avx512_bf16"})[0] == "bf16"  # AVX512-BF16 without AMX
+    assert jal_device.choose_precision("auto", CPU, {"avx2", "amx_bf16"})[0] == "bf16"
+    precision, reason = jal_device.choose_precision("auto", CPU, AVX2_FLAGS)
     assert precision == "fp32" and "no bf16 hardware" in reason
 
 
 def test_explicit_precisions_ignore_the_flags():
     for flags in (SPR_FLAGS, AVX2_FLAGS):
         for precision in ("fp32", "bf16", "fp64"):
-            assert jal_train.choose_precision(precision, CPU, flags) == (precision, f"trainer.precision={precision}")
-    assert jal_train.choose_precision("auto", torch.device("cuda"), AVX2_FLAGS)[0] == "bf16"  # CUDA: as before
+            assert jal_device.choose_precision(precision, CPU, flags) == (precision, f"trainer.precision={precision}")
+    assert jal_device.choose_precision("auto", torch.device("cuda"), AVX2_FLAGS)[0] == "bf16"  # CUDA: as before
 
 
 def test_unknown_flags_mean_fp32(monkeypatch):
-    monkeypatch.setattr(jal_train, "cpu_flags", lambda: None)  # no /proc/cpuinfo (macOS)
-    precision, reason = jal_train.choose_precision("auto", CPU)
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda: None)  # no /proc/cpuinfo (macOS)
+    precision, reason = jal_device.choose_precision("auto", CPU)
     assert precision == "fp32" and "unknown" in reason
 
 
@@ -43,21 +44,21 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 amx_bf16\n\n"
                        "processor\t: 1\nflags\t\t: fpu avx2 amx_bf16\n")
-    assert jal_train.cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16"}
-    assert jal_train.cpu_flags(tmp_path / "absent") is None
+    assert jal_device.cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16"}
+    assert jal_device.cpu_flags(tmp_path / "absent") is None
 
 
 @pytest.mark.parametrize("flags, expected", [(SPR_FLAGS, "bf16"), (AVX2_FLAGS, "fp32")])
 def test_resolve_device_follows_the_faked_flags(synthetic_run, monkeypatch, flags, expected):
-    monkeypatch.setattr(jal_train, "cpu_flags", lambda: flags)
-    device, precision = jal_train.resolve_device(synthetic_run("trainer.device=cpu", "trainer.precision=auto"))
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda: flags)
+    device, precision = jal_device.resolve_device(synthetic_run("trainer.device=cpu", "trainer.precision=auto"))
     assert device.type == "cpu" and precision == expected
 
 
 @pytest.mark.parametrize("flags, expected", [(SPR_FLAGS, "bf16"), (AVX2_FLAGS, "fp32")])
 def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypatch, caplog, one_torch_thread,
                                                        flags, expected):
-    monkeypatch.setattr(jal_train, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda: flags)
     cfg = synthetic_run("trainer.device=cpu", "trainer.precision=auto", "trainer.epochs=1")
     with caplog.at_level(logging.INFO, logger="jal.train"):
         result = jal_train.train(cfg, tmp_dir := jal_train.Path(cfg.out_root) / cfg.run_name)
@@ -73,16 +74,16 @@ def test_the_quick_preset_trains_bf16_only_where_the_cpu_has_bf16_hardware(monke
     and its directory says which, so a bf16 run never lands in (or is refused by) an fp32 record's directory."""
     from conftest import compose_train
 
-    monkeypatch.setattr(jal_train, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda: flags)
     cfg = compose_train(["experiment=quick", "trainer.device=cpu", "noise=symmetric", "noise.rate=0.8"])
-    assert cfg.trainer.precision == "auto" and jal_train.resolve_device(cfg)[1] == expected
+    assert cfg.trainer.precision == "auto" and jal_device.resolve_device(cfg)[1] == expected
     assert cfg.run_name == "cifar10/symmetric_0.8/ce/seed123" + suffix
 
 
 def test_a_run_directory_names_the_precision_that_trains_not_how_it_was_asked(monkeypatch):
     from conftest import compose_train
 
-    monkeypatch.setattr(jal_train, "cpu_flags", lambda: AVX2_FLAGS)
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda: AVX2_FLAGS)
     name = lambda *o: compose_train(["trainer.device=cpu", "loss=jal_ce", *o]).run_name  # noqa: E731
     assert name() == name("trainer.precision=fp32") == name("trainer.precision=auto") == "cifar10/clean/jal_ce/seed123"
     assert name("trainer.precision=bf16", "loss.passive.a=20") == "cifar10/clean/jal_ce/seed123/bf16/loss.passive.a=20"

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from test_configs import LOSS_NAMES, compose_cfg, grid_cfg, resolved
 
 from jal import config, losses, tables
+from jal import run as jal_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
@@ -396,16 +397,16 @@ def test_nlnl_run_killed_after_epoch_1_resumes_to_the_uninterrupted_result(synth
     cfg = synthetic_run("loss=nlnl", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=2",
                         "dataset.train_size=96", "dataset.test_size=32")
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
-    save = jal_train.save_checkpoint
+    save = jal_run.save_checkpoint
 
     def save_then_die(path, obj):
         save(path, obj)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jal_train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(jal_run, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         jal_train.train(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(jal_train, "save_checkpoint", save)
+    monkeypatch.setattr(jal_run, "save_checkpoint", save)
     resumed = jal_train.train(cfg, tmp_path / "resumed")
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
     assert np.isfinite([h["train_loss"] for h in resumed["history"]]).all()

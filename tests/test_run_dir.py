@@ -13,9 +13,11 @@ import pytest
 import torch
 from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import open_dict, read_write
 
+from jal import run as jal_run
 from jal import run_dir, sweep
+from jal import run_dir as jal_run_dir
 from jal import train as jal_train
 from jal.run_dir import DirectoryConflict, RunLock
 
@@ -64,7 +66,7 @@ def test_one_value_written_two_ways_names_one_directory_and_is_found_finished(tm
     assert json.loads(record.read_text())["settings"] == record.parent.name
     spelt = {a: compose(tmp_path, "loss=jal_ce", f"loss.passive.a={a}") for a in ("10", "10.0", "1e1", "10.00")}
     assert len({cfg.run_name for cfg in spelt.values()}) == 1
-    assert len({run_dir.fingerprint(run_dir.identity(jal_train.plain_config(cfg), "fp32"))
+    assert len({run_dir.fingerprint(run_dir.identity(jal_run_dir.plain_config(cfg), "fp32"))
                 for cfg in spelt.values()}) == 1
     assert compose(tmp_path, "optim.lr=1e-4").run_name == compose(tmp_path, "optim.lr=0.0001").run_name
     assert compose(tmp_path, "optim.lr=0.05").run_name != compose(tmp_path, "optim.lr=0.5").run_name
@@ -81,7 +83,7 @@ def test_the_readme_smoke_run_and_the_full_run_get_their_own_directories():
 def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_precision_that_trains(tmp_path):
     def identity_of(*overrides):
         cfg = compose(tmp_path, *overrides)
-        return run_dir.identity(jal_train.plain_config(cfg), "fp32")
+        return run_dir.identity(jal_run_dir.plain_config(cfg), "fp32")
 
     base = identity_of()
     assert identity_of("trainer.threads=1", "trainer.progress=true", "trainer.stop_at=5", "logger=wandb",
@@ -91,17 +93,39 @@ def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_prec
                     "noise=symmetric", "dataset.subset=32", "trainer.eval_every=2"):
         assert identity_of(setting) != base, setting
     cfg = compose(tmp_path, "trainer.precision=auto")  # auto is what it means on this machine, fp32 or bf16
-    assert run_dir.identity(jal_train.plain_config(cfg), "bf16") != base
-    assert run_dir.identity(jal_train.plain_config(cfg), "fp32") == base
+    assert run_dir.identity(jal_run_dir.plain_config(cfg), "bf16") != base
+    assert run_dir.identity(jal_run_dir.plain_config(cfg), "fp32") == base
 
 
-def test_the_directory_name_leaves_out_exactly_the_cell_and_what_is_not_the_experiment():
-    excluded = OmegaConf.load(CONFIG_DIR / "train.yaml").hydra.job.config.override_dirname.exclude_keys
-    cell = {"dataset", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment"}
-    for key in set(excluded) - cell:
-        assert any(key == k or key.startswith(k + ".") for k in run_dir.NOT_THE_EXPERIMENT), key
-    for key in run_dir.NOT_THE_EXPERIMENT:  # precision is the exception: auto resolves per machine
-        assert key in excluded or key in ("run_name", "trainer.precision"), key
+def test_the_directory_name_identity_fusions_and_records_derive_from_one_list():
+    """configs/train.yaml's exclude_keys, the identity, the fusion rule and the records' config all follow
+    jal.config.NOT_THE_EXPERIMENT: a setting that is not the experiment is in no directory name and no identity,
+    may differ between fused runs exactly when marked so, and a machine path is in no record."""
+    from jal import config
+
+    cfg = compose_train(["loss=ce"])
+    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert excluded == set(config.IN_THE_CELL) | {"logger.mode", "logger.project", "logger.entity", "logger.group",
+                                                 "logger.tags"} | (set(config.NOT_THE_EXPERIMENT) - {"run_name"})
+    ident = run_dir.identity(jal_run_dir.plain_config(cfg), "fp32")
+    assert not any(run_dir.within(key, config.NOT_THE_EXPERIMENT) for key in ident)
+    fixed = run_dir.fixed_settings(cfg)
+    for key, per_run in config.NOT_THE_EXPERIMENT.items():
+        assert per_run != any(run_dir.within(k, [key]) for k in fixed), key
+    assert set(config.MACHINE_PATHS) <= set(config.NOT_THE_EXPERIMENT)
+    assert not set(config.MACHINE_PATHS) & set(jal_run_dir.plain_config(cfg))
+
+
+def test_every_setting_of_the_exclude_list_is_left_out_of_a_real_launchs_directory(tmp_path):
+    """Hydra resolves the derived exclude_keys in a real launch: settings that are not the experiment name no
+    directory, one that is names its own."""
+    done = subprocess.run([sys.executable, "-m", "jal.train", "dataset=synthetic", "dataset.train_size=32",
+                           "dataset.test_size=16", "trainer.epochs=1", "logger=none", "trainer.progress=false",
+                           "trainer.threads=1", "trainer.eval_batch_size=64", "optim.lr=0.02", f"out_root={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    settings = "dataset.test_size=16,dataset.train_size=32,optim.lr=0.02,trainer.epochs=1"
+    assert [p.parent for p in tmp_path.rglob("result.json")] == [tmp_path / "synthetic/clean/ce/seed123" / settings]
 
 
 def test_differences_name_each_setting_with_both_values():
@@ -131,7 +155,7 @@ def trained(tmp_path, one_torch_thread):
 ])
 def test_a_finished_record_of_another_experiment_is_never_skipped(trained, tmp_path, setting, difference,
                                                                   monkeypatch):
-    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
     cfg = compose(tmp_path, "trainer.epochs=1", setting)
     with pytest.raises(DirectoryConflict, match=f"{trained} holds another experiment") as refused:
         jal_train.train(cfg, trained)
@@ -140,7 +164,7 @@ def test_a_finished_record_of_another_experiment_is_never_skipped(trained, tmp_p
 
 def test_a_checkpoint_of_another_experiment_is_never_resumed(trained, tmp_path, monkeypatch):
     (trained / "result.json").unlink()  # as if the run stopped mid-way: only its checkpoint says what it is
-    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
     with pytest.raises(DirectoryConflict, match="optim.lr: 0.01 in the record, 0.02 asked"):
         jal_train.train(compose(tmp_path, "trainer.epochs=1", "optim.lr=0.02"), trained)
 
@@ -266,7 +290,7 @@ def test_a_damaged_newest_checkpoint_costs_one_epoch_not_the_run(tmp_path, one_t
     and ends exactly as an uninterrupted run."""
     cfg = compose(tmp_path, "trainer.epochs=3")
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
-    save, saved = jal_train.save_checkpoint, []
+    save, saved = jal_run.save_checkpoint, []
 
     def save_then_die_after_epoch_2(directory, state):
         save(directory, state)
@@ -274,10 +298,10 @@ def test_a_damaged_newest_checkpoint_costs_one_epoch_not_the_run(tmp_path, one_t
         if state["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(jal_train, "save_checkpoint", save_then_die_after_epoch_2)
+    monkeypatch.setattr(jal_run, "save_checkpoint", save_then_die_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         jal_train.train(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(jal_train, "save_checkpoint", save)
+    monkeypatch.setattr(jal_run, "save_checkpoint", save)
     cut(tmp_path / "resumed" / "checkpoint.pt")
     resumed = jal_train.train(cfg, tmp_path / "resumed")
     assert resumed["history"][0] == torch.load(tmp_path / "resumed" / "checkpoint.pt",
@@ -327,9 +351,9 @@ def test_the_committed_quick_records_are_still_skipped_by_the_plan():
 def test_a_record_from_before_a_setting_existed_reads_as_its_old_value(tmp_path):
     """AMSE's exponent q came after the first records: one without it trained with q = 2."""
     cfg = compose(tmp_path, "loss=jal_ce")
-    config = jal_train.plain_config(cfg)
+    config = jal_run_dir.plain_config(cfg)
     asked = run_dir.identity(config, "fp32")
     del config["loss"]["passive"]["q"]
     assert run_dir.identity_of({"config": config, "precision": "fp32"}) == asked
-    asked_q3 = run_dir.identity(jal_train.plain_config(compose(tmp_path, "loss=jal_ce", "loss.passive.q=3")), "fp32")
+    asked_q3 = run_dir.identity(jal_run_dir.plain_config(compose(tmp_path, "loss=jal_ce", "loss.passive.q=3")), "fp32")
     assert run_dir.identity_of({"config": config, "precision": "fp32"}) != asked_q3

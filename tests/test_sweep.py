@@ -17,8 +17,10 @@ from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
 from test_notebook import FIGURES, run_notebook
 
+from jal import device as jal_device
 from jal import sweep, tables
-from jal.train import percent, plain_config
+from jal.run import percent
+from jal.run_dir import plain_config
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
         "trainer.progress=false", "loss=ce,jal_ce", "noise=symmetric", "noise.rate=0.2,0.8"]
@@ -396,16 +398,15 @@ def test_plan_stops_in_one_line_at_a_missing_data_file(tmp_path, monkeypatch, ca
 def test_plan_on_a_bf16_cpu_counts_the_fp32_records_it_would_retrain(three_of_four_finished, monkeypatch, capsys):
     """trainer.precision=auto on a CPU with bf16 hardware (its flags given, not this machine's): the runs go to
     <cell>/bf16, and the plan says that three of them have a finished fp32 record PRECISION=fp32 would reuse."""
-    import jal.train
 
-    monkeypatch.setattr(jal.train, "cpu_flags", lambda *args: {"avx512f", "amx_bf16"})
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda *args: {"avx512f", "amx_bf16"})
     monkeypatch.setenv("XDG_CACHE_HOME", str(three_of_four_finished / "cache"))
     overrides = TINY + [f"out_root={three_of_four_finished}", "trainer.precision=auto", "trainer.device=cpu"]
     out = plan_output(overrides, capsys)
     assert "  precision  bf16 (auto: bf16 autocast, the CPU has bf16 hardware (amx_bf16 in its flags))\n" in out
     assert "0 finished already, 4 to train" in out
     assert "  fp32       3 of the 4 runs to train in bf16 have a finished fp32 record of the same cell" in out
-    monkeypatch.setattr(jal.train, "cpu_flags", lambda *args: {"avx512f"})  # no bf16 hardware: fp32, no such line
+    monkeypatch.setattr(jal_device, "cpu_flags", lambda *args: {"avx512f"})  # no bf16 hardware: fp32, no such line
     out = plan_output(overrides, capsys)
     assert "3 finished already, 1 to train" in out and "  fp32  " not in out
 

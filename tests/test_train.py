@@ -15,7 +15,11 @@ import pytest
 import torch
 from conftest import REPO, compose_train, loss_turns_nan_after, shared_data_dir
 
+from jal import device as jal_device
+from jal import run as jal_run
+from jal import step as jal_step
 from jal import train as jal_train
+from jal import wandb_run as jal_wandb
 from jal.losses import CE
 
 RESULT_KEYS = {"dataset", "model", "loss", "noise_type", "noise_rate", "seed", "epochs", "last_test_acc",
@@ -59,18 +63,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path,
     cfg = synthetic_run(*overrides)
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
 
-    save = jal_train.save_checkpoint
+    save = jal_run.save_checkpoint
 
     def save_then_die(path, obj):  # the process is killed right after its first checkpoint
         save(path, obj)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jal_train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(jal_run, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         jal_train.train(cfg, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "result.json").exists()
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(jal_train, "save_checkpoint", save)
+    monkeypatch.setattr(jal_run, "save_checkpoint", save)
     resumed = jal_train.train(cfg, tmp_path / "resumed")
 
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
@@ -95,7 +99,7 @@ def assert_same_training(a: dict, a_dir: Path, b: dict, b_dir: Path) -> None:
 @pytest.fixture
 def no_stop_signal(monkeypatch):
     """This test process has received no stop signal (and whatever a test sends is forgotten after it)."""
-    monkeypatch.setattr(jal_train, "stop_signal", None)
+    monkeypatch.setattr(jal_run, "stop_signal", None)
 
 
 def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_path, no_stop_signal, one_torch_thread):
@@ -119,7 +123,7 @@ def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_pat
 
 def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypatch, no_stop_signal):
     cfg = synthetic_run(f"trainer.stop_at={int(time.time()) - 1}")
-    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("a run past stop_at loads nothing"))
+    monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("a run past stop_at loads nothing"))
     result = jal_train.train(cfg, run_dir_of(cfg))
     assert result["status"] == "paused" and result["epoch"] is None
     assert not (run_dir_of(cfg) / "result.json").exists() and not (run_dir_of(cfg) / "checkpoint.pt").exists()
@@ -145,7 +149,7 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
         signal.signal(signal.SIGUSR1, previous)
     assert result["status"] == "paused" and result["epoch"] == 1 and result["reason"] == "SIGUSR1"
     assert torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    assert handed_on == [signal.SIGUSR1] and restored is not jal_train.request_stop
+    assert handed_on == [signal.SIGUSR1] and restored is not jal_run.request_stop
     # later runs in this process (a sweep through the basic launcher) pause before they start
     later = synthetic_run("trainer.epochs=3", "seed=5")
     assert jal_train.train(later, run_dir_of(later))["epoch"] is None
@@ -209,7 +213,7 @@ def rendered_bar(desc: str, postfix: str, n: int, total: int, elapsed: float) ->
     """The bar train_locked draws, as tqdm renders it in an 80-column terminal."""
     from tqdm import tqdm
 
-    return tqdm.format_meter(n, total, elapsed, ncols=80, prefix=desc, bar_format=jal_train.BAR_FORMAT,
+    return tqdm.format_meter(n, total, elapsed, ncols=80, prefix=desc, bar_format=jal_run.BAR_FORMAT,
                              postfix=postfix)
 
 
@@ -223,25 +227,25 @@ def history(*test_accs) -> list[dict]:
 
 def test_progress_bar_shows_the_run_the_bar_and_the_last_accuracy_in_80_columns():
     cell = dict(loss="jal_ce", noise_type="symmetric", noise_rate=0.8, noise_labels=None, seed=123)
-    assert jal_train.short_name(cell) == "jal_ce sym0.8 s123"
+    assert jal_run.short_name(cell) == "jal_ce sym0.8 s123"
     # the last accuracy evaluated, also in an epoch not evaluated (eval_every)
-    line = rendered_bar("jal_ce sym0.8 s123", jal_train.bar_postfix([history(60.0, 64.321, None)]), 57, 120, 723)
+    line = rendered_bar("jal_ce sym0.8 s123", jal_run.bar_postfix([history(60.0, 64.321, None)]), 57, 120, 723)
     assert line.startswith("jal_ce sym0.8 s123 |") and line.endswith("| 57/120 [12:03<13:19, test 64.32%]")
     assert len(line) == 80 and bar_cells(line) == 25
     # the longest names there are (loss, human label set), a five-digit seed, 10 h gone, 10 h left: still whole
     longest = max((p.stem for p in (REPO / "configs/loss").glob("*.yaml")), key=len)
     for noise_type, rate, labels in (("human", 0.4, "worst"), ("asymmetric", 0.45, None), ("none", 0.0, None)):
-        name = jal_train.short_name(dict(cell, loss=longest, noise_type=noise_type, noise_rate=rate,
+        name = jal_run.short_name(dict(cell, loss=longest, noise_type=noise_type, noise_rate=rate,
                                          noise_labels=labels, seed=12345))
-        line = rendered_bar(name, jal_train.bar_postfix([history(100.0)]), 100, 200, 36000)
+        line = rendered_bar(name, jal_run.bar_postfix([history(100.0)]), 100, 200, 36000)
         assert len(line) <= 80 and bar_cells(line) >= 5 and line.endswith("[10:00:00<10:00:00, test 100.00%]"), line
-    assert jal_train.short_name(dict(cell, noise_type="human", noise_labels="worst")) == "jal_ce human-worst s123"
-    assert jal_train.short_name(dict(cell, noise_type="none", noise_rate=0.0)) == "jal_ce clean s123"
+    assert jal_run.short_name(dict(cell, noise_type="human", noise_labels="worst")) == "jal_ce human-worst s123"
+    assert jal_run.short_name(dict(cell, noise_type="none", noise_rate=0.0)) == "jal_ce clean s123"
     # a fusion: its members' range; before the first evaluation, no accuracy
-    line = rendered_bar("fusion of 16", jal_train.bar_postfix([history(61.2), history(64.32), history(62.0)]),
+    line = rendered_bar("fusion of 16", jal_run.bar_postfix([history(61.2), history(64.32), history(62.0)]),
                         3, 120, 90)
     assert line.endswith("| 3/120 [01:30<58:30, test 61.20-64.32%]") and bar_cells(line) == 26
-    assert jal_train.bar_postfix([history(None)]) == jal_train.bar_postfix([[]]) == ""
+    assert jal_run.bar_postfix([history(None)]) == jal_run.bar_postfix([[]]) == ""
 
 
 def train_command(out_root: Path | str, *extra: str) -> list[str]:
@@ -334,20 +338,20 @@ def test_an_interrupted_fusion_says_each_members_last_checkpoint(synthetic_run, 
 def test_finished_run_is_skipped(synthetic_run, monkeypatch):
     cfg = synthetic_run("trainer.epochs=1")
     first = jal_train.train(cfg, run_dir_of(cfg))
-    monkeypatch.setattr(jal_train, "load_dataset", lambda *a, **k: pytest.fail("a finished run must not train"))
+    monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("a finished run must not train"))
     assert jal_train.train(cfg, run_dir_of(cfg)) == first
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run, monkeypatch):
     cfg = synthetic_run("trainer.epochs=3")
-    build = jal_train.build_training
+    build = jal_step.build_training
 
     def loss_turns_nan_in_epoch_2(cfg, device, precision):
         model, step_model, criterion, optimizer, scheduler = build(cfg, device, precision)
         loss_turns_nan_after(criterion, 2)  # 256 images in batches of 128: the 3rd call is epoch 2's first
         return model, step_model, criterion, optimizer, scheduler
 
-    monkeypatch.setattr(jal_train, "build_training", loss_turns_nan_in_epoch_2)
+    monkeypatch.setattr(jal_run, "build_training", loss_turns_nan_in_epoch_2)
     with pytest.raises(jal_train.RunDiverged, match="non-finite training loss in epoch 2"):
         jal_train.train(cfg, run_dir_of(cfg))
     state = torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)
@@ -402,7 +406,7 @@ def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
     result = jal_train.train(cfg, run_dir_of(cfg))
     files = list(run_dir_of(cfg).glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1
-    assert files[0].name == f"run-{jal_train.wandb_run_id(cfg.run_name)}.wandb"
+    assert files[0].name == f"run-{jal_wandb.wandb_run_id(cfg.run_name)}.wandb"
     rows = read_wandb_history(files[0])
     assert [r["epoch"] for r in rows] == [1, 2]
     assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
@@ -428,11 +432,11 @@ def test_wandb_run_id_is_one_wandb_accepts_and_one_per_run_name():
     from wandb import Settings
 
     cell = "cifar10/symmetric_0.8/jal_ce/seed123"
-    assert jal_train.wandb_run_id(cell) == "cifar10-symmetric_0.8-jal_ce-seed123"  # the id every earlier run has
+    assert jal_wandb.wandb_run_id(cell) == "cifar10-symmetric_0.8-jal_ce-seed123"  # the id every earlier run has
     names = [cell, f"{cell}/loss.passive.a=30", f"{cell}/optim.lr=0.02,trainer.epochs=2",
              f"{cell}/optim.lr=0.02:trainer.epochs=2", f"{cell}/optim.lr=0.02-trainer.epochs=2",
              f"{cell}/bf16/" + ",".join(f"loss.term{i}.weight={i}" for i in range(20))]
-    ids = [jal_train.wandb_run_id(name) for name in names]
+    ids = [jal_wandb.wandb_run_id(name) for name in names]
     assert len(set(ids)) == len(names)  # names that read alike once ',' and ':' are replaced stay apart
     for run_id in ids:
         assert Settings(run_id=run_id).run_id == run_id and len(run_id) <= 128  # W&B's own validation
@@ -498,7 +502,7 @@ def test_slurm_launcher_asks_for_the_signal_before_the_limit_and_requeues():
     cfg = compose_train(["hydra/launcher=slurm", "dataset=synthetic"])
     launcher = cfg.hydra.launcher
     assert launcher.signal_delay_s >= 60 and launcher.max_num_timeout > 0
-    assert signal.SIGUSR2 in jal_train.STOP_SIGNALS  # submitit's signal (SUBMITIT_PREEMPT_SIGNAL, default USR2)
+    assert signal.SIGUSR2 in jal_run.STOP_SIGNALS  # submitit's signal (SUBMITIT_PREEMPT_SIGNAL, default USR2)
 
 
 def test_deterministic_asks_torch_for_repeatable_kernels(synthetic_run, monkeypatch):
@@ -506,11 +510,11 @@ def test_deterministic_asks_torch_for_repeatable_kernels(synthetic_run, monkeypa
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     with global_determinism_restored():
-        jal_train.resolve_device(synthetic_run("trainer.deterministic=true"))
+        jal_device.resolve_device(synthetic_run("trainer.deterministic=true"))
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert not torch.are_deterministic_algorithms_enabled()  # the default leaves torch's settings alone
-    jal_train.resolve_device(synthetic_run())
+    jal_device.resolve_device(synthetic_run())
     assert not torch.are_deterministic_algorithms_enabled()
 
 
@@ -541,7 +545,7 @@ def test_compiled_model_serves_training_and_evaluation(synthetic_run, monkeypatc
 
 def test_unknown_compile_mode_is_a_one_line_error(synthetic_run):
     cfg = synthetic_run("trainer.compile=fastest")
-    with pytest.raises(jal_train.ConfigError, match="trainer.compile=fastest is not true, false or one of "
+    with pytest.raises(jal_run.ConfigError, match="trainer.compile=fastest is not true, false or one of "
                                                     "default, reduce-overhead"):
         jal_train.check_config(cfg)
 
@@ -569,7 +573,7 @@ def test_l1_gradient_equals_the_gradient_of_the_penalty_in_the_loss():
     expected = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     torch.nn.functional.cross_entropy(model(x), y).backward()
-    jal_train.add_l1_gradient(list(model.parameters()), 5e-5)
+    jal_step.add_l1_gradient(list(model.parameters()), 5e-5)
     for p, g in zip(model.parameters(), expected):
         torch.testing.assert_close(p.grad, g)
 

@@ -1,0 +1,421 @@
+"""A run's life around the training step: what it prepares under its lock (its directory's identity, a finished
+run skipped, its checkpoint found), its data and labels on the device, its model built or resumed, its records
+each epoch and at its end, its W&B run, and the stop signals and deadline that pause it. jal/train.py drives
+the loop; jal/step.py trains; jal/run_dir.py keeps the files of one directory trustworthy.
+"""
+
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from jal import noise as label_noise
+from jal.config import ConfigError, settings_name
+from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
+from jal.device import PARAMETER_DTYPE, choose_precision, device_name, resolve_device
+from jal.losses import AMSE
+from jal.run_dir import (
+    LABELS,
+    RESULT,
+    check_labels,
+    check_same,
+    fingerprint,
+    identity,
+    latest_checkpoint,
+    move_aside,
+    plain_config,
+    read_record,
+    save_checkpoint,
+)
+from jal.step import Fusion, Learner, TrainingData, build_training
+from jal.theory import check_amse_a
+from jal.util import atomic_save, atomic_save_npz, atomic_write_json, git_commit, hydra_runtime
+from jal.wandb_run import start_wandb
+
+# Its loggers keep jal.train's names: configs/train.yaml routes them (the console, the run's train.log).
+log = logging.getLogger("jal.train")
+# One line per epoch into the run's train.log only (configs/train.yaml routes it to the file handler): a run
+# can be followed with `tail -f` while a sweep's console keeps to one line per run.
+epoch_log = logging.getLogger("jal.train.epochs")
+# What this command decided about a run that it does not train (finished already, not started, trained by
+# another process): the console only, never the run's train.log, which keeps the history of its training
+# (a sweep started again leaves a finished run's files as they were).
+console = logging.getLogger("jal.train.console")
+
+
+def about(run_dir) -> dict:
+    """The `extra` of a log record about one run (its directory): `python -m jal.fuse` writes each fused
+    member's records into that member's own train.log, as Hydra's job logging does for a run alone."""
+    return {"run_dir": str(run_dir)}
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"  # n/a: not evaluated this epoch, or no corrupted sample
+
+
+def ending(record: dict) -> str:
+    """How a run ended, in the words of its closing line: a run alone's (main), a sweep's progress line per
+    run (jal.sweep.Progress) and a fused sweep's per member (jal.fuse)."""
+    status, reason = record["status"], record.get("reason")
+    if status == "finished":
+        epoch = f" (epoch {record['epochs']})" if record.get("epochs") else ""
+        return f"finished: test accuracy {record['last_test_acc']:.2f}%{epoch}"
+    if status == "failed":
+        return f"failed: {record.get('error', 'no error recorded')}"
+    if status == "paused":
+        if "epoch" in record and record["epoch"] is None:  # stop_at passed or a stop signal before it started
+            return f"not started: {reason}"
+        after = f" after epoch {record['epoch']}" if record.get("epoch") is not None else ""
+        return f"paused{after}" + (f": {reason}" if reason else "") + "; the same command continues it"
+    return status + (f" ({reason})" if reason else "")
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Labels: clean and noisy
+
+
+def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndarray:
+    """The noisy training labels of this run (for the samples in `subset`), drawn from the run's seed."""
+    kind, k, seed = cfg.noise.type, cfg.dataset.num_classes, cfg.seed
+    clean = data.y_train[subset]
+    if kind == "none":
+        return clean.copy()
+    if kind in ("symmetric", "asymmetric"):
+        return label_noise.make_noisy_labels(clean, kind, cfg.noise.rate, k, seed, sampling=cfg.noise.sampling)
+    if kind == "instance":
+        precomputed = cfg.dataset.name != "synthetic" and cfg.noise.rate in (0.2, 0.4, 0.6)
+        if cfg.noise.generate or not precomputed:  # the seeded generator the precomputed sets come from
+            features = data.x_train[subset].reshape(len(subset), -1).astype(np.float32) / 255
+            return label_noise.generate_instance_labels(features, clean, cfg.noise.rate, k, seed)
+        path = Path(cfg.data_dir) / f"{cfg.dataset.name}_idn_labels.npz"
+        return label_noise.load_instance_labels(path, cfg.noise.rate, len(data.y_train), k)[subset]
+    if kind == "human":
+        path = Path(cfg.data_dir) / f"{cfg.dataset.name}n_labels.npz"
+        return label_noise.load_human_labels(path, cfg.noise.labels, data.y_train)[subset]
+    raise ConfigError(f"unknown noise.type {kind!r}: choose none, symmetric, asymmetric, instance or human")
+
+
+def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
+    """jal.theory's warning when an AMSE term's `a` is below the asymmetry bound for the configured noise."""
+    for path, module in criterion.named_modules():  # path: "" for the loss itself, "passive" inside JAL-CE
+        if isinstance(module, AMSE) and cfg.noise.type in ("symmetric", "asymmetric"):
+            key = f"loss.{path}.a" if path else "loss.a"  # the module's path is its config's
+            return check_amse_a(module.a, cfg.noise.type, cfg.noise.rate, cfg.dataset.num_classes, key)
+    return None
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pausing: trainer.stop_at and stop signals
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+stop_signal: int | None = None  # the stop signal this process received; every later run in it pauses too
+
+
+def request_stop(signum: int, frame=None) -> None:
+    """Signal handler: pause at the next epoch end (a sweep's later runs in this process then pause at once)."""
+    global stop_signal
+    stop_signal = signum
+
+
+def stop_reason(cfg: DictConfig) -> str | None:
+    """Why the run must pause now, if it must: a stop signal, or trainer.stop_at has passed."""
+    if stop_signal is not None:
+        return signal.Signals(stop_signal).name
+    stop_at = cfg.trainer.get("stop_at")
+    if stop_at is not None and time.time() >= stop_at:
+        return f"trainer.stop_at={stop_at} passed"
+    return None
+
+
+def install_stop_handlers() -> dict:
+    """request_stop for STOP_SIGNALS; returns the handlers it replaced (none off the main thread, where
+    Python cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
+
+
+def restore_handlers(previous: dict, hand_on: int | None) -> None:
+    """Put the replaced handlers back; hand the stop signal received meanwhile on to a launcher's own handler
+    (submitit's requeues the job), now that the checkpoint is written."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    handler = previous.get(hand_on)
+    if callable(handler) and handler is not request_stop:
+        handler(hand_on, None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The members of a fusion: each a run, prepared under its lock
+
+
+@dataclass(eq=False, kw_only=True)  # members are told apart by identity
+class Member(Learner):
+    """One run of a fusion: what it is, where it writes, what it trains on, its Learner's plain model, loss,
+    SGD and schedule (exactly as a run alone builds them), and its history."""
+    run_dir: Path
+    name: str
+    stored_config: dict  # the resolved config as its records store it (jal.run_dir.plain_config)
+    asked: dict
+    precision: str  # fp32, bf16 or fp64 (choose_precision)
+    device: torch.device
+    state: dict | None  # its checkpoint, None for a new run
+    precision_reason: str = ""  # why it trains in this precision (choose_precision), for its record
+    cell: dict = None
+    provenance: dict = None
+    summary: dict = None
+    n_train: int = 0
+    n_corrupted: int = 0
+    history: list = None
+    wall_before: float = 0.0
+    wandb_run: object = None
+    start_epoch: int = 0  # the epochs its checkpoint had done
+    checkpointed: int = 0  # the epoch of its last checkpoint written (an interruption says it)
+
+    def __post_init__(self):
+        self.checkpointed = self.state["epoch"] if self.state is not None else 0
+
+
+def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
+    """What a run does under its lock before anything trains: restart, the directory's identity, skip a
+    finished run, find its checkpoint, write config.yaml, stop when the sweep is stopping. A record when it
+    trains no further here, else the Member."""
+    result_path = run_dir / RESULT
+    with hydra_runtime(cfg):
+        config, name = plain_config(cfg), cfg.run_name
+    # the run's lines name it by its name (its directory under out_root), not by this machine's path: they
+    # go into its train.log, which is committed with its record
+    if cfg.trainer.restart and (moved := move_aside(run_dir)):
+        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), name,
+                 extra=about(run_dir))
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
+    device, precision = resolve_device(cfg)
+    precision_reason = choose_precision(cfg.trainer.precision, device)[1]
+    asked = identity(config, precision)
+    # What the directory holds must be this experiment before anything is skipped, resumed or trained.
+    record = read_record(run_dir)
+    if record is not None:
+        check_same(record, asked, result_path)
+        if record.get("status") == "finished":
+            console.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
+            return record
+    state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
+    if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
+        console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
+        return dict(status="paused", reason=reason, epoch=None)
+    log.info("precision %s (%s)", precision, precision_reason, extra=about(run_dir))
+    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
+    return Member(cfg=cfg, run_dir=run_dir, name=name, stored_config=config, asked=asked, precision=precision,
+                  device=device, state=state, precision_reason=precision_reason)
+
+
+def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
+    """The training images (once), each member's subset and labels (its labels.npz checked or written), and
+    the test set, all on the device."""
+    cfg, device = members[0].cfg, members[0].device
+    k = cfg.dataset.num_classes
+    data = load_dataset(cfg.dataset.name, cfg.data_dir, num_classes=k,
+                        train_size=cfg.dataset.get("train_size", 256), test_size=cfg.dataset.get("test_size", 128))
+    rows, noisy, clean = [], [], []
+    for m in members:
+        subset = (balanced_subset(data.y_train, cfg.dataset.subset, k, m.cfg.seed) if cfg.dataset.subset
+                  else np.arange(len(data.y_train)))
+        clean_labels, noisy_labels = data.y_train[subset], make_labels(m.cfg, data, subset)
+        m.summary = label_noise.noise_summary(clean_labels, noisy_labels, k)
+        m.n_train, m.n_corrupted = len(subset), int(np.sum(noisy_labels != clean_labels))
+        if (m.run_dir / LABELS).exists():
+            check_labels(m.run_dir / LABELS, noisy_labels, clean_labels, subset)
+        else:
+            atomic_save_npz(m.run_dir / LABELS, noisy=noisy_labels, clean=clean_labels, indices=subset)
+        rows.append(subset), noisy.append(noisy_labels), clean.append(clean_labels)
+    as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device)
+    training = TrainingData(images_to_device(data.x_train, device), as_tensor(rows), as_tensor(noisy),
+                            as_tensor(clean), channel_stats(cfg.dataset.mean, cfg.dataset.std, device,
+                                                            PARAMETER_DTYPE[members[0].precision]))
+    test = (balanced_subset(data.y_test, cfg.dataset.test_subset, k, seed=0) if cfg.dataset.get("test_subset")
+            else np.arange(len(data.y_test)))  # a fixed test subset only for CPU-sized presets
+    return training, images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
+
+
+def build_member(m: Member, y_noisy: torch.Tensor) -> None:
+    """The member's model (initial weights from its seed), loss, SGD and schedule, as a run alone builds
+    them, loaded from its checkpoint when it has one; its cell, provenance and W&B run."""
+    cfg = m.cfg
+    torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
+    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device, m.precision)
+    m.criterion.fit_labels(y_noisy)  # losses that read the training labels (NLNL's class weights); most ignore it
+    if warning := amse_warning(cfg, m.criterion):
+        log.warning(warning, extra=about(m.run_dir))
+    m.history = []
+    if m.state is not None:
+        m.model.load_state_dict(m.state["model"])
+        m.optimizer.load_state_dict(m.state["optimizer"])
+        m.scheduler.load_state_dict(m.state["scheduler"])
+        m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
+        log.info("resuming %s from epoch %d", m.name, m.start_epoch, extra=about(m.run_dir))
+    m.state = None  # loaded: its memory (a model's worth) is not kept
+    with hydra_runtime(cfg) as hydra_cfg:
+        choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
+        m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
+                      noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
+                      seed=cfg.seed, settings=settings_name(hydra_cfg.job.override_dirname))  # tables group by it
+        m.wandb_run = start_wandb(cfg, m.run_dir)
+    # Every file of the run says which experiment wrote it (jal/run_dir.py).
+    m.provenance = dict(precision=m.precision, fingerprint=fingerprint(m.asked), config=m.stored_config)
+
+
+
+
+
+# The progress bar, whole in 80 columns: a short name, the bar, the epochs, the time and the last test accuracy
+# (`jal_ce sym0.8 s123 |####    | 57/120 [12:03<13:20, test 64.32%]`); the run's name and its speed per
+# epoch are in its train.log.
+BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+NOISE_SHORT = dict(symmetric="sym", asymmetric="asym", instance="inst")
+
+
+def short_name(cell: dict) -> str:
+    """A run's loss, noise and seed, as its progress bar names it: `jal_ce sym0.8 s123`."""
+    if cell["noise_type"] == "none":
+        noise = "clean"
+    elif cell["noise_type"] == "human":
+        noise = f"human-{cell['noise_labels']}"
+    else:
+        noise = f"{NOISE_SHORT[cell['noise_type']]}{cell['noise_rate']:g}"
+    return f"{cell['loss']} {noise} s{cell['seed']}"
+
+
+def bar_postfix(histories: list[list[dict]]) -> str:
+    """The last test accuracy evaluated (of a fusion: the range over its members); '' before there is one."""
+    accs = [next((h["test_acc"] for h in reversed(history) if h["test_acc"] is not None), None)
+            for history in histories]
+    accs = [acc for acc in accs if acc is not None]
+    if not accs:
+        return ""
+    low, high = min(accs), max(accs)
+    return f"test {high:.2f}%" if low == high else f"test {low:.2f}-{high:.2f}%"
+
+
+def check_same_epoch(members: list[Member]) -> None:
+    epochs_at = {m.start_epoch for m in members}
+    if len(epochs_at) > 1:
+        raise ConfigError(f"runs fused together must be at the same epoch; these are at epochs {sorted(epochs_at)}: "
+                          "train them apart, or the ones behind first")
+
+
+
+def close_unended(members: list[Member], results: dict, err: BaseException, epoch: int, epochs: int,
+                  fused: int) -> None:
+    """After a crash or an interruption, for each member not ended yet: a failed record after a crash (an
+    interruption leaves its checkpoint to resume from), and its W&B run closed."""
+    for m in members:
+        if m in results:
+            continue
+        if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
+            atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
+        if m.wandb_run is not None:
+            m.wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
+
+
+def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, results: dict, fused: int):
+    """Fail the members whose training loss turned non-finite this epoch (their record says so, their last
+    good checkpoint stays) and take them out of the fusion; the others go on. Returns the sums and the
+    training data of the members left."""
+    diverged = [m for m, s in zip(fusion.members, sums) if not math.isfinite(s[0])]
+    for m in diverged:
+        err = RunDiverged(f"non-finite training loss in epoch {epoch + 1} of {m.run_dir}: lower optim.lr or "
+                          "check the loss (the last good checkpoint is kept)")
+        if fused > 1:  # alone, train() raises it
+            log.error("%s", err, extra=about(m.run_dir))
+        results[m] = end(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
+    keep = [i for i, m in enumerate(fusion.members) if m not in diverged]
+    fusion.drop(diverged)
+    return [sums[i] for i in keep], data.select(keep)
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Records: each epoch's, and the run's last
+
+
+class RunDiverged(Exception):
+    """A non-finite training loss: the run fails (its record says so), the last good checkpoint stays."""
+
+
+def wall(m: Member, started: float) -> float:
+    return m.wall_before + time.perf_counter() - started
+
+
+def paused_record(cell: dict, epoch: int, epochs: int, reason: str, wall_seconds: float) -> dict:
+    """result.json of a paused run: the tables count it as missing, and starting it again continues it."""
+    return dict(status="paused", **cell, epoch=epoch, epochs=epochs, reason=reason, wall_seconds=wall_seconds,
+                git_commit=git_commit())
+
+
+def failed_record(m: Member, err: Exception, epoch: int, epochs: int) -> dict:
+    return dict(status="failed", error=f"{type(err).__name__}: {err}", **m.cell, epoch=epoch + 1, epochs=epochs,
+                **m.provenance)
+
+
+def end(m: Member, record: dict, fused: int) -> dict:
+    """Write the member's last record (with how many runs were fused) and close its W&B run."""
+    result = record | m.provenance | dict(fused=fused)
+    atomic_write_json(m.run_dir / RESULT, result)
+    if m.wandb_run is not None:
+        if result["status"] == "finished":
+            m.wandb_run.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+        m.wandb_run.finish(exit_code=0 if result["status"] != "failed" else 1)
+    return result
+
+
+def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_test: int, lr: float,
+              train_seconds: float, epoch_start: float, started: float) -> None:
+    """The member's epoch record: into its history, its train.log line, W&B, and its checkpoint."""
+    loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums
+    n_train, n_corrupted, epochs = m.n_train, m.n_corrupted, m.cfg.trainer.epochs
+    pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)
+    record = dict(
+        epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
+        train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
+        train_acc_corrupted_subset=pct(clean_corrupted, n_corrupted), train_memorised=pct(memorised, n_corrupted),
+        test_acc=pct(test_correct, n_test) if test_correct is not None else None,
+        lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
+    )
+    m.history.append(record)
+    epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
+                   epoch + 1, epochs, record["train_loss"], percent(record["train_acc_noisy"]),
+                   percent(record["train_memorised"]), percent(record["test_acc"]), record["images_per_second"],
+                   record["seconds"], extra=about(m.run_dir) | dict(epoch_record=record))
+    if m.wandb_run is not None:
+        m.wandb_run.log(record, step=epoch + 1)
+    save_checkpoint(m.run_dir, dict(
+        model=m.model.state_dict(), optimizer=m.optimizer.state_dict(), scheduler=m.scheduler.state_dict(),
+        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), **m.provenance,
+    ))
+    m.checkpointed = epoch + 1
+
+
+def finished_record(m: Member, wall_seconds: float) -> dict:
+    cfg, history, device = m.cfg, m.history, m.device
+    test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
+    return dict(
+        status="finished", **m.cell, epochs=cfg.trainer.epochs, subset=cfg.dataset.subset,
+        last_test_acc=test_accs[-1], best_test_acc=max(test_accs), realised_noise_rate=m.summary["rate"],
+        noise_transition=np.asarray(m.summary["transition"]).round(4).tolist(), wall_seconds=wall_seconds,
+        images_per_second=float(np.mean([h["images_per_second"] for h in history])),
+        device=str(device), device_name=device_name(device), git_commit=git_commit(),
+        precision_reason=m.precision_reason, **m.provenance, history=history,
+    )
+
+
