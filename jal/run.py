@@ -343,7 +343,7 @@ def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, re
                           "check the loss (the last good checkpoint is kept)")
         if fused > 1:  # alone, train() raises it
             log.error("%s", err, extra=about(m.run_dir))
-        results[m] = end(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
+        results[m] = write_last_record(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
     keep = [i for i, m in enumerate(fusion.members) if m not in diverged]
     fusion.drop(diverged)
     return [sums[i] for i in keep], data.select(keep)
@@ -373,7 +373,7 @@ def failed_record(m: Member, err: Exception, epoch: int, epochs: int) -> dict:
                 **m.provenance)
 
 
-def end(m: Member, record: dict, fused: int) -> dict:
+def write_last_record(m: Member, record: dict, fused: int) -> dict:
     """Write the member's last record (with how many runs were fused) and close its W&B run."""
     result = record | m.provenance | dict(fused=fused)
     atomic_write_json(m.run_dir / RESULT, result)

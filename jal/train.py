@@ -55,7 +55,6 @@ from jal.run import (
     check_same_epoch,
     close_unended,
     drop_diverged,
-    end,
     end_epoch,
     ending,
     finished_record,
@@ -67,9 +66,10 @@ from jal.run import (
     short_name,
     stop_reason,
     wall,
+    write_last_record,
 )
 from jal.run_dir import RunBusy, RunLock, check_fusable
-from jal.step import Fusion, correct_predictions, train_members
+from jal.step import Fusion, correct_predictions, train_one_epoch
 from jal.util import CONFIG_DIR
 
 log = logging.getLogger("jal.train")
@@ -102,11 +102,12 @@ def train_locked(members: list[Member]) -> list[dict]:
             if reason := next(filter(None, (stop_reason(m.cfg, epoch) for m in fusion.members)), None):
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
-                    results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
+                    paused = paused_record(m.cell, epoch, epochs, reason, wall(m, started))
+                    results[m] = write_last_record(m, paused, fused)
                     log.info("%s %s", m.name, ending(results[m]), extra=about(m.run_dir))
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
-            sums = train_members(fusion, cfg, precision, data, epoch)
+            sums = train_one_epoch(fusion, cfg, precision, data, epoch)
             sums = sums.tolist()  # once per epoch: the only host-device sync of the epoch's training
             if any(not math.isfinite(s[0]) for s in sums):
                 sums, data = drop_diverged(fusion, data, sums, epoch, results, fused)
@@ -121,7 +122,7 @@ def train_locked(members: list[Member]) -> list[dict]:
                 end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
-            results[m] = end(m, finished_record(m, wall(m, started)), fused)
+            results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
     except BaseException as err:
         progress.close()  # the lines that follow start on a line of their own
