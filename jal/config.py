@@ -77,6 +77,7 @@ class TrainerConfig:
     threads: Optional[int] = None
     progress: bool = True
     stop_at: Optional[float] = None
+    pause_after: Optional[int] = None
     deterministic: bool = False
     restart: bool = False
 
@@ -94,6 +95,8 @@ class TrainerConfig:
                 "must be >= 1 (or null: torch's default)", 1)
         require(self.compile in COMPILE_MODES, "compile", self.compile,
                 f"is not true, false or one of {', '.join(COMPILE_MODES[2:])}", "reduce-overhead")
+        require(self.pause_after is None or self.pause_after >= 1, "pause_after", self.pause_after,
+                "must be >= 1 epochs (or null: never)", 60)
         require(self.stop_at is None or self.stop_at >= 0, "stop_at", self.stop_at,
                 "must be unix seconds >= 0 (or null: never)", 1767225600)
 
@@ -445,7 +448,8 @@ OmegaConf.register_new_resolver("precision_subdir", precision_subdir, replace=Tr
 # in the identity by the precision that trains (`auto` means different things on different machines).
 NOT_THE_EXPERIMENT = {
     "out_root": True, "run_name": True, "logger": True, "trainer.progress": True, "trainer.stop_at": True,
-    "trainer.restart": True, "data_dir": False, "trainer.threads": False, "trainer.device": False,
+    "trainer.pause_after": True, "trainer.restart": True, "data_dir": False, "trainer.threads": False,
+    "trainer.device": False,
     "trainer.eval_batch_size": False, "trainer.compile": False, "trainer.channels_last": False,
     "trainer.deterministic": False, "trainer.precision": False,
 }

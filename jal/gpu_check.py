@@ -107,11 +107,9 @@ def check_resume(device: str, work: Path, size: int = 2048) -> dict:
 def resume_report(cfg, work: Path) -> dict:
     uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
 
-    def deadline_passes(epoch):  # during epoch 1: the run pauses at its end
-        cfg.trainer.stop_at = time.time()
-
-    paused = jal_train.train(cfg, work / "resume" / "paused", epoch_hook=deadline_passes)
-    cfg.trainer.stop_at = None
+    cfg.trainer.pause_after = 1  # the run pauses at the end of epoch 1
+    paused = jal_train.train(cfg, work / "resume" / "paused")
+    cfg.trainer.pause_after = None
     continued = jal_train.train(cfg, work / "resume" / "paused")
     report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
     report.update(paused_status=paused["status"], paused_epoch=paused["epoch"])

@@ -127,13 +127,17 @@ def request_stop(signum: int, frame=None) -> None:
     stop_signal = signum
 
 
-def stop_reason(cfg: DictConfig) -> str | None:
-    """Why the run must pause now, if it must: a stop signal, or trainer.stop_at has passed."""
+def stop_reason(cfg: DictConfig, epochs_done: int) -> str | None:
+    """Why the run must pause now, having done `epochs_done` epochs, if it must: a stop signal, trainer.stop_at
+    has passed, or trainer.pause_after epochs are done."""
     if stop_signal is not None:
         return signal.Signals(stop_signal).name
     stop_at = cfg.trainer.get("stop_at")
     if stop_at is not None and time.time() >= stop_at:
         return f"trainer.stop_at={stop_at} passed"
+    pause_after = cfg.trainer.get("pause_after")
+    if pause_after is not None and epochs_done >= pause_after:
+        return f"trainer.pause_after={pause_after} epochs done"
     return None
 
 
@@ -211,7 +215,8 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
             console.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
             return record
     state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
-    if reason := stop_reason(cfg):  # before loading anything: a time-boxed sweep past its end passes in seconds
+    # before loading anything: a time-boxed sweep past its end passes in seconds
+    if reason := stop_reason(cfg, state["epoch"] if state else 0):
         console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
         return dict(status="paused", reason=reason, epoch=None)
     log.info("precision %s (%s)", precision, precision_reason, extra=about(run_dir))
@@ -338,7 +343,7 @@ def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, re
                           "check the loss (the last good checkpoint is kept)")
         if fused > 1:  # alone, train() raises it
             log.error("%s", err, extra=about(m.run_dir))
-        results[m] = end(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
+        results[m] = write_last_record(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
     keep = [i for i, m in enumerate(fusion.members) if m not in diverged]
     fusion.drop(diverged)
     return [sums[i] for i in keep], data.select(keep)
@@ -368,7 +373,7 @@ def failed_record(m: Member, err: Exception, epoch: int, epochs: int) -> dict:
                 **m.provenance)
 
 
-def end(m: Member, record: dict, fused: int) -> dict:
+def write_last_record(m: Member, record: dict, fused: int) -> dict:
     """Write the member's last record (with how many runs were fused) and close its W&B run."""
     result = record | m.provenance | dict(fused=fused)
     atomic_write_json(m.run_dir / RESULT, result)

@@ -145,7 +145,8 @@ class Fusion:
         if self.members:
             self.stack()
 
-    def train(self, mode: bool = True) -> None:
+    def set_training(self, mode: bool) -> None:
+        """Train or eval mode (BatchNorm, dropout) for the network the fusion calls."""
         (self.members[0].step_model if self.k == 1 else self.base).train(mode)
 
     def __call__(self, images) -> torch.Tensor:
@@ -231,7 +232,7 @@ def train_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingD
     generator; returns each member's running sums (K, 5): loss, fit to the noisy labels, fit to the clean
     labels on the clean part, the same on the corrupted part, fit to the noisy labels on the corrupted part.
     Left on the device: nothing in the step waits for the host."""
-    fusion.train()
+    fusion.set_training(True)
     n, batch = data.y_noisy.shape[1], cfg.trainer.batch_size
     orders = [torch.randperm(n, device=data.y_noisy.device, generator=g) for g in generators]
     dtype = fusion.params[0].dtype  # fp32, or fp64: then the losses are summed without float32 rounding
@@ -253,7 +254,7 @@ def train_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingD
 
 def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, precision: str) -> torch.Tensor:
     """Number of correct test predictions of each member (K,), in one fused pass, left on the device."""
-    fusion.train(False)
+    fusion.set_training(False)
     correct = torch.zeros(fusion.k, dtype=torch.long, device=x.device)
     batch = cfg.trainer.eval_batch_size
     with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
@@ -263,10 +264,10 @@ def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictC
     return correct
 
 
-def train_members(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingData, epoch: int) -> torch.Tensor:
+def train_one_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingData, epoch: int) -> torch.Tensor:
     """One epoch of every member, each in the order, with the augmentation and (for a loss that draws, NLNL)
     the draws of its own epoch's generator; the sums (K, 5) left on the device."""
-    generators = [epoch_generator(m.cfg.seed, epoch, m.device) for m in fusion.members]
+    generators = [epoch_generator(m.cfg.seed, epoch, data.y_noisy.device) for m in fusion.members]
     for m, generator in zip(fusion.members, generators):
         m.criterion.set_generator(generator)
     return train_epoch(fusion, cfg, precision, data, generators)

@@ -55,7 +55,6 @@ from jal.run import (
     check_same_epoch,
     close_unended,
     drop_diverged,
-    end,
     end_epoch,
     ending,
     finished_record,
@@ -67,9 +66,10 @@ from jal.run import (
     short_name,
     stop_reason,
     wall,
+    write_last_record,
 )
 from jal.run_dir import RunBusy, RunLock, check_fusable
-from jal.step import Fusion, correct_predictions, train_members
+from jal.step import Fusion, correct_predictions, train_one_epoch
 from jal.util import CONFIG_DIR
 
 log = logging.getLogger("jal.train")
@@ -84,7 +84,7 @@ def shown_path(path) -> str:
 
 
 
-def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
+def train_locked(members: list[Member]) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = load_training_data(members)
     for m, y_noisy in zip(members, data.y_noisy):
@@ -99,16 +99,15 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
-            if reason := next(filter(None, (stop_reason(m.cfg) for m in fusion.members)), None):
+            if reason := next(filter(None, (stop_reason(m.cfg, epoch) for m in fusion.members)), None):
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
-                    results[m] = end(m, paused_record(m.cell, epoch, epochs, reason, wall(m, started)), fused)
+                    paused = paused_record(m.cell, epoch, epochs, reason, wall(m, started))
+                    results[m] = write_last_record(m, paused, fused)
                     log.info("%s %s", m.name, ending(results[m]), extra=about(m.run_dir))
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
-            sums = train_members(fusion, cfg, precision, data, epoch)
-            if epoch_hook is not None:
-                epoch_hook(epoch + 1)
+            sums = train_one_epoch(fusion, cfg, precision, data, epoch)
             sums = sums.tolist()  # once per epoch: the only host-device sync of the epoch's training
             if any(not math.isfinite(s[0]) for s in sums):
                 sums, data = drop_diverged(fusion, data, sums, epoch, results, fused)
@@ -123,7 +122,7 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
                 end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
-            results[m] = end(m, finished_record(m, wall(m, started)), fused)
+            results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
     except BaseException as err:
         progress.close()  # the lines that follow start on a line of their own
@@ -132,14 +131,10 @@ def train_locked(members: list[Member], epoch_hook=None) -> list[dict]:
 
 
 
-def train_fusion(cfgs: list[DictConfig], run_dirs: list, epoch_hook=None) -> list[dict]:
+def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
     """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
     one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
-    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`.
-
-    epoch_hook(epoch), if given, is called in each epoch after its training steps, before its evaluation and
-    checkpoint (epoch counted from 1): the resume checks move trainer.stop_at to now there, or send a stop
-    signal, to pause a run at a known epoch."""
+    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`."""
     signalled_before, previous = run.stop_signal, install_stop_handlers()
     members = []  # (index, Member) of the runs prepared to train here
     try:
@@ -160,7 +155,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, epoch_hook=None) -> lis
                 else:
                     members.append((i, prepared))
             if members:
-                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], epoch_hook)):
+                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
                     results[i] = result
         return [results[i] for i in range(len(cfgs))]
     except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
@@ -179,11 +174,10 @@ def interrupted(m: Member) -> str:
             "resumes it from there")
 
 
-def train(cfg: DictConfig, run_dir: str | Path, epoch_hook=None) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
-    A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one (epoch_hook: see
-    train_fusion)."""
-    result = train_fusion([cfg], [run_dir], epoch_hook)[0]
+    A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one."""
+    result = train_fusion([cfg], [run_dir])[0]
     if result["status"] == "failed":  # alone, a diverged run is an error (main prints it in one line)
         raise RunDiverged(result["error"].removeprefix("RunDiverged: "))
     return result

@@ -1,6 +1,7 @@
 """Shared test helpers: compose the training config the way `python -m jal.train` does."""
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,33 @@ class CEThatTurnsNaN(CE):
         self.calls += 1
         loss = super().forward(logits, targets)
         return loss * float("nan") if self.calls > 2 else loss
+
+
+class CEThatStops(CE):
+    """Fault injection through the config (loss._target_=conftest.<a subclass>): CE that, at its `at_call`-th
+    call (a training step), sends this process `stop` (a signal number) or raises KeyboardInterrupt (Ctrl-C)."""
+    at_call, stop = 1, None
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        if self.calls == self.at_call:
+            if self.stop is None:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), self.stop)
+        return super().forward(logits, targets)
+
+
+class CEThatGetsSIGUSR1InEpoch1(CEThatStops):
+    stop = signal.SIGUSR1
+
+
+class CEThatIsInterruptedInEpoch1(CEThatStops):
+    at_call = 1
+
+
+class CEThatIsInterruptedInEpoch2(CEThatStops):
+    at_call = 2  # a run of one step an epoch

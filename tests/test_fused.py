@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -166,18 +165,16 @@ def no_stop_signal(monkeypatch):
     monkeypatch.setattr(jal_run, "stop_signal", None)
 
 
-def deadline_passes(cfg):
-    """An epoch_hook: `cfg`'s trainer.stop_at passes during the epoch, so its fusion pauses at the epoch's end."""
-    def hook(epoch):
-        cfg.trainer.stop_at = time.time()
-    return hook
+def pausing_after_epoch_1(cfgs: list) -> list:
+    """The configs with the first one's trainer.pause_after=1: its fusion pauses after epoch 1."""
+    cfgs[0].trainer.pause_after = 1
+    return cfgs
 
 
 def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_continue_alone(
         trained, tmp_path, no_stop_signal, one_torch_thread):
     root = trained[0]
-    cfgs = configs(root)
-    paused = jal_train.train_fusion(cfgs, dirs(tmp_path / "paused"), epoch_hook=deadline_passes(cfgs[0]))
+    paused = jal_train.train_fusion(pausing_after_epoch_1(configs(root)), dirs(tmp_path / "paused"))
     assert [(r["status"], r["epoch"], r["fused"]) for r in paused] == [("paused", 1, 3)] * 3
     assert all(final_state(d)["epoch"] == 1 for d in dirs(tmp_path / "paused"))
     shutil.copytree(tmp_path / "paused", tmp_path / "apart")
@@ -195,8 +192,8 @@ def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, 
                                                               one_torch_thread):
     root = trained[0]
     cfgs = configs(root)
-    assert jal_train.train(cfgs[0], tmp_path / "jal_ce", epoch_hook=deadline_passes(cfgs[0]))["epoch"] == 1
-    paused_fused = jal_train.train_fusion(cfgs[1:], dirs(tmp_path)[1:], epoch_hook=deadline_passes(cfgs[1]))
+    assert jal_train.train(pausing_after_epoch_1(cfgs[:1])[0], tmp_path / "jal_ce")["epoch"] == 1
+    paused_fused = jal_train.train_fusion(pausing_after_epoch_1(cfgs[1:]), dirs(tmp_path)[1:])
     assert [r["epoch"] for r in paused_fused] == [1, 1]
     done = jal_train.train_fusion(configs(root), dirs(tmp_path))
     assert [r["status"] for r in done] == ["finished"] * 3

@@ -107,16 +107,15 @@ def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_pat
                         "dataset.train_size=96", "dataset.test_size=32")
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
 
-    def deadline_passes_during_epoch_1(epoch):
-        cfg.trainer.stop_at = time.time()
-
-    paused = jal_train.train(cfg, tmp_path / "paused", epoch_hook=deadline_passes_during_epoch_1)
+    cfg.trainer.pause_after = 1
+    paused = jal_train.train(cfg, tmp_path / "paused")
     assert paused["status"] == "paused" and paused["epoch"] == 1 and paused["epochs"] == 3
-    assert "stop_at" in paused["reason"] and paused["loss"] == "jal_ce" and paused["seed"] == 123
+    assert paused["reason"] == "trainer.pause_after=1 epochs done"
+    assert paused["loss"] == "jal_ce" and paused["seed"] == 123
     assert json.loads((tmp_path / "paused" / "result.json").read_text()) == paused
     assert torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
-    cfg.trainer.stop_at = None  # the same run started again, with time left
+    cfg.trainer.pause_after = None  # the same run started again, to its end
     continued = jal_train.train(cfg, tmp_path / "paused")
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", continued, tmp_path / "paused")
 
@@ -134,16 +133,12 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
     """SLURM's warning arrives mid-epoch (after its training steps): the epoch completes, its evaluation and
     checkpoint are done, the run pauses; then the handler that was there before (a launcher's, e.g.
     submitit's requeue) gets the signal."""
-    cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32")
+    cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32",
+                        "loss._target_=conftest.CEThatGetsSIGUSR1InEpoch1")  # at its first step
     handed_on = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: handed_on.append(signum))
-
-    def signalled_mid_epoch(epoch):
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert not handed_on  # train() holds the signal until the epoch ends
-
     try:
-        result = jal_train.train(cfg, run_dir_of(cfg), epoch_hook=signalled_mid_epoch)
+        result = jal_train.train(cfg, run_dir_of(cfg))
         restored = signal.getsignal(signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, previous)
@@ -320,15 +315,12 @@ def test_ctrl_c_says_where_the_run_stopped_exits_130_and_the_same_command_resume
 
 @pytest.mark.parametrize("stop_in_epoch", [1, 2])
 def test_an_interrupted_fusion_says_each_members_last_checkpoint(synthetic_run, tmp_path, caplog, stop_in_epoch):
-    cfgs = [synthetic_run("trainer.epochs=3", "dataset.train_size=32", "dataset.test_size=16", f"seed={seed}")
-            for seed in (1, 2)]
-
-    def ctrl_c(epoch):
-        if epoch == stop_in_epoch:
-            raise KeyboardInterrupt
-
+    # one step an epoch; the first member's loss raises KeyboardInterrupt (Ctrl-C) in its epoch `stop_in_epoch`
+    stopping = f"loss._target_=conftest.CEThatIsInterruptedInEpoch{stop_in_epoch}"
+    cfgs = [synthetic_run("trainer.epochs=3", "dataset.train_size=32", "dataset.test_size=16", f"seed={seed}", *loss)
+            for seed, loss in ((1, [stopping]), (2, []))]
     with pytest.raises(KeyboardInterrupt):
-        jal_train.train_fusion(cfgs, [tmp_path / "a", tmp_path / "b"], epoch_hook=ctrl_c)
+        jal_train.train_fusion(cfgs, [tmp_path / "a", tmp_path / "b"])
     said = [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()]
     where = ("interrupted before its first checkpoint: the same command starts it again" if stop_in_epoch == 1 else
              "interrupted after its checkpoint of epoch 1/3: the same command resumes it from there")
