@@ -19,6 +19,7 @@ into phases with a sync at each: data_bookkeeping (the batch, and the previous s
 reference's loss.item(), our running sums on the device), forward_backward (forward, loss, backward, L1,
 clip), optimizer (the SGD step). Ours is timed by hooks on its own model and optimiser (a forward pre-hook,
 optimizer step pre- and post-hooks), so the breakdown runs jal.train's step itself.
+The reference pipeline itself is jal/reference_pipeline.py; the timing (syncs, phases, memory) jal/timing.py.
 The report is printed and written atomically to <out>/<device>.json. On a CPU it also times ours in the
 other precision, so the report has both, and says which one `trainer.precision=auto` picks on this CPU and why
 (`cpu_precisions`).
@@ -37,29 +38,26 @@ import argparse
 import contextlib
 import os
 import platform
-import resource
 import shlex
 import sys
 import tempfile
 import time
-import warnings
 from functools import partial
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
 
-import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from jal.data import ImageData, channel_stats, epoch_generator, images_to_device, load_dataset, synthetic_dataset
 from jal.device import choose_precision, device_name, resolve_device
+from jal.reference_pipeline import build_reference, reference_breakdown, run_reference
 from jal.step import Fusion, Learner, TrainingData, batch_starts, train_epoch
+from jal.timing import PHASES, PhaseTimer, count_host_syncs, images_per_second, peak_memory_mb, reset_peak_memory, sync
 from jal.train import train
 from jal.util import atomic_write_json, compose_run
 
-PHASES = ("data_bookkeeping", "forward_backward", "optimizer")
 COMPILES = {"off": False, "false": False, "on": True, "true": True, "reduce-overhead": "reduce-overhead",
             "max-autotune": "max-autotune"}  # --compile/--compiles values -> trainer.compile
 MODEL_DATASET = {"cnn8": "cifar10", "resnet34": "cifar100"}  # each backbone's protocol (docs/protocol.md section 1)
@@ -86,6 +84,20 @@ def compose_config(args, precision: str | None = None, compile=None, extra: tupl
 def compile_value(compile) -> str:
     """trainer.compile as an override: false, true or a torch.compile mode."""
     return str(compile).lower() if isinstance(compile, bool) else compile
+
+
+@contextlib.contextmanager
+def tf32_matmuls(precision: str):
+    """Precision "tf32": TF32 for matmuls as well as cuDNN's convolutions while inside; the others keep
+    PyTorch's defaults. Yields the flags in force (no effect on a CPU)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+               "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def load_images(cfg: DictConfig, images_needed: int) -> tuple[ImageData, str, str]:
@@ -118,180 +130,8 @@ def images_per_run(cfg: DictConfig) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Timing
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def tf32_matmuls(precision: str):
-    """Precision "tf32": TF32 for matmuls as well as cuDNN's convolutions while inside; the others keep
-    PyTorch's defaults. Yields the flags in force (no effect on a CPU)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    if precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-               "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-class PhaseTimer:
-    """Wall time per phase; mark(phase) waits for the device first, so time lands in the phase that spent it.
-    A phase is the time from the mark before it to its own mark."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.seconds = device, dict.fromkeys(PHASES, 0.0)
-
-    def start(self) -> None:
-        sync(self.device)
-        self.last = time.perf_counter()
-
-    def mark(self, phase: str) -> None:
-        sync(self.device)
-        now = time.perf_counter()
-        self.seconds[phase] += now - self.last
-        self.last = now
-
-    def summary(self, steps: int) -> dict:
-        total = sum(self.seconds.values())
-        ms = {f"{p}_ms": 1000 * s / steps for p, s in self.seconds.items()}
-        pct = {f"{p}_pct": 100 * s / total if total else 0.0 for p, s in self.seconds.items()}
-        return {**ms, **pct, "step_ms": 1000 * total / steps, "steps": steps}
-
-
-def images_per_second(run_steps, steps: int, warmup: int, device: torch.device) -> tuple[float, float]:
-    """(images/s, seconds) of `run_steps(steps)` (which returns how many images it trained on), after
-    `run_steps(warmup)` (cuDNN autotuning, allocator, torch.compile, DataLoader workers starting)."""
-    if warmup:
-        run_steps(warmup)
-    sync(device)
-    started = time.perf_counter()
-    images = run_steps(steps)
-    sync(device)
-    seconds = time.perf_counter() - started
-    return images / seconds, seconds
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated since the last reset; on CPU this process's peak RSS so far."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def count_host_syncs(fn, device: torch.device) -> int | None:
-    """How many synchronising CUDA calls `fn()` makes (torch's sync debug mode); None off CUDA."""
-    if device.type != "cuda":
-        return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
-
-
-# ---------------------------------------------------------------------------------------------------
-# (a) The reference pipeline: PIL + torchvision transforms + DataLoader, fp32, L1 as a Python sum
-
-
-class PILImages(torch.utils.data.Dataset):
-    """uint8 HWC arrays served one PIL image at a time, as torchvision.datasets.CIFAR10 does."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, transform):
-        self.x, self.y, self.transform = x, y, transform
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
-
-
-def reference_transform(cfg: DictConfig):
-    from torchvision import transforms
-
-    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
-    if cfg.dataset.rotation > 0:  # the CIFAR-100 protocol
-        steps.append(transforms.RandomRotation(cfg.dataset.rotation))
-    steps += [transforms.ToTensor(), transforms.Normalize(list(cfg.dataset.mean), list(cfg.dataset.std))]
-    return transforms.Compose(steps)
-
-
-def reference_l1_penalty(model: torch.nn.Module, strength: float) -> torch.Tensor:
-    """The reference's L1 term, added to the loss before backward: a graph over every parameter each step."""
-    return strength * sum(p.abs().sum() for p in model.parameters())
-
-
-def build_reference(cfg: DictConfig, data: ImageData, device: torch.device, workers: int) -> SimpleNamespace:
-    torch.manual_seed(cfg.seed)
-    model = hydra.utils.instantiate(cfg.model).to(device)  # NCHW, fp32
-    loader = torch.utils.data.DataLoader(
-        PILImages(data.x_train, data.y_train, reference_transform(cfg)), batch_size=cfg.trainer.batch_size,
-        shuffle=True, num_workers=workers, pin_memory=device.type == "cuda",
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
-
-    def batches():  # a fresh iterator (and fresh worker processes) each epoch, as a `for` loop per epoch
-        while True:
-            yield from loader
-
-    return SimpleNamespace(model=model, criterion=hydra.utils.instantiate(cfg.loss), optimizer=optimizer,
-                           batches=batches(), device=device, l1=cfg.optim.l1, grad_clip=cfg.optim.grad_clip,
-                           total_loss=0.0)
-
-
-def reference_step(ref: SimpleNamespace, mark=lambda phase: None) -> int:
-    """One step of the reference training loop; returns the batch size."""
-    images, labels = next(ref.batches)
-    images, labels = images.to(ref.device), labels.to(ref.device)
-    mark("data_bookkeeping")
-    ref.model.train()
-    ref.model.zero_grad()
-    ref.optimizer.zero_grad()
-    loss = ref.criterion(ref.model(images), labels)
-    if ref.l1 > 0:
-        loss = loss + reference_l1_penalty(ref.model, ref.l1)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(ref.model.parameters(), ref.grad_clip)
-    mark("forward_backward")
-    ref.optimizer.step()
-    mark("optimizer")
-    ref.total_loss += loss.item()  # the reference logs the epoch's loss: a host sync every step
-    return len(labels)
-
-
-def run_reference(ref: SimpleNamespace, steps: int) -> int:
-    return sum(reference_step(ref) for _ in range(steps))
-
-
-def reference_breakdown(ref: SimpleNamespace, steps: int) -> dict:
-    timer = PhaseTimer(ref.device)
-    timer.start()
-    for _ in range(steps):
-        reference_step(ref, timer.mark)
-    timer.mark("data_bookkeeping")  # the last step's loss.item()
-    return timer.summary(steps)
-
-
-# ---------------------------------------------------------------------------------------------------
-# (b) Ours: K runs fused as jal.train.train_fusion fuses them (K = 1: a run alone), jal.step.train_epoch
+# (b) Ours: K runs fused as jal.train.train_fusion fuses them (K = 1: a run alone), jal.step.train_epoch;
+# then each measured ((a) the reference: jal/reference_pipeline.py)
 
 
 def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int = 1) -> SimpleNamespace:

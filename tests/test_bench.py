@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from jal import bench
+from jal import bench, reference_pipeline, timing
 from jal import device as jal_device
 from jal.data import synthetic_dataset
 from jal.losses import AMSE, NCE, ActivePassive
@@ -47,8 +47,8 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     assert written["breakdown_phases"] == ["data_bookkeeping", "forward_backward", "optimizer"]
     for pipeline in ("reference", "ours"):
         phases = written["breakdown"][pipeline]
-        assert sum(phases[f"{p}_pct"] for p in bench.PHASES) == pytest.approx(100.0)
-        assert all(phases[f"{p}_ms"] > 0 for p in bench.PHASES)  # every phase was marked
+        assert sum(phases[f"{p}_pct"] for p in timing.PHASES) == pytest.approx(100.0)
+        assert all(phases[f"{p}_ms"] > 0 for p in timing.PHASES)  # every phase was marked
         assert written["peak_memory_mb"][pipeline] > 0
     assert written["speedup"] == result["speedup"]
     assert not list(out.glob("*.json.tmp*")) and [p.name for p in out.iterdir()] == ["cpu.json"]
@@ -116,7 +116,7 @@ def test_reference_l1_penalty_and_ours_give_the_same_gradients():
     criterion = ActivePassive(NCE(5), AMSE(5, a=30.0))
     x, y = torch.randn(6, 3, 8, 8, dtype=torch.float64), torch.randint(0, 5, (6,))
 
-    loss = criterion(reference(x), y) + bench.reference_l1_penalty(reference, strength)
+    loss = criterion(reference(x), y) + reference_pipeline.reference_l1_penalty(reference, strength)
     loss.backward()
 
     criterion(ours(x), y).backward()
@@ -144,8 +144,8 @@ def test_ours_breakdown_times_train_epoch_itself_and_leaves_it_unchanged(monkeyp
     for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert isinstance(models[0], CNN8) and phases["steps"] == 2
-    assert phases["step_ms"] == pytest.approx(sum(phases[f"{p}_ms"] for p in bench.PHASES))
-    assert all(phases[f"{p}_ms"] > 0 for p in bench.PHASES)
+    assert phases["step_ms"] == pytest.approx(sum(phases[f"{p}_ms"] for p in timing.PHASES))
+    assert all(phases[f"{p}_ms"] > 0 for p in timing.PHASES)
 
 
 def test_warmup_covers_a_whole_epoch_where_new_batch_sizes_cost_time():
