@@ -74,7 +74,7 @@ reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AM
 # or into FIGURES=dir. Records of two protocols stop it in one line, before the notebook starts.
 RECORDS ?= $(shell sed -n 's/^out_root: *//p' configs/experiment/$(or $(PRESET),quick).yaml)
 notebooks: install  ## run notebooks/results.ipynb on $(RECORDS), its figures beside them
-	$(PYTHON) -c 'import sys; from jal import tables; tables.one_protocol(tables.load_records(sys.argv[1:]))' \
+	$(PYTHON) -c 'import sys; from jal import records; records.one_protocol(records.load_records(sys.argv[1:]))' \
 		$(subst :, ,$(RECORDS))
 	JAL_RECORDS=$(RECORDS) $(if $(FIGURES),JAL_FIGURES=$(FIGURES)) $(VENV)/bin/jupyter execute notebooks/results.ipynb
 

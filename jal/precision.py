@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jal.tables import (
+from jal.records import (
     DATASET_ALIASES,
     DATASET_LABELS,
     cell_sort_key,

@@ -39,6 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 from jal import launch
 from jal.config import CONFIG_DIR, ConfigError, check_config, one_line, share_config_store
 from jal.device import device_name, run_device
+from jal.records import noise_gap
 from jal.run_dir import (
     CHECKPOINT,
     PREVIOUS,
@@ -52,7 +53,6 @@ from jal.run_dir import (
     load_checkpoint,
     read_record,
 )
-from jal.tables import noise_gap
 from jal.util import duration
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)

@@ -8,7 +8,7 @@ and columns = noise settings, with the published figure and our difference besid
 
 writes results/table.md (the fidelity score, then one table per dataset, failed and missing runs listed
 under it), results/table.csv (one row per cell) and results/fidelity.json (the fidelity score: how closely
-our cells follow the published figures, see fidelity()). The published figures are read from
+our cells follow the published figures, see jal.fidelity). The published figures are read from
 results/published_results.csv.
 """
 
@@ -16,38 +16,29 @@ import argparse
 import csv
 import io
 import json
-import os
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from jal.fidelity import fidelity, findings, render_fidelity, render_findings
+from jal.records import (
+    DATASET_ALIASES,
+    DATASET_LABELS,
+    cell_sort_key,
+    column_header,
+    column_sort_key,
+    dataset_sort_key,
+    load_records,
+    loss_label,
+    loss_sort_key,
+    noise_column,
+    noise_gap,
+    record_cell,
+)
 from jal.util import REPO_ROOT, atomic_write_text
 
 DEFAULT_PUBLISHED = REPO_ROOT / "results" / "published_results.csv"
-
-# config name -> the paper's name; loss_label() falls back to "NCE+NEW" style for names not listed here
-LOSS_LABELS = {
-    "ce": "CE", "fl": "FL", "mae": "MAE", "mse": "MSE", "gce": "GCE", "rce": "RCE", "sce": "SCE",
-    "nce": "NCE", "nfl": "NFL", "aul": "AUL", "agce": "AGCE", "ael": "AEL", "nnce": "NNCE", "nnfl": "NNFL",
-    "amse": "AMSE", "nce_rce": "NCE+RCE", "nce_mae": "NCE+MAE", "nfl_rce": "NFL+RCE", "nfl_mae": "NFL+MAE",
-    "nce_agce": "NCE+AGCE", "nce_aul": "NCE+AUL", "nce_ael": "NCE+AEL", "anl_ce": "ANL-CE",
-    "anl_fl": "ANL-FL", "jal_ce": "JAL-CE", "jal_fl": "JAL-FL", "ldr_kl": "LDR-KL", "ce_lc": "CE+LC",
-    "ce_eps_mae": "CE_ε+MAE", "fl_eps_mae": "FL_ε+MAE", "nlnl": "NLNL", "agce_mae": "AGCE+MAE",
-}
-# the paper's row order; losses not listed follow (those in LOSS_LABELS first, then alphabetically)
-LOSS_ORDER = ["ce", "fl", "gce", "nlnl", "sce", "nce_rce", "nfl_rce", "nce_mae", "nfl_mae", "nce_agce", "nce_aul",
-              "nce_ael", "ldr_kl", "ce_lc", "ce_eps_mae", "fl_eps_mae", "anl_ce", "anl_fl", "jal_ce", "jal_fl",
-              "nce", "amse", "agce_mae"]  # the last three: the JAL paper's ablation
-LOSS_ORDER += [name for name in LOSS_LABELS if name not in LOSS_ORDER]
-
-DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "synthetic": "Synthetic"}
-# the published CIFAR-N rows say cifar10n/cifar100n; our records say cifar10/cifar100 with human noise
-DATASET_ALIASES = {"cifar10n": "cifar10", "cifar100n": "cifar100"}
-NOISE_ORDER = ["none", "symmetric", "asymmetric", "instance", "human"]
-NOISE_SHORT = {"symmetric": "Sym", "asymmetric": "Asym", "instance": "IDN", "human": "Human"}
-HUMAN_LABEL_ORDER = ["aggre", "rand1", "rand2", "rand3", "worst", "noisy"]
 
 # Which published figure goes beside a cell: the first of these sources that has it. Each source covers
 # one kind of noise, so one list serves all columns; the JAL paper's ablation table is the only source of
@@ -76,167 +67,7 @@ PUBLISHED_CAVEATS = {
 CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noise_labels", "mean", "std",
                "runs", "failed", "published", "published_std", "published_source", "difference"]
 
-
-def loss_label(loss):
-    """JAL-CE; a run with settings beyond its cell keeps them beside the name: JAL-CE [loss.passive.a=30]."""
-    loss, _, settings = loss.partition(" ")
-    return LOSS_LABELS.get(loss, loss.upper().replace("_", "+")) + (f" {settings}" if settings else "")
-
-
-def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
-    """The table column a run or a published figure belongs to, as (noise_type, rate, labels)."""
-    if noise_type == "human":
-        return ("human", None, noise_labels)  # the label set names the column; its rate is a measurement
-    if noise_type in ("none", "clean") or not noise_rate:
-        return ("none", 0.0, None)
-    return (noise_type, round(float(noise_rate), 4), None)
-
-
-NOISE_GAP = 0.01  # a realised noise rate further than this from the one asked is marked (1 pp)
-NOISE_MARK = "ⁿ"
-
-
-def asked_noise_rate(record):
-    """The share of training labels the asked noise changes (None: human noise asks no rate): the rate for
-    symmetric and instance-dependent noise; for asymmetric noise the rate times the share of classes that
-    have a flip (half of CIFAR-10's: 0.4 asks 0.2), the classes being balanced as CIFAR's and our subsets are."""
-    kind, rate = record.get("noise_type"), float(record.get("noise_rate") or 0.0)
-    if kind in ("none", "clean"):
-        return 0.0
-    if kind in ("symmetric", "instance"):
-        return rate
-    if kind == "asymmetric" and record.get("noise_transition"):
-        from jal.noise import asymmetric_mapping
-
-        classes = len(record["noise_transition"])
-        try:
-            return rate * len(asymmetric_mapping(classes)) / classes
-        except ValueError:  # no mapping for this many classes
-            return None
-    return None
-
-
-def noise_gap(record):
-    """(realised, asked) when a run's realised noise rate is more than NOISE_GAP from the asked one, else None.
-    E.g. symmetric 0.4 on 200 images per class changes 36%: `exact` sampling flips int(0.4/9 x 200) = 8, not
-    8.9, images of each class to each other class."""
-    realised, asked = record.get("realised_noise_rate"), asked_noise_rate(record)
-    if realised is None or asked is None or abs(float(realised) - asked) <= NOISE_GAP + 1e-9:
-        return None
-    return float(realised), asked
-
-
-def record_cell(record):
-    """The (dataset, column, loss) cell a training record belongs to. Runs with settings beyond their cell
-    (a sweep of loss.passive.a) are other experiments: their loss reads `jal_ce [loss.passive.a=30]`."""
-    dataset = DATASET_ALIASES.get(record["dataset"], record["dataset"])
-    column = noise_column(record["noise_type"], record.get("noise_rate") or 0.0, record.get("noise_labels"))
-    settings = record.get("settings")
-    return dataset, column, record["loss"] + (f" [{settings}]" if settings else "")
-
-
-def protocol(record):
-    """What a finished record's accuracy measures: (epochs, training subset, test subset), None = the whole set.
-    Runs of two protocols (the quick preset's 12 epochs on 10,000 images, the paper's 120 on all 50,000) must not
-    share a cell or a figure. Precision is not part of it: bf16 and fp32 runs of one protocol agree
-    (results/precision/), and the table says which cells mix them."""
-    dataset = (record.get("config") or {}).get("dataset") or {}
-    return record.get("epochs"), record.get("subset", dataset.get("subset")), dataset.get("test_subset")
-
-
-def protocol_label(key):
-    epochs, subset, test_subset = key
-    label = f"{epochs} epochs on " + ("the whole training set" if subset is None else f"{subset:,} training images")
-    return label + ("" if test_subset is None else f", {test_subset:,} test images")
-
-
-def one_protocol(records):
-    """{dataset: protocol} of the finished records; a one-line SystemExit naming the protocols and where their
-    records lie when one dataset's runs hold two. (Paused and failed records carry no subset: not counted.)"""
-    found = defaultdict(lambda: defaultdict(list))  # dataset -> protocol -> the sweep directories of its runs
-    for record in records:
-        if record.get("status") == "finished":
-            run_dir = record["run_dir"]  # a sweep's runs lie in <sweep>/<dataset>/<noise>/<loss>/seed<seed>
-            cut = run_dir.rfind(f"/{record['dataset']}/")
-            root = Path(run_dir[:cut] if cut > 0 else run_dir)
-            found[record_cell(record)[0]][protocol(record)].append(
-                str(root.relative_to(REPO_ROOT) if root.is_relative_to(REPO_ROOT) else root))
-    mixed = {dataset: keys for dataset, keys in found.items() if len(keys) > 1}
-    if mixed:
-        def where(roots):
-            roots = sorted(set(roots))
-            return ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
-
-        by_size = lambda key: [float("inf") if v is None else v for v in key]  # None: the whole set
-        listed = "; ".join(
-            f"{DATASET_LABELS.get(dataset, dataset)}: "
-            + ", ".join(f"{protocol_label(key)} ({len(keys[key])} runs in {where(keys[key])})"
-                        for key in sorted(keys, key=by_size))
-            for dataset, keys in sorted(mixed.items()))
-        raise SystemExit(f"jal.tables: the records hold more than one protocol, which one cell or figure must not "
-                         f"pool ({listed}); choose one protocol's records: JAL_RECORDS=DIR, make notebooks RECORDS=DIR")
-    return {dataset: next(iter(keys)) for dataset, keys in found.items()}
-
-
-def column_header(column):
-    noise_type, rate, labels = column
-    if noise_type == "none":
-        return "Clean"
-    if noise_type == "human":
-        return f"Human {labels}"
-    return f"{NOISE_SHORT.get(noise_type, noise_type)} {rate:g}"
-
-
-def column_sort_key(column):
-    noise_type, rate, labels = column
-    kind = NOISE_ORDER.index(noise_type) if noise_type in NOISE_ORDER else len(NOISE_ORDER)
-    label = HUMAN_LABEL_ORDER.index(labels) if labels in HUMAN_LABEL_ORDER else len(HUMAN_LABEL_ORDER)
-    return (kind, noise_type, rate or 0.0, label, str(labels))
-
-
-def loss_sort_key(loss):
-    loss, _, settings = loss.partition(" ")
-    return (LOSS_ORDER.index(loss), settings) if loss in LOSS_ORDER else (len(LOSS_ORDER), loss + settings)
-
-
-def dataset_sort_key(dataset):
-    names = list(DATASET_LABELS)
-    return (names.index(dataset), "") if dataset in names else (len(names), dataset)
-
-
-def cell_sort_key(cell):
-    dataset, column, loss = cell
-    return dataset_sort_key(dataset), loss_sort_key(loss), column_sort_key(column)
-
-
-def load_records(dirs):
-    """Every result.json under the given directories (recursively), each dict with run_dir added."""
-    if isinstance(dirs, (str, os.PathLike)):
-        dirs = [dirs]
-    records, seen = [], set()
-    for directory in map(Path, dirs):
-        if not directory.is_dir():
-            raise SystemExit(f"jal.tables: {directory} is not a directory")
-        paths = sorted(directory.rglob("result.json"))
-        if not paths:
-            raise SystemExit(f"jal.tables: no result.json under {directory} "
-                             "(each training run writes <run_dir>/result.json)")
-        for path in paths:
-            if path.resolve() in seen:  # overlapping directories given
-                continue
-            seen.add(path.resolve())
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError) as error:
-                print(f"jal.tables: skipping unreadable {path}: {error}", file=sys.stderr)
-                continue
-            if not isinstance(record, dict) or not {"dataset", "loss", "noise_type"} <= record.keys():
-                print(f"jal.tables: skipping {path}: no dataset/loss/noise_type", file=sys.stderr)
-                continue
-            record["run_dir"] = str(path.parent)
-            record["result_mtime"] = path.stat().st_mtime  # to keep the newest of two runs of one seed
-            records.append(record)
-    return records
+NOISE_MARK = "ⁿ"  # beside a cell with a run whose realised noise rate is off the asked one (records.noise_gap)
 
 
 def load_published(path=None):
@@ -365,155 +196,6 @@ def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
             "issues": issues,
         })
     return rows
-
-
-def kendall_tau_b(x, y):
-    """Kendall's tau-b of two equal-length sequences (ties in either count as neither concordant nor
-    discordant and shrink the denominator); None with fewer than 2 items or when either is all ties."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    upper = np.triu_indices(len(x), k=1)  # every unordered pair once
-    sx = np.sign(x[:, None] - x[None, :])[upper]
-    sy = np.sign(y[:, None] - y[None, :])[upper]
-    denominator = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy))
-    return float(np.sum(sx * sy) / denominator) if denominator else None
-
-
-def within(difference, bound):
-    return abs(difference) <= bound + 1e-9  # inclusive; the tolerance absorbs float rounding of ours − published
-
-
-def fidelity(rows):
-    """How closely our cells follow the published figures, per column and over the whole table.
-
-    A cell is compared when it has both our mean and a published figure. Per (dataset, noise column) with
-    at least one published figure: `tau`, Kendall's tau-b between our ranking of the losses and the
-    published one over the compared cells (None with fewer than 2, or when either side is all ties);
-    `within_1pp`, compared cells with |ours − published| <= 1 pp; `within_2std`, those within 2 published
-    std, out of `with_std` compared cells whose published std is known; `mean_abs_difference` in pp.
-
-    Whole table: the counts and the mean absolute difference pool every compared cell. Its tau is the mean
-    of the columns' taus weighted by their number of loss pairs, n(n − 1)/2: without ties that is exactly
-    Kendall's tau over all pairs of losses compared within the same column. Pooling the cells of all
-    columns into one ranking is not used: it would mostly measure that accuracy falls as noise grows,
-    not whether the losses come in the published order.
-    """
-    columns, all_differences = [], []
-    for dataset in sorted({r["dataset"] for r in rows}, key=dataset_sort_key):
-        here = [r for r in rows if r["dataset"] == dataset]
-        for column in sorted({r["column"] for r in here}, key=column_sort_key):
-            cells = [r for r in here if r["column"] == column and r["published"] is not None]
-            if not cells:
-                continue
-            compared = [r for r in cells if r["mean"] is not None]
-            differences = [r["mean"] - r["published"] for r in compared]
-            with_std = [r for r in compared if r["published_std"] is not None]
-            all_differences += differences
-            columns.append({
-                "dataset": dataset, "column": column_header(column), "noise_type": column[0],
-                "noise_rate": column[1], "noise_labels": column[2],
-                "published": len(cells), "compared": len(compared),
-                "losses": [r["loss"] for r in compared],
-                "tau": kendall_tau_b([r["mean"] for r in compared], [r["published"] for r in compared]),
-                "within_1pp": sum(within(d, 1.0) for d in differences),
-                "within_2std": sum(within(r["mean"] - r["published"], 2 * r["published_std"]) for r in with_std),
-                "with_std": len(with_std),
-                "mean_abs_difference": float(np.mean(np.abs(differences))) if differences else None,
-            })
-    ranked = [c for c in columns if c["tau"] is not None]
-    pairs = [c["compared"] * (c["compared"] - 1) / 2 for c in ranked]
-    table = {
-        "columns": len(columns), "ranked_columns": len(ranked),
-        "published": sum(c["published"] for c in columns), "compared": len(all_differences),
-        "tau": float(np.average([c["tau"] for c in ranked], weights=pairs)) if ranked else None,
-        "within_1pp": sum(c["within_1pp"] for c in columns),
-        "within_2std": sum(c["within_2std"] for c in columns),
-        "with_std": sum(c["with_std"] for c in columns),
-        "mean_abs_difference": float(np.mean(np.abs(all_differences))) if all_differences else None,
-    }
-    return {"table": table, "columns": columns}
-
-
-def render_fidelity(score):
-    """The fidelity block at the top of table.md: whole-table figures, then one line per column."""
-    def number(value, digits=2):
-        return "n/a" if value is None else f"{value:.{digits}f}".replace("-", "−")
-
-    def share(count, of):
-        return f"{count}/{of}" if of else "n/a"
-
-    t = score["table"]
-    ranked = f"{t['ranked_columns']} column{'s' * (t['ranked_columns'] != 1)}"
-    lines = ["## Fidelity to the published figures", ""]
-    if not score["columns"]:
-        return "\n".join(lines + ["No cell has a published figure: no fidelity score.", ""])
-    lines += [
-        (f"Whole table: {t['compared']} of {t['published']} cells with a published figure have ours, in "
-         f"{t['columns']} columns. Kendall's τ {number(t['tau'])} (over the {ranked} with a τ); "
-         f"within 1 pp: {share(t['within_1pp'], t['compared'])}; within 2 published std: "
-         f"{share(t['within_2std'], t['with_std'])}; mean |ours − published| "
-         f"{number(t['mean_abs_difference'])} pp."), "",
-        ("Cells: ours / with a published figure. τ: Kendall's tau-b between our ranking of the losses and the "
-         "published one in a column (n/a under 2 losses); whole-table τ: the columns' τ weighted by their "
-         "number of loss pairs. Within 2 std counts only cells whose published std is known. Details in "
-         "fidelity.json."), "",
-        "| Dataset | Column | Cells | τ | Within 1 pp | Within 2 std | Mean abs. diff. (pp) |",
-        "|---|---|---|---|---|---|---|"]
-    for c in score["columns"]:
-        lines.append(f"| {DATASET_LABELS.get(c['dataset'], c['dataset'])} | {c['column']} | "
-                     f"{share(c['compared'], c['published'])} | {number(c['tau'])} | "
-                     f"{share(c['within_1pp'], c['compared'])} | {share(c['within_2std'], c['with_std'])} | "
-                     f"{number(c['mean_abs_difference'])} |")
-    return "\n".join(lines + [""])
-
-
-# The paper's findings that a table can test, as ordered pairs of cells: (dataset, noise column, the loss that
-# should be better, the loss it should beat, by at least this many pp (None: strictly better), whether the
-# difference must also exceed twice the larger std over seeds). The CPU-sized table's criteria (CALIBRATION.md);
-# the paper's own gaps are far larger (CE 19.74 vs JAL-CE 65.43 at symmetric 0.8).
-PAPER_FINDINGS = [
-    ("cifar10", ("symmetric", 0.8, None), "jal_ce", "ce", 5.0, True),
-    ("cifar10", ("symmetric", 0.8, None), "nce_rce", "ce", None, True),
-    ("cifar10", ("asymmetric", 0.4, None), "jal_ce", "ce", 0.0, False),
-]
-
-
-def findings(rows, claims=None):
-    """Each finding whose two cells have runs: our difference (better − worse), twice the larger std, the
-    published difference, and whether it holds (None: it needs two seeds of each to judge the std)."""
-    claims = PAPER_FINDINGS if claims is None else claims
-    cell = {(r["dataset"], r["column"], r["loss"]): r for r in rows}
-    checked = []
-    for dataset, column, better, worse, margin, significant in claims:
-        a, b = cell.get((dataset, column, better)), cell.get((dataset, column, worse))
-        if a is None or b is None or a["mean"] is None or b["mean"] is None:
-            continue
-        difference = a["mean"] - b["mean"]
-        noise = 2 * max(a["std"], b["std"]) if a["std"] is not None and b["std"] is not None else None
-        holds = difference > 0 if margin is None else difference >= margin
-        if significant:
-            holds = None if noise is None else bool(holds and difference > noise)
-        published = (a["published"] - b["published"]
-                     if a["published"] is not None and b["published"] is not None else None)
-        relation = (f"> {loss_label(worse)}" if margin is None else
-                    f"≥ {loss_label(worse)}" + (f" + {margin:g} pp" if margin else ""))
-        checked.append({
-            "finding": f"{DATASET_LABELS.get(dataset, dataset)} {column_header(column)}: {loss_label(better)} "
-                       f"{relation}" + (", by more than 2 × the larger std" if significant else ""),
-            "difference": difference, "twice_larger_std": noise, "published_difference": published,
-            "runs": [a["runs"], b["runs"]], "holds": holds})
-    return checked
-
-
-def render_findings(checked):
-    lines = ["## The paper's findings in our cells", "",
-             "| Finding | Ours: difference (2 × larger std) | Published difference | Holds |", "|---|---|---|---|"]
-    signed = lambda x: f"{x:+.2f}".replace("-", "−")  # noqa: E731
-    for f in checked:
-        noise = f" ({f['twice_larger_std']:.2f})" if f["twice_larger_std"] is not None else ""
-        published = "—" if f["published_difference"] is None else signed(f["published_difference"])
-        holds = {True: "yes", False: "**no**", None: "not yet: needs 2+ seeds of each"}[f["holds"]]
-        lines.append(f"| {f['finding']} | {signed(f['difference'])}{noise} | {published} | {holds} |")
-    return "\n".join(lines) + "\n"
 
 
 def render_markdown(rows, with_fidelity=True):

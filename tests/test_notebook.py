@@ -12,7 +12,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from jal import tables
+from jal.records import one_protocol, protocol, protocol_label
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"
@@ -134,14 +134,14 @@ def test_notebook_refuses_to_pool_two_protocols(tmp_path, monkeypatch):
 def test_protocol_is_epochs_and_subsets_not_precision():
     quick = {"status": "finished", "dataset": "cifar10", "loss": "ce", "noise_type": "none", "epochs": 12,
              "subset": 10000, "precision": "fp32", "run_dir": "/sweep/cifar10/clean/ce/seed123"}
-    assert tables.protocol(quick) == tables.protocol({**quick, "precision": "bf16"}) == (12, 10000, None)
-    assert tables.protocol_label((120, None, None)) == "120 epochs on the whole training set"
+    assert protocol(quick) == protocol({**quick, "precision": "bf16"}) == (12, 10000, None)
+    assert protocol_label((120, None, None)) == "120 epochs on the whole training set"
     paused = {"status": "paused", "dataset": "cifar10", "loss": "ce", "noise_type": "none", "epochs": 120,
               "run_dir": "/other/cifar10/clean/ce/seed124"}  # no subset in a paused record: not counted
-    assert tables.one_protocol([quick, {**quick, "precision": "bf16"}, paused]) == {"cifar10": (12, 10000, None)}
+    assert one_protocol([quick, {**quick, "precision": "bf16"}, paused]) == {"cifar10": (12, 10000, None)}
     with pytest.raises(SystemExit, match=r"12 epochs on 10,000 training images \(1 runs in /sweep\), 120 epochs on "
                                          r"the whole training set \(1 runs in /paper\)"):
-        tables.one_protocol([quick, {**quick, "epochs": 120, "subset": None,
+        one_protocol([quick, {**quick, "epochs": 120, "subset": None,
                                      "run_dir": "/paper/cifar10/clean/ce/seed123"}])
 
 

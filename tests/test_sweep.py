@@ -19,6 +19,7 @@ from test_notebook import FIGURES, run_notebook
 
 from jal import device as jal_device
 from jal import sweep, tables
+from jal.records import load_records
 from jal.run import percent
 from jal.run_dir import plain_config
 
@@ -82,7 +83,7 @@ def test_sweep_started_again_skips_every_run(basic_sweep):
 
 def test_table_of_the_sweep_has_four_cells(basic_sweep, tmp_path):
     assert tables.main([str(basic_sweep), "--out", str(tmp_path), "--expect-seeds", "1"]) in (None, 0)
-    rows = tables.summarise(tables.load_records([basic_sweep]), expect_seeds=1)
+    rows = tables.summarise(load_records([basic_sweep]), expect_seeds=1)
     # the runs' settings beyond their cells (tiny sizes) keep them apart from the paper's rows
     assert {(r["loss"], r["noise_rate"]) for r in rows} == {(f"{loss} [{SETTINGS}]", rate) for loss in ("ce", "jal_ce")
                                                            for rate in (0.2, 0.8)}

@@ -1,4 +1,4 @@
-"""jal.tables: cell statistics, published figures beside them, table files, bad input."""
+"""jal.tables, jal.records and jal.fidelity: cell statistics, published figures beside them, table files, bad input."""
 
 import csv
 import json
@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from jal import tables
+from jal.fidelity import fidelity, findings, kendall_tau_b, render_fidelity
+from jal.records import asked_noise_rate, load_records, loss_label
 
 # (loss, noise_rate) -> last_test_acc of seeds 123, 124, 125 on CIFAR-10 symmetric noise
 ACCURACIES = {
@@ -50,7 +52,7 @@ def cell(rows, loss, rate):
 
 
 def test_summarise_statistics_and_flags(record_dir):
-    rows = tables.summarise(tables.load_records([record_dir]))
+    rows = tables.summarise(load_records([record_dir]))
     assert len(rows) == 6  # 3 losses x 2 columns, including the missing CE at 0.2
     for (loss, rate), accuracies in ACCURACIES.items():
         row = cell(rows, loss, rate)
@@ -68,7 +70,7 @@ def test_summarise_statistics_and_flags(record_dir):
 
 def test_single_run_has_no_std(tmp_path):
     write_record(tmp_path / "run", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
-    (row,) = tables.summarise(tables.load_records([tmp_path]))
+    (row,) = tables.summarise(load_records([tmp_path]))
     assert row["mean"] == 58.0 and row["std"] is None and row["missing"] == 2
 
 
@@ -76,10 +78,10 @@ def test_clean_column_may_expect_fewer_seeds(tmp_path):
     """A CPU-sized sweep runs clean with one seed: that cell is complete, a noisy cell with one is not."""
     write_record(tmp_path / "clean", loss="ce", noise_type="none", noise_rate=0.0, seed=123, last_test_acc=80.0)
     write_record(tmp_path / "noisy", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
-    clean, noisy = tables.summarise(tables.load_records([tmp_path]), expect_clean_seeds=1)
+    clean, noisy = tables.summarise(load_records([tmp_path]), expect_clean_seeds=1)
     assert (clean["noise_type"], clean["missing"], clean["issues"]) == ("none", 0, [])
     assert (noisy["missing"], noisy["issues"]) == (2, ["1/3 runs finished (seeds 123)"])
-    clean, _ = tables.summarise(tables.load_records([tmp_path]))  # by default the clean column expects three too
+    clean, _ = tables.summarise(load_records([tmp_path]))  # by default the clean column expects three too
     assert clean["missing"] == 2
 
 
@@ -88,7 +90,7 @@ def test_rerun_seed_replaces_older_run(tmp_path):
     write_record(tmp_path / "failed", loss="ce", noise_rate=0.4, seed=123, status="failed", error="killed")
     write_record(tmp_path / "new", loss="ce", noise_rate=0.4, seed=123, last_test_acc=50.0)
     os.utime(tmp_path / "old" / "result.json", (1, 1))  # written long before the rerun
-    (row,) = tables.summarise(tables.load_records([tmp_path]))
+    (row,) = tables.summarise(load_records([tmp_path]))
     assert (row["runs"], row["mean"], row["failed"]) == (1, 50.0, 0)
     assert any("kept the newest" in issue and issue.endswith("new)") for issue in row["issues"])
 
@@ -98,7 +100,7 @@ def test_a_cell_mixing_precisions_says_so(tmp_path):
         write_record(tmp_path / f"s{seed}", loss="ce", noise_rate=0.4, seed=seed, last_test_acc=58.0,
                      precision=precision)
     write_record(tmp_path / "jal", loss="jal_ce", noise_rate=0.4, seed=123, last_test_acc=60.0, precision="fp32")
-    rows = tables.summarise(tables.load_records([tmp_path]))
+    rows = tables.summarise(load_records([tmp_path]))
     ce, jal = cell(rows, "ce", 0.4), cell(rows, "jal_ce", 0.4)
     assert ce["precisions"] == ["bf16", "fp32"] and jal["precisions"] == ["fp32"]
     assert "runs differ in precision: bf16 (seeds 124); fp32 (seeds 123, 125)" in ce["issues"]
@@ -111,7 +113,7 @@ def test_a_cell_mixing_precisions_says_so(tmp_path):
 def test_one_precision_is_named_under_the_table(tmp_path):
     write_record(tmp_path / "s123", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0, precision="bf16")
     write_record(tmp_path / "old", loss="ce", noise_rate=0.8, seed=123, last_test_acc=20.0)  # no precision field
-    markdown = tables.render_markdown(tables.summarise(tables.load_records([tmp_path])), with_fidelity=False)
+    markdown = tables.render_markdown(tables.summarise(load_records([tmp_path])), with_fidelity=False)
     assert "precision: bf16, unrecorded." in markdown
 
 
@@ -125,7 +127,7 @@ def test_a_realised_noise_rate_off_the_asked_one_marks_its_cell(tmp_path):
     write_record(tmp_path / "c", loss="ce", noise_rate=0.8, seed=123, last_test_acc=20.0, realised_noise_rate=0.792)
     write_record(tmp_path / "d", loss="ce", noise_type="asymmetric", noise_rate=0.4, seed=123, last_test_acc=60.0,
                  realised_noise_rate=0.2, noise_transition=flips)
-    rows = tables.summarise(tables.load_records([tmp_path]))
+    rows = tables.summarise(load_records([tmp_path]))
     assert [r["noise_gap"] for r in rows] == [True, False, False]  # Sym 0.4, Sym 0.8, Asym 0.4
     assert ("realised noise rate off the one asked by more than 1 pp: seed 123 36.0% of labels changed, 40.0% asked"
             in rows[0]["issues"])
@@ -133,21 +135,21 @@ def test_a_realised_noise_rate_off_the_asked_one_marks_its_cell(tmp_path):
     assert ("| CE | **51.00 ± 1.41**ⁿ (58.05, −7.05) | **20.00** (19.74, +0.26) | **60.00** (73.85, −13.85) |"
             in markdown)
     assert "\nⁿ The realised noise rate of a run of this cell is more than 1 pp off the one asked" in markdown
-    assert tables.asked_noise_rate({"noise_type": "human", "noise_labels": "worst"}) is None
+    assert asked_noise_rate({"noise_type": "human", "noise_labels": "worst"}) is None
 
 
 def test_paused_run_is_missing_not_failed(tmp_path):
     write_record(tmp_path / "s123", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
     write_record(tmp_path / "s124", loss="ce", noise_rate=0.4, seed=124, status="paused", epoch=37, epochs=120,
                  reason="trainer.stop_at=1 passed")
-    (row,) = tables.summarise(tables.load_records([tmp_path]))
+    (row,) = tables.summarise(load_records([tmp_path]))
     assert (row["runs"], row["failed"], row["missing"], row["mean"]) == (1, 0, 2, 58.0)
     assert row["issues"][0] == "1/3 runs finished (seeds 123)"
     assert any(issue.startswith("paused (seed 124) after epoch 37 of 120") for issue in row["issues"])
 
 
 def test_published_figure_and_source(record_dir):
-    rows = tables.summarise(tables.load_records([record_dir]))
+    rows = tables.summarise(load_records([record_dir]))
     jal = cell(rows, "jal_ce", 0.8)  # in the JAL paper's own table
     assert (jal["published"], jal["published_source"]) == (65.43, "jal2025_main")
     assert jal["difference"] == pytest.approx(np.mean(ACCURACIES[("jal_ce", 0.8)]) - 65.43)
@@ -196,15 +198,15 @@ def test_every_published_loss_has_a_config_and_every_figure_a_labelled_source():
 
 def test_nlnl_published_figure_is_flagged(tmp_path):
     write_record(tmp_path / "nlnl", loss="nlnl", noise_rate=0.4, seed=123, last_test_acc=60.0)
-    markdown = tables.render_markdown(tables.summarise(tables.load_records([tmp_path])))
+    markdown = tables.render_markdown(tables.summarise(load_records([tmp_path])))
     line = next(line for line in markdown.splitlines() if line.startswith("| NLNL"))
     assert "(63.90†*, −3.90)" in line
     assert "three-stage method" in markdown and "ε-Softmax paper" in markdown
 
 
 def test_loss_labels():
-    assert tables.loss_label("anl_ce") == "ANL-CE" and tables.loss_label("nce_agce") == "NCE+AGCE"
-    assert tables.loss_label("my_new") == "MY+NEW"
+    assert loss_label("anl_ce") == "ANL-CE" and loss_label("nce_agce") == "NCE+AGCE"
+    assert loss_label("my_new") == "MY+NEW"
 
 
 def test_main_writes_tables(record_dir, tmp_path):
@@ -256,13 +258,13 @@ SYM8, SYM4, ASYM4 = ("symmetric", 0.8, None), ("symmetric", 0.4, None), ("asymme
 
 def test_kendall_tau_b_by_hand():
     # pairs of [1,2,2,3] vs [1,3,2,4]: 5 concordant, 0 discordant, 1 tied in ours only -> 5/sqrt(5 * 6)
-    assert tables.kendall_tau_b([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(5 / np.sqrt(30))
+    assert kendall_tau_b([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(5 / np.sqrt(30))
     # [3,1,2] vs [1,2,3]: (0,1) and (0,2) discordant, (1,2) concordant -> (1 - 2) / 3
-    assert tables.kendall_tau_b([3, 1, 2], [1, 2, 3]) == pytest.approx(-1 / 3)
+    assert kendall_tau_b([3, 1, 2], [1, 2, 3]) == pytest.approx(-1 / 3)
     # a pair tied on both sides drops out of both sides of the denominator: 2 / sqrt(2 * 2)
-    assert tables.kendall_tau_b([1, 1, 2], [5, 5, 7]) == pytest.approx(1.0)
-    assert tables.kendall_tau_b([4, 4, 4], [1, 2, 3]) is None  # no ranking on our side
-    assert tables.kendall_tau_b([1.0], [2.0]) is None and tables.kendall_tau_b([], []) is None
+    assert kendall_tau_b([1, 1, 2], [5, 5, 7]) == pytest.approx(1.0)
+    assert kendall_tau_b([4, 4, 4], [1, 2, 3]) is None  # no ranking on our side
+    assert kendall_tau_b([1.0], [2.0]) is None and kendall_tau_b([], []) is None
 
 
 def test_fidelity_counts_at_the_boundaries():
@@ -271,7 +273,7 @@ def test_fidelity_counts_at_the_boundaries():
             score_row("sce", SYM8, 24.79, 25.82, 0.5),    # 1.03 pp below; 1.03 > 2 std
             score_row("jal_ce", SYM8, 64.43, 65.43, 0.0)]  # exactly 1 pp below; std 0 is known: not within
     rows[1]["mean"] = 25.82 - 2 * 1.03
-    (column,) = tables.fidelity(rows)["columns"]
+    (column,) = fidelity(rows)["columns"]
     assert (column["within_1pp"], column["within_2std"], column["with_std"]) == (2, 1, 3)
     assert column["compared"] == column["published"] == 4
     assert column["mean_abs_difference"] == pytest.approx((1 + 2.06 + 1.03 + 1) / 4)
@@ -290,7 +292,7 @@ def test_fidelity_missing_cells_and_whole_table():
         score_row("ce", ASYM4, 10.0, 10.5),  # one loss: no tau, still counted
         score_row("ce", ("none", 0.0, None), 90.0, None),  # no published figure: no column
     ]
-    score = tables.fidelity(rows)
+    score = fidelity(rows)
     by_column = {c["column"]: c for c in score["columns"]}
     assert list(by_column) == ["Sym 0.4", "Sym 0.8", "Asym 0.4"]
     sym8 = by_column["Sym 0.8"]
@@ -307,10 +309,10 @@ def test_fidelity_missing_cells_and_whole_table():
 
 
 def test_fidelity_without_published_figures():
-    score = tables.fidelity([score_row("ce", SYM8, 20.0, None)])
+    score = fidelity([score_row("ce", SYM8, 20.0, None)])
     assert score["columns"] == [] and score["table"]["tau"] is None
     assert score["table"]["mean_abs_difference"] is None
-    assert "No cell has a published figure" in tables.render_fidelity(score)
+    assert "No cell has a published figure" in render_fidelity(score)
 
 
 def test_fidelity_in_table_md_and_json(record_dir, tmp_path):
@@ -340,8 +342,8 @@ def test_fidelity_in_table_md_and_json(record_dir, tmp_path):
 
 
 def test_findings_check_the_papers_claims_on_our_cells(record_dir):
-    rows = tables.summarise(tables.load_records([record_dir]))
-    (jal_vs_ce,) = tables.findings(rows)  # NCE+RCE and asymmetric 0.4 have no runs here: not listed
+    rows = tables.summarise(load_records([record_dir]))
+    (jal_vs_ce,) = findings(rows)  # NCE+RCE and asymmetric 0.4 have no runs here: not listed
     ce, jal = ACCURACIES_CE_08, ACCURACIES[("jal_ce", 0.8)]
     assert jal_vs_ce["difference"] == pytest.approx(np.mean(jal) - np.mean(ce))  # 65.4 - 19.2 = 46.2
     assert jal_vs_ce["twice_larger_std"] == pytest.approx(2 * max(np.std(jal, ddof=1), np.std(ce, ddof=1)))
@@ -353,7 +355,7 @@ def test_findings_check_the_papers_claims_on_our_cells(record_dir):
               ("cifar10", sym08, "gce", "ce", 6.0, False),            # 25.25 - 19.2 = 6.05 >= 6: holds
               ("cifar10", sym08, "gce", "ce", 7.0, False),            # but not by 7
               ("cifar10", sym08, "gce", "ce", 6.0, True)]             # and by more than 2 std (3.54)
-    reversed_, gce_6, gce_7, gce_significant = tables.findings(rows, claims)
+    reversed_, gce_6, gce_7, gce_significant = findings(rows, claims)
     assert (reversed_["holds"], gce_6["holds"], gce_7["holds"]) == (False, True, False)
     assert reversed_["finding"] == "CIFAR-10 Sym 0.8: CE > JAL-CE" and gce_7["finding"].endswith("GCE ≥ CE + 7 pp")
     assert gce_significant["twice_larger_std"] == pytest.approx(2 * np.std([24.0, 26.5], ddof=1))
@@ -363,8 +365,8 @@ def test_findings_check_the_papers_claims_on_our_cells(record_dir):
 def test_findings_need_two_seeds_to_judge_the_std(tmp_path):
     for loss, accuracy in (("ce", 20.0), ("jal_ce", 30.0)):
         write_record(tmp_path / loss, loss=loss, noise_rate=0.8, seed=123, last_test_acc=accuracy)
-    rows = tables.summarise(tables.load_records([tmp_path]))
-    (finding,) = tables.findings(rows)
+    rows = tables.summarise(load_records([tmp_path]))
+    (finding,) = findings(rows)
     assert (finding["difference"], finding["twice_larger_std"], finding["holds"]) == (10.0, None, None)
     markdown = tables.render_markdown(rows)
     assert "| CIFAR-10 Sym 0.8: JAL-CE ≥ CE + 5 pp, by more than 2 × the larger std | +10.00 | +45.69 | " \
@@ -377,9 +379,9 @@ def test_a_finding_within_twice_the_std_does_not_hold(tmp_path):
     for loss, accuracies in (("ce", (20.0, 24.0)), ("jal_ce", (25.0, 27.0))):
         for seed, accuracy in zip((123, 124), accuracies):
             write_record(tmp_path / f"{loss}{seed}", loss=loss, noise_rate=0.8, seed=seed, last_test_acc=accuracy)
-    rows = tables.summarise(tables.load_records([tmp_path]))
+    rows = tables.summarise(load_records([tmp_path]))
     claim = ("cifar10", ("symmetric", 0.8, None), "jal_ce", "ce", None, True)
-    (finding,) = tables.findings(rows, [claim])
+    (finding,) = findings(rows, [claim])
     # 26 - 22 = 4 > 0, but CE's std is sqrt(8) = 2.83: 4 < 5.66
     assert finding["difference"] == 4.0 and finding["twice_larger_std"] == pytest.approx(2 * 8 ** 0.5)
     assert finding["holds"] is False and finding["finding"].endswith("JAL-CE > CE, by more than 2 × the larger std")

@@ -1,0 +1,195 @@
+"""Training records read and placed: every result.json under a directory, the table cell each belongs to
+(dataset, noise column, loss), the protocol its accuracy measures, and the names and order the tables give
+datasets, columns and losses. Also what the realised noise rate of a run says against the one it asked.
+"""
+
+import json
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from jal.util import REPO_ROOT
+
+# config name -> the paper's name; loss_label() falls back to "NCE+NEW" style for names not listed here
+LOSS_LABELS = {
+    "ce": "CE", "fl": "FL", "mae": "MAE", "mse": "MSE", "gce": "GCE", "rce": "RCE", "sce": "SCE",
+    "nce": "NCE", "nfl": "NFL", "aul": "AUL", "agce": "AGCE", "ael": "AEL", "nnce": "NNCE", "nnfl": "NNFL",
+    "amse": "AMSE", "nce_rce": "NCE+RCE", "nce_mae": "NCE+MAE", "nfl_rce": "NFL+RCE", "nfl_mae": "NFL+MAE",
+    "nce_agce": "NCE+AGCE", "nce_aul": "NCE+AUL", "nce_ael": "NCE+AEL", "anl_ce": "ANL-CE",
+    "anl_fl": "ANL-FL", "jal_ce": "JAL-CE", "jal_fl": "JAL-FL", "ldr_kl": "LDR-KL", "ce_lc": "CE+LC",
+    "ce_eps_mae": "CE_ε+MAE", "fl_eps_mae": "FL_ε+MAE", "nlnl": "NLNL", "agce_mae": "AGCE+MAE",
+}
+# the paper's row order; losses not listed follow (those in LOSS_LABELS first, then alphabetically)
+LOSS_ORDER = ["ce", "fl", "gce", "nlnl", "sce", "nce_rce", "nfl_rce", "nce_mae", "nfl_mae", "nce_agce", "nce_aul",
+              "nce_ael", "ldr_kl", "ce_lc", "ce_eps_mae", "fl_eps_mae", "anl_ce", "anl_fl", "jal_ce", "jal_fl",
+              "nce", "amse", "agce_mae"]  # the last three: the JAL paper's ablation
+LOSS_ORDER += [name for name in LOSS_LABELS if name not in LOSS_ORDER]
+
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "synthetic": "Synthetic"}
+# the published CIFAR-N rows say cifar10n/cifar100n; our records say cifar10/cifar100 with human noise
+DATASET_ALIASES = {"cifar10n": "cifar10", "cifar100n": "cifar100"}
+NOISE_ORDER = ["none", "symmetric", "asymmetric", "instance", "human"]
+NOISE_SHORT = {"symmetric": "Sym", "asymmetric": "Asym", "instance": "IDN", "human": "Human"}
+HUMAN_LABEL_ORDER = ["aggre", "rand1", "rand2", "rand3", "worst", "noisy"]
+
+
+def loss_label(loss):
+    """JAL-CE; a run with settings beyond its cell keeps them beside the name: JAL-CE [loss.passive.a=30]."""
+    loss, _, settings = loss.partition(" ")
+    return LOSS_LABELS.get(loss, loss.upper().replace("_", "+")) + (f" {settings}" if settings else "")
+
+
+def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
+    """The table column a run or a published figure belongs to, as (noise_type, rate, labels)."""
+    if noise_type == "human":
+        return ("human", None, noise_labels)  # the label set names the column; its rate is a measurement
+    if noise_type in ("none", "clean") or not noise_rate:
+        return ("none", 0.0, None)
+    return (noise_type, round(float(noise_rate), 4), None)
+
+
+NOISE_GAP = 0.01  # a realised noise rate further than this from the one asked is marked (1 pp)
+
+
+def asked_noise_rate(record):
+    """The share of training labels the asked noise changes (None: human noise asks no rate): the rate for
+    symmetric and instance-dependent noise; for asymmetric noise the rate times the share of classes that
+    have a flip (half of CIFAR-10's: 0.4 asks 0.2), the classes being balanced as CIFAR's and our subsets are."""
+    kind, rate = record.get("noise_type"), float(record.get("noise_rate") or 0.0)
+    if kind in ("none", "clean"):
+        return 0.0
+    if kind in ("symmetric", "instance"):
+        return rate
+    if kind == "asymmetric" and record.get("noise_transition"):
+        from jal.noise import asymmetric_mapping
+
+        classes = len(record["noise_transition"])
+        try:
+            return rate * len(asymmetric_mapping(classes)) / classes
+        except ValueError:  # no mapping for this many classes
+            return None
+    return None
+
+
+def noise_gap(record):
+    """(realised, asked) when a run's realised noise rate is more than NOISE_GAP from the asked one, else None.
+    E.g. symmetric 0.4 on 200 images per class changes 36%: `exact` sampling flips int(0.4/9 x 200) = 8, not
+    8.9, images of each class to each other class."""
+    realised, asked = record.get("realised_noise_rate"), asked_noise_rate(record)
+    if realised is None or asked is None or abs(float(realised) - asked) <= NOISE_GAP + 1e-9:
+        return None
+    return float(realised), asked
+
+
+def record_cell(record):
+    """The (dataset, column, loss) cell a training record belongs to. Runs with settings beyond their cell
+    (a sweep of loss.passive.a) are other experiments: their loss reads `jal_ce [loss.passive.a=30]`."""
+    dataset = DATASET_ALIASES.get(record["dataset"], record["dataset"])
+    column = noise_column(record["noise_type"], record.get("noise_rate") or 0.0, record.get("noise_labels"))
+    settings = record.get("settings")
+    return dataset, column, record["loss"] + (f" [{settings}]" if settings else "")
+
+
+def protocol(record):
+    """What a finished record's accuracy measures: (epochs, training subset, test subset), None = the whole set.
+    Runs of two protocols (the quick preset's 12 epochs on 10,000 images, the paper's 120 on all 50,000) must not
+    share a cell or a figure. Precision is not part of it: bf16 and fp32 runs of one protocol agree
+    (results/precision/), and the table says which cells mix them."""
+    dataset = (record.get("config") or {}).get("dataset") or {}
+    return record.get("epochs"), record.get("subset", dataset.get("subset")), dataset.get("test_subset")
+
+
+def protocol_label(key):
+    epochs, subset, test_subset = key
+    label = f"{epochs} epochs on " + ("the whole training set" if subset is None else f"{subset:,} training images")
+    return label + ("" if test_subset is None else f", {test_subset:,} test images")
+
+
+def one_protocol(records):
+    """{dataset: protocol} of the finished records; a one-line SystemExit naming the protocols and where their
+    records lie when one dataset's runs hold two. (Paused and failed records carry no subset: not counted.)"""
+    found = defaultdict(lambda: defaultdict(list))  # dataset -> protocol -> the sweep directories of its runs
+    for record in records:
+        if record.get("status") == "finished":
+            run_dir = record["run_dir"]  # a sweep's runs lie in <sweep>/<dataset>/<noise>/<loss>/seed<seed>
+            cut = run_dir.rfind(f"/{record['dataset']}/")
+            root = Path(run_dir[:cut] if cut > 0 else run_dir)
+            found[record_cell(record)[0]][protocol(record)].append(
+                str(root.relative_to(REPO_ROOT) if root.is_relative_to(REPO_ROOT) else root))
+    mixed = {dataset: keys for dataset, keys in found.items() if len(keys) > 1}
+    if mixed:
+        def where(roots):
+            roots = sorted(set(roots))
+            return ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
+
+        by_size = lambda key: [float("inf") if v is None else v for v in key]  # None: the whole set
+        listed = "; ".join(
+            f"{DATASET_LABELS.get(dataset, dataset)}: "
+            + ", ".join(f"{protocol_label(key)} ({len(keys[key])} runs in {where(keys[key])})"
+                        for key in sorted(keys, key=by_size))
+            for dataset, keys in sorted(mixed.items()))
+        raise SystemExit(f"jal.tables: the records hold more than one protocol, which one cell or figure must not "
+                         f"pool ({listed}); choose one protocol's records: JAL_RECORDS=DIR, make notebooks RECORDS=DIR")
+    return {dataset: next(iter(keys)) for dataset, keys in found.items()}
+
+
+def column_header(column):
+    noise_type, rate, labels = column
+    if noise_type == "none":
+        return "Clean"
+    if noise_type == "human":
+        return f"Human {labels}"
+    return f"{NOISE_SHORT.get(noise_type, noise_type)} {rate:g}"
+
+
+def column_sort_key(column):
+    noise_type, rate, labels = column
+    kind = NOISE_ORDER.index(noise_type) if noise_type in NOISE_ORDER else len(NOISE_ORDER)
+    label = HUMAN_LABEL_ORDER.index(labels) if labels in HUMAN_LABEL_ORDER else len(HUMAN_LABEL_ORDER)
+    return (kind, noise_type, rate or 0.0, label, str(labels))
+
+
+def loss_sort_key(loss):
+    loss, _, settings = loss.partition(" ")
+    return (LOSS_ORDER.index(loss), settings) if loss in LOSS_ORDER else (len(LOSS_ORDER), loss + settings)
+
+
+def dataset_sort_key(dataset):
+    names = list(DATASET_LABELS)
+    return (names.index(dataset), "") if dataset in names else (len(names), dataset)
+
+
+def cell_sort_key(cell):
+    dataset, column, loss = cell
+    return dataset_sort_key(dataset), loss_sort_key(loss), column_sort_key(column)
+
+
+def load_records(dirs):
+    """Every result.json under the given directories (recursively), each dict with run_dir added."""
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    records, seen = [], set()
+    for directory in map(Path, dirs):
+        if not directory.is_dir():
+            raise SystemExit(f"jal.tables: {directory} is not a directory")
+        paths = sorted(directory.rglob("result.json"))
+        if not paths:
+            raise SystemExit(f"jal.tables: no result.json under {directory} "
+                             "(each training run writes <run_dir>/result.json)")
+        for path in paths:
+            if path.resolve() in seen:  # overlapping directories given
+                continue
+            seen.add(path.resolve())
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                print(f"jal.tables: skipping unreadable {path}: {error}", file=sys.stderr)
+                continue
+            if not isinstance(record, dict) or not {"dataset", "loss", "noise_type"} <= record.keys():
+                print(f"jal.tables: skipping {path}: no dataset/loss/noise_type", file=sys.stderr)
+                continue
+            record["run_dir"] = str(path.parent)
+            record["result_mtime"] = path.stat().st_mtime  # to keep the newest of two runs of one seed
+            records.append(record)
+    return records
