@@ -4,9 +4,9 @@
     python -m jal.fuse --fuse 8 hydra/launcher=joblib hydra.launcher.n_jobs=2 trainer.threads=1 <overrides>
     python -m jal.fuse --fuse 8 hydra/launcher=slurm hydra.launcher.partition=a100 <overrides>
 
-takes the runs `python -m jal.train -m <overrides>` would train (jal.sweep.plan_runs: the same directories,
+takes the runs `python -m jal.train -m <overrides>` would train (jal.multirun.plan_runs: the same directories,
 the same configs), skips the finished ones and groups the others into fusions of at most K runs that can
-train together (jal.sweep.fusions: the same fixed settings, the same epoch reached). Each fusion trains as
+train together (jal.multirun.fusions: the same fixed settings, the same epoch reached). Each fusion trains as
 one network (jal.train.train_fusion), launched as the overrides' Hydra launcher launches a plain sweep's runs:
 
 - basic (the default): one fusion after another in this process;
@@ -155,7 +155,7 @@ def fusion_logging(task: "FusionTask"):
 @dataclass
 class FusionTask:
     """One fusion of the sweep, as a launcher runs it: fusion `number` of `of`, its members' configs and run
-    directories as planned (jal.sweep.plan_runs), and the work left after each of their epochs (their ETA).
+    directories as planned (jal.multirun.plan_runs), and the work left after each of their epochs (their ETA).
     Picklable: joblib and submitit run it in another process."""
     number: int
     of: int
@@ -191,7 +191,7 @@ class FusionTask:
 
 
 def fusion_tasks(groups: list) -> list[FusionTask]:
-    """The fusions of a sweep (jal.sweep.fusions: lists of jal.sweep.Run) as tasks a launcher runs."""
+    """The fusions of a sweep (jal.multirun.fusions: lists of jal.multirun.Run) as tasks a launcher runs."""
     return [FusionTask(n, len(groups), [r.cfg for r in group], [r.dir for r in group], [r.cell for r in group],
                        group[0].work_left_after_each_epoch()) for n, group in enumerate(groups, 1)]
 
@@ -238,21 +238,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="the overrides of `python -m jal.train -m`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
-    from jal import sweep  # the plan's imports load here, after the arguments: --help answers sooner
+    from jal import multirun  # the plan's imports load here, after the arguments: --help answers sooner
+    from jal.progress import Progress
     from jal.run import ending
 
     results = []
     try:
         # job_name: the job's name as `python -m jal.train` has it (its train.log, a SLURM job's name)
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
-            runs = sweep.plan_runs(args.overrides)
-            groups = sweep.fusions(runs, args.fuse)
+            runs = multirun.plan_runs(args.overrides)
+            groups = multirun.fusions(runs, args.fuse)
             launcher = launch.settings(runs[0].cfg)
-            print(f"{sweep.runs_(len(runs))}: {len(runs) - sum(map(len, groups))} finished already, "
+            print(f"{multirun.runs_(len(runs))}: {len(runs) - sum(map(len, groups))} finished already, "
                   f"{len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train, "
                   f"{launch.how_fusions_run(runs[0].cfg)}", flush=True)
             tasks = fusion_tasks(groups)
-            progress = sweep.Progress()  # the sweep's ETA from its runs' checkpoints, as a plain sweep's
+            progress = Progress()  # the sweep's ETA from its runs' checkpoints, as a plain sweep's
             progress.start(runs)
             for task, ended in launch_fusions(tasks, launcher):
                 eta = progress.eta()
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # Ctrl-C: each member has said where it stopped (jal.train); no traceback
         raise SystemExit(130) from None
     counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "failed", "paused")}
-    print(f"Fused sweep summary: {sweep.runs_(len(results))} trained here: " + ", ".join(
+    print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
         f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")
     if counts["failed"]:
         sys.exit(1)

@@ -62,7 +62,7 @@ def percent(value: float | None) -> str:
 
 def ending(record: dict) -> str:
     """How a run ended, in the words of its closing line: a run alone's (main), a sweep's progress line per
-    run (jal.sweep.Progress) and a fused sweep's per member (jal.fuse)."""
+    run (jal.progress.Progress) and a fused sweep's per member (jal.fuse)."""
     status, reason = record["status"], record.get("reason")
     if status == "finished":
         epoch = f" (epoch {record['epochs']})" if record.get("epochs") else ""

@@ -19,7 +19,7 @@ Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after
 checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped.
 Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit status 130; started again, it
 resumes from there. A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its
-directory>` (a sweep's runs: their progress lines, jal/sweep.py and jal/fuse.py).
+directory>` (a sweep's runs: their progress lines, jal/progress.py and jal/fuse.py).
 """
 
 if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
@@ -209,7 +209,7 @@ def main(cfg: DictConfig) -> float | None:
         console.warning("not started: %s", result["reason"])  # the other process writes its train.log
     if alone and result["status"] == "finished":
         # the console only (train.log ends with the last epoch's line, and holds no path of this machine); in a
-        # multirun the sweep's progress line says it (jal.sweep.Progress), a paused run has said it already
+        # multirun the sweep's progress line says it (jal.progress.Progress), a paused run has said it already
         console.info("%s -> %s", ending(result), shown_path(HydraConfig.get().runtime.output_dir))
     return result.get("last_test_acc")  # None when paused
 

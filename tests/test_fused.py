@@ -276,15 +276,15 @@ def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trai
     from conftest import CONFIG_DIR
     from hydra import initialize_config_dir
 
-    from jal import sweep
+    from jal import multirun
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "loss=ce,jal_ce", "seed=1,2,3", "noise=symmetric",
-                                       "noise.rate=0.2"])
-        other_lr = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.05", "seed=4,5"])
+        runs = multirun.plan_runs(TINY + [f"out_root={tmp_path}", "loss=ce,jal_ce", "seed=1,2,3", "noise=symmetric",
+                                          "noise.rate=0.2"])
+        other_lr = multirun.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.05", "seed=4,5"])
     (finished,) = [r for r in runs if r.cell.startswith("synthetic/symmetric_0.2/ce/seed2")]
     shutil.copytree(trained[0] / "alone" / "ce", finished.dir)  # the same experiment, finished: not fused
-    groups = sweep.fusions(runs + other_lr, 4)
+    groups = multirun.fusions(runs + other_lr, 4)
     cells = [[r.cell.split("/", 1)[1].rsplit("/", 2)[0] for r in g] for g in groups]  # noise/loss/seed
     assert cells == [["symmetric_0.2/ce/seed1", "symmetric_0.2/ce/seed3", "symmetric_0.2/jal_ce/seed1",
                       "symmetric_0.2/jal_ce/seed2"], ["symmetric_0.2/jal_ce/seed3"],
@@ -391,7 +391,7 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     from conftest import CONFIG_DIR
     from hydra import initialize_config_dir
 
-    from jal import fuse, launch, sweep
+    from jal import fuse, launch, multirun
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -403,12 +403,12 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("SBATCH_RECORD", str(tmp_path / "sbatch.sh"))
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
-        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", *SWEEP, "hydra/launcher=slurm",
-                                       "hydra.launcher.partition=a100", "hydra.launcher.timeout_min=30"])
+        runs = multirun.plan_runs(TINY + [f"out_root={tmp_path}", *SWEEP, "hydra/launcher=slurm",
+                                          "hydra.launcher.partition=a100", "hydra.launcher.timeout_min=30"])
     assert launch.how_fusions_run(runs[0].cfg) == (
         "one SLURM task each (submitit: a job array, at most 64 tasks at a time; partition=a100, nodes=1, "
         "gpus_per_node=1, cpus_per_task=8, mem_gb=32, timeout_min=30)")
-    tasks = fuse.fusion_tasks(sweep.fusions(runs, 2))
+    tasks = fuse.fusion_tasks(multirun.fusions(runs, 2))
     launcher = launch.settings(runs[0].cfg)
     assert launch.submitit_settings(launcher)[1] == dict(folder=f"{tmp_path}/.submitit/%j", slurm_max_num_timeout=20)
     jobs = launch.submit(tasks, launcher)

@@ -15,10 +15,11 @@ from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
 from omegaconf import open_dict, read_write
 
+from jal import multirun, run_dir
 from jal import run as jal_run
-from jal import run_dir, sweep
 from jal import run_dir as jal_run_dir
 from jal import train as jal_train
+from jal.progress import Progress
 from jal.run_dir import DirectoryConflict, RunLock
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
@@ -74,8 +75,8 @@ def test_one_value_written_two_ways_names_one_directory_and_is_found_finished(tm
 
 def test_the_readme_smoke_run_and_the_full_run_get_their_own_directories():
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        smoke = sweep.plan_runs(["dataset.subset=2000", "trainer.epochs=3", "logger=none"])[0]
-        full = sweep.plan_runs([])[0]
+        smoke = multirun.plan_runs(["dataset.subset=2000", "trainer.epochs=3", "logger=none"])[0]
+        full = multirun.plan_runs([])[0]
     assert full.dir.parts[-4:] == ("cifar10", "clean", "ce", "seed123")
     assert smoke.dir == full.dir / "dataset.subset=2000,trainer.epochs=3"
 
@@ -183,14 +184,14 @@ def test_a_sweep_mapping_two_experiments_onto_one_directory_fails_its_plan(tmp_p
         with pytest.raises(DirectoryConflict, match=r"two runs of different experiments would share .*/same: "
                                                     r"\[.*optim.lr=0.01\] and \[.*optim.lr=0.05\] "
                                                     r"\(optim.lr: 0.01 in the record, 0.05 asked\)"):
-            sweep.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.01,0.05", "hydra.sweep.subdir=same"])
-        sweep.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.01,0.05"])  # named apart: fine
+            multirun.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.01,0.05", "hydra.sweep.subdir=same"])
+        multirun.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.01,0.05"])  # named apart: fine
 
 
 def test_the_plan_refuses_a_directory_of_another_experiment_before_anything_trains(trained, tmp_path):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         with pytest.raises(DirectoryConflict, match="trainer.epochs: 1 in the record, 2 asked"):
-            sweep.plan_runs(TINY + [f"out_root={tmp_path}", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=run"])
+            multirun.plan_runs(TINY + [f"out_root={tmp_path}", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=run"])
 
 
 def test_restart_moves_another_experiments_files_aside_and_trains_this_one(trained, tmp_path):
@@ -233,8 +234,8 @@ def test_two_processes_started_at_once_train_the_run_once(tmp_path):
 
 def test_the_sweep_counts_a_run_held_elsewhere(tmp_path, capsys):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "seed=1,2"])
-    progress = sweep.Progress()
+        runs = multirun.plan_runs(TINY + [f"out_root={tmp_path}", "seed=1,2"])
+    progress = Progress()
     progress.start(runs)
     with read_write(runs[0].cfg.hydra), open_dict(runs[0].cfg.hydra):
         runs[0].cfg.hydra.runtime.output_dir = str(runs[0].dir)  # as the launcher sets it

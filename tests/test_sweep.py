@@ -19,9 +19,12 @@ from test_notebook import FIGURES, run_notebook
 
 from jal import device as jal_device
 from jal import sweep, tables
+from jal.multirun import plan_runs, sweep_jobs
+from jal.progress import Progress
 from jal.records import load_records
 from jal.run import percent
 from jal.run_dir import plain_config
+from jal.util import duration
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
         "trainer.progress=false", "loss=ce,jal_ce", "noise=symmetric", "noise.rate=0.2,0.8"]
@@ -123,12 +126,12 @@ def test_notebook_runs_on_the_sweep_records(basic_sweep, tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The plan (jal.sweep) and the progress callback
+# The runs planned (jal.multirun) and the progress callback (jal.progress)
 
 
 def test_plan_is_exactly_the_runs_the_sweep_wrote(basic_sweep):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        runs = sweep.plan_runs(TINY + [f"out_root={basic_sweep}"])
+        runs = plan_runs(TINY + [f"out_root={basic_sweep}"])
     assert [r.cell for r in runs] == CELLS
     assert [r.dir for r in runs] == [basic_sweep / cell for cell in CELLS]
     assert {r.dir for r in runs} == {p.parent for p in records_of(basic_sweep)}
@@ -138,8 +141,8 @@ def test_planned_configs_equal_a_full_composition_of_each_job(tmp_path):
     """Jobs that differ only in values share one composition: each must equal its own full composition."""
     overrides = TINY + ["seed=1,2", f"out_root={tmp_path}"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        runs = sweep.plan_runs(overrides)
-    jobs = sweep.sweep_jobs(overrides)
+        runs = plan_runs(overrides)
+    jobs = sweep_jobs(overrides)
     assert len(runs) == len(jobs) == 8
     for run, job in zip(runs, jobs):
         full = compose_train(job)  # sets Hydra's runtime so run_name resolves
@@ -172,8 +175,8 @@ def test_each_run_logs_a_line_per_epoch_into_its_train_log_not_the_console(basic
 
 def test_summary_names_failed_and_paused_runs(tmp_path, capsys):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}"])
-    progress = sweep.Progress()
+        runs = plan_runs(TINY + [f"out_root={tmp_path}"])
+    progress = Progress()
     progress.start(runs)
     records = [dict(status="finished", last_test_acc=50.0), dict(status="failed", error="FloatingPointError: boom"),
                dict(status="paused")]
@@ -194,7 +197,7 @@ def test_eta_counts_the_epochs_of_runs_in_flight(tmp_path):
     """Parallel runs end together: when the first of two ends the other is nearly done too, so the ETA comes
     from the work done and left (epochs, checkpoints), not from whole runs ended (which says 3 x elapsed)."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}", "trainer.eval_every=2"])
+        runs = plan_runs(TINY + [f"out_root={tmp_path}", "trainer.eval_every=2"])
     epoch_1, epoch_2 = 64, 64 + 32 / 3  # 64 training images; the 32 test images, a third each, after epoch 2
     assert runs[0].work_left_after_each_epoch() == [epoch_1 + epoch_2, epoch_2, 0]
     for run in runs:
@@ -204,14 +207,14 @@ def test_eta_counts_the_epochs_of_runs_in_flight(tmp_path):
     paused.write_text(json.dumps(dict(status="paused")))
     os.utime(paused, (time.time() - 3600,) * 2)
     torch.save({"epoch": 1}, runs[3].dir / "checkpoint.pt")
-    progress = sweep.Progress()
+    progress = Progress()
     progress.start(runs)
     progress.started -= 100  # the sweep has run for 100 s: the first run finished, the second is in epoch 2
     (runs[0].dir / "result.json").write_text(json.dumps(dict(status="finished", last_test_acc=50.0)))
     torch.save({"epoch": 1}, runs[1].dir / "checkpoint.pt")
     done, left = (epoch_1 + epoch_2) + epoch_1, epoch_2 + (epoch_1 + epoch_2) + epoch_2
     assert progress.ended() == [str(runs[0].dir)]
-    assert progress.eta() == f"ETA {sweep.duration(100 * left / done)}" == "ETA 2 min"
+    assert progress.eta() == f"ETA {duration(100 * left / done)}" == "ETA 2 min"
     for run in runs:
         (run.dir / "result.json").write_text(json.dumps(dict(status="finished", last_test_acc=50.0)))
     assert progress.eta() == "sweep done"
@@ -427,8 +430,8 @@ def test_plan_of_resnet34_runs_on_a_cpu_says_it_is_gpu_work(tmp_path, monkeypatc
 
 def test_summary_says_a_realised_noise_rate_off_the_asked_one(tmp_path, capsys):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        runs = sweep.plan_runs(TINY + [f"out_root={tmp_path}"])
-    progress = sweep.Progress()
+        runs = plan_runs(TINY + [f"out_root={tmp_path}"])
+    progress = Progress()
     progress.start(runs)
     rates = [0.2, 0.8, 0.18, 0.765]  # the cells ask symmetric 0.2, 0.8, 0.2, 0.8
     for run, rate in zip(runs, rates):

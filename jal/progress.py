@@ -1,0 +1,132 @@
+"""Progress during a multirun: a Hydra callback (configs/hydra/callbacks/progress.yaml).
+
+`Progress` prints a line per run as it ends (n/N, the cell, how it ended in the words of a run alone's
+closing line: `finished: test accuracy 64.32% (epoch 120)`, the sweep's ETA) and, at the end, a summary of
+the finished, failed and paused runs. It plans the sweep's runs from its overrides (jal.multirun.plan_runs);
+a fused sweep (jal.fuse) prints the same ETA.
+"""
+
+import atexit
+import time
+from pathlib import Path
+
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from jal.config import ConfigError, one_line
+from jal.multirun import Run, epochs_done, plan_runs, read_status, runs_
+from jal.records import noise_gap
+from jal.run_dir import RESULT, held_elsewhere
+from jal.util import duration
+
+ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
+
+
+class Progress(Callback):
+    """A line per run of a multirun as it ends, and a closing summary; nothing for a single run.
+
+    With the joblib and submitit launchers, on_job_end runs in a worker process holding a copy of this
+    object made when the jobs were sent, so the runs that ended are counted from their records on disk."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, str] | None = None  # run dir -> cell, in launch order
+        self.summarised = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        try:
+            runs = plan_runs(overrides, config.hydra.job.config_name)
+        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+            # a wrong setting in any run of the sweep: one line before anything trains (Hydra turns an
+            # Exception from a callback into a warning; SystemExit passes through)
+            raise SystemExit(f"error: {one_line(err)}") from None
+        self.start(runs)
+        # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.
+        atexit.register(self.summary)
+
+    def start(self, runs: list[Run]) -> None:
+        self.runs = {str(r.dir): r.cell for r in runs}
+        self.started = time.time()
+        self.finished_before = {d for d in self.runs if read_status(Path(d))[0] == "finished"}
+        # work left after each epoch, per run: the ETA counts the epochs of the runs still in flight too
+        self.work_after = {str(r.dir): r.work_left_after_each_epoch() for r in runs}
+        self.work_at_start = self.work_left()
+
+    def work_left(self) -> dict[str, float]:
+        """Training images left per run of this sweep (0 for a run that has ended), from its checkpoint."""
+        return {d: 0.0 if self.has_ended(d) else work[min(epochs_done(Path(d)), len(work) - 1)]
+                for d, work in self.work_after.items()}
+
+    def eta(self) -> str:
+        """Time left at the pace of the work done since the sweep started. Counting whole runs instead is
+        off by the number of runs in flight when the first of them ends (parallel runs end together)."""
+        now = self.work_left()
+        done, left = sum(self.work_at_start.values()) - sum(now.values()), sum(now.values())
+        if not left:
+            return "sweep done"
+        return f"ETA {duration((time.time() - self.started) * left / done)}" if done > 0 else "ETA unknown"
+
+    def has_ended(self, run_dir: str) -> bool:
+        """Finished before this sweep started, or ended since (a run paused before keeps its paused record
+        while it continues)."""
+        if run_dir in self.finished_before:
+            return True
+        path = Path(run_dir) / RESULT
+        return path.exists() and path.stat().st_mtime >= self.started and read_status(Path(run_dir))[0] in ENDED
+
+    def ended(self) -> list[str]:
+        """The runs of this sweep that have ended."""
+        return [d for d in self.runs if self.has_ended(d)]
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        run_dir = config.hydra.runtime.output_dir
+        if self.runs is None or run_dir in self.finished_before:  # a single run, or one skipped as finished
+            return
+        status, record = read_status(Path(run_dir))
+        ended, total = len(self.ended()), len(self.runs)
+        if holder := held_elsewhere(Path(run_dir)):
+            what = f"running elsewhere ({holder}): not started here"
+        elif status in ENDED:  # the closing line a run alone prints (its directory: out_root/cell)
+            from jal.run import ending
+
+            what = ending(record)
+        else:
+            try:
+                value = job_return.return_value  # raises if the job failed
+            except Exception as err:
+                what = f"failed before writing a record: {type(err).__name__}: {err}"
+            else:  # a run that finds the sweep stopping (stop_at passed, a stop signal) exits before it starts
+                what = ("not started: the sweep is stopping (trainer.stop_at passed or a stop signal)"
+                        if status == "new" and value is None
+                        else f"ended without a record ({status}), returning {value}")
+        eta = "sweep done" if ended == total else self.eta()
+        print(f"[{ended}/{total}] {self.runs.get(run_dir, run_dir)}: {what} ({eta})", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self.summary()
+
+    def summary(self) -> None:
+        if self.runs is None or self.summarised:
+            return
+        self.summarised = True
+        statuses = {d: read_status(Path(d)) for d in self.runs}
+        by = {s: [d for d in self.runs if statuses[d][0] == s] for s in ENDED}
+        other = [d for d in self.runs if statuses[d][0] not in ENDED]
+        print(f"Sweep summary: {runs_(len(self.runs))}: {len(by['finished'])} finished, {len(by['failed'])} failed, "
+              f"{len(by['paused'])} paused, {len(other)} not run to an end", flush=True)
+        for d in by["failed"]:
+            print(f"  failed  {self.runs[d]}: {statuses[d][1].get('error', 'no error recorded')}")
+        for d in by["paused"]:
+            print(f"  paused  {self.runs[d]} (starting the sweep again resumes it)")
+        for d in by["finished"]:
+            if gap := noise_gap(statuses[d][1]):
+                print(f"  noise   {self.runs[d]}: {gap[0]:.1%} of its training labels changed, {gap[1]:.1%} asked "
+                      "(more than 1 pp off: its table cell is marked)")
+        for d in other:
+            elsewhere = held_elsewhere(Path(d))
+            print(f"  not run to an end  {self.runs[d]} "
+                  + (f"(running elsewhere: {elsewhere})" if elsewhere else f"({statuses[d][0]})"))
+        print(flush=True)
