@@ -37,7 +37,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from jal import launch
-from jal.config import CONFIG_DIR, ConfigError, check_config, one_line, share_config_store
+from jal.config import ConfigError
+from jal.config_check import check_config, one_line, share_config_store
 from jal.device import device_name, run_device
 from jal.run_dir import (
     CHECKPOINT,
@@ -53,7 +54,7 @@ from jal.run_dir import (
     read_record,
 )
 from jal.tables import noise_gap
-from jal.util import duration
+from jal.util import CONFIG_DIR, duration
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
