@@ -1,7 +1,7 @@
 """Where a run trains and in which precision: the device trainer.device names here, the CPU's bf16 hardware,
 what trainer.precision means on this machine, and the machine's name for the records.
 
-No jal imports: the config's directory resolver (jal.config.precision_subdir), the training code, the sweep's
+No jal imports: the config's directory resolver (jal.resolvers.precision_subdir), the training code, the sweep's
 plan and the benchmark all ask it, and it asks none of them.
 """
 

@@ -40,8 +40,9 @@ from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from jal import launch
-from jal.config import CONFIG_DIR, ConfigError, one_line
-from jal.util import duration
+from jal.config import ConfigError
+from jal.config_check import one_line
+from jal.util import CONFIG_DIR, duration
 
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging's
 

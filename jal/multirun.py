@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from jal.config import CONFIG_DIR, check_config
+from jal.config_check import check_config
 from jal.device import run_device
 from jal.run_dir import (
     CHECKPOINT,
@@ -34,6 +34,7 @@ from jal.run_dir import (
     load_checkpoint,
     read_record,
 )
+from jal.util import CONFIG_DIR
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 # the settings the plan's header shows (jal.sweep.print_plan): left out of a run's overrides where it names one

@@ -15,7 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jal.config import ConfigError, one_line
+from jal.config import ConfigError
+from jal.config_check import one_line
 from jal.multirun import Run, epochs_done, plan_runs, read_status, runs_
 from jal.records import noise_gap
 from jal.run_dir import RESULT, held_elsewhere

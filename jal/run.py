@@ -17,10 +17,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from jal import noise as label_noise
-from jal.config import ConfigError, settings_name
+from jal.config import ConfigError
 from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
 from jal.device import PARAMETER_DTYPE, choose_precision, device_name, resolve_device
 from jal.losses import AMSE
+from jal.resolvers import settings_name
 from jal.run_dir import (
     LABELS,
     RESULT,

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from jal.config import MACHINE_PATHS, MAY_DIFFER_IN_A_FUSION, NOT_THE_EXPERIMENT, ConfigError
+from jal.config import ConfigError
+from jal.resolvers import MACHINE_PATHS, MAY_DIFFER_IN_A_FUSION, NOT_THE_EXPERIMENT
 from jal.util import atomic_save, hydra_runtime
 
 RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"

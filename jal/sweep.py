@@ -26,11 +26,12 @@ from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from jal import launch
-from jal.config import CONFIG_DIR, ConfigError, one_line, share_config_store
+from jal.config import ConfigError
+from jal.config_check import one_line, share_config_store
 from jal.device import device_name, run_device
 from jal.multirun import SHOWN_ABOVE, Run, epochs_done, fusions, plan_runs, read_status, run_precision, runs_
 from jal.run_dir import RESULT
-from jal.util import duration
+from jal.util import CONFIG_DIR, duration
 
 # ---------------------------------------------------------------------------------------------------
 # This machine: speed

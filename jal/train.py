@@ -23,7 +23,7 @@ directory>` (a sweep's runs: their progress lines, jal/progress.py and jal/fuse.
 """
 
 if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
-    from jal.config import check_command_line
+    from jal.config_check import check_command_line
 
     check_command_line()
 
@@ -44,7 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from jal import run
-from jal.config import check_config, one_line
+from jal.config_check import check_config, one_line
 from jal.run import (
     BAR_FORMAT,
     Member,

@@ -19,7 +19,8 @@ from hydra.errors import HydraException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jal.config import ConfigError, check_config, one_line
+from jal.config import ConfigError
+from jal.config_check import check_config, one_line
 
 SYN = "dataset=synthetic"
 

@@ -100,21 +100,21 @@ def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_prec
 
 def test_the_directory_name_identity_fusions_and_records_derive_from_one_list():
     """configs/train.yaml's exclude_keys, the identity, the fusion rule and the records' config all follow
-    jal.config.NOT_THE_EXPERIMENT: a setting that is not the experiment is in no directory name and no identity,
+    jal.resolvers.NOT_THE_EXPERIMENT: a setting that is not the experiment is in no directory name and no identity,
     may differ between fused runs exactly when marked so, and a machine path is in no record."""
-    from jal import config
+    from jal import resolvers
 
     cfg = compose_train(["loss=ce"])
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
-    assert excluded == set(config.IN_THE_CELL) | {"logger.mode", "logger.project", "logger.entity", "logger.group",
-                                                 "logger.tags"} | (set(config.NOT_THE_EXPERIMENT) - {"run_name"})
+    assert excluded == set(resolvers.IN_THE_CELL) | {"logger.mode", "logger.project", "logger.entity", "logger.group",
+                                                    "logger.tags"} | (set(resolvers.NOT_THE_EXPERIMENT) - {"run_name"})
     ident = run_dir.identity(jal_run_dir.plain_config(cfg), "fp32")
-    assert not any(run_dir.within(key, config.NOT_THE_EXPERIMENT) for key in ident)
+    assert not any(run_dir.within(key, resolvers.NOT_THE_EXPERIMENT) for key in ident)
     fixed = run_dir.fixed_settings(cfg)
-    for key, per_run in config.NOT_THE_EXPERIMENT.items():
+    for key, per_run in resolvers.NOT_THE_EXPERIMENT.items():
         assert per_run != any(run_dir.within(k, [key]) for k in fixed), key
-    assert set(config.MACHINE_PATHS) <= set(config.NOT_THE_EXPERIMENT)
-    assert not set(config.MACHINE_PATHS) & set(jal_run_dir.plain_config(cfg))
+    assert set(resolvers.MACHINE_PATHS) <= set(resolvers.NOT_THE_EXPERIMENT)
+    assert not set(resolvers.MACHINE_PATHS) & set(jal_run_dir.plain_config(cfg))
 
 
 def test_every_setting_of_the_exclude_list_is_left_out_of_a_real_launchs_directory(tmp_path):

@@ -1,12 +1,14 @@
-"""Makes the project's schemas and resolvers (jal/config.py) known to Hydra wherever Hydra starts, so that a
-notebook composing `train` with Hydra's compose API needs no `import jal` first. Hydra imports every module
-under the hydra_plugins namespace when it builds its config search path; importing jal.config registers the
-schemas in the ConfigStore and the `jal.*` resolvers. jal.config needs Hydra and OmegaConf only (no torch)."""
+"""Makes the project's schemas and resolvers (jal/config.py, jal/resolvers.py) known to Hydra wherever Hydra
+starts, so that a notebook composing `train` with Hydra's compose API needs no `import jal` first. Hydra imports
+every module under the hydra_plugins namespace when it builds its config search path; importing jal.config
+registers the schemas in the ConfigStore, jal.resolvers the `jal.*` resolvers. Both need Hydra and OmegaConf
+only (no torch)."""
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 import jal.config  # noqa: F401  (the registration is the point)
+import jal.resolvers  # noqa: F401
 
 
 class JalConfigs(SearchPathPlugin):

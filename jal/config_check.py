@@ -1,0 +1,258 @@
+"""Checking a composed config and the command line, before anything runs, and every error as one line.
+
+Hydra checks types and keys while it composes (`noise.rate=abc`, `trainer.epoch=3` fail there); the value
+rules in each schema's __post_init__ (jal/config.py) run when `check_config` turns the composed config into
+these objects, before any data loads. Every failure reads as one line: `one_line(err)` for any error composing
+or checking. `python -m jal.train` composes and checks once before torch loads (check_command_line), so a wrong
+setting fails in a fraction of a second and Hydra makes no run directory for it; so does a missing data file.
+"""
+
+import dataclasses
+import os
+import socket
+import sys
+import typing
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from jal.config import L1_TERMS, BadValue, ConfigError, loss_terms, require
+from jal.util import CONFIG_DIR, compose_run
+
+# CIFAR-N label sets per dataset (configs/noise/human.yaml)
+HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
+
+# Sections with a schema, nested loss terms before the combination (so an error names its full key).
+SECTIONS = ("trainer", "optim", "dataset", "noise", "logger", "loss.active", "loss.passive", "loss")
+
+
+def check_config(cfg) -> None:
+    """The value rules of every section (each schema's __post_init__), then the rules across sections.
+    Raises ConfigError; reads no data."""
+    require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0", 123)
+    for section in SECTIONS:
+        node = OmegaConf.select(cfg, section)
+        if OmegaConf.is_dict(node) and OmegaConf.get_type(node) is not dict:  # a section with a schema
+            fields = {f.name for f in dataclasses.fields(OmegaConf.get_type(node))}
+            if extra := sorted(set(node.keys()) - fields):  # `+loss.tt=2`: no argument of the class reads it
+                raise ConfigError(f"unknown setting '{section}.{extra[0]}'; valid keys in {section}: "
+                                  f"{', '.join(sorted(fields))}")
+            try:
+                OmegaConf.to_object(node)  # builds the dataclass: its __post_init__ checks the values
+            except BadValue as err:
+                err.key = f"{section}.{err.key}"
+                raise
+            except OmegaConfBaseException as err:  # a missing value, an interpolation that does not resolve
+                cause = err  # a rule of a resolver above raised it: its own line, not OmegaConf's wrapping
+                while cause is not None and not isinstance(cause, ConfigError):
+                    cause = cause.__cause__ or cause.__context__
+                if cause is not None:
+                    raise cause from None
+                raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
+    check_nothing_ignored(cfg)
+    kind, name = cfg.noise.type, cfg.dataset.name
+    if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
+        valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
+        raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
+    device = cfg.trainer.device
+    if device.startswith("cuda"):
+        import torch  # only here: composing and checking the rest needs no torch
+
+        index = int(device.partition(":")[2] or 0)
+        require(index < torch.cuda.device_count(), "trainer.device", device,
+                f"is not among this machine's {torch.cuda.device_count()} CUDA devices", "auto")
+
+
+def given_settings(cfg) -> dict[str, str]:
+    """The settings given on the command line, key -> value as written (Hydra's task overrides), where `cfg`
+    carries its Hydra node (compose_run, a sweep's plan); empty for a config without it."""
+    if "hydra" not in cfg:
+        return {}
+    return dict(line.lstrip("+~").partition("=")[::2] for line in cfg.hydra.overrides.task)
+
+
+# The noise types whose labels read noise.rate, and the rates of the precomputed instance-dependent label sets
+# (jal.run.make_labels: other rates, and synthetic data, are drawn by the generator)
+RATED_NOISES = ("symmetric", "asymmetric", "instance")
+PRECOMPUTED_INSTANCE_RATES = (0.2, 0.4, 0.6)
+
+
+def check_nothing_ignored(cfg) -> None:
+    """A setting the run would not read trains another experiment than the one asked for, silently (clean
+    labels under a noise rate): refused in one line. Values first, then the settings given on the command line
+    that nothing reads in this config."""
+    kind, rate, name = cfg.noise.type, cfg.noise.rate, cfg.dataset.name
+    if kind == "none" and rate:  # the schema of noise=none keeps rate 0 for the records
+        raise ConfigError(f"noise.rate={rate} is ignored by noise=none, which trains on clean labels: add "
+                          f"noise=symmetric (or {', '.join(RATED_NOISES[1:])}) to train at this rate")
+    if kind == "human" and rate is not None:
+        raise ConfigError(f"noise.rate={rate} is ignored by noise=human: its label set (noise.labels="
+                          f"{cfg.noise.labels}) is the noise; drop noise.rate, or choose noise.labels")
+    given = given_settings(cfg)
+    if not given:
+        return
+    loss = f"loss={cfg.hydra.runtime.choices.loss}"
+    unread = {}  # a setting -> why nothing reads it, and the way out
+    if kind != "human":
+        unread["dataset.human_labels"] = f"noise={kind} (it picks the label set of noise=human): drop it"
+    elif "noise.labels" in given:
+        unread["dataset.human_labels"] = "noise.labels, given too: drop one"
+    if name != "synthetic":
+        unread["dataset.train_size"] = (f"dataset={name}, which trains on its file's whole training set: "
+                                        f"dataset.subset={given.get('dataset.train_size')} trains on a "
+                                        "class-balanced subset of that many")
+    for setting, derived in (("dataset.epochs", "trainer.epochs"), ("dataset.lr", "optim.lr")):
+        if derived in given:
+            unread[setting] = f"{derived}, given too: drop one"
+    l1_keys = {L1_TERMS[t] for t in loss_terms(cfg.loss) if t in L1_TERMS}
+    used = "l1_amse" if "l1_amse" in l1_keys else "l1_nnce" if l1_keys else "weight_decay"
+    for key in ("weight_decay", "l1_amse", "l1_nnce"):
+        if key != used:
+            penalty = "L1" if l1_keys else "L2"
+            unread[f"dataset.{key}"] = (f"{loss}, which takes {penalty} at dataset.{used} (jal.config."
+                                        f"regularization): set dataset.{used} instead")
+        elif (derived := "optim.l1" if l1_keys else "optim.weight_decay") in given:
+            unread[f"dataset.{key}"] = f"{derived}, given too: drop one"
+    precomputed = name != "synthetic" and rate in PRECOMPUTED_INSTANCE_RATES
+    if kind == "instance" and not precomputed and given.get("noise.generate", "").lower() == "false":
+        unread["noise.generate"] = (f"noise.rate={rate} on {name}: precomputed labels exist for rates "
+                                    f"{', '.join(map(str, PRECOMPUTED_INSTANCE_RATES))} of CIFAR only, the "
+                                    "generator draws the others: drop it")
+    for setting, why in unread.items():
+        if setting in given:
+            raise ConfigError(f"{setting}={given[setting]} is ignored by {why}")
+
+
+TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def expected_type(schema, key: str) -> str:
+    """What the schema's field `key` holds, in words ("a number or null"), from the dataclass's type hints."""
+    hint = typing.get_type_hints(schema).get(key) if dataclasses.is_dataclass(schema) else None
+    optional = type(None) in typing.get_args(hint)
+    if optional:  # Optional[float] = Union[float, None]
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return TYPE_NAMES.get(hint, "of another type") + (" or null" if optional else "")
+
+
+def one_line(err: BaseException) -> str:
+    """The one line to print for an error composing or checking a config (Hydra's own spans a screen)."""
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    if isinstance(err, MissingConfigException) and err.options is not None:  # loss=foo
+        group, _, option = (err.missing_cfg_file or "").rpartition("/")
+        return f"unknown {group} {option!r}; choose one of: {', '.join(sorted(err.options))}"
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.parent_node is not None:  # trainer.epoch=3
+        section = cause.full_key.rpartition(".")[0]
+        valid = set(cause.parent_node.keys())
+        if not section:  # the top level: its keys and the config groups
+            valid |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+        where = f"in {section}" if section else "at the top level"
+        return f"unknown setting {cause.full_key!r}; valid keys {where}: {', '.join(sorted(valid - {'hydra'}))}"
+    if isinstance(cause, ValidationError) and cause.parent_node is not None:  # noise.rate=abc
+        wanted = expected_type(OmegaConf.get_type(cause.parent_node), cause.key)
+        try:  # the parent still holds the value the override tried to replace: an example of the right type
+            example = cause.parent_node[cause.key]
+        except OmegaConfBaseException:  # an interpolation that does not resolve here: as written
+            example = OmegaConf.to_container(cause.parent_node, resolve=False)[cause.key]
+        example = "null" if example is None else example
+        value = "null" if cause.value is None else repr(cause.value)
+        return f"{cause.full_key}={value} is not {wanted}: e.g. {cause.full_key}={example}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    parts = [lines[0] if lines else type(err).__name__]
+    innermost = err  # Hydra wraps the error that stopped it (`Error in call to target ...:`): its cause says why
+    while innermost.__cause__ is not None:
+        innermost = innermost.__cause__
+    if innermost is not err and (inner_lines := str(innermost).strip().splitlines()):
+        parts.append(f"{type(innermost).__name__}: {inner_lines[0]}")
+    parts += [line.split(". ", 1)[-1].lower() for line in lines[1:] if "--multirun" in line]  # Hydra's hint
+    return "; ".join(part.rstrip(":") for part in parts)
+
+
+def check_data_files(cfg) -> None:
+    """The files a run of `cfg` reads from data_dir are there (jal.data.load_dataset, jal.run.make_labels):
+    a missing label file raises FileNotFoundError naming it; missing images are downloaded, as a run would,
+    or raise naming what goes where. Their contents are checked as the run reads them."""
+    name, kind, data_dir = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
+    if name == "synthetic":  # made in memory; its instance-dependent labels are always generated
+        return
+    labels = {"human": (f"{name}n_labels.npz", "CIFAR-N labels"),
+              "instance": (f"{name}_idn_labels.npz", "precomputed instance-dependent labels")}.get(kind)
+    if kind == "instance" and (cfg.noise.generate or cfg.noise.rate not in PRECOMPUTED_INSTANCE_RATES):
+        labels = None  # drawn by the generator
+    if labels and not (data_dir / labels[0]).is_file():
+        raise FileNotFoundError(f"{data_dir / labels[0]} not found: put the {labels[1]} ({labels[0]}) there "
+                                "(the data directory is set by JAL_DATA_DIR)")
+    images = data_dir / f"{name}.npz"
+    if images.is_file():
+        return
+    raw = data_dir / {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]  # torchvision's
+    if not raw.is_dir() and not can_reach(CIFAR_HOST):  # seconds sooner than torchvision's own attempt
+        raise FileNotFoundError(f"{images} is missing and {name} could not be downloaded (no connection to "
+                                f"{CIFAR_HOST}); put {name}.npz (x_train, y_train, x_test, y_test) in {data_dir} "
+                                "or point JAL_DATA_DIR at a folder holding it")
+    from jal.data import _download_and_prepare  # torchvision: only when the images must be fetched
+
+    _download_and_prepare(name, images)
+
+
+CIFAR_HOST = "www.cs.toronto.edu"  # where torchvision downloads CIFAR-10 and CIFAR-100 from
+
+
+def can_reach(host: str, timeout: float = 3.0) -> bool:
+    """Whether a connection to host:443 opens (true behind a proxy, which only a download can tell)."""
+    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+# Hydra's flags that compose the config and print something, training nothing: --help, --hydra-help, --cfg,
+# --info and shell completion (-sc install=bash, and the query each Tab sends).
+HYDRA_PRINT_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+
+
+def check_command_line(argv: list[str] | None = None) -> None:
+    """`python -m jal.train ARGS` and `jal-train ARGS`: compose and check the run's config first, exiting with one
+    line when it is wrong. This runs before torch loads and before Hydra makes the run's directory: a wrong
+    setting costs a fraction of a second and leaves nothing behind. Hydra's printing flags (HYDRA_PRINT_FLAGS)
+    are answered here too, by Hydra itself but without torch (a Tab's completion must not wait for it);
+    sweeps (-m) and Hydra's other flags are left to Hydra in jal.train."""
+    argv = sys.argv[1:] if argv is None else argv
+    share_config_store()
+    if any(arg.split("=", 1)[0] in HYDRA_PRINT_FLAGS for arg in argv):
+        answer_without_training()
+    if any(arg.startswith("-") for arg in argv):
+        return
+    try:
+        cfg = compose_run(argv)  # Hydra's runtime set: logger.tags name the loss through ${hydra:...}
+        check_config(cfg)
+        check_data_files(cfg)
+    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError) as err:
+        sys.exit(f"error: {one_line(err)}")
+
+
+def share_config_store() -> None:
+    """Hydra deep-copies its config repository, the ConfigStore with every schema included, at each composition
+    and for each config group that --help or a Tab's completion lists (two thirds of a --help's time). The
+    store is read only through ConfigStore.load, which returns a copy of the node it loads, so the copies can
+    share the one store: a composition yields the same config, sooner."""
+    ConfigStore.__deepcopy__ = lambda self, memo: self
+
+
+def answer_without_training() -> typing.NoReturn:
+    """Hydra's app on sys.argv with a task function that never runs: Hydra prints what a printing flag asks
+    for and returns. Named as jal.train's main so that the help's title and the job's name are the same."""
+    import hydra
+
+    def main(cfg) -> None:
+        raise SystemExit("error: no run here: only Hydra's printing flags come this way (jal.config_check)")
+
+    main.__module__, main.__qualname__ = "jal.train", "main"  # Hydra names the app and job after the module
+    hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(main)()
+    sys.exit(0)
