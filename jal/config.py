@@ -99,7 +99,7 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
     """The primary config: typed run settings; each group (dataset, noise, loss, ...) brings its own schema."""
 
     seed: int = 123
@@ -367,7 +367,7 @@ class ActivePassiveConfig:  # alpha * active + beta * passive
 
 # Stored as schema/<name>: kept out of the groups' own options, so `loss=...` lists only the YAML files.
 SCHEMAS = {
-    "train": TrainConfig,
+    "train": RunConfig,
     "dataset": DatasetConfig, "dataset_synthetic": SyntheticDatasetConfig,
     "noise": NoiseConfig, "noise_class": ClassNoiseConfig, "noise_instance": InstanceNoiseConfig,
     "noise_human": HumanNoiseConfig,
