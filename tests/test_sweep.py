@@ -240,7 +240,8 @@ def test_a_diverging_run_fails_alone_and_the_sweep_goes_on(tmp_path):
     summary = lines.index("Sweep summary: 2 runs: 1 finished, 1 failed, 0 paused, 0 not run to an end")
     assert lines[summary + 1] == f"  failed  {diverged}: {error}"
     # 64 images: symmetric 0.2's exact counts flip none of ~6 a class, and the summary says so after the failures
-    assert all(line.startswith("  noise   ") for line in lines[summary + 2:]), lines[summary:]
+    noise = lines[summary + 2:]
+    assert noise and all(line.startswith("  noise   ") for line in noise), lines[summary:]
 
 
 def sweep_script(out_root: Path, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
