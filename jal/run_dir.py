@@ -34,7 +34,6 @@ RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "ch
 RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
 
 
-
 class RunBusy(Exception):
     """Another process holds the run's lock."""
 
@@ -257,6 +256,10 @@ def held_elsewhere(run_dir: Path) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------------
+# What the directory holds: the labels it trained on, the config its records store
+
+
 def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
     """The labels a run trained on so far must be the ones it draws now (they follow from its config)."""
     try:
@@ -271,10 +274,6 @@ def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.nd
                                 "data file): trainer.restart=true moves it aside and trains the run from scratch")
 
 
-
-
-
-
 def plain_config(cfg: DictConfig) -> dict:
     """The resolved run config as plain data, as records store it: without Hydra's own node (present when
     composed in tests) and without this machine's paths."""
@@ -282,11 +281,8 @@ def plain_config(cfg: DictConfig) -> dict:
             for k, v in cfg.items() if k not in ("hydra", *MACHINE_PATHS)}
 
 
-
 # ---------------------------------------------------------------------------------------------------
-# Training runs: alone, or fused
-
-
+# Runs trained fused: the settings they must share
 
 
 def fixed_settings(cfg: DictConfig) -> dict:
