@@ -186,6 +186,7 @@ class Member(Learner):
     wandb_run: object = None
     start_epoch: int = 0  # the epochs its checkpoint had done
     checkpointed: int = 0  # the epoch of its last checkpoint written (an interruption says it)
+    writes: bool = True  # False on the ranks other than 0 of a run across processes (jal/distributed.py)
 
     def __post_init__(self):
         self.checkpointed = self.state["epoch"] if self.state is not None else 0
@@ -276,7 +277,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
                       noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
                       seed=cfg.seed, settings=settings_name(hydra_cfg.job.override_dirname))  # tables group by it
-        m.wandb_run = start_wandb(cfg, m.run_dir)
+        m.wandb_run = start_wandb(cfg, m.run_dir) if m.writes else None
     # Every file of the run says which experiment wrote it (jal/run_dir.py).
     m.provenance = dict(precision=m.precision, fingerprint=fingerprint(m.asked), config=m.stored_config)
 
@@ -328,7 +329,7 @@ def close_unended(members: list[Member], results: dict, err: BaseException, epoc
     for m in members:
         if m in results:
             continue
-        if isinstance(err, Exception):  # a crash, not an interruption: leave a record the tables can flag
+        if isinstance(err, Exception) and m.writes:  # a crash, not an interruption: leave a record to flag
             atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
         if m.wandb_run is not None:
             m.wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
@@ -377,7 +378,8 @@ def failed_record(m: Member, err: Exception, epoch: int, epochs: int) -> dict:
 def write_last_record(m: Member, record: dict, fused: int) -> dict:
     """Write the member's last record (with how many runs were fused) and close its W&B run."""
     result = record | m.provenance | dict(fused=fused)
-    atomic_write_json(m.run_dir / RESULT, result)
+    if m.writes:
+        atomic_write_json(m.run_dir / RESULT, result)
     if m.wandb_run is not None:
         if result["status"] == "finished":
             m.wandb_run.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
@@ -405,6 +407,8 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
                    record["seconds"], extra=about(m.run_dir) | dict(epoch_record=record))
     if m.wandb_run is not None:
         m.wandb_run.log(record, step=epoch + 1)
+    if not m.writes:  # a rank other than 0 of a run across processes: rank 0 saves it
+        return
     save_checkpoint(m.run_dir, dict(
         model=m.model.state_dict(), optimizer=m.optimizer.state_dict(), scheduler=m.scheduler.state_dict(),
         history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), **m.provenance,

@@ -10,6 +10,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from jal import distributed
 from jal.data import augment, epoch_generator, normalize
 from jal.device import PARAMETER_DTYPE
 
@@ -206,21 +207,24 @@ def batch_starts(n_train: int, batch_size: int) -> range:
     return range(0, n_used, batch_size)
 
 
-def training_batch(x_train, idx, generator: torch.Generator, stats, cfg: DictConfig) -> torch.Tensor:
-    """The augmented, normalised images of one training batch, made on the device."""
-    images = augment(x_train[idx], generator, cfg.dataset.rotation)
+def training_batch(x_train, idx, generator: torch.Generator, stats, cfg: DictConfig, part=slice(None)) -> torch.Tensor:
+    """The augmented, normalised images of one training batch, made on the device; across processes, this
+    rank's `part` of the global batch, augmented as a whole (the same draws whatever the number of processes)."""
+    images = augment(x_train[idx], generator, cfg.dataset.rotation)[part]
     return normalize(images, stats, cfg.trainer.channels_last)
 
 
-def train_step(fusion: Fusion, images: list, targets: list, precision: str):
+def train_step(fusion: Fusion, images: list, targets: list, precision: str, weight: float = 1.0):
     """Forward of all members, each member's loss on its logits, one backward of their sum (the gradients
-    stay each member's own), per-member L1 and clip, SGD step; returns logits (K, B, classes) and the losses
-    (K,), on the device."""
+    stay each member's own; across processes, weighted by this rank's share of the batch, see
+    jal.distributed.batch_part), per-member L1 and clip, SGD step; returns logits (K, B, classes) and the
+    losses (K,), on the device."""
     with torch.autocast(images[0].device.type, torch.bfloat16, enabled=precision == "bf16"):
         logits = fusion(images)
     losses = [m.criterion(z, y) for m, z, y in zip(fusion.members, logits, targets)]
     fusion.optimizer.zero_grad(set_to_none=True)
-    torch.stack(losses).sum().backward()  # of one member: its loss's own gradient, bit for bit
+    total = torch.stack(losses).sum()
+    (total if weight == 1.0 else total * weight).backward()  # of one member: its loss's own gradient, bit for bit
     fusion.regularise_and_clip()
     fusion.optimizer.step()
     return logits, torch.stack(losses)
@@ -239,9 +243,11 @@ def train_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingD
     sums = torch.zeros(fusion.k, 5, dtype=dtype, device=data.y_noisy.device)
     for i in batch_starts(n, batch)[:max_steps]:
         idx = [order[i : i + batch] for order in orders]
-        images = [training_batch(data.x_train, rows[ix], g, data.stats, cfg)
+        part, weight = distributed.batch_part(len(idx[0]))  # alone: the whole batch, weight 1
+        images = [training_batch(data.x_train, rows[ix], g, data.stats, cfg, part)
                   for rows, ix, g in zip(data.rows, idx, generators)]
-        logits, losses = train_step(fusion, images, [y[ix] for y, ix in zip(data.y_noisy, idx)], precision)
+        idx = [ix[part] for ix in idx]
+        logits, losses = train_step(fusion, images, [y[ix] for y, ix in zip(data.y_noisy, idx)], precision, weight)
         with torch.no_grad():
             idx = torch.stack(idx)
             noisy, clean = data.y_noisy.gather(1, idx), data.y_clean.gather(1, idx)

@@ -43,8 +43,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from jal import run
+from jal import distributed, run
 from jal.config_check import check_config, one_line
+from jal.device import run_device
 from jal.run import (
     BAR_FORMAT,
     Member,
@@ -86,20 +87,24 @@ def shown_path(path) -> str:
 
 def train_locked(members: list[Member]) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
-    data, x_test, y_test = load_training_data(members)
+    data, x_test, y_test = distributed.rank_zero_first(load_training_data, members)  # rank 0 writes labels.npz
     for m, y_noisy in zip(members, data.y_noisy):
         build_member(m, y_noisy)
     check_same_epoch(members)
+    distributed.wrap(members, data.y_noisy.shape[1])  # across processes: DDP; alone, nothing
+    n_test, tested = len(y_test), distributed.test_part(len(y_test))  # alone: the whole test set
     cfg, precision, fused, results = members[0].cfg, members[0].precision, len(members), {}
     fusion, started = Fusion(members), time.perf_counter()
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
-    progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs, disable=not cfg.trainer.progress,
+    progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs,
+                    disable=not cfg.trainer.progress or not distributed.is_main(),
                     desc=short_name(members[0].cell) if fused == 1 else f"fusion of {fused}",
                     bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members]) or None,
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
-            if reason := next(filter(None, (stop_reason(m.cfg, epoch) for m in fusion.members)), None):
+            reason = next(filter(None, (stop_reason(m.cfg, epoch) for m in fusion.members)), None)
+            if reason := distributed.agreed_stop(reason):  # across processes: any rank's stop pauses all
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
                     paused = paused_record(m.cell, epoch, epochs, reason, wall(m, started))
@@ -107,7 +112,7 @@ def train_locked(members: list[Member]) -> list[dict]:
                     log.info("%s %s", m.name, ending(results[m]), extra=about(m.run_dir))
                 return [results[m] for m in members]
             epoch_start = time.perf_counter()
-            sums = train_one_epoch(fusion, cfg, precision, data, epoch)
+            sums = distributed.summed(train_one_epoch(fusion, cfg, precision, data, epoch))
             sums = sums.tolist()  # once per epoch: the only host-device sync of the epoch's training
             if any(not math.isfinite(s[0]) for s in sums):
                 sums, data = drop_diverged(fusion, data, sums, epoch, results, fused)
@@ -116,10 +121,12 @@ def train_locked(members: list[Member]) -> list[dict]:
             train_seconds = time.perf_counter() - epoch_start
             lr = fusion.optimizer.param_groups[0]["lr"]
             fusion.scheduler.step()
-            correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, precision, epoch)
+            distributed.sync_buffers(fusion.members)  # across processes: rank 0's BatchNorm statistics
+            correct = distributed.summed(correct_predictions(fusion, x_test[tested], y_test[tested], data.stats, cfg,
+                                                             precision, epoch))
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
-                end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
+                end_epoch(m, epoch, member_sums, member_correct, n_test, lr, train_seconds, epoch_start, started)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
@@ -141,18 +148,16 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
         for cfg in cfgs:
             check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
         check_fusable(cfgs)
+        distributed.start(run_device(cfgs[0].trainer.device).type, len(cfgs))  # torchrun, SLURM tasks: a rank each
         with contextlib.ExitStack() as locks:
             results = {}
             for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
-                try:
-                    locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
-                except RunBusy as busy:
-                    results[i] = dict(status="running elsewhere", reason=str(busy))
-                    continue
-                prepared = prepare_member(cfg, run_dir)
-                if isinstance(prepared, dict):  # finished already, or not started (stop_at passed, a signal)
+                # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
+                prepared = distributed.on_rank_zero(lock_and_prepare, locks, cfg, run_dir)
+                if isinstance(prepared, dict):  # finished already, not started (stop_at passed, a signal), busy
                     results[i] = prepared
                 else:
+                    distributed.adopt(prepared)
                     members.append((i, prepared))
             if members:
                 for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
@@ -164,6 +169,16 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
         raise
     finally:
         restore_handlers(previous, hand_on=run.stop_signal if signalled_before is None else None)
+
+
+def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path) -> "Member | dict":
+    """The run's lock (held until `locks` closes) and its preparation (prepare_member), or why it is not
+    trained here."""
+    try:
+        locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
+    except RunBusy as busy:
+        return dict(status="running elsewhere", reason=str(busy))
+    return prepare_member(cfg, run_dir)
 
 
 def interrupted(m: Member) -> str:

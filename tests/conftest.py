@@ -108,3 +108,33 @@ class CEThatIsInterruptedInEpoch1(CEThatStops):
 
 class CEThatIsInterruptedInEpoch2(CEThatStops):
     at_call = 2  # a run of one step an epoch
+
+
+class TinyNet(torch.nn.Module):
+    """A small network without BatchNorm (model._target_=conftest.TinyNet): its step on a batch split over
+    processes is the step on the whole batch up to the order of sums (tests/test_distributed.py)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+                                          torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+                                          torch.nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class CEThatSignalsRank1(CE):
+    """CE that, when `at_call` is set (by a test, in the process of rank 1 of a run across processes), sends that
+    process SIGUSR1 at its at_call-th call: a stop signal to one rank only (tests/test_distributed.py)."""
+    at_call = None
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        if self.calls == self.at_call and torch.distributed.is_initialized() and torch.distributed.get_rank() == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return super().forward(logits, targets)
