@@ -66,6 +66,12 @@ def launched(env=os.environ) -> dict | None:
         world = dict(rank=int(env["SLURM_PROCID"]), world_size=int(env["SLURM_STEP_NUM_TASKS"]),
                      local_rank=int(env.get("SLURM_LOCALID", 0)),
                      master_addr=env.get("MASTER_ADDR") or first_host(nodelist), master_port=int(port))
+    elif env.get("SUBMITIT_EXECUTOR") == "local" and int(env.get("SUBMITIT_LOCAL_NTASKS", 1)) > 1:
+        # submitit's local executor (hydra/launcher=local with tasks_per_node > 1): the same path on one machine
+        port = env.get("MASTER_PORT") or random.Random(env.get("SUBMITIT_LOCAL_JOB_ID", "0")).randint(20000, 59999)
+        world = dict(rank=int(env["SUBMITIT_LOCAL_GLOBALID"]), world_size=int(env["SUBMITIT_LOCAL_NTASKS"]),
+                     local_rank=int(env.get("SUBMITIT_LOCAL_LOCALID", 0)), master_addr="127.0.0.1",
+                     master_port=int(port))
     else:
         return None
     return world if world["world_size"] > 1 else None
