@@ -289,20 +289,18 @@ def sync_buffers(members: list) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def agreed_stop(reason: str | None) -> str | None:
+def agreed_stop(reason: str | None, received: int | None) -> tuple[str | None, int | None]:
     """Whether to pause now, agreed by all ranks: the first rank's reason that has one (another rank's named
-    so), or None. A stop signal another rank received counts as received here too (jal.run.stop_signal), so
-    that rank 0 hands it on to the launcher (submitit requeues the job from rank 0)."""
+    so), or None; and the stop signal this rank received (jal.run.stop_signal), else another rank's, so that
+    rank 0 hands it on to the launcher (submitit requeues the job from rank 0)."""
     if size() == 1:
-        return reason
-    from jal import run
-
+        return reason, received
     reasons = [None] * size()
-    dist.all_gather_object(reasons, (reason, run.stop_signal))
-    stopping = [(r, why, sig) for r, (why, sig) in enumerate(reasons) if why is not None]
+    dist.all_gather_object(reasons, (reason, received))
+    stopping = [(r, why) for r, (why, _) in enumerate(reasons) if why is not None]
+    signals = [signal.Signals(sig) for _, sig in reasons if sig is not None]
+    received = received if received is not None else (signals[0] if signals else None)
     if not stopping:
-        return None
-    r, why, sig = stopping[0]
-    if run.stop_signal is None and sig is not None:
-        run.stop_signal = signal.Signals(sig)
-    return why if r == 0 else f"{why} (on rank {r})"
+        return None, received
+    r, why = stopping[0]
+    return (why if r == 0 else f"{why} (on rank {r})"), received

@@ -104,7 +104,8 @@ def train_locked(members: list[Member]) -> list[dict]:
     try:
         for epoch in progress:
             reason = next(filter(None, (stop_reason(m.cfg, epoch) for m in fusion.members)), None)
-            if reason := distributed.agreed_stop(reason):  # across processes: any rank's stop pauses all
+            reason, run.stop_signal = distributed.agreed_stop(reason, run.stop_signal)  # any rank's stop pauses all
+            if reason:
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
                     paused = paused_record(m.cell, epoch, epochs, reason, wall(m, started))
