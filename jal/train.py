@@ -119,7 +119,7 @@ def train_locked(members: list[Member]) -> list[dict]:
             correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, precision, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
-                end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
+                end_epoch(m, epoch, member_sums, member_correct, len(x_test), lr, train_seconds, epoch_start, started)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
