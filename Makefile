@@ -28,7 +28,7 @@ $(foreach m,$(firstword $(MISSPELT)),$(error $(word 1,$(subst =, ,$(m)))=$($(wor
 	$(SWEEP_SETTINGS))))
 
 .PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar100-idn \
-	reproduce-cifar10n reproduce-cifar100n reproduce-ablation \
+	reproduce-cifar10n reproduce-cifar100n reproduce-ablation reproduce-webvision reproduce-clothing1m \
 	notebooks bench gpu-check clean
 
 install: $(VENV)/.installed
@@ -64,6 +64,12 @@ reproduce-cifar10n: install
 
 reproduce-cifar100n: install
 	$(SWEEP) bash scripts/reproduce_cifarn.sh cifar100
+
+reproduce-webvision: install  ## mini-WebVision + ILSVRC12, ResNet-50 (docs/protocol.md section 7): GPUs
+	$(SWEEP) bash scripts/reproduce_real_world.sh webvision
+
+reproduce-clothing1m: install  ## Clothing1M, ImageNet-pretrained ResNet-50 (docs/protocol.md section 7): GPUs
+	$(SWEEP) bash scripts/reproduce_real_world.sh clothing1m
 
 reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AMSE's a, into results/ablation
 	$(SWEEP) bash scripts/reproduce_ablation.sh

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 
 class ConfigError(ValueError):
@@ -88,14 +88,15 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     l1: float = 0.0
-    grad_clip: float = 5.0
+    grad_clip: Optional[float] = 5.0  # null: no clip (the Clothing1M recipe)
 
     def __post_init__(self):
         require_positive("lr", self.lr, 0.01)
         require(0 <= self.momentum < 1, "momentum", self.momentum, "is outside [0, 1)", 0.9)
         require_positive("weight_decay", self.weight_decay, 1e-4, strict=False)
         require_positive("l1", self.l1, 5e-5, strict=False)
-        require_positive("grad_clip", self.grad_clip, 5.0)
+        if self.grad_clip is not None:
+            require_positive("grad_clip", self.grad_clip, 5.0)
 
 
 @dataclass
@@ -163,6 +164,60 @@ class SyntheticDatasetConfig(DatasetConfig):
         require(self.train_size >= 2, "train_size", self.train_size, "must be >= 2", 256)
         require(self.test_size >= 1, "test_size", self.test_size, "must be >= 1", 128)
         super().__post_init__()
+
+
+REAL_WORLD = ("webvision", "clothing1m")
+# What each real-world dataset's folder must hold, as its owners ship it (jal/files.py reads it); a missing
+# file's line quotes it.
+LAYOUTS = {
+    "webvision": ("WebVision 1.0 as shipped (info.tar, val_images_256.tar, google_resized_256.tar): "
+                  "<root>/info/{train_filelist_google.txt,val_filelist.txt,synsets.txt}, "
+                  "<root>/google/q0001/000000.jpg ..., <root>/val_images_256/val000001.jpg ..."),
+    "imagenet": ("ILSVRC12's validation images one folder per synset (as torchvision.datasets.ImageNet or "
+                 "the usual valprep.sh lay them out): <imagenet_root>/val/n01440764/ILSVRC2012_val_00000293.JPEG ..."),
+    "clothing1m": ("Clothing1M as shipped: <root>/annotations/{noisy_train_key_list.txt,clean_test_key_list.txt,"
+                   "noisy_label_kv.txt,clean_label_kv.txt} and <root>/images/0/00/*.jpg ..."),
+}
+
+
+def missing_line(path, layout: str, what: str = "") -> str:
+    root = "dataset.imagenet_root" if layout == "imagenet" else "dataset.root"
+    return f"{path} is missing{what}: {root} must follow {LAYOUTS[layout]}"
+
+
+def real_world_lists(dataset) -> list[tuple]:
+    """(path, layout) of the files a real-world run reads first: its file lists (checked before torch loads)."""
+    if dataset.name == "webvision":
+        info = f"{dataset.root}/info"
+        return [(f"{info}/{name}", "webvision") for name in
+                ("train_filelist_google.txt", "val_filelist.txt", "synsets.txt")] + [
+                (f"{dataset.imagenet_root}/val", "imagenet")]
+    return [(f"{dataset.root}/annotations/{name}.txt", "clothing1m") for name in
+            ("noisy_train_key_list", "clean_test_key_list", "noisy_label_kv", "clean_label_kv")]
+
+
+@dataclass
+class RealWorldDatasetConfig(DatasetConfig):
+    """WebVision, Clothing1M (jal/files.py): image files in their owners' layout, decoded by DataLoader workers,
+    and the recipe's optimiser settings that CIFAR's cosine schedule does not have."""
+    root: str = MISSING
+    imagenet_root: Optional[str] = None  # WebVision's second test set: ILSVRC12's validation images
+    workers: int = 8
+    image_size: int = 224
+    resize: int = 256
+    nesterov: bool = False
+    lr_decay: float = MISSING  # the lr is multiplied by lr_decay every lr_decay_every epochs
+    lr_decay_every: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.workers >= 0, "workers", self.workers, "must be >= 0 (0: decode in the training process)", 8)
+        require(8 <= self.image_size <= self.resize, "image_size", self.image_size,
+                f"must be in [8, resize={self.resize}]", 224)
+        require(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "is outside (0, 1]", 0.97)
+        require(self.lr_decay_every >= 1, "lr_decay_every", self.lr_decay_every, "must be >= 1", 1)
+        require(self.subset is None and self.test_subset is None, "subset", self.subset,
+                "is not supported for the real-world datasets (their stand-ins are small already)", "null")
 
 
 @dataclass
@@ -369,6 +424,7 @@ class ActivePassiveConfig:  # alpha * active + beta * passive
 SCHEMAS = {
     "train": RunConfig,
     "dataset": DatasetConfig, "dataset_synthetic": SyntheticDatasetConfig,
+    "dataset_real_world": RealWorldDatasetConfig,
     "noise": NoiseConfig, "noise_class": ClassNoiseConfig, "noise_instance": InstanceNoiseConfig,
     "noise_human": HumanNoiseConfig,
     "logger": LoggerConfig, "logger_wandb": WandbConfig,
@@ -382,64 +438,3 @@ SCHEMAS = {
 for path, schema in SCHEMAS.items():
     group, _, name = f"schema/{path}".rpartition("/")
     ConfigStore.instance().store(group=group, name=name, node=schema)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Rules that pick values from other settings: the config files call them through jal/resolvers.py
-
-
-# The eps-Softmax losses' (alpha, beta, m) per dataset, noise type and rate: the reference's get_eps_softmax.
-# A rate of None stands for every rate. Clean data takes the symmetric row at rate 0; the reference's
-# "dependent" noise is our instance noise, which on CIFAR-100 takes the symmetric rows.
-_C100_SYMMETRIC = {0.0: (0.1, 1.0, 1e4), 0.2: (0.05, 1.0, 1e4), 0.4: (0.03, 1.0, 1e4), 0.6: (0.00125, 1.0, 1e4),
-                   0.8: (0.0075, 1.0, 1e4)}
-EPS_SOFTMAX = {
-    ("cifar10", "symmetric"): {None: (0.01, 5.0, 1e5)},
-    ("cifar10", "asymmetric"): {None: (0.02, 5.0, 1e3)},
-    ("cifar10", "instance"): {None: (0.045, 10.0, 1e5)},
-    ("cifar100", "symmetric"): _C100_SYMMETRIC,
-    ("cifar100", "instance"): _C100_SYMMETRIC,
-    ("cifar100", "asymmetric"): {0.1: (0.015, 1.0, 1e2), 0.2: (0.007, 1.0, 1e2), 0.3: (0.005, 1.0, 1e2),
-                                 0.4: (0.004, 1.0, 1e2)},
-}
-DATASET_STAND_INS = {"synthetic": "cifar10"}  # synthetic runs take CIFAR-10's hyperparameters
-
-
-def eps_softmax_hyperparameters(dataset: str, noise_type: str, rate) -> tuple[float, float, float]:
-    """(alpha, beta, m) of CE_eps+MAE / FL_eps+MAE for a dataset and noise setting; ConfigError if the
-    reference gives none."""
-    dataset = DATASET_STAND_INS.get(dataset, dataset)
-    if noise_type == "none":
-        noise_type, rate = "symmetric", 0.0
-    rows = EPS_SOFTMAX.get((dataset, noise_type), {})
-    rate = None if rate is None else round(float(rate), 4)
-    values = rows.get(None) or rows.get(rate)
-    if values is None:
-        raise ConfigError(
-            f"the reference gives no eps-Softmax hyperparameters for dataset={dataset} noise={noise_type} "
-            f"noise.rate={rate}: set loss.alpha, loss.beta and loss.active.m yourself (e.g. loss.alpha=0.01 "
-            f"loss.beta=5 loss.active.m=1e5), or use a setting of its table: "
-            + "; ".join(f"{d} {n} {'any rate' if None in r else '/'.join(map(str, r))}"
-                        for (d, n), r in EPS_SOFTMAX.items()))
-    return values
-
-
-# The regularisation rule (docs/protocol.md section 1, the reference's get_weight_decay_config), keyed by the
-# loss's terms, so that every loss, a new one too, gets it without a file of its own: L1 on all parameters
-# and no L2 when a term is AMSE (strength dataset.l1_amse, checked first), NNCE or NNFL (dataset.l1_nnce);
-# otherwise L2 weight decay dataset.weight_decay. MSE (AMSE's a = 1) is its own class and takes L2.
-L1_TERMS = {"jal.losses.AMSE": "l1_amse", "jal.losses.NNCE": "l1_nnce", "jal.losses.NNFL": "l1_nnce"}
-
-
-def loss_terms(loss) -> list[str]:
-    """The _target_ of a loss config and of its active and passive terms."""
-    return [node["_target_"] for node in (loss, loss.get("active"), loss.get("passive"))
-            if OmegaConf.is_dict(node) and "_target_" in node]
-
-
-def regularization(loss, dataset) -> tuple[float, float]:
-    """(l1, weight_decay) for a loss config and a dataset config."""
-    keys = {L1_TERMS[t] for t in loss_terms(loss) if t in L1_TERMS}
-    if not keys:
-        return 0.0, float(dataset.weight_decay)
-    return float(dataset["l1_amse" if "l1_amse" in keys else "l1_nnce"]), 0.0

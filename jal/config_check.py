@@ -19,7 +19,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from jal.config import L1_TERMS, BadValue, ConfigError, loss_terms, require
+from jal.config import REAL_WORLD, BadValue, ConfigError, missing_line, real_world_lists, require
+from jal.resolvers import L1_TERMS, loss_terms
 from jal.util import CONFIG_DIR, compose_run
 
 # CIFAR-N label sets per dataset (configs/noise/human.yaml)
@@ -54,6 +55,9 @@ def check_config(cfg) -> None:
                 raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
     check_nothing_ignored(cfg)
     kind, name = cfg.noise.type, cfg.dataset.name
+    if name in REAL_WORLD and kind != "none":
+        raise ConfigError(f"noise={kind} on dataset={name}: its labels are noisy already (real-world noise) and "
+                          "no synthetic noise is drawn on them; drop the noise setting (noise=none)")
     if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
         valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
         raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
@@ -177,6 +181,11 @@ def check_data_files(cfg) -> None:
     or raise naming what goes where. Their contents are checked as the run reads them."""
     name, kind, data_dir = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
     if name == "synthetic":  # made in memory; its instance-dependent labels are always generated
+        return
+    if name in REAL_WORLD:  # its file lists; the images are checked as they are read (jal/files.py)
+        for path, layout in real_world_lists(cfg.dataset):
+            if not Path(path).exists():
+                raise FileNotFoundError(missing_line(path, layout))
         return
     labels = {"human": (f"{name}n_labels.npz", "CIFAR-N labels"),
               "instance": (f"{name}_idn_labels.npz", "precomputed instance-dependent labels")}.get(kind)

@@ -1,5 +1,5 @@
-"""The two backbones of the paper (docs/protocol.md section 1): an 8-layer CNN for CIFAR-10 and a CIFAR
-ResNet-34 for CIFAR-100."""
+"""The backbones of the paper (docs/protocol.md sections 1 and 7): an 8-layer CNN for CIFAR-10, a CIFAR
+ResNet-34 for CIFAR-100, and torchvision's ResNet-50 for WebVision and Clothing1M."""
 
 import torch.nn.functional as F
 from torch import nn
@@ -75,3 +75,24 @@ class ResNet34(nn.Module):
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))
+
+
+def resnet50(num_classes: int, pretrained: bool = False, zero_init_residual: bool = False) -> nn.Module:
+    """torchvision's ResNet-50: from scratch (WebVision: the last BatchNorm of each residual branch zeroed), or
+    with its ImageNet weights (ResNet50_Weights.DEFAULT, through torchvision's weights API into torch's cache,
+    $TORCH_HOME) and a new `num_classes`-way head (Clothing1M), as the reference builds them."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models import resnet50 as torchvision_resnet50
+
+    if not pretrained:
+        return torchvision_resnet50(num_classes=num_classes, zero_init_residual=zero_init_residual)
+    weights = ResNet50_Weights.DEFAULT
+    try:
+        model = torchvision_resnet50(weights=weights)
+    except Exception as err:  # no network, a proxy, a damaged download: say where the file must go
+        raise FileNotFoundError(
+            f"the ImageNet weights of ResNet-50 ({weights.url}) could not be had ({type(err).__name__}): download "
+            "that file into $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/hub/checkpoints), or train from "
+            "scratch with model.pretrained=false") from None
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model

@@ -20,6 +20,7 @@ from jal import noise as label_noise
 from jal.config import ConfigError
 from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
 from jal.device import PARAMETER_DTYPE, choose_precision, device_name, resolve_device
+from jal.files import is_real_world, load_files
 from jal.losses import AMSE
 from jal.resolvers import settings_name
 from jal.run_dir import (
@@ -232,6 +233,12 @@ def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tenso
     the test set, all on the device."""
     cfg, device = members[0].cfg, members[0].device
     k = cfg.dataset.num_classes
+    if is_real_world(cfg):  # image files through DataLoader workers; a run alone (check_fusable), real noise
+        stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, device, PARAMETER_DTYPE[members[0].precision])
+        training, tests, labels = load_files(cfg, device, stats)
+        m = members[0]
+        m.summary, m.n_train, m.n_corrupted = label_noise.noise_summary(labels, labels, k), len(labels), 0
+        return training, tests, None
     data = load_dataset(cfg.dataset.name, cfg.data_dir, num_classes=k,
                         train_size=cfg.dataset.get("train_size", 256), test_size=cfg.dataset.get("test_size", 128))
     rows, noisy, clean = [], [], []
@@ -397,9 +404,11 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
         epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
         train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
         train_acc_corrupted_subset=pct(clean_corrupted, n_corrupted), train_memorised=pct(memorised, n_corrupted),
-        test_acc=pct(test_correct, n_test) if test_correct is not None else None,
+        test_acc=pct(test_correct, n_test) if isinstance(test_correct, int) else None,
         lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
     )
+    if isinstance(test_correct, dict):  # a real-world run's accuracies (jal.files.FileTests): top-1, top-5, sets
+        record |= test_correct
     m.history.append(record)
     epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
                    epoch + 1, epochs, record["train_loss"], percent(record["train_acc_noisy"]),
@@ -416,12 +425,18 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
     m.checkpointed = epoch + 1
 
 
+# What a real-world run's record adds to test_acc (the reported top-1: WebVision's validation set, Clothing1M's
+# test set): its top-5, and WebVision's ILSVRC12 validation accuracies; each epoch's, and the last as last_<key>.
+REAL_WORLD_ACCURACIES = ("test_acc_top5", "imagenet_acc", "imagenet_acc_top5")
+
+
 def finished_record(m: Member, wall_seconds: float) -> dict:
     cfg, history, device = m.cfg, m.history, m.device
     test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
     return dict(
         status="finished", **m.cell, epochs=cfg.trainer.epochs, subset=cfg.dataset.subset,
         last_test_acc=test_accs[-1], best_test_acc=max(test_accs), realised_noise_rate=m.summary["rate"],
+        **{f"last_{key}": history[-1][key] for key in REAL_WORLD_ACCURACIES if key in history[-1]},
         noise_transition=np.asarray(m.summary["transition"]).round(4).tolist(), wall_seconds=wall_seconds,
         images_per_second=float(np.mean([h["images_per_second"] for h in history])),
         device=str(device), device_name=device_name(device), git_commit=git_commit(),

@@ -294,6 +294,9 @@ def fixed_settings(cfg: DictConfig) -> dict:
 
 def check_fusable(cfgs: list[DictConfig]) -> None:
     """One line naming the first setting in which the runs of a fusion differ where they must agree."""
+    if len(cfgs) > 1 and cfgs[0].dataset.name in ("webvision", "clothing1m"):
+        raise ConfigError(f"{len(cfgs)} runs of dataset={cfgs[0].dataset.name} asked to train fused: a real-world "
+                          "run trains alone (one ResNet-50 fills a GPU); train them one by one (jal.fuse=false)")
     first = fixed_settings(cfgs[0])
     for n, cfg in enumerate(cfgs[1:], 2):
         other = fixed_settings(cfg)

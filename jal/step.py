@@ -36,17 +36,21 @@ LEARNER_PARTS = ("model", "step_model", "criterion", "optimizer", "scheduler")
 
 
 def build_training(cfg: DictConfig, device: torch.device, precision: str = "fp32"):
-    """Model (its parameters in the precision's dtype), loss, SGD and the cosine schedule, all from the
-    composed config. `step_model` is the model the
-    training step and the evaluation call: the model itself, or its torch.compile'd version (sharing its
-    parameters; forward and backward compiled, the evaluation's no-grad forward as a second graph)."""
+    """Model (its parameters in the precision's dtype), loss, SGD (Nesterov where the dataset's recipe says)
+    and the cosine schedule (or the real-world recipes' step decay), all from the composed config.
+    `step_model` is the model the training step and the evaluation call: the model itself, or its
+    torch.compile'd version (sharing its parameters; forward and backward compiled, the evaluation's no-grad
+    forward as a second graph)."""
     model = hydra.utils.instantiate(cfg.model).to(device, PARAMETER_DTYPE[precision])
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = hydra.utils.instantiate(cfg.loss)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
+                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.dataset.get("nesterov", False))
+    if cfg.dataset.get("lr_decay") is not None:  # the real-world recipes: x lr_decay every lr_decay_every epochs
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.dataset.lr_decay_every, cfg.dataset.lr_decay)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
     mode = cfg.trainer.compile  # true, or one of torch.compile's modes (checked by jal.config.TrainerConfig)
     step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
     return model, step_model, criterion, optimizer, scheduler
@@ -109,8 +113,8 @@ class Fusion:
             if all(b is not None for b in momenta):  # none before the first step
                 self.optimizer.state[fused]["momentum_buffer"] = torch.stack(momenta)
         like = self.params[0]  # the settings in the parameters' dtype: an fp64 fusion stays fp64
-        setting = lambda key: torch.tensor([float(m.cfg.optim[key]) for m in self.members], dtype=like.dtype,
-                                           device=like.device)
+        setting = lambda key: torch.tensor([float("inf" if m.cfg.optim[key] is None else m.cfg.optim[key])
+                                            for m in self.members], dtype=like.dtype, device=like.device)
         self.l1, self.weight_decay, self.max_norm = setting("l1"), setting("weight_decay"), setting("grad_clip")
         self.any_l1 = any(m.cfg.optim.l1 > 0 for m in self.members)
         self.any_weight_decay = any(m.cfg.optim.weight_decay > 0 for m in self.members)
@@ -166,7 +170,8 @@ class Fusion:
             cfg = self.members[0].cfg
             if cfg.optim.l1 > 0:
                 add_l1_gradient(self.params, cfg.optim.l1)
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
+            if cfg.optim.grad_clip is not None:  # null: no clip (the Clothing1M recipe)
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
             return  # the weight decay is the member's own SGD's
         # foreach ops over all parameters at once (a few fused kernels, not three per parameter); `shaped`
         # makes views of a (K,) setting that broadcast over each stacked parameter
@@ -199,6 +204,19 @@ class TrainingData:
     def select(self, keep: list[int]) -> "TrainingData":
         return TrainingData(self.x_train, self.rows[keep], self.y_noisy[keep], self.y_clean[keep], self.stats)
 
+    def epoch_batches(self, generators: list, cfg: DictConfig, max_steps: int | None = None):
+        """Each step's rows of the members' labels (K tensors), their augmented images (K batches), each member
+        in the order and with the augmentation drawn from its own generator, made on the device, and the weight
+        of the step's loss (across processes, this rank's part of the global batch: jal.distributed.batch_part)."""
+        n, batch = self.y_noisy.shape[1], cfg.trainer.batch_size
+        orders = [torch.randperm(n, device=self.y_noisy.device, generator=g) for g in generators]
+        for i in batch_starts(n, batch)[:max_steps]:
+            idx = [order[i : i + batch] for order in orders]
+            part, weight = distributed.batch_part(len(idx[0]))  # alone: the whole batch, weight 1
+            images = [training_batch(self.x_train, rows[ix], g, self.stats, cfg, part)
+                      for rows, ix, g in zip(self.rows, idx, generators)]
+            yield [ix[part] for ix in idx], images, weight
+
 
 def batch_starts(n_train: int, batch_size: int) -> range:
     """Where each batch of an epoch starts; a last batch of a single image is dropped (BatchNorm cannot
@@ -230,23 +248,17 @@ def train_step(fusion: Fusion, images: list, targets: list, precision: str, weig
     return logits, torch.stack(losses)
 
 
-def train_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingData, generators: list,
+def train_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data, generators: list,
                 max_steps: int | None = None) -> torch.Tensor:
-    """One pass over the training set, each member in the order and with the augmentation drawn from its own
-    generator; returns each member's running sums (K, 5): loss, fit to the noisy labels, fit to the clean
-    labels on the clean part, the same on the corrupted part, fit to the noisy labels on the corrupted part.
-    Left on the device: nothing in the step waits for the host."""
+    """One pass over the training set, in the batches its source makes (TrainingData: arrays on the device;
+    jal.files.FileTrainingData: image files through DataLoader workers) from each member's generator; returns
+    each member's running sums (K, 5): loss, fit to the noisy labels, fit to the clean labels on the clean
+    part, the same on the corrupted part, fit to the noisy labels on the corrupted part. Left on the device:
+    nothing in the step waits for the host."""
     fusion.set_training(True)
-    n, batch = data.y_noisy.shape[1], cfg.trainer.batch_size
-    orders = [torch.randperm(n, device=data.y_noisy.device, generator=g) for g in generators]
     dtype = fusion.params[0].dtype  # fp32, or fp64: then the losses are summed without float32 rounding
     sums = torch.zeros(fusion.k, 5, dtype=dtype, device=data.y_noisy.device)
-    for i in batch_starts(n, batch)[:max_steps]:
-        idx = [order[i : i + batch] for order in orders]
-        part, weight = distributed.batch_part(len(idx[0]))  # alone: the whole batch, weight 1
-        images = [training_batch(data.x_train, rows[ix], g, data.stats, cfg, part)
-                  for rows, ix, g in zip(data.rows, idx, generators)]
-        idx = [ix[part] for ix in idx]
+    for idx, images, weight in data.epoch_batches(generators, cfg, max_steps):
         logits, losses = train_step(fusion, images, [y[ix] for y, ix in zip(data.y_noisy, idx)], precision, weight)
         with torch.no_grad():
             idx = torch.stack(idx)
@@ -281,10 +293,12 @@ def train_one_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: Train
 
 def correct_predictions(fusion: Fusion, x_test, y_test, stats, cfg: DictConfig, precision: str, epoch: int) -> list:
     """Each member's correct test predictions in the epochs evaluated (every eval_every, and always the last,
-    the reported figure), else None for each."""
+    the reported figure), else None for each; across processes each rank evaluates its part of the test set
+    and the counts are summed. A real-world run's test splits (jal.files.FileTests) give a dict of accuracies."""
     epochs = cfg.trainer.epochs
-    if (epoch + 1) % cfg.trainer.eval_every == 0 or epoch + 1 == epochs:
-        return evaluate(fusion, x_test, y_test, stats, cfg, precision).tolist()
-    return [None] * fusion.k
-
-
+    if (epoch + 1) % cfg.trainer.eval_every != 0 and epoch + 1 != epochs:
+        return [None] * fusion.k
+    if hasattr(x_test, "accuracies"):
+        return x_test.accuracies(fusion, stats, cfg, precision)
+    part = distributed.test_part(len(y_test))  # alone: the whole test set
+    return distributed.summed(evaluate(fusion, x_test[part], y_test[part], stats, cfg, precision)).tolist()

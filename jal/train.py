@@ -92,7 +92,6 @@ def train_locked(members: list[Member]) -> list[dict]:
         build_member(m, y_noisy)
     check_same_epoch(members)
     distributed.wrap(members, data.y_noisy.shape[1])  # across processes: DDP; alone, nothing
-    n_test, tested = len(y_test), distributed.test_part(len(y_test))  # alone: the whole test set
     cfg, precision, fused, results = members[0].cfg, members[0].precision, len(members), {}
     fusion, started = Fusion(members), time.perf_counter()
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
@@ -123,11 +122,10 @@ def train_locked(members: list[Member]) -> list[dict]:
             lr = fusion.optimizer.param_groups[0]["lr"]
             fusion.scheduler.step()
             distributed.sync_buffers(fusion.members)  # across processes: rank 0's BatchNorm statistics
-            correct = distributed.summed(correct_predictions(fusion, x_test[tested], y_test[tested], data.stats, cfg,
-                                                             precision, epoch))
+            correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, precision, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
-                end_epoch(m, epoch, member_sums, member_correct, n_test, lr, train_seconds, epoch_start, started)
+                end_epoch(m, epoch, member_sums, member_correct, len(x_test), lr, train_seconds, epoch_start, started)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from test_configs import LOSS_NAMES, compose_cfg, grid_cfg, resolved
 
-from jal import config, config_check, losses, tables
+from jal import config, config_check, losses, resolvers, tables
 from jal import run as jal_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
@@ -462,12 +462,12 @@ def test_idn_and_cifar_n_sweeps_train_every_published_row(script, sources, tmp_p
     cells, _ = planned_cells(script, tmp_path)
     dataset = script.split()[1]
     published = {c for c in published_cells(sources) if c[0] == dataset}
-    # CE_eps+MAE under human noise: the reference has no hyperparameters for it (jal.config.EPS_SOFTMAX)
+    # CE_eps+MAE under human noise: the reference has no hyperparameters for it (jal.resolvers.EPS_SOFTMAX)
     unconfigurable = {c for c in published if c[1] == "human" and c[3] == "ce_eps_mae"}
     assert published and published - unconfigurable <= cells, sorted(published - unconfigurable - cells)
     assert not unconfigurable & cells
     with pytest.raises(config.ConfigError, match="no eps-Softmax hyperparameters"):
-        config.eps_softmax_hyperparameters(dataset, "human", None)
+        resolvers.eps_softmax_hyperparameters(dataset, "human", None)
 
 
 @pytest.mark.parametrize("preset", ["paper", "quick"])

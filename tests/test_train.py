@@ -444,7 +444,8 @@ def test_wandb_mode_disabled_needs_no_wandb_package(synthetic_run, monkeypatch, 
 
 @pytest.mark.parametrize("args, message", [
     (["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
-    (["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, synthetic"),
+    (["dataset=imagenet"],
+     "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, clothing1m, synthetic, webvision"),
     (["dataset=synthetic", "noise=symmetric", "noise.rate=1.5"], "noise.rate=1.5 is outside [0, 1)"),
     (["dataset=synthetic", "noise=human"], "no human label set 'worst' for dataset synthetic"),
     (["dataset=cifar100", "noise=human", "noise.labels=worst"], "valid noise.labels (cifar10: aggre|worst"),

@@ -1,0 +1,278 @@
+"""The real-world datasets, read from the folders their owners ship: mini-WebVision (the first 50 classes of
+WebVision 1.0's Google images) tested on WebVision's validation set and on ILSVRC12's validation images of the
+same classes, and Clothing1M (docs/protocol.md section 7). Too big for the device, they stay JPEG files:
+DataLoader workers decode and augment each batch (uint8, so a quarter of float's bytes cross to the device),
+the device normalises it. FileTrainingData is the in-memory TrainingData's sibling (jal/step.py): the one
+training loop asks either for an epoch of batches, and FileTests for the evaluation's accuracies.
+
+Every draw is a function of (seed, epoch) alone, as on CIFAR: the epoch's order, and one seed per position in
+it from which the worker that gets the image draws its crop, flip and colour. So the images a step sees do not
+depend on the number of workers, and a resumed run sees what an uninterrupted one would.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from jal import distributed
+from jal.config import LAYOUTS, REAL_WORLD, missing_line
+from jal.data import DataError, normalize
+
+
+def is_real_world(cfg) -> bool:
+    return cfg.dataset.name in REAL_WORLD
+
+
+def require_file(path: Path, layout: str, what: str = "") -> Path:
+    if not path.exists():
+        raise DataError(missing_line(path, layout, what))
+    return path
+
+
+def read_lines(path: Path, layout: str) -> list[str]:
+    return require_file(path, layout).read_text().splitlines()
+
+
+def read_labelled(path: Path, layout: str) -> list[tuple[str, int]]:
+    """`relative/path label` per line (WebVision's file lists, Clothing1M's label files)."""
+    pairs = []
+    for n, line in enumerate(read_lines(path, layout), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{path} line {n} is {line!r}, not `<image path> <label>`: the file is damaged; "
+                            f"copy it again ({LAYOUTS[layout]})")
+        pairs.append((parts[0], int(parts[1])))
+    return pairs
+
+
+@dataclass
+class Split:
+    """One split's images (absolute paths) and labels."""
+    paths: np.ndarray  # str
+    labels: np.ndarray  # int64
+
+
+def split_of(root: Path, pairs: list, layout: str) -> Split:
+    paths = np.array([str(root / p) for p, _ in pairs])
+    for path in {paths[0], paths[-1]} if len(paths) else ():  # a folder not unpacked shows at either end
+        require_file(Path(path), layout, " (an image its file list names)")
+    return Split(paths, np.array([label for _, label in pairs], dtype=np.int64))
+
+
+def load_webvision(root: Path, imagenet_root: Path, num_classes: int) -> tuple[Split, dict[str, Split]]:
+    """mini-WebVision: the Google images of the first `num_classes` classes, the WebVision validation images of
+    those classes, and ILSVRC12's validation images of their synsets (WebVision's class i is synsets.txt's
+    line i)."""
+    info = root / "info"
+    train = [(p, y) for p, y in read_labelled(info / "train_filelist_google.txt", "webvision") if y < num_classes]
+    val = [(f"val_images_256/{p}", y) for p, y in read_labelled(info / "val_filelist.txt", "webvision")
+           if y < num_classes]
+    synsets = [line.split()[0] for line in read_lines(info / "synsets.txt", "webvision") if line.strip()]
+    if not train or not val or len(synsets) < num_classes:
+        raise DataError(f"{info} lists {len(train)} training and {len(val)} validation images and {len(synsets)} "
+                        f"synsets of the first {num_classes} classes: the file lists are incomplete; copy "
+                        "info/ again from WebVision 1.0")
+    imagenet = []
+    for label, wnid in enumerate(synsets[:num_classes]):
+        folder = require_file(imagenet_root / "val" / wnid, "imagenet", f" (class {label}, synset {wnid})")
+        imagenet += [(str(p.relative_to(imagenet_root)), label) for p in sorted(folder.iterdir())]
+    return (split_of(root, train, "webvision"),
+            dict(test=split_of(root, val, "webvision"), imagenet=split_of(imagenet_root, imagenet, "imagenet")))
+
+
+def load_clothing1m(root: Path) -> tuple[Split, dict[str, Split]]:
+    """Clothing1M: the noisy training keys with their noisy labels (every one each epoch, as the reference's
+    loader draws them), the clean test keys with their clean labels."""
+    notes = root / "annotations"
+
+    def labelled(keys_file: str, labels_file: str) -> list[tuple[str, int]]:
+        labels = dict(read_labelled(notes / labels_file, "clothing1m"))
+        keys = [key for key in read_lines(notes / keys_file, "clothing1m") if key.strip()]
+        if missing := [key for key in keys if key not in labels]:
+            raise DataError(f"{notes / labels_file} has no label for {len(missing)} keys of {keys_file} (the first: "
+                            f"{missing[0]}): the annotations are of different releases; copy them again")
+        return [(key, labels[key]) for key in keys]
+
+    train = labelled("noisy_train_key_list.txt", "noisy_label_kv.txt")
+    test = labelled("clean_test_key_list.txt", "clean_label_kv.txt")
+    return split_of(root, train, "clothing1m"), dict(test=split_of(root, test, "clothing1m"))
+
+
+def load_real_world(cfg) -> tuple[Split, dict[str, Split]]:
+    """The training split and the test splits (the first is the reported one) of a real-world dataset."""
+    d = cfg.dataset
+    if d.name == "webvision":
+        return load_webvision(Path(d.root), Path(d.imagenet_root), d.num_classes)
+    return load_clothing1m(Path(d.root))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding and augmenting, in the DataLoader's workers
+
+
+def transforms_of(name: str, size: int, resize: int, train: bool):
+    """The reference's torchvision transforms (its datasets/transformers.py), on uint8 tensors: WebVision trains
+    on a random resized crop, flip and colour jitter and tests on the centre crop of the image resized to
+    `resize` on its short side; Clothing1M resizes to resize x resize, then crops (randomly, or the centre) and
+    flips. Normalisation is left to the device."""
+    from torchvision.transforms import v2
+
+    if name == "webvision":
+        if train:
+            return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
+                               v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)])
+        return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+    crop = v2.RandomCrop(size) if train else v2.CenterCrop(size)
+    steps = [v2.Resize((resize, resize), antialias=True), crop] + ([v2.RandomHorizontalFlip()] if train else [])
+    return v2.Compose(steps)
+
+
+def decode(path: str) -> torch.Tensor:
+    """An image file as uint8 (3, H, W) RGB: torchvision's decoder (libjpeg-turbo), or PIL for what it cannot
+    read (web images named .jpg that are PNG, GIF or CMYK JPEG)."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        data = read_file(path)
+    except RuntimeError:
+        raise DataError(f"{path} cannot be read: an image its file list names is missing or unreadable; "
+                        "copy the dataset's images again") from None
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+        except OSError as err:
+            raise DataError(f"{path} is not an image ({err}): copy it again") from None
+
+
+class ImageFiles(Dataset):
+    """A split's images, each decoded and transformed when asked for by (index, seed): the seed fixes its
+    random transform. Items are (uint8 image, index)."""
+
+    def __init__(self, split: Split, transform):
+        self.paths, self.transform = split.paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        index, seed = item
+        image = decode(str(self.paths[index]))
+        with torch.random.fork_rng(devices=[]):  # the workers' RNG, or the main process's left as it was
+            torch.manual_seed(seed)
+            return self.transform(image), index
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> list:
+    """The epoch's batches of (index, seed) items for one of `world_size` processes, drawn from `generator` (on
+    the CPU, seeded as the run's epoch generator: jal.data.epoch_generator). The order is a permutation of all
+    n; global batch j is order[j*B:(j+1)*B]; rank r of N takes its slice [r*b//N:(r+1)*b//N] (b = B but for a
+    last, shorter batch); each position in the order has its seed for the image's augmentation. A last batch
+    that would leave a rank one image (BatchNorm cannot train on one) is dropped, as on CIFAR
+    (jal.step.batch_starts)."""
+    order = torch.randperm(n, generator=generator).tolist()
+    seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()  # one per position in the order
+    batches = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        if b // world_size < 2 and start > 0:
+            break
+        lo, hi = start + rank * b // world_size, start + (rank + 1) * b // world_size
+        batches.append([(order[j], seeds[j]) for j in range(lo, hi)])
+    return batches
+
+
+def loss_weight(batch: list, batch_size: int, n: int, index: int, world_size: int) -> float:
+    """The weight of a rank's mean loss on its part of global batch `index` (jal.distributed.batch_part's rule:
+    DDP's average of the ranks' gradients is then the gradient of the whole batch's mean)."""
+    b = min(batch_size, n - index * batch_size)
+    return 1.0 if len(batch) * world_size == b else len(batch) * world_size / b
+
+
+def loader(images: ImageFiles, batches, cfg, device: torch.device) -> DataLoader:
+    workers = cfg.dataset.workers
+    return DataLoader(images, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+                      prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The sources the training loop and the evaluation read
+
+
+@dataclass
+class FileTrainingData:
+    """A real-world training set as the training loop reads it: labels on the device, (1, n) as the in-memory
+    TrainingData's (K = 1: a real-world run trains alone), images from the files an epoch at a time."""
+    images: ImageFiles
+    y_noisy: torch.Tensor
+    y_clean: torch.Tensor
+    stats: tuple
+
+    def select(self, keep: list[int]) -> "FileTrainingData":
+        return FileTrainingData(self.images, self.y_noisy[keep], self.y_clean[keep], self.stats)
+
+    def epoch_batches(self, generators: list, cfg, max_steps: int | None = None):
+        """([indices on the device], [normalised images], loss weight) per step, in the order drawn by a CPU
+        generator seeded as the run's epoch generator (generators[0]), so the epoch is a function of (seed,
+        epoch) alone; across processes, this rank's part of each global batch (jal.distributed)."""
+        device, n, size = self.y_noisy.device, self.y_noisy.shape[1], distributed.size()
+        generator = torch.Generator().manual_seed(generators[0].initial_seed())
+        batches = epoch_batches(n, cfg.trainer.batch_size, generator, distributed.rank(), size)[:max_steps]
+        weights = [loss_weight(batch, cfg.trainer.batch_size, n, j, size) for j, batch in enumerate(batches)]
+        for (images, index), weight in zip(loader(self.images, batches, cfg, device), weights):
+            images = normalize(images.to(device, non_blocking=True), self.stats, cfg.trainer.channels_last)
+            yield [index.to(device, non_blocking=True)], [images], weight
+
+
+@dataclass
+class FileTests:
+    """The test splits (WebVision: its validation set `test` and ILSVRC12's `imagenet`; Clothing1M: `test`)."""
+    splits: dict  # name -> (ImageFiles, labels on the device)
+
+    def __len__(self):  # the reported split's size
+        return len(next(iter(self.splits.values()))[1])
+
+    @torch.no_grad()
+    def accuracies(self, fusion, stats, cfg, precision: str) -> list[dict]:
+        """Top-1 and top-5 accuracy (percent) on every split: test_acc, test_acc_top5, imagenet_acc, ..."""
+        fusion.set_training(False)
+        result = {}
+        for name, (images, labels) in self.splits.items():
+            device, top1, top5 = labels.device, 0, 0
+            part = distributed.test_part(len(labels))  # across processes: this rank's part, the counts summed
+            batches = [[(i, 0) for i in range(s, min(s + cfg.trainer.eval_batch_size, part.stop))]
+                       for s in range(part.start, part.stop, cfg.trainer.eval_batch_size)]
+            for x, index in loader(images, batches, cfg, device):
+                x = normalize(x.to(device, non_blocking=True), stats, cfg.trainer.channels_last)
+                with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                    logits = fusion(x)[0]
+                hits = logits.topk(min(5, logits.shape[-1]), -1).indices == labels[index.to(device)][:, None]
+                top1, top5 = top1 + hits[:, 0].sum(), top5 + hits.any(-1).sum()
+            top1, top5 = distributed.summed(torch.tensor([int(top1), int(top5)], device=device)).tolist()
+            result[f"{name}_acc"] = 100.0 * top1 / len(labels)
+            result[f"{name}_acc_top5"] = 100.0 * top5 / len(labels)
+        return [result]
+
+
+def load_files(cfg, device: torch.device, stats) -> tuple[FileTrainingData, FileTests, np.ndarray]:
+    """The training source, the test splits, and the training labels (numpy) of a real-world run."""
+    d = cfg.dataset
+    train, tests = load_real_world(cfg)
+    labels = torch.from_numpy(train.labels).to(device)[None]
+    training = FileTrainingData(ImageFiles(train, transforms_of(d.name, d.image_size, d.resize, True)), labels,
+                                labels, stats)
+    test_transform = transforms_of(d.name, d.image_size, d.resize, False)
+    splits = {name: (ImageFiles(split, test_transform), torch.from_numpy(split.labels).to(device))
+              for name, split in tests.items()}
+    return training, FileTests(splits), train.labels
+
+
