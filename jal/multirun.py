@@ -28,6 +28,7 @@ from jal.run_dir import (
     RESULT,
     DirectoryConflict,
     check_same,
+    check_writable,
     differences,
     identity,
     latest_checkpoint,
@@ -193,13 +194,13 @@ def check_directories(runs: list[Run]) -> None:
                     "hydra.job.config.override_dirname.exclude_keys")
             continue
         first_of[run.dir] = run
-        if run.cfg.trainer.restart or not any((run.dir / name).exists() for name in (RESULT, CHECKPOINT, PREVIOUS)):
-            continue  # its files will be moved aside, or it has none
-        if (record := read_record(run.dir)) is not None:
-            check_same(record, run.identity(), run.dir / RESULT)
-            if record.get("status") == "finished":
-                continue
-        latest_checkpoint(run.dir, run.identity(), warn=lambda line: None, mend=False)
+        if not run.cfg.trainer.restart and any((run.dir / name).exists() for name in (RESULT, CHECKPOINT, PREVIOUS)):
+            if (record := read_record(run.dir)) is not None:
+                check_same(record, run.identity(), run.dir / RESULT)
+                if record.get("status") == "finished":
+                    continue  # read, never written: a finished run is skipped in a read-only out_root too
+            latest_checkpoint(run.dir, run.identity(), warn=lambda line: None, mend=False)
+        check_writable(run.dir)  # a run to train: before Hydra opens its train.log there
 
 
 def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:

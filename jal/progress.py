@@ -20,7 +20,7 @@ from jal.config_check import one_line
 from jal.multirun import Run, epochs_done, plan_runs, read_status, runs_
 from jal.records import noise_gap
 from jal.run_dir import RESULT, held_elsewhere
-from jal.util import duration
+from jal.util import CannotWrite, duration, writable
 
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
 
@@ -40,11 +40,17 @@ class Progress(Callback):
         overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
         try:
             runs = plan_runs(overrides, config.hydra.job.config_name)
-        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+        except (ConfigError, HydraException, OmegaConfBaseException, CannotWrite) as err:
             # a wrong setting in any run of the sweep: one line before anything trains (Hydra turns an
             # Exception from a callback into a warning; SystemExit passes through)
             raise SystemExit(f"error: {one_line(err)}") from None
         self.start(runs)
+        if not writable(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to train there)
+            # Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done
+            print(f"{config.hydra.sweep.dir} is read-only or not writable: nothing to train, every run is finished "
+                  "there", flush=True)
+            self.summary()
+            raise SystemExit(0)
         # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.
         atexit.register(self.summary)
 

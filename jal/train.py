@@ -58,6 +58,7 @@ from jal.run import (
     end_epoch,
     ending,
     finished_record,
+    finished_where_unwritable,
     install_stop_handlers,
     load_training_data,
     paused_record,
@@ -70,7 +71,7 @@ from jal.run import (
 )
 from jal.run_dir import RunBusy, RunLock, check_fusable
 from jal.step import Fusion, correct_predictions, train_one_epoch
-from jal.util import CONFIG_DIR
+from jal.util import CONFIG_DIR, CannotWrite
 
 log = logging.getLogger("jal.train")
 console = logging.getLogger("jal.train.console")  # lines about runs this command does not train: jal/run.py
@@ -149,6 +150,11 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
                 except RunBusy as busy:
                     results[i] = dict(status="running elsewhere", reason=str(busy))
                     continue
+                except CannotWrite:  # a read-only folder: a finished run is still read (and skipped) there
+                    if (record := finished_where_unwritable(cfg, run_dir)) is None:
+                        raise
+                    results[i] = record
+                    continue
                 prepared = prepare_member(cfg, run_dir)
                 if isinstance(prepared, dict):  # finished already, or not started (stop_at passed, a signal)
                     results[i] = prepared
@@ -162,6 +168,15 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
         for _, m in members:
             log.warning("%s %s", m.name, interrupted(m), extra=about(m.run_dir))
         raise
+    except CannotWrite as err:  # a full disk: one line, with where the same command resumes once there is room
+        if not members:
+            raise
+        m = members[0][1]
+        kept = (f"its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs} is kept" if m.checkpointed else
+                "it had no checkpoint yet")
+        fix = "free space there" if err.full else "make it writable"
+        raise err.with_fix(f"{fix} or give out_root another folder; {kept}: once there is room the same command "
+                           f"{'resumes it' if m.checkpointed else 'starts it again'}") from None
     finally:
         restore_handlers(previous, hand_on=run.stop_signal if signalled_before is None else None)
 
