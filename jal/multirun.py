@@ -31,6 +31,7 @@ from jal.run_dir import (
     check_writable,
     differences,
     identity,
+    identity_of,
     latest_checkpoint,
     load_checkpoint,
     read_record,
@@ -38,6 +39,7 @@ from jal.run_dir import (
 from jal.util import CONFIG_DIR
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
+ANOTHER = "another experiment"  # a run's status where its directory holds another experiment's record
 # the settings the plan's header shows (jal.sweep.print_plan): left out of a run's overrides where it names one
 SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
 
@@ -57,6 +59,14 @@ class Run:
             with hydra_node(self.cfg):  # run_name reads hydra:runtime.choices
                 self._identity = run_identity(self.cfg)
         return self._identity
+
+    def status(self) -> tuple[str, dict]:
+        """read_status of its directory, but "another experiment" where the record there is of another
+        experiment than this run's (a sweep sharing the out_root wrote it): not this run's result."""
+        status, record = read_status(self.dir)
+        if (recorded := identity_of(record) if record else None) is not None and recorded != self.identity():
+            return ANOTHER, record
+        return status, record
 
     def work(self, from_epoch: int = 0) -> float:
         """Training images left from `from_epoch` on; an evaluated test image counts as a third of a trained
@@ -210,7 +220,7 @@ def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
 
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        if read_status(run.dir)[0] == "finished":
+        if run.status()[0] == "finished":  # this run's experiment, finished (not another's record)
             continue
         epoch = 0 if run.cfg.trainer.restart else epochs_done(run.dir)
         groups.setdefault((json.dumps(fixed_settings(run.cfg), sort_keys=True, default=str), epoch), []).append(run)

@@ -4,6 +4,7 @@ change the experiment. Each ends in one line naming the folder (or the setting) 
 keeps the last checkpoint, from which the same command resumes."""
 
 import errno
+import json
 import os
 import re
 import subprocess
@@ -14,11 +15,15 @@ import pytest
 import torch
 from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
+from omegaconf import OmegaConf
 
 from jal import multirun
 from jal import train as jal_train
 from jal.config_check import check_command_line
 from jal.data import load_dataset
+from jal.multirun import hydra_node
+from jal.progress import Progress
+from jal.run_dir import plain_config
 from jal.util import CannotWrite
 
 TINY = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=32", "trainer.batch_size=32", "logger=none",
@@ -159,3 +164,34 @@ def test_a_data_folder_that_cannot_be_made_is_named_before_any_download(tmp_path
         check_command_line(["logger=none", f"data_dir={data_dir}", f"out_root={tmp_path}"])
     with pytest.raises(CannotWrite, match=f"^{re.escape(line.removeprefix('error: '))}$"):
         load_dataset("cifar10", data_dir)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A sweep counts only the runs it asked for and found
+
+
+def test_the_summary_counts_a_directory_of_another_experiment_as_such_and_the_sweep_fails(tmp_path, capsys):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = multirun.plan_runs(TINY + [f"out_root={tmp_path}", "trainer.epochs=2", "seed=1,2"])
+    progress = Progress()
+    progress.start(runs)
+    for run, epochs in zip(runs, (2, 5)):  # the second's directory: another sweep's run, of 5 epochs
+        with hydra_node(run.cfg):
+            config = plain_config(run.cfg)
+        config["trainer"]["epochs"] = epochs
+        run.dir.mkdir(parents=True)
+        (run.dir / "result.json").write_text(json.dumps(dict(status="finished", last_test_acc=50.0, config=config,
+                                                             precision="fp32")))
+    progress.on_job_end(OmegaConf.create({"hydra": {"runtime": {"output_dir": str(runs[1].dir)}}}), None)
+    with pytest.raises(SystemExit) as ended:
+        progress.on_multirun_end(runs[0].cfg)
+    assert ended.value.code == 1
+    another = (f"{runs[1].dir} holds another experiment (trainer.epochs: 5 in the record, 2 asked): this sweep's run "
+               "did not train there; give the sweep its own out_root")
+    assert capsys.readouterr().out.splitlines() == [
+        f"[2/2] {runs[1].cell}: {another} (sweep done)",
+        "Sweep summary: 2 runs: 1 finished, 0 failed, 0 paused, 0 not run to an end, 1 another experiment in its "
+        "directory",
+        f"  another experiment  {runs[1].cell}: {another}",
+        "",
+    ]
