@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from jal.config_check import check_config
 from jal.device import run_device
+from jal.resolvers import NOT_THE_EXPERIMENT
 from jal.run_dir import (
     CHECKPOINT,
     PREVIOUS,
@@ -35,6 +36,7 @@ from jal.run_dir import (
     latest_checkpoint,
     load_checkpoint,
     read_record,
+    within,
 )
 from jal.util import CONFIG_DIR
 
@@ -202,6 +204,12 @@ def check_directories(runs: list[Run]) -> None:
                     f"[{job_line(run)}] ({differences(other.identity(), run.identity())}): add the setting that "
                     "tells them apart to the overrides, or take it out of "
                     "hydra.job.config.override_dirname.exclude_keys")
+            if differ := not_the_experiment_swept(other, run):
+                values = [" ".join(f"{key}={pair[i]}" for key, pair in differ.items()) for i in (0, 1)]
+                raise DirectoryConflict(
+                    f"{values[0]} and {values[1]} are one run of the sweep ({run.dir}): {', '.join(differ)} does not "
+                    "change the experiment, so one would train and the other be skipped; to compare them, run each "
+                    "value with its own out_root")
             continue
         first_of[run.dir] = run
         if not run.cfg.trainer.restart and any((run.dir / name).exists() for name in (RESULT, CHECKPOINT, PREVIOUS)):
@@ -211,6 +219,20 @@ def check_directories(runs: list[Run]) -> None:
                     continue  # read, never written: a finished run is skipped in a read-only out_root too
             latest_checkpoint(run.dir, run.identity(), warn=lambda line: None, mend=False)
         check_writable(run.dir)  # a run to train: before Hydra opens its train.log there
+
+
+def not_the_experiment_swept(first: Run, second: Run) -> dict[str, tuple[str, str]]:
+    """The settings given on the command line in which two runs of one directory differ ({key: the values as
+    written}), when all of them are settings that do not change the experiment (trainer.threads=1,2;
+    jal.resolvers.NOT_THE_EXPERIMENT): a sweep over such a setting would train one value and skip the others.
+    Empty otherwise: the same run named twice (seed=1,1) or one value written two ways (lr=0.1,1e-1) is no such
+    sweep."""
+    given = [dict(line.lstrip("+~").partition("=")[::2] for line in run.cfg.hydra.overrides.task)
+             for run in (first, second)]
+    differ = sorted(key for key in given[0].keys() | given[1].keys() if given[0].get(key) != given[1].get(key))
+    if not differ or not all(within(key, NOT_THE_EXPERIMENT) for key in differ):
+        return {}
+    return {key: (given[0].get(key, "absent"), given[1].get(key, "absent")) for key in differ}
 
 
 def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:

@@ -15,15 +15,15 @@ import pytest
 import torch
 from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
-from jal import multirun
+from jal import fuse, multirun, sweep
 from jal import train as jal_train
 from jal.config_check import check_command_line
 from jal.data import load_dataset
 from jal.multirun import hydra_node
 from jal.progress import Progress
-from jal.run_dir import plain_config
+from jal.run_dir import DirectoryConflict, plain_config
 from jal.util import CannotWrite
 
 TINY = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=32", "trainer.batch_size=32", "logger=none",
@@ -195,3 +195,41 @@ def test_the_summary_counts_a_directory_of_another_experiment_as_such_and_the_sw
         f"  another experiment  {runs[1].cell}: {another}",
         "",
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# A sweep over a setting that does not change the experiment
+
+
+@pytest.mark.parametrize("swept", ["trainer.channels_last=true,false", "trainer.threads=1,2"])
+def test_a_sweep_over_a_setting_that_does_not_change_the_experiment_is_refused_in_its_plan(tmp_path, swept, capsys):
+    key, _, values = swept.partition("=")
+    first, second = (v.capitalize() if v in ("true", "false") else v for v in values.split(","))  # as Hydra has them
+    overrides = [o for o in TINY if not o.startswith(key)] + [f"out_root={tmp_path}", swept]
+    line = (rf"{key}={first} and {key}={second} are one run of the sweep \({tmp_path}/synthetic/clean/ce/seed123/"
+            rf"[^)]*\): {key} does not change the experiment, so one would train and the other be skipped; to "
+            "compare them, run each value with its own out_root")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with pytest.raises(DirectoryConflict, match=f"^{line}$"):
+            multirun.plan_runs(overrides)
+        multirun.plan_runs(overrides[:-1] + ["seed=1,1"])  # the same run named twice: not such a sweep
+    for main in (sweep.main, fuse.main):  # python -m jal.sweep "<overrides>", python -m jal.fuse <overrides>
+        with pytest.raises(SystemExit, match=f"^error: {line}$"):
+            main([" ".join(overrides)] if main is sweep.main else overrides)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_multirun_over_a_setting_that_does_not_change_the_experiment_stops_in_one_line(tmp_path):
+    """python -m jal.train -m: the plan of the progress callback (configs/hydra/callbacks), before any job."""
+    overrides = TINY + [f"out_root={tmp_path}", "trainer.channels_last=true,false"]
+    cfg = compose_train([o for o in overrides if "," not in o])  # the multirun's config: its sweep in the params
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = [o for o in overrides if "," not in o]
+        cfg.hydra.sweeper.params = {"trainer.channels_last": "true,false"}
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"), pytest.raises(SystemExit) as refused:
+        Progress().on_multirun_start(cfg)
+    assert refused.value.code == (
+        f"error: trainer.channels_last=True and trainer.channels_last=False are one run of the sweep ({tmp_path}/"
+        "synthetic/clean/ce/seed123/dataset.test_size=32,dataset.train_size=32,trainer.batch_size=32): "
+        "trainer.channels_last does not change the experiment, so one would train and the other be skipped; to "
+        "compare them, run each value with its own out_root")
