@@ -171,7 +171,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
     except CannotWrite as err:  # a full disk: one line, with where the same command resumes once there is room
         if not members:
             raise
-        m = members[0][1]
+        m = next((m for _, m in members if err.what.endswith(f" in {m.run_dir}")), members[0][1])  # whose write
         kept = (f"its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs} is kept" if m.checkpointed else
                 "it had no checkpoint yet")
         fix = "free space there" if err.full else "make it writable"
