@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from jal.config import REAL_WORLD, BadValue, ConfigError, missing_line, real_world_lists, require
 from jal.resolvers import L1_TERMS, loss_terms
-from jal.util import CONFIG_DIR, compose_run
+from jal.util import CONFIG_DIR, CannotWrite, compose_run, writable
 
 # CIFAR-N label sets per dataset (configs/noise/human.yaml)
 HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
@@ -198,6 +198,7 @@ def check_data_files(cfg) -> None:
     if images.is_file():
         return
     raw = data_dir / {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]  # torchvision's
+    check_data_folder(images)
     if not raw.is_dir() and not can_reach(CIFAR_HOST):  # seconds sooner than torchvision's own attempt
         raise FileNotFoundError(f"{images} is missing and {name} could not be downloaded (no connection to "
                                 f"{CIFAR_HOST}); put {name}.npz (x_train, y_train, x_test, y_test) in {data_dir} "
@@ -205,6 +206,20 @@ def check_data_files(cfg) -> None:
     from jal.data import _download_and_prepare  # torchvision: only when the images must be fetched
 
     _download_and_prepare(name, images)
+
+
+def check_data_folder(images: Path) -> None:
+    """The folder the prepared images go into (torchvision's download too) can be written: else one line
+    naming it and the fix, before anything is downloaded."""
+    from jal.util import existing_folder
+
+    if writable(images.parent):
+        return
+    refuses = existing_folder(images.parent)
+    reason = f"{refuses} is not a folder" if not refuses.is_dir() else f"{refuses} is read-only or not writable"
+    raise CannotWrite(f"{images.name} (downloaded and prepared there) in {images.parent}", reason,
+                      f"put {images.name} (x_train, y_train, x_test, y_test) there, or point JAL_DATA_DIR (data_dir) "
+                      "at a folder you can write")
 
 
 CIFAR_HOST = "www.cs.toronto.edu"  # where torchvision downloads CIFAR-10 and CIFAR-100 from
@@ -219,6 +234,19 @@ def can_reach(host: str, timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def check_run_writable(cfg) -> None:
+    """A run that must write into its directory where no file can be made (a read-only out_root) is refused in
+    one line before Hydra opens its train.log there; a finished run of this experiment is still skipped."""
+    from jal.run_dir import check_writable, read_record
+
+    run_dir = Path(cfg.hydra.run.dir)
+    if writable(run_dir):
+        return
+    record = read_record(run_dir)  # the run itself checks it is this experiment (jal.run.finished_already)
+    if record is None or record.get("status") != "finished":
+        check_writable(run_dir)
 
 
 # Hydra's flags that compose the config and print something, training nothing: --help, --hydra-help, --cfg,
@@ -242,7 +270,8 @@ def check_command_line(argv: list[str] | None = None) -> None:
         cfg = compose_run(argv)  # Hydra's runtime set: logger.tags name the loss through ${hydra:...}
         check_config(cfg)
         check_data_files(cfg)
-    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError) as err:
+        check_run_writable(cfg)
+    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError, CannotWrite) as err:
         sys.exit(f"error: {one_line(err)}")
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jal.util import atomic_save_npz
+from jal.util import CannotWrite, atomic_save_npz
 
 
 @dataclass
@@ -102,6 +102,9 @@ def load_dataset(name: str, data_dir: str | Path, *, num_classes: int = 10, trai
 def _download_and_prepare(name: str, path: Path) -> None:
     import torchvision
 
+    from jal.config_check import check_data_folder
+
+    check_data_folder(path)  # before the download: a folder that refuses the file says so, not a traceback
     cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
     try:
         train = cls(str(path.parent), train=True, download=True)
@@ -113,7 +116,10 @@ def _download_and_prepare(name: str, path: Path) -> None:
         ) from None
     arrays = dict(x_train=train.data, y_train=np.asarray(train.targets, np.uint8),
                   x_test=test.data, y_test=np.asarray(test.targets, np.uint8))
-    atomic_save_npz(path, **arrays)
+    try:
+        atomic_save_npz(path, **arrays)
+    except CannotWrite as err:  # a full disk: its line names the folder; the fix names the setting
+        raise err.with_fix("free space there, or point JAL_DATA_DIR (data_dir) at a folder with room") from None
 
 
 def synthetic_dataset(train_size: int, test_size: int, num_classes: int, seed: int = 0) -> ImageData:

@@ -22,21 +22,26 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from jal.config_check import check_config
 from jal.device import run_device
+from jal.resolvers import NOT_THE_EXPERIMENT
 from jal.run_dir import (
     CHECKPOINT,
     PREVIOUS,
     RESULT,
     DirectoryConflict,
     check_same,
+    check_writable,
     differences,
     identity,
+    identity_of,
     latest_checkpoint,
     load_checkpoint,
     read_record,
+    within,
 )
 from jal.util import CONFIG_DIR
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
+ANOTHER = "another experiment"  # a run's status where its directory holds another experiment's record
 # the settings the plan's header shows (jal.sweep.print_plan): left out of a run's overrides where it names one
 SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
 
@@ -56,6 +61,14 @@ class Run:
             with hydra_node(self.cfg):  # run_name reads hydra:runtime.choices
                 self._identity = run_identity(self.cfg)
         return self._identity
+
+    def status(self) -> tuple[str, dict]:
+        """read_status of its directory, but "another experiment" where the record there is of another
+        experiment than this run's (a sweep sharing the out_root wrote it): not this run's result."""
+        status, record = read_status(self.dir)
+        if (recorded := identity_of(record) if record else None) is not None and recorded != self.identity():
+            return ANOTHER, record
+        return status, record
 
     def work(self, from_epoch: int = 0) -> float:
         """Training images left from `from_epoch` on; an evaluated test image counts as a third of a trained
@@ -191,15 +204,35 @@ def check_directories(runs: list[Run]) -> None:
                     f"[{job_line(run)}] ({differences(other.identity(), run.identity())}): add the setting that "
                     "tells them apart to the overrides, or take it out of "
                     "hydra.job.config.override_dirname.exclude_keys")
+            if differ := not_the_experiment_swept(other, run):
+                values = [" ".join(f"{key}={pair[i]}" for key, pair in differ.items()) for i in (0, 1)]
+                raise DirectoryConflict(
+                    f"{values[0]} and {values[1]} are one run of the sweep ({run.dir}): {', '.join(differ)} does not "
+                    "change the experiment, so one would train and the other be skipped; to compare them, run each "
+                    "value with its own out_root")
             continue
         first_of[run.dir] = run
-        if run.cfg.trainer.restart or not any((run.dir / name).exists() for name in (RESULT, CHECKPOINT, PREVIOUS)):
-            continue  # its files will be moved aside, or it has none
-        if (record := read_record(run.dir)) is not None:
-            check_same(record, run.identity(), run.dir / RESULT)
-            if record.get("status") == "finished":
-                continue
-        latest_checkpoint(run.dir, run.identity(), warn=lambda line: None, mend=False)
+        if not run.cfg.trainer.restart and any((run.dir / name).exists() for name in (RESULT, CHECKPOINT, PREVIOUS)):
+            if (record := read_record(run.dir)) is not None:
+                check_same(record, run.identity(), run.dir / RESULT)
+                if record.get("status") == "finished":
+                    continue  # read, never written: a finished run is skipped in a read-only out_root too
+            latest_checkpoint(run.dir, run.identity(), warn=lambda line: None, mend=False)
+        check_writable(run.dir)  # a run to train: before Hydra opens its train.log there
+
+
+def not_the_experiment_swept(first: Run, second: Run) -> dict[str, tuple[str, str]]:
+    """The settings given on the command line in which two runs of one directory differ ({key: the values as
+    written}), when all of them are settings that do not change the experiment (trainer.threads=1,2;
+    jal.resolvers.NOT_THE_EXPERIMENT): a sweep over such a setting would train one value and skip the others.
+    Empty otherwise: the same run named twice (seed=1,1) or one value written two ways (lr=0.1,1e-1) is no such
+    sweep."""
+    given = [dict(line.lstrip("+~").partition("=")[::2] for line in run.cfg.hydra.overrides.task)
+             for run in (first, second)]
+    differ = sorted(key for key in given[0].keys() | given[1].keys() if given[0].get(key) != given[1].get(key))
+    if not differ or not all(within(key, NOT_THE_EXPERIMENT) for key in differ):
+        return {}
+    return {key: (given[0].get(key, "absent"), given[1].get(key, "absent")) for key in differ}
 
 
 def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
@@ -209,7 +242,7 @@ def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
 
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        if read_status(run.dir)[0] == "finished":
+        if run.status()[0] == "finished":  # this run's experiment, finished (not another's record)
             continue
         epoch = 0 if run.cfg.trainer.restart else epochs_done(run.dir)
         groups.setdefault((json.dumps(fixed_settings(run.cfg), sort_keys=True, default=str), epoch), []).append(run)

@@ -17,10 +17,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from jal.config import ConfigError
 from jal.config_check import one_line
-from jal.multirun import Run, epochs_done, plan_runs, read_status, runs_
+from jal.multirun import ANOTHER, Run, epochs_done, plan_runs, read_status, runs_
 from jal.records import noise_gap
-from jal.run_dir import RESULT, held_elsewhere
-from jal.util import duration
+from jal.run_dir import RESULT, differences, held_elsewhere, identity_of
+from jal.util import CannotWrite, duration, writable
 
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
 
@@ -33,23 +33,31 @@ class Progress(Callback):
 
     def __init__(self) -> None:
         self.runs: dict[str, str] | None = None  # run dir -> cell, in launch order
-        self.summarised = False
+        self.planned: dict[str, Run] = {}  # run dir -> its run (the experiment it is)
+        self.summarised, self.not_ours = False, []
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
         overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
         try:
             runs = plan_runs(overrides, config.hydra.job.config_name)
-        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+        except (ConfigError, HydraException, OmegaConfBaseException, CannotWrite) as err:
             # a wrong setting in any run of the sweep: one line before anything trains (Hydra turns an
             # Exception from a callback into a warning; SystemExit passes through)
             raise SystemExit(f"error: {one_line(err)}") from None
         self.start(runs)
+        if not writable(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to train there)
+            # Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done
+            print(f"{config.hydra.sweep.dir} is read-only or not writable: nothing to train, every run is finished "
+                  "there", flush=True)
+            self.summary()
+            raise SystemExit(1 if self.not_ours else 0)
         # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.
         atexit.register(self.summary)
 
     def start(self, runs: list[Run]) -> None:
         self.runs = {str(r.dir): r.cell for r in runs}
+        self.planned = {str(r.dir): r for r in runs}
         self.started = time.time()
         self.finished_before = {d for d in self.runs if read_status(Path(d))[0] == "finished"}
         # work left after each epoch, per run: the ETA counts the epochs of the runs still in flight too
@@ -86,10 +94,12 @@ class Progress(Callback):
         run_dir = config.hydra.runtime.output_dir
         if self.runs is None or run_dir in self.finished_before:  # a single run, or one skipped as finished
             return
-        status, record = read_status(Path(run_dir))
+        status, record = self.status(run_dir)
         ended, total = len(self.ended()), len(self.runs)
         if holder := held_elsewhere(Path(run_dir)):
             what = f"running elsewhere ({holder}): not started here"
+        elif status == ANOTHER:
+            what = self.another(run_dir, record)
         elif status in ENDED:  # the closing line a run alone prints (its directory: out_root/cell)
             from jal.run import ending
 
@@ -106,18 +116,34 @@ class Progress(Callback):
         eta = "sweep done" if ended == total else self.eta()
         print(f"[{ended}/{total}] {self.runs.get(run_dir, run_dir)}: {what} ({eta})", flush=True)
 
+    def status(self, run_dir: str) -> tuple[str, dict]:
+        """Its directory's status, "another experiment" where it holds another experiment's record (Run.status)."""
+        run = self.planned.get(run_dir)
+        return run.status() if run is not None else read_status(Path(run_dir))
+
+    def another(self, run_dir: str, record: dict) -> str:
+        differ = differences(identity_of(record), self.planned[run_dir].identity(), limit=2)
+        return (f"{run_dir} holds {ANOTHER} ({differ}): this sweep's run did not train there; give the sweep "
+                "its own out_root")
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self.summary()
+        if self.not_ours:  # a run this sweep asked for has no result of its own: the sweep did not do its work
+            raise SystemExit(1)
 
     def summary(self) -> None:
         if self.runs is None or self.summarised:
             return
         self.summarised = True
-        statuses = {d: read_status(Path(d)) for d in self.runs}
+        statuses = {d: self.status(d) for d in self.runs}
         by = {s: [d for d in self.runs if statuses[d][0] == s] for s in ENDED}
-        other = [d for d in self.runs if statuses[d][0] not in ENDED]
+        self.not_ours = [d for d in self.runs if statuses[d][0] == ANOTHER]
+        other = [d for d in self.runs if statuses[d][0] not in (*ENDED, ANOTHER)]
         print(f"Sweep summary: {runs_(len(self.runs))}: {len(by['finished'])} finished, {len(by['failed'])} failed, "
-              f"{len(by['paused'])} paused, {len(other)} not run to an end", flush=True)
+              f"{len(by['paused'])} paused, {len(other)} not run to an end"
+              + (f", {len(self.not_ours)} {ANOTHER} in its directory" if self.not_ours else ""), flush=True)
+        for d in self.not_ours:
+            print(f"  {ANOTHER}  {self.runs[d]}: {self.another(d, statuses[d][1])}")
         for d in by["failed"]:
             print(f"  failed  {self.runs[d]}: {statuses[d][1].get('error', 'no error recorded')}")
         for d in by["paused"]:

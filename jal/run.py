@@ -4,6 +4,7 @@ each epoch and at its end, its W&B run, and the stop signals and deadline that p
 the loop; jal/step.py trains; jal/run_dir.py keeps the files of one directory trustworthy.
 """
 
+import contextlib
 import logging
 import math
 import signal
@@ -38,7 +39,7 @@ from jal.run_dir import (
 )
 from jal.step import Fusion, Learner, TrainingData, build_training
 from jal.theory import check_amse_a
-from jal.util import atomic_save, atomic_save_npz, atomic_write_json, git_commit, hydra_runtime
+from jal.util import CannotWrite, atomic_save, atomic_save_npz, atomic_write_json, git_commit, hydra_runtime
 from jal.wandb_run import start_wandb
 
 # Its loggers keep jal.train's names: configs/train.yaml routes them (the console, the run's train.log).
@@ -197,7 +198,6 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     """What a run does under its lock before anything trains: restart, the directory's identity, skip a
     finished run, find its checkpoint, write config.yaml, stop when the sweep is stopping. A record when it
     trains no further here, else the Member."""
-    result_path = run_dir / RESULT
     with hydra_runtime(cfg):
         config, name = plain_config(cfg), cfg.run_name
     # the run's lines name it by its name (its directory under out_root), not by this machine's path: they
@@ -210,13 +210,8 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     device, precision = resolve_device(cfg)
     precision_reason = choose_precision(cfg.trainer.precision, device)[1]
     asked = identity(config, precision)
-    # What the directory holds must be this experiment before anything is skipped, resumed or trained.
-    record = read_record(run_dir)
-    if record is not None:
-        check_same(record, asked, result_path)
-        if record.get("status") == "finished":
-            console.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
-            return record
+    if (record := finished_already(run_dir, asked)) is not None:
+        return record
     state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
     # before loading anything: a time-boxed sweep past its end passes in seconds
     if reason := stop_reason(cfg, state["epoch"] if state else 0):
@@ -226,6 +221,28 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
     atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
     return Member(cfg=cfg, run_dir=run_dir, name=name, stored_config=config, asked=asked, precision=precision,
                   device=device, state=state, precision_reason=precision_reason)
+
+
+def finished_already(run_dir: Path, asked: dict) -> dict | None:
+    """The directory's finished record, when it holds this experiment finished (skipped: it is said on the
+    console); None when it holds no finished run. What the directory holds must be this experiment before
+    anything is skipped, resumed or trained: another one's raises DirectoryConflict."""
+    record = read_record(run_dir)
+    if record is None:
+        return None
+    check_same(record, asked, run_dir / RESULT)
+    if record.get("status") != "finished":
+        return None
+    console.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
+    return record
+
+
+def finished_where_unwritable(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """A run whose folder refuses files (a colleague's read-only results): its finished record of this
+    experiment, read and skipped as anywhere else, or None (then it cannot train there)."""
+    with hydra_runtime(cfg):
+        config = plain_config(cfg)
+    return finished_already(run_dir, identity(config, resolve_device(cfg)[1]))
 
 
 def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
@@ -336,8 +353,10 @@ def close_unended(members: list[Member], results: dict, err: BaseException, epoc
     for m in members:
         if m in results:
             continue
-        if isinstance(err, Exception) and m.writes:  # a crash, not an interruption: leave a record to flag
-            atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
+        if isinstance(err, Exception) and not isinstance(err, CannotWrite) and m.writes:  # a crash, not an
+            # interruption or a full disk (its last checkpoint resumes it): leave a record the tables can flag
+            with contextlib.suppress(CannotWrite):  # the disk full now too: the error raised says what to do
+                atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
         if m.wandb_run is not None:
             m.wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
 

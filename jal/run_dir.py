@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jal.config import ConfigError
 from jal.resolvers import MACHINE_PATHS, MAY_DIFFER_IN_A_FUSION, NOT_THE_EXPERIMENT
-from jal.util import atomic_save, hydra_runtime
+from jal.util import atomic_save, cannot_write, hydra_runtime, writable, write_fault
 
 RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
 RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
@@ -180,7 +180,8 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     newest = run_dir / CHECKPOINT
 
     def save(tmp):
-        torch.save(state, tmp)
+        with open(tmp, "wb") as file:  # a Python file: a full disk raises its OSError (torch's own writer: no errno)
+            torch.save(state, file)
         if newest.exists():  # only once the new one is written: a failed write keeps the newest as it is
             os.replace(newest, run_dir / PREVIOUS)
 
@@ -212,6 +213,20 @@ def try_lock(path: Path) -> int | None:
         return None
 
 
+UNWRITABLE_FIX = ("a run trains only where it can write: make the folder writable, or give out_root a writable "
+                  "folder (a finished run is still read where it is)")
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse, in one line, a run that must write into `run_dir` where no file can be made (a read-only
+    out_root): before Hydra opens its train.log there, which would fail in a screen of tracebacks."""
+    if not writable(run_dir):
+        from jal.util import CannotWrite, existing_folder
+
+        raise CannotWrite(f"the run's files in {run_dir}", f"{existing_folder(run_dir)} is read-only or not "
+                          "writable", UNWRITABLE_FIX)
+
+
 class RunLock:
     """An exclusive flock on <run_dir>/.lock for as long as the `with` block (or the process) lasts. The
     file names the holder (host, pid, since when) for whoever finds it taken."""
@@ -221,8 +236,13 @@ class RunLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = try_lock(self.path)
+        try:  # a folder that refuses the lock refuses the run's files too: nothing trains there
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = try_lock(self.path)
+        except OSError as err:
+            if not write_fault(err):
+                raise
+            raise cannot_write(self.path, err).with_fix(UNWRITABLE_FIX) from None
         if self.fd is None:
             raise RunBusy(f"{self.path.parent} is being trained by another process ({holder(self.path)}): "
                           "not starting it twice")

@@ -31,7 +31,7 @@ from jal.config_check import one_line, share_config_store
 from jal.device import device_name, run_device
 from jal.multirun import SHOWN_ABOVE, Run, epochs_done, fusions, plan_runs, read_status, run_precision, runs_
 from jal.run_dir import RESULT
-from jal.util import CONFIG_DIR, duration
+from jal.util import CONFIG_DIR, CannotWrite, duration
 
 # ---------------------------------------------------------------------------------------------------
 # This machine: speed
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         print_plan(overrides, sweeps, args.name, args.fuse)
         for note in notes:
             print(f"not there yet: {note}")
-    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError) as err:  # one line
+    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError, CannotWrite) as err:  # one line
         raise SystemExit(f"error: {one_line(err)}") from None
 
 

@@ -59,6 +59,7 @@ from jal.run import (
     end_epoch,
     ending,
     finished_record,
+    finished_where_unwritable,
     install_stop_handlers,
     load_training_data,
     paused_record,
@@ -71,7 +72,7 @@ from jal.run import (
 )
 from jal.run_dir import RunBusy, RunLock, check_fusable
 from jal.step import Fusion, correct_predictions, train_one_epoch
-from jal.util import CONFIG_DIR
+from jal.util import CONFIG_DIR, CannotWrite
 
 log = logging.getLogger("jal.train")
 console = logging.getLogger("jal.train.console")  # lines about runs this command does not train: jal/run.py
@@ -166,6 +167,15 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
         for _, m in members:
             log.warning("%s %s", m.name, interrupted(m), extra=about(m.run_dir))
         raise
+    except CannotWrite as err:  # a full disk: one line, with where the same command resumes once there is room
+        if not members:
+            raise
+        m = next((m for _, m in members if err.what.endswith(f" in {m.run_dir}")), members[0][1])  # whose write
+        kept = (f"its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs} is kept" if m.checkpointed else
+                "it had no checkpoint yet")
+        fix = "free space there" if err.full else "make it writable"
+        raise err.with_fix(f"{fix} or give out_root another folder; {kept}: once there is room the same command "
+                           f"{'resumes it' if m.checkpointed else 'starts it again'}") from None
     finally:
         restore_handlers(previous, hand_on=run.stop_signal if signalled_before is None else None)
 
@@ -177,6 +187,10 @@ def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path
         locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
     except RunBusy as busy:
         return dict(status="running elsewhere", reason=str(busy))
+    except CannotWrite:  # a read-only folder: a finished run is still read (and skipped) there
+        if (record := finished_where_unwritable(cfg, run_dir)) is None:
+            raise
+        return record
     return prepare_member(cfg, run_dir)
 
 

@@ -6,6 +6,7 @@ torch and Hydra are imported where they are used: jal.tables and jal.precision w
 """
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -20,16 +21,74 @@ CONFIG_DIR = REPO_ROOT / "configs"
 # Files written atomically: a reader, or a crash mid-write, never sees half a file
 
 
-def atomic_save(path: str | Path, save, suffix: str = "") -> None:
-    """save(tmp) to a temporary file beside `path`, then rename it to `path` (removed if save fails)."""
+# What makes a folder refuse a file, in words; the file that could not be written is never half there.
+FULL = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "the disk quota is used up"}
+REFUSED = {errno.EROFS: "a read-only file system", errno.EACCES: "not writable", errno.EPERM: "not writable",
+           errno.ENOTDIR: "a file stands where a folder should be"}
+
+
+class CannotWrite(ValueError):
+    """A file that its folder refuses (a full disk, a read-only or unwritable folder): one line naming the
+    folder and the fix. `fix` says what to do, in the words of the setting that chose the folder."""
+
+    def __init__(self, what: str, reason: str, fix: str, full: bool = False):
+        self.what, self.reason, self.full = what, reason, full
+        super().__init__(f"cannot write {what}: {reason}; {fix}")
+
+    def with_fix(self, fix: str) -> "CannotWrite":
+        return CannotWrite(self.what, self.reason, fix, self.full)
+
+
+def write_fault(err: BaseException) -> OSError | None:
+    """The OSError of a full disk or a refusing folder that caused `err` (itself, or along its chain: torch
+    wraps the OSError of its file in a RuntimeError), or None."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in FULL | REFUSED:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def cannot_write(path: str | Path, err: OSError) -> CannotWrite:
+    """The one line for `path` refused with `err` (write_fault), naming its folder and the fix."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    full = err.errno in FULL
+    fix = f"free space in {path.parent}" if full else f"make {existing_folder(path.parent)} writable"
+    return CannotWrite(f"{path.name} in {path.parent}", FULL.get(err.errno) or REFUSED[err.errno],
+                       fix + " or write elsewhere", full)
+
+
+def existing_folder(folder: str | Path) -> Path:
+    """`folder`, or the nearest folder above it that exists (where it would be made)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def writable(folder: str | Path) -> bool:
+    """Whether files can be made in `folder`, or in the nearest folder above it that exists: not on a read-only
+    file system, and with write permission for this user (root has it anywhere)."""
+    folder = existing_folder(folder)
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def atomic_save(path: str | Path, save, suffix: str = "") -> None:
+    """save(tmp) to a temporary file beside `path`, then rename it to `path` (removed if save fails). A full
+    disk or a folder that refuses the file raises CannotWrite (one line); `path` stays as it was."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as err:
+        raise (cannot_write(path, err) if write_fault(err) else err) from None
     os.close(fd)
     try:
         save(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if fault := write_fault(err):
+            raise cannot_write(path, fault) from None
         raise
 
 

@@ -1,0 +1,235 @@
+"""Faults of the machine, not of the code: a full disk, a read-only out_root, a data folder that cannot be
+written, a sweep that finds another experiment in its directories, and a sweep over a setting that does not
+change the experiment. Each ends in one line naming the folder (or the setting) and the fix; a full disk
+keeps the last checkpoint, from which the same command resumes."""
+
+import errno
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONFIG_DIR, REPO, compose_train
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf, open_dict, read_write
+
+from jal import fuse, multirun, sweep
+from jal import train as jal_train
+from jal.config_check import check_command_line
+from jal.data import load_dataset
+from jal.multirun import hydra_node
+from jal.progress import Progress
+from jal.run_dir import DirectoryConflict, plain_config
+from jal.util import CannotWrite
+
+TINY = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=32", "trainer.batch_size=32", "logger=none",
+        "trainer.progress=false", "trainer.threads=1"]
+
+
+def jal_train_process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jal.train", *args], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size, read_only=False) -> a fresh tmpfs under tmp_path (a disk that fills up, a read-only folder);
+    skipped where this process may not mount (not root, or a container without the capability)."""
+    mounted = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        where = tmp_path / f"mount{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(where)
+        if read_only:
+            remount_read_only(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def remount_read_only(where: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A full disk
+
+
+def full_disk_at(monkeypatch, name: str, call: int) -> None:
+    """Fault injection: the `call`-th write of a file called `name` finds the disk full, after writing part of it."""
+    calls, real_open = [], open
+
+    def open_filling_the_disk(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and Path(file).name.startswith(f".{name}."):  # atomic_save's temporary file
+            calls.append(file)
+            if len(calls) == call:
+                handle.write(b"\0" * 100 if "b" in mode else "{")
+                handle.close()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return handle
+
+    monkeypatch.setattr("builtins.open", open_filling_the_disk)
+    monkeypatch.setattr("io.open", open_filling_the_disk)  # pathlib's write_text
+
+
+@pytest.mark.parametrize("name, epoch_kept", [("checkpoint.pt", 1), ("result.json", 2)])
+def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_the_same_command_resumes(
+        synthetic_run, tmp_path, monkeypatch, one_torch_thread, name, epoch_kept):
+    cfg = synthetic_run(*TINY, "trainer.epochs=2")
+    run = tmp_path / "run"
+    full_disk_at(monkeypatch, name, call=2 if name == "checkpoint.pt" else 1)
+    with pytest.raises(CannotWrite) as refused:
+        jal_train.train(cfg, run)
+    assert str(refused.value) == (
+        f"cannot write {name} in {run}: no space left on the disk; free space there or give out_root another "
+        f"folder; its checkpoint of epoch {epoch_kept}/2 is kept: once there is room the same command resumes it")
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == epoch_kept
+    assert not (run / "result.json").exists()  # no failed record: the run is not failed, it is resumable
+    assert not list(run.glob(".*.*"))  # the temporary file of the failed write is gone
+
+    monkeypatch.undo()
+    resumed = jal_train.train(cfg, run)
+    assert resumed["status"] == "finished" and [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def test_a_full_disk_ends_the_command_in_one_line(tmpfs):
+    disk = tmpfs("20m")  # a checkpoint takes 13 MB: the first fits, the second does not (the first is kept)
+    done = jal_train_process(*TINY, "trainer.epochs=2", f"out_root={disk}")
+    run = next(disk.rglob("config.yaml")).parent
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"error: cannot write checkpoint.pt in {run}: no space left on the disk; free space there or give out_root "
+        "another folder; its checkpoint of epoch 1/2 is kept: once there is room the same command resumes it"]
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# A read-only out_root; a data folder that cannot be written
+
+
+def test_a_read_only_out_root_skips_a_finished_run_and_refuses_a_new_one_in_one_line(tmpfs, one_torch_thread):
+    out_root = tmpfs("40m")
+    finished = ["trainer.epochs=1", f"out_root={out_root}"]
+    cfg = compose_train(TINY + finished)
+    jal_train.train(cfg, cfg.hydra.run.dir)
+    remount_read_only(out_root)
+
+    skipped = jal_train_process(*TINY, *finished)
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert skipped.stderr == "" and f"{cfg.hydra.run.dir} is finished already: skipping" in skipped.stdout
+
+    with pytest.raises(SystemExit) as refused:  # before Hydra (python -m jal.train checks this first)
+        check_command_line(TINY + finished + ["seed=5"])
+    assert refused.value.code == (
+        f"error: cannot write the run's files in {out_root}/synthetic/clean/ce/seed5/{Path(cfg.hydra.run.dir).name}: "
+        f"{out_root}/synthetic/clean/ce is read-only or not writable; a run trains only where it can write: make the "
+        "folder writable, or give out_root a writable folder (a finished run is still read where it is)")
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):  # a sweep's plan: the same line
+        with pytest.raises(CannotWrite, match=f"seed5/.*: {out_root}/synthetic/clean/ce is read-only or not writable"):
+            multirun.plan_runs(TINY + finished[:1] + [f"out_root={out_root}", "seed=123,5"])
+        assert multirun.plan_runs(TINY + finished)[0].status()[0] == "finished"  # read: nothing to write
+
+    with pytest.raises(CannotWrite, match=rf"cannot write cifar10.npz .* in {out_root}/data: {out_root} is read-only"):
+        load_dataset("cifar10", out_root / "data")
+
+
+def test_an_unwritable_out_root_is_refused_before_hydra_starts(tmp_path, monkeypatch):
+    """Where no tmpfs can be mounted (and as root, which writes anywhere): the folder's probe, made to refuse."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(tmp_path)) and
+                        real_access(path, mode))
+    with pytest.raises(SystemExit, match=f"error: cannot write the run's files in {tmp_path}/synthetic/.*: {tmp_path} "
+                                         "is read-only or not writable; a run trains only where it can write"):
+        check_command_line(TINY + [f"out_root={tmp_path}"])
+
+
+def test_a_data_folder_that_cannot_be_made_is_named_before_any_download(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    data_dir = tmp_path / "a_file" / "data"
+    line = (f"error: cannot write cifar10.npz (downloaded and prepared there) in {data_dir}: {tmp_path}/a_file is "
+            "not a folder; put cifar10.npz (x_train, y_train, x_test, y_test) there, or point JAL_DATA_DIR (data_dir) "
+            "at a folder you can write")
+    with pytest.raises(SystemExit, match=f"^{re.escape(line)}$"):
+        check_command_line(["logger=none", f"data_dir={data_dir}", f"out_root={tmp_path}"])
+    with pytest.raises(CannotWrite, match=f"^{re.escape(line.removeprefix('error: '))}$"):
+        load_dataset("cifar10", data_dir)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A sweep counts only the runs it asked for and found
+
+
+def test_the_summary_counts_a_directory_of_another_experiment_as_such_and_the_sweep_fails(tmp_path, capsys):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        runs = multirun.plan_runs(TINY + [f"out_root={tmp_path}", "trainer.epochs=2", "seed=1,2"])
+    progress = Progress()
+    progress.start(runs)
+    for run, epochs in zip(runs, (2, 5)):  # the second's directory: another sweep's run, of 5 epochs
+        with hydra_node(run.cfg):
+            config = plain_config(run.cfg)
+        config["trainer"]["epochs"] = epochs
+        run.dir.mkdir(parents=True)
+        (run.dir / "result.json").write_text(json.dumps(dict(status="finished", last_test_acc=50.0, config=config,
+                                                             precision="fp32")))
+    progress.on_job_end(OmegaConf.create({"hydra": {"runtime": {"output_dir": str(runs[1].dir)}}}), None)
+    with pytest.raises(SystemExit) as ended:
+        progress.on_multirun_end(runs[0].cfg)
+    assert ended.value.code == 1
+    another = (f"{runs[1].dir} holds another experiment (trainer.epochs: 5 in the record, 2 asked): this sweep's run "
+               "did not train there; give the sweep its own out_root")
+    assert capsys.readouterr().out.splitlines() == [
+        f"[2/2] {runs[1].cell}: {another} (sweep done)",
+        "Sweep summary: 2 runs: 1 finished, 0 failed, 0 paused, 0 not run to an end, 1 another experiment in its "
+        "directory",
+        f"  another experiment  {runs[1].cell}: {another}",
+        "",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# A sweep over a setting that does not change the experiment
+
+
+@pytest.mark.parametrize("swept", ["trainer.channels_last=true,false", "trainer.threads=1,2"])
+def test_a_sweep_over_a_setting_that_does_not_change_the_experiment_is_refused_in_its_plan(tmp_path, swept, capsys):
+    key, _, values = swept.partition("=")
+    first, second = (v.capitalize() if v in ("true", "false") else v for v in values.split(","))  # as Hydra has them
+    overrides = [o for o in TINY if not o.startswith(key)] + [f"out_root={tmp_path}", swept]
+    line = (rf"{key}={first} and {key}={second} are one run of the sweep \({tmp_path}/synthetic/clean/ce/seed123/"
+            rf"[^)]*\): {key} does not change the experiment, so one would train and the other be skipped; to "
+            "compare them, run each value with its own out_root")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with pytest.raises(DirectoryConflict, match=f"^{line}$"):
+            multirun.plan_runs(overrides)
+        multirun.plan_runs(overrides[:-1] + ["seed=1,1"])  # the same run named twice: not such a sweep
+    for main in (sweep.main, fuse.main):  # python -m jal.sweep "<overrides>", python -m jal.fuse <overrides>
+        with pytest.raises(SystemExit, match=f"^error: {line}$"):
+            main([" ".join(overrides)] if main is sweep.main else overrides)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_multirun_over_a_setting_that_does_not_change_the_experiment_stops_in_one_line(tmp_path):
+    """python -m jal.train -m: the plan of the progress callback (configs/hydra/callbacks), before any job."""
+    overrides = TINY + [f"out_root={tmp_path}", "trainer.channels_last=true,false"]
+    cfg = compose_train([o for o in overrides if "," not in o])  # the multirun's config: its sweep in the params
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = [o for o in overrides if "," not in o]
+        cfg.hydra.sweeper.params = {"trainer.channels_last": "true,false"}
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"), pytest.raises(SystemExit) as refused:
+        Progress().on_multirun_start(cfg)
+    assert refused.value.code == (
+        f"error: trainer.channels_last=True and trainer.channels_last=False are one run of the sweep ({tmp_path}/"
+        "synthetic/clean/ce/seed123/dataset.test_size=32,dataset.train_size=32,trainer.batch_size=32): "
+        "trainer.channels_last does not change the experiment, so one would train and the other be skipped; to "
+        "compare them, run each value with its own out_root")
