@@ -62,6 +62,7 @@ from jal.run import (
     load_training_data,
     paused_record,
     prepare_member,
+    rejoin,
     restore_handlers,
     short_name,
     stop_reason,
@@ -118,8 +119,10 @@ def train_locked(members: list[Member]) -> list[dict]:
             fusion.scheduler.step()
             correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, precision, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
+            names = [m.name for m in fusion.members]
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
-                end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started)
+                end_epoch(m, epoch, member_sums, member_correct, len(y_test), lr, train_seconds, epoch_start, started,
+                          names)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
@@ -142,8 +145,10 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
             check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
         check_fusable(cfgs)
         with contextlib.ExitStack() as locks:
-            results = {}
+            results, first = {}, {}  # first: the index each directory is first named at (a run named twice: once)
             for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
+                if first.setdefault(run_dir, i) != i:
+                    continue
                 try:
                     locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
                 except RunBusy as busy:
@@ -155,9 +160,10 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
                 else:
                     members.append((i, prepared))
             if members:
+                rejoin([m for _, m in members])
                 for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
                     results[i] = result
-        return [results[i] for i in range(len(cfgs))]
+        return [results[first[Path(run_dir)]] for run_dir in run_dirs]
     except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
         for _, m in members:
             log.warning("%s %s", m.name, interrupted(m), extra=about(m.run_dir))

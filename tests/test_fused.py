@@ -14,6 +14,7 @@ import torch
 from conftest import compose_train
 
 from jal import run as jal_run
+from jal import run_dir as jal_run_dir
 from jal import step as jal_step
 from jal import train as jal_train
 from jal.run import percent
@@ -266,6 +267,51 @@ def test_runs_at_different_epochs_are_not_fused(trained, tmp_path, one_torch_thr
     (tmp_path / "ce" / "result.json").unlink()  # as if killed after its last epoch: its checkpoint says epoch 2
     with pytest.raises(jal_run.ConfigError, match=r"must be at the same epoch; these are at epochs \[0, 2\]"):
         jal_train.train_fusion(configs(root)[:2], dirs(tmp_path)[:2])
+
+
+class Killed(BaseException):
+    """A SIGKILL, as the process sees it: nothing after it runs (no record, no handler), unlike an Exception."""
+
+
+@pytest.fixture
+def kill_after_first_write(monkeypatch):
+    """kill(epoch): the process dies right after the first member's checkpoint of `epoch` is written, the other
+    members' still unwritten (a fusion's checkpoints are written one member after another)."""
+    save = jal_run.save_checkpoint
+
+    def kill(epoch: int):
+        def save_then_die(directory, state):
+            save(directory, state)
+            if state["epoch"] == epoch:
+                raise Killed
+
+        monkeypatch.setattr(jal_run, "save_checkpoint", save_then_die)
+
+    yield kill
+    monkeypatch.setattr(jal_run, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_a_fusion_killed_between_its_members_checkpoints_comes_back_as_the_same_fusion(
+        trained, tmp_path, kill_after_first_write, monkeypatch, epoch, one_torch_thread):
+    """Killed after member 1's checkpoint of `epoch`, before the others': member 1 is an epoch ahead. Planned
+    again, the three are one fusion; trained again, member 1 goes back to the others' epoch (its
+    checkpoint.prev.pt, or its start) and the three end as the uninterrupted fusion, bit for bit."""
+    from jal import multirun
+
+    root = trained[0]
+    kill_after_first_write(epoch)
+    with pytest.raises(Killed):
+        jal_train.train_fusion(configs(root), dirs(tmp_path))
+    monkeypatch.setattr(jal_run, "save_checkpoint", jal_run_dir.save_checkpoint)
+    assert [multirun.epochs_done(d) for d in dirs(tmp_path)] == [epoch, epoch - 1, epoch - 1]
+    runs = [multirun.Run(d, cfg.run_name, cfg) for d, cfg in zip(dirs(tmp_path), configs(root))]
+    assert [[r.dir for r in group] for group in multirun.fusions(runs, 3)] == [dirs(tmp_path)]
+    again = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert [(r["status"], r["fused"]) for r in again] == [("finished", 3)] * 3
+    for uninterrupted, rerun in zip(dirs(root / "fused"), dirs(tmp_path)):
+        assert_bitwise_runs(uninterrupted, rerun)
+        assert not list(rerun.glob(".*.pt"))
 
 
 # ---------------------------------------------------------------------------------------------------
