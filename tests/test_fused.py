@@ -515,3 +515,24 @@ def test_runs_alone_and_fused_give_the_records_the_code_gave_before_its_split(tm
         state = final_state(tmp_path / key)["model"]
         sums = {k: v.double().sum().item() for k, v in state.items() if v.is_floating_point()}
         assert sums == {k: pytest.approx(v, rel=1e-10, abs=1e-10) for k, v in want["weight_sums"].items()}, key
+
+
+def test_a_run_named_twice_in_a_fused_sweep_is_planned_trained_and_logged_once(tmp_path, one_torch_thread):
+    """`seed=1,1`: one run, one fusion of one; handed twice to a fusion anyway, it trains once, both names get
+    its record (not "running elsewhere": this process holds its lock) and its train.log has each line once."""
+    from conftest import CONFIG_DIR
+    from hydra import initialize_config_dir
+
+    from jal import fuse, multirun
+
+    overrides = [*TINY, f"out_root={tmp_path}", "loss=ce", "seed=1,1", "trainer.precision=fp32"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        runs = multirun.plan_runs(overrides)
+    assert len(runs) == 2 and runs[0].dir == runs[1].dir
+    assert [len(group) for group in multirun.fusions(runs, 2)] == [1]
+    (task,) = fuse.fusion_tasks([runs])  # as an older plan, or a caller of train_fusion, might hand it
+    _, results = task()
+    assert [r["status"] for r in results] == ["finished"] * 2 and results[0] == results[1]
+    assert results[0]["fused"] == 1
+    lines = (runs[0].dir / "train.log").read_text().splitlines()
+    assert len(lines) == len(set(lines)) and sum("[jal.train.epochs]" in line for line in lines) == 2
