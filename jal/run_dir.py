@@ -192,6 +192,8 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
         torch.save(state, tmp)
         if not newest.exists():  # only once the new one is written: a failed write keeps the newest as it is
             return
+        if previous.exists() and os.path.samefile(newest, previous):  # a kill after the link: renaming one
+            previous.unlink()  # link of a file over another is a no-op that would leave the temporary link
         try:
             atomic_save(previous, link_newest)
         except OSError:  # a file system without hard links

@@ -358,3 +358,46 @@ def test_a_record_from_before_a_setting_existed_reads_as_its_old_value(tmp_path)
     assert run_dir.identity_of({"config": config, "precision": "fp32"}) == asked
     asked_q3 = run_dir.identity(jal_run_dir.plain_config(compose(tmp_path, "loss=jal_ce", "loss.passive.q=3")), "fp32")
     assert run_dir.identity_of({"config": config, "precision": "fp32"}) != asked_q3
+
+
+class Killed(BaseException):
+    """A SIGKILL, as the process sees it: nothing after it runs (no record), unlike an Exception."""
+
+
+def test_a_run_killed_between_the_renames_of_its_last_checkpoint_keeps_checkpoint_pt(tmp_path, monkeypatch,
+                                                                                     one_torch_thread):
+    """Killed at the first or second rename of its last epoch's checkpoint save: checkpoint.pt is there (the
+    last epoch's or the one before), a cut write's temp file is removed at the next start, and the run ends as
+    the uninterrupted one, its final weights in checkpoint.pt."""
+    cfg = compose(tmp_path)
+    uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
+    final = torch.load(tmp_path / "uninterrupted" / "checkpoint.pt", weights_only=True)
+    save, real_replace = jal_run.save_checkpoint, os.replace
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_second", "seconds")} for e in h]
+    for rename in (1, 2):
+        renames = []
+
+        def replace(src, dst):
+            renames.append(dst)
+            if len(renames) == rename:
+                raise Killed
+            real_replace(src, dst)
+
+        def save_killed_in_epoch_2(directory, state):
+            if state["epoch"] == 2:
+                monkeypatch.setattr(os, "replace", replace)
+            save(directory, state)
+
+        killed = tmp_path / f"killed_at_rename_{rename}"
+        monkeypatch.setattr(jal_run, "save_checkpoint", save_killed_in_epoch_2)
+        with pytest.raises(Killed):
+            jal_train.train(cfg, killed)
+        monkeypatch.undo()
+        assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] in (1, 2), rename
+        (killed / ".checkpoint.pt.x1y2z3.pt").write_bytes(b"cut")  # a kill leaves atomic_save's temp file
+        (killed / ".result.json.a1b2c3").write_text("{")
+        resumed = jal_train.train(cfg, killed)
+        assert resumed["status"] == "finished" and not list(killed.glob(".*.*")), rename
+        assert strip(resumed["history"]) == strip(uninterrupted["history"])
+        state = torch.load(killed / "checkpoint.pt", weights_only=True)
+        assert state["epoch"] == 2 and all(torch.equal(final["model"][k], state["model"][k]) for k in final["model"])
