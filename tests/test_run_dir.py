@@ -1,8 +1,10 @@
 """One directory, one experiment (jal/run_dir.py): directories named by cell and settings, identities checked
 before anything is skipped or resumed, one process per run, damaged files, the previous checkpoint."""
 
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +98,65 @@ def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_prec
     cfg = compose(tmp_path, "trainer.precision=auto")  # auto is what it means on this machine, fp32 or bf16
     assert run_dir.identity(jal_run_dir.plain_config(cfg), "bf16") != base
     assert run_dir.identity(jal_run_dir.plain_config(cfg), "fp32") == base
+
+
+# Every setting of a run's config, generated from composed configs whose groups hold every kind of node the
+# schema has (a loss of two nested terms, noise drawn per sample, instance noise's generator): each is the
+# experiment (its value changed, a record is another experiment's) or is in NOT_THE_EXPERIMENT (it is not).
+SCHEMA_CONFIGS = [["loss=jal_ce", "noise=symmetric", "noise.sampling=per_sample"], ["loss=nlnl", "noise=instance"]]
+
+
+@functools.cache
+def schema_config(n: int) -> str:
+    """SCHEMA_CONFIGS[n]'s plain config (as records store it), as JSON: composed once."""
+    return json.dumps(jal_run_dir.plain_config(compose_train(["dataset=synthetic", *SCHEMA_CONFIGS[n]])))
+
+
+def schema_cases() -> list[tuple[int, str]]:
+    cases = {}
+    for n in range(len(SCHEMA_CONFIGS)):
+        for key in run_dir.flatten(json.loads(schema_config(n))):
+            cases.setdefault(key, n)
+    return [(n, key) for key, n in cases.items()]
+
+
+def another(value):
+    """A value of the same kind that differs from `value`."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, list):
+        return [*value, 0]
+    return "another" if value is None else f"{value}_another"
+
+
+@pytest.mark.parametrize("case", schema_cases(), ids=lambda case: case[1])
+def test_a_record_differing_in_any_setting_of_the_experiment_is_another_experiment(case, tmp_path):
+    """Dropping a setting of the experiment from the identity (jal.run_dir.identity) fails its case here: the
+    record that differs in it would be taken for this experiment's."""
+    from jal import resolvers
+
+    n, key = case
+    config, changed = json.loads(schema_config(n)), json.loads(schema_config(n))
+    *parents, leaf = key.split(".")
+    node = changed
+    for parent in parents:
+        node = node[parent]
+    node[leaf] = another(node[leaf])
+    asked = run_dir.identity(config, "fp32")
+    record = dict(config=changed, precision="fp32")
+    if run_dir.within(key, resolvers.NOT_THE_EXPERIMENT):
+        run_dir.check_same(record, asked, tmp_path / "result.json")  # the same experiment
+    else:
+        with pytest.raises(DirectoryConflict, match=rf"[(;] ?{re.escape(key)}: "):
+            run_dir.check_same(record, asked, tmp_path / "result.json")
+
+
+def test_a_record_in_another_precision_is_another_experiment(tmp_path):
+    config = json.loads(schema_config(0))
+    with pytest.raises(DirectoryConflict, match=r"\(precision: bf16 in the record, fp32 asked\)"):
+        run_dir.check_same(dict(config=config, precision="bf16"), run_dir.identity(config, "fp32"), tmp_path / "r")
 
 
 def test_the_directory_name_identity_fusions_and_records_derive_from_one_list():
