@@ -438,7 +438,7 @@ def test_a_run_killed_between_the_renames_of_its_last_checkpoint_keeps_checkpoin
     for rename in (1, 2):
         renames = []
 
-        def replace(src, dst):
+        def replace(src, dst, renames=renames, rename=rename):
             renames.append(dst)
             if len(renames) == rename:
                 raise Killed
