@@ -127,8 +127,11 @@ def fusion_logging(task: "FusionTask"):
     epochs.setLevel(logging.INFO)
     epochs.propagate = False
     members = {str(d) for d in task.run_dirs}
-    handlers = []
+    handlers, logged = [], set()
     for cfg, run_dir in zip(task.cfgs, task.run_dirs):
+        if str(run_dir) in logged:  # a run named twice trains once (jal.train.train_fusion): one log
+            continue
+        logged.add(str(run_dir))
         if (spec := run_log(cfg, run_dir)) is not None:
             handler = RunLog(spec[0], run_dir, members)
             handler.setFormatter(spec[1])

@@ -237,15 +237,21 @@ def not_the_experiment_swept(first: Run, second: Run) -> dict[str, tuple[str, st
 
 def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
     """The runs still to train, in launch order, grouped into fusions of at most `fuse` runs that can train
-    together (jal.train.train_fusion): the same fixed settings and the same epoch reached."""
-    from jal.run_dir import fixed_settings
+    together (jal.train.train_fusion): the same fixed settings and the same epoch reached, the members of a
+    fusion killed between their checkpoint writes back at their common epoch (jal.run_dir.rejoined_epochs).
+    A run named twice (`seed=1,1`) is one run."""
+    from jal.run_dir import fixed_settings, rejoined_epochs
 
-    groups: dict[tuple, list[Run]] = {}
+    todo = {}  # directory -> run, in launch order
     for run in runs:
-        if run.status()[0] == "finished":  # this run's experiment, finished (not another's record)
-            continue
-        epoch = 0 if run.cfg.trainer.restart else epochs_done(run.dir)
-        groups.setdefault((json.dumps(fixed_settings(run.cfg), sort_keys=True, default=str), epoch), []).append(run)
+        if run.dir not in todo and run.status()[0] != "finished":  # finished: this run's experiment (not another's)
+            todo[run.dir] = run
+    done = {run.cell: (0, []) if run.cfg.trainer.restart else checkpoint_fusion(run.dir) for run in todo.values()}
+    epochs = rejoined_epochs(done)
+    groups: dict[tuple, list[Run]] = {}
+    for run in todo.values():
+        key = (json.dumps(fixed_settings(run.cfg), sort_keys=True, default=str), epochs[run.cell])
+        groups.setdefault(key, []).append(run)
     return [group[i : i + fuse] for group in groups.values() for i in range(0, len(group), max(fuse, 1))]
 
 
@@ -260,12 +266,22 @@ def read_status(run_dir: Path) -> tuple[str, dict]:
     return ("started" if (run_dir / CHECKPOINT).exists() else "new"), {}
 
 
+def checkpoint_fusion(run_dir: Path) -> tuple[int, list[str]]:
+    """(epochs an unfinished run resumes from, the run names of the fusion that trained its last epoch): from
+    its checkpoint (checkpoint.prev.pt when a kill left no checkpoint.pt), (0, []) without one."""
+    for path in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
+        if path.exists():
+            try:
+                state = load_checkpoint(path)
+                return int(state["epoch"]), list(state.get("fusion", []))
+            except DirectoryConflict:  # a checkpoint from elsewhere or cut short: count the run as new
+                return 0, []
+    return 0, []
+
+
 def epochs_done(run_dir: Path) -> int:
     """Epochs an unfinished run resumes from (its checkpoint's), 0 without one."""
-    try:
-        return int(load_checkpoint(run_dir / CHECKPOINT)["epoch"]) if (run_dir / CHECKPOINT).exists() else 0
-    except DirectoryConflict:  # a checkpoint from elsewhere or cut short: count the run as new
-        return 0
+    return checkpoint_fusion(run_dir)[0]
 
 
 def runs_(n: int) -> str:

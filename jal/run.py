@@ -35,6 +35,9 @@ from jal.run_dir import (
     move_aside,
     plain_config,
     read_record,
+    rejoined_epochs,
+    remove_temp_files,
+    roll_back,
     save_checkpoint,
 )
 from jal.step import Fusion, Learner, TrainingData, build_training
@@ -202,6 +205,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
         config, name = plain_config(cfg), cfg.run_name
     # the run's lines name it by its name (its directory under out_root), not by this machine's path: they
     # go into its train.log, which is committed with its record
+    remove_temp_files(run_dir)  # of writes a kill cut short
     if cfg.trainer.restart and (moved := move_aside(run_dir)):
         log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), name,
                  extra=about(run_dir))
@@ -338,6 +342,18 @@ def bar_postfix(histories: list[list[dict]]) -> str:
     return f"test {high:.2f}%" if low == high else f"test {low:.2f}-{high:.2f}%"
 
 
+def rejoin(members: list[Member]) -> None:
+    """Members a kill left an epoch ahead of the others of their fusion (its checkpoints are written one member
+    after another) go back to the others' epoch, on disk too: the same fusion trains that epoch again."""
+    done = {m.name: (m.state["epoch"], m.state.get("fusion", [])) if m.state else (0, []) for m in members}
+    epochs = rejoined_epochs(done)
+    for m in members:
+        if (epoch := epochs[m.name]) != done[m.name][0]:
+            m.state = roll_back(m.run_dir, m.asked, epoch)
+            log.info("%s was killed an epoch ahead of the runs fused with it: back to epoch %d to train on with them",
+                     m.name, epoch, extra=about(m.run_dir))
+
+
 def check_same_epoch(members: list[Member]) -> None:
     epochs_at = {m.start_epoch for m in members}
     if len(epochs_at) > 1:
@@ -414,8 +430,9 @@ def write_last_record(m: Member, record: dict, fused: int) -> dict:
 
 
 def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_test: int, lr: float,
-              train_seconds: float, epoch_start: float, started: float) -> None:
-    """The member's epoch record: into its history, its train.log line, W&B, and its checkpoint."""
+              train_seconds: float, epoch_start: float, started: float, fusion: list[str]) -> None:
+    """The member's epoch record: into its history, its train.log line, W&B, and its checkpoint (naming the
+    `fusion` that trained the epoch: its members' run names, jal.run_dir.rejoined_epochs)."""
     loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums
     n_train, n_corrupted, epochs = m.n_train, m.n_corrupted, m.cfg.trainer.epochs
     pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)
@@ -439,7 +456,7 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
         return
     save_checkpoint(m.run_dir, dict(
         model=m.model.state_dict(), optimizer=m.optimizer.state_dict(), scheduler=m.scheduler.state_dict(),
-        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), **m.provenance,
+        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), fusion=fusion, **m.provenance,
     ))
     m.checkpointed = epoch + 1
 

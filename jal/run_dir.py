@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jal.config import ConfigError
 from jal.resolvers import MACHINE_PATHS, MAY_DIFFER_IN_A_FUSION, NOT_THE_EXPERIMENT
-from jal.util import atomic_save, cannot_write, hydra_runtime, writable, write_fault
+from jal.util import CannotWrite, atomic_save, cannot_write, hydra_runtime, writable, write_fault
 
 RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
 RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
@@ -155,6 +155,9 @@ def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True)
         if not previous.exists():
             return None
         newest = previous  # the process stopped between moving the old one aside and writing the new one
+        if mend:  # (where hard links are missing, jal.run_dir.save_checkpoint): the newest is checkpoint.pt again
+            os.replace(previous, run_dir / CHECKPOINT)
+            newest = run_dir / CHECKPOINT
     try:
         state = load_checkpoint(newest)
     except DirectoryConflict as damaged:
@@ -174,18 +177,73 @@ def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True)
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
-    """checkpoint.pt, written atomically, with the one it replaces kept as checkpoint.prev.pt."""
+    """checkpoint.pt, written atomically, with the one it replaces kept as checkpoint.prev.pt. checkpoint.pt is
+    there at every moment: the one it replaces is linked to checkpoint.prev.pt before the new one is renamed
+    over it (a kill between the two renames leaves both; without hard links, moved and then replaced)."""
     import torch
 
-    newest = run_dir / CHECKPOINT
+    newest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+
+    def link_newest(tmp):
+        os.unlink(tmp)
+        os.link(newest, tmp)
 
     def save(tmp):
         with open(tmp, "wb") as file:  # a Python file: a full disk raises its OSError (torch's own writer: no errno)
             torch.save(state, file)
-        if newest.exists():  # only once the new one is written: a failed write keeps the newest as it is
-            os.replace(newest, run_dir / PREVIOUS)
+        if not newest.exists():  # only once the new one is written: a failed write keeps the newest as it is
+            return
+        if previous.exists() and os.path.samefile(newest, previous):  # a kill after the link: renaming one
+            previous.unlink()  # link of a file over another is a no-op that would leave the temporary link
+        try:
+            atomic_save(previous, link_newest)
+        except (OSError, CannotWrite) as err:  # a file system without hard links (EPERM there reads as refused)
+            if getattr(err, "full", False):
+                raise
+            os.replace(newest, previous)
 
     atomic_save(newest, save, ".pt")
+
+
+def remove_temp_files(run_dir: Path) -> list[str]:
+    """The temporary files of writes a kill cut short (jal.util.atomic_save's `.<name>.*`): removed when the run
+    starts again, under its lock (no write of this run is under way); their names."""
+    removed = []
+    for name in (*RUN_FILES, "config.yaml"):
+        for tmp in run_dir.glob(f".{name}.*"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+    return removed
+
+
+# A fusion's members write their checkpoints one after another: a kill between two writes leaves the members
+# written an epoch ahead of the others. Each checkpoint names the fusion that trained its epoch (`fusion`: its
+# members' run names; a run alone: its own), so the plan and the next start bring those ahead back to the
+# common epoch and the same fusion trains on, instead of two fusions that never rejoin.
+
+
+def rejoined_epochs(done: dict[str, tuple[int, list]]) -> dict[str, int]:
+    """run name -> the epoch it resumes from, given run name -> (epochs done, the fusion of its checkpoint):
+    a run whose fusion holds a run named here one epoch behind goes back to that epoch."""
+    return {name: epoch - 1 if any(done.get(other, (None,))[0] == epoch - 1 for other in fusion if other != name)
+            else epoch for name, (epoch, fusion) in done.items()}
+
+
+def roll_back(run_dir: Path, asked: dict, epoch: int) -> dict | None:
+    """Make the run's checkpoint of `epoch` its newest (checkpoint.prev.pt renamed over checkpoint.pt; epoch 0:
+    none, the run starts afresh), the one ahead of it dropped. Returns that checkpoint (None for epoch 0)."""
+    newest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    if epoch == 0:
+        newest.unlink(missing_ok=True)
+        previous.unlink(missing_ok=True)
+        return None
+    state = load_checkpoint(previous) if previous.exists() else {"epoch": None}
+    if state["epoch"] != epoch:
+        raise DirectoryConflict(f"{run_dir} is an epoch ahead of the runs it was fused with, and {previous} does not "
+                                f"hold their epoch {epoch}: train it apart, or trainer.restart=true")
+    check_same(state, asked, previous)
+    os.replace(previous, newest)
+    return state
 
 
 def move_aside(run_dir: Path) -> list[str]:

@@ -64,6 +64,7 @@ from jal.run import (
     load_training_data,
     paused_record,
     prepare_member,
+    rejoin,
     restore_handlers,
     short_name,
     stop_reason,
@@ -125,8 +126,10 @@ def train_locked(members: list[Member]) -> list[dict]:
             distributed.sync_buffers(fusion.members)  # across processes: rank 0's BatchNorm statistics
             correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, precision, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
+            names = [m.name for m in fusion.members]
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
-                end_epoch(m, epoch, member_sums, member_correct, len(x_test), lr, train_seconds, epoch_start, started)
+                end_epoch(m, epoch, member_sums, member_correct, len(x_test), lr, train_seconds, epoch_start, started,
+                          names)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
@@ -150,8 +153,10 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
         check_fusable(cfgs)
         distributed.start(run_device(cfgs[0].trainer.device).type, len(cfgs))  # torchrun, SLURM tasks: a rank each
         with contextlib.ExitStack() as locks:
-            results = {}
+            results, first = {}, {}  # first: the index each directory is first named at (a run named twice: once)
             for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
+                if first.setdefault(run_dir, i) != i:
+                    continue
                 # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
                 prepared = distributed.on_rank_zero(lock_and_prepare, locks, cfg, run_dir)
                 if isinstance(prepared, dict):  # finished already, not started (stop_at passed, a signal), busy
@@ -160,9 +165,10 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
                     distributed.adopt(prepared)
                     members.append((i, prepared))
             if members:
+                rejoin([m for _, m in members])
                 for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
                     results[i] = result
-        return [results[i] for i in range(len(cfgs))]
+        return [results[first[Path(run_dir)]] for run_dir in run_dirs]
     except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
         for _, m in members:
             log.warning("%s %s", m.name, interrupted(m), extra=about(m.run_dir))

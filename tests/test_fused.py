@@ -14,6 +14,7 @@ import torch
 from conftest import compose_train
 
 from jal import run as jal_run
+from jal import run_dir as jal_run_dir
 from jal import step as jal_step
 from jal import train as jal_train
 from jal.run import percent
@@ -24,9 +25,15 @@ TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "t
         "trainer.epochs=2", "logger=none", "trainer.progress=false", "trainer.precision=fp64"]
 # Different seeds, noise rates and losses: JAL-CE trains with L1, CE and NCE+RCE with L2 weight decay. JAL-CE's
 # labels are drawn per sample: the exact sampling flips int(0.4 / 9 * 6) = 0 labels of a class of ~6 images.
-MEMBERS = {"jal_ce": ["loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "noise.sampling=per_sample", "seed=1"],
+# Each member regularises and clips its own way, strongly enough that a fusion applying one member's L1, L2 or
+# clip to all, or leaving a term out, is far outside TOLERANCE: JAL-CE a strong L1
+# and a clip that cuts every step, CE its defaults (the sweeps below train it), NCE+RCE L1 and L2 together and
+# another clip.
+MEMBERS = {"jal_ce": ["loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "noise.sampling=per_sample", "seed=1",
+                      "optim.l1=1e-3", "optim.grad_clip=0.05"],
            "ce": ["loss=ce", "noise=symmetric", "noise.rate=0.2", "seed=2"],
-           "nce_rce": ["loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "seed=3"]}
+           "nce_rce": ["loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "seed=3", "optim.l1=2e-4",
+                       "optim.weight_decay=1e-3", "optim.grad_clip=0.5"]}
 TIMINGS = ("images_per_second", "seconds")
 
 
@@ -268,6 +275,51 @@ def test_runs_at_different_epochs_are_not_fused(trained, tmp_path, one_torch_thr
         jal_train.train_fusion(configs(root)[:2], dirs(tmp_path)[:2])
 
 
+class Killed(BaseException):
+    """A SIGKILL, as the process sees it: nothing after it runs (no record, no handler), unlike an Exception."""
+
+
+@pytest.fixture
+def kill_after_first_write(monkeypatch):
+    """kill(epoch): the process dies right after the first member's checkpoint of `epoch` is written, the other
+    members' still unwritten (a fusion's checkpoints are written one member after another)."""
+    save = jal_run.save_checkpoint
+
+    def kill(epoch: int):
+        def save_then_die(directory, state):
+            save(directory, state)
+            if state["epoch"] == epoch:
+                raise Killed
+
+        monkeypatch.setattr(jal_run, "save_checkpoint", save_then_die)
+
+    yield kill
+    monkeypatch.setattr(jal_run, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_a_fusion_killed_between_its_members_checkpoints_comes_back_as_the_same_fusion(
+        trained, tmp_path, kill_after_first_write, monkeypatch, epoch, one_torch_thread):
+    """Killed after member 1's checkpoint of `epoch`, before the others': member 1 is an epoch ahead. Planned
+    again, the three are one fusion; trained again, member 1 goes back to the others' epoch (its
+    checkpoint.prev.pt, or its start) and the three end as the uninterrupted fusion, bit for bit."""
+    from jal import multirun
+
+    root = trained[0]
+    kill_after_first_write(epoch)
+    with pytest.raises(Killed):
+        jal_train.train_fusion(configs(root), dirs(tmp_path))
+    monkeypatch.setattr(jal_run, "save_checkpoint", jal_run_dir.save_checkpoint)
+    assert [multirun.epochs_done(d) for d in dirs(tmp_path)] == [epoch, epoch - 1, epoch - 1]
+    runs = [multirun.Run(d, cfg.run_name, cfg) for d, cfg in zip(dirs(tmp_path), configs(root))]
+    assert [[r.dir for r in group] for group in multirun.fusions(runs, 3)] == [dirs(tmp_path)]
+    again = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert [(r["status"], r["fused"]) for r in again] == [("finished", 3)] * 3
+    for uninterrupted, rerun in zip(dirs(root / "fused"), dirs(tmp_path)):
+        assert_bitwise_runs(uninterrupted, rerun)
+        assert not list(rerun.glob(".*.pt"))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Sweeps: FUSE=K
 
@@ -469,3 +521,24 @@ def test_runs_alone_and_fused_give_the_records_the_code_gave_before_its_split(tm
         state = final_state(tmp_path / key)["model"]
         sums = {k: v.double().sum().item() for k, v in state.items() if v.is_floating_point()}
         assert sums == {k: pytest.approx(v, rel=1e-10, abs=1e-10) for k, v in want["weight_sums"].items()}, key
+
+
+def test_a_run_named_twice_in_a_fused_sweep_is_planned_trained_and_logged_once(tmp_path, one_torch_thread):
+    """`seed=1,1`: one run, one fusion of one; handed twice to a fusion anyway, it trains once, both names get
+    its record (not "running elsewhere": this process holds its lock) and its train.log has each line once."""
+    from conftest import CONFIG_DIR
+    from hydra import initialize_config_dir
+
+    from jal import fuse, multirun
+
+    overrides = [*TINY, f"out_root={tmp_path}", "loss=ce", "seed=1,1", "trainer.precision=fp32"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        runs = multirun.plan_runs(overrides)
+    assert len(runs) == 2 and runs[0].dir == runs[1].dir
+    assert [len(group) for group in multirun.fusions(runs, 2)] == [1]
+    (task,) = fuse.fusion_tasks([runs])  # as an older plan, or a caller of train_fusion, might hand it
+    _, results = task()
+    assert [r["status"] for r in results] == ["finished"] * 2 and results[0] == results[1]
+    assert results[0]["fused"] == 1
+    lines = (runs[0].dir / "train.log").read_text().splitlines()
+    assert len(lines) == len(set(lines)) and sum("[jal.train.epochs]" in line for line in lines) == 2

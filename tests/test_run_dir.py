@@ -1,8 +1,10 @@
 """One directory, one experiment (jal/run_dir.py): directories named by cell and settings, identities checked
 before anything is skipped or resumed, one process per run, damaged files, the previous checkpoint."""
 
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +98,65 @@ def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_prec
     cfg = compose(tmp_path, "trainer.precision=auto")  # auto is what it means on this machine, fp32 or bf16
     assert run_dir.identity(jal_run_dir.plain_config(cfg), "bf16") != base
     assert run_dir.identity(jal_run_dir.plain_config(cfg), "fp32") == base
+
+
+# Every setting of a run's config, generated from composed configs whose groups hold every kind of node the
+# schema has (a loss of two nested terms, noise drawn per sample, instance noise's generator): each is the
+# experiment (its value changed, a record is another experiment's) or is in NOT_THE_EXPERIMENT (it is not).
+SCHEMA_CONFIGS = [["loss=jal_ce", "noise=symmetric", "noise.sampling=per_sample"], ["loss=nlnl", "noise=instance"]]
+
+
+@functools.cache
+def schema_config(n: int) -> str:
+    """SCHEMA_CONFIGS[n]'s plain config (as records store it), as JSON: composed once."""
+    return json.dumps(jal_run_dir.plain_config(compose_train(["dataset=synthetic", *SCHEMA_CONFIGS[n]])))
+
+
+def schema_cases() -> list[tuple[int, str]]:
+    cases = {}
+    for n in range(len(SCHEMA_CONFIGS)):
+        for key in run_dir.flatten(json.loads(schema_config(n))):
+            cases.setdefault(key, n)
+    return [(n, key) for key, n in cases.items()]
+
+
+def another(value):
+    """A value of the same kind that differs from `value`."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, list):
+        return [*value, 0]
+    return "another" if value is None else f"{value}_another"
+
+
+@pytest.mark.parametrize("case", schema_cases(), ids=lambda case: case[1])
+def test_a_record_differing_in_any_setting_of_the_experiment_is_another_experiment(case, tmp_path):
+    """Dropping a setting of the experiment from the identity (jal.run_dir.identity) fails its case here: the
+    record that differs in it would be taken for this experiment's."""
+    from jal import resolvers
+
+    n, key = case
+    config, changed = json.loads(schema_config(n)), json.loads(schema_config(n))
+    *parents, leaf = key.split(".")
+    node = changed
+    for parent in parents:
+        node = node[parent]
+    node[leaf] = another(node[leaf])
+    asked = run_dir.identity(config, "fp32")
+    record = dict(config=changed, precision="fp32")
+    if run_dir.within(key, resolvers.NOT_THE_EXPERIMENT):
+        run_dir.check_same(record, asked, tmp_path / "result.json")  # the same experiment
+    else:
+        with pytest.raises(DirectoryConflict, match=rf"[(;] ?{re.escape(key)}: "):
+            run_dir.check_same(record, asked, tmp_path / "result.json")
+
+
+def test_a_record_in_another_precision_is_another_experiment(tmp_path):
+    config = json.loads(schema_config(0))
+    with pytest.raises(DirectoryConflict, match=r"\(precision: bf16 in the record, fp32 asked\)"):
+        run_dir.check_same(dict(config=config, precision="bf16"), run_dir.identity(config, "fp32"), tmp_path / "r")
 
 
 def test_the_directory_name_identity_fusions_and_records_derive_from_one_list():
@@ -358,3 +419,46 @@ def test_a_record_from_before_a_setting_existed_reads_as_its_old_value(tmp_path)
     assert run_dir.identity_of({"config": config, "precision": "fp32"}) == asked
     asked_q3 = run_dir.identity(jal_run_dir.plain_config(compose(tmp_path, "loss=jal_ce", "loss.passive.q=3")), "fp32")
     assert run_dir.identity_of({"config": config, "precision": "fp32"}) != asked_q3
+
+
+class Killed(BaseException):
+    """A SIGKILL, as the process sees it: nothing after it runs (no record), unlike an Exception."""
+
+
+def test_a_run_killed_between_the_renames_of_its_last_checkpoint_keeps_checkpoint_pt(tmp_path, monkeypatch,
+                                                                                     one_torch_thread):
+    """Killed at the first or second rename of its last epoch's checkpoint save: checkpoint.pt is there (the
+    last epoch's or the one before), a cut write's temp file is removed at the next start, and the run ends as
+    the uninterrupted one, its final weights in checkpoint.pt."""
+    cfg = compose(tmp_path)
+    uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
+    final = torch.load(tmp_path / "uninterrupted" / "checkpoint.pt", weights_only=True)
+    save, real_replace = jal_run.save_checkpoint, os.replace
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_second", "seconds")} for e in h]
+    for rename in (1, 2):
+        renames = []
+
+        def replace(src, dst, renames=renames, rename=rename):
+            renames.append(dst)
+            if len(renames) == rename:
+                raise Killed
+            real_replace(src, dst)
+
+        def save_killed_in_epoch_2(directory, state):
+            if state["epoch"] == 2:
+                monkeypatch.setattr(os, "replace", replace)
+            save(directory, state)
+
+        killed = tmp_path / f"killed_at_rename_{rename}"
+        monkeypatch.setattr(jal_run, "save_checkpoint", save_killed_in_epoch_2)
+        with pytest.raises(Killed):
+            jal_train.train(cfg, killed)
+        monkeypatch.undo()
+        assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] in (1, 2), rename
+        (killed / ".checkpoint.pt.x1y2z3.pt").write_bytes(b"cut")  # a kill leaves atomic_save's temp file
+        (killed / ".result.json.a1b2c3").write_text("{")
+        resumed = jal_train.train(cfg, killed)
+        assert resumed["status"] == "finished" and not list(killed.glob(".*.*")), rename
+        assert strip(resumed["history"]) == strip(uninterrupted["history"])
+        state = torch.load(killed / "checkpoint.pt", weights_only=True)
+        assert state["epoch"] == 2 and all(torch.equal(final["model"][k], state["model"][k]) for k in final["model"])
