@@ -58,7 +58,6 @@ from jal.run import (
     end_epoch,
     ending,
     finished_record,
-    install_stop_handlers,
     load_training_data,
     paused_record,
     prepare_member,
@@ -84,7 +83,7 @@ def shown_path(path) -> str:
 
 
 
-def train_locked(members: list[Member]) -> list[dict]:
+def train_locked(members: list[Member], stops: run.StopSignals) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = load_training_data(members)
     for m, y_noisy in zip(members, data.y_noisy):
@@ -99,7 +98,7 @@ def train_locked(members: list[Member]) -> list[dict]:
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
-            if reason := next(filter(None, (stop_reason(m.cfg, epoch) for m in fusion.members)), None):
+            if reason := next(filter(None, (stop_reason(m.cfg, epoch, stops) for m in fusion.members)), None):
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
                     paused = paused_record(m.cell, epoch, epochs, reason, wall(m, started))
@@ -131,11 +130,14 @@ def train_locked(members: list[Member]) -> list[dict]:
 
 
 
-def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
+def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: run.StopSignals | None = None) -> list[dict]:
     """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
     one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
-    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`."""
-    signalled_before, previous = run.stop_signal, install_stop_handlers()
+    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`.
+    `stops`: the stop signals received (default: this process's); one that comes meanwhile pauses the runs
+    at the next epoch end, and under SLURM then requeues the job (jal.run.restore_handlers)."""
+    stops = stops or run.PROCESS_STOPS
+    signalled_before, previous = len(stops.received), stops.install()
     members = []  # (index, Member) of the runs prepared to train here
     try:
         for cfg in cfgs:
@@ -149,13 +151,13 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
                 except RunBusy as busy:
                     results[i] = dict(status="running elsewhere", reason=str(busy))
                     continue
-                prepared = prepare_member(cfg, run_dir)
+                prepared = prepare_member(cfg, run_dir, stops)
                 if isinstance(prepared, dict):  # finished already, or not started (stop_at passed, a signal)
                     results[i] = prepared
                 else:
                     members.append((i, prepared))
             if members:
-                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
+                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], stops)):
                     results[i] = result
         return [results[i] for i in range(len(cfgs))]
     except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
@@ -163,7 +165,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
             log.warning("%s %s", m.name, interrupted(m), extra=about(m.run_dir))
         raise
     finally:
-        restore_handlers(previous, hand_on=run.stop_signal if signalled_before is None else None)
+        restore_handlers(previous, stops, signalled_before)
 
 
 def interrupted(m: Member) -> str:
@@ -174,10 +176,10 @@ def interrupted(m: Member) -> str:
             "resumes it from there")
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, stops: run.StopSignals | None = None) -> dict:
     """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
     A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one."""
-    result = train_fusion([cfg], [run_dir])[0]
+    result = train_fusion([cfg], [run_dir], stops)[0]
     if result["status"] == "failed":  # alone, a diverged run is an error (main prints it in one line)
         raise RunDiverged(result["error"].removeprefix("RunDiverged: "))
     return result
@@ -226,6 +228,12 @@ if __name__ == "__main__":
         importable_main()
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(f"error: {one_line(err)}")
+    except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
+        if not type(err).__module__.startswith("submitit"):
+            raise
+        from jal.launch import failed_job
+
+        sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
     except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped (train_fusion); no traceback
         sys.exit(130)  # the shell's status for a command ended by SIGINT
 

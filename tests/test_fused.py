@@ -160,11 +160,6 @@ def test_a_fused_member_with_another_seed_labels_or_l1_would_fail_the_check(trai
         assert_close_runs(tmp_path / "wrong", root / "fused" / "jal_ce")
 
 
-@pytest.fixture
-def no_stop_signal(monkeypatch):
-    monkeypatch.setattr(jal_run, "stop_signal", None)
-
-
 def pausing_after_epoch_1(cfgs: list) -> list:
     """The configs with the first one's trainer.pause_after=1: its fusion pauses after epoch 1."""
     cfgs[0].trainer.pause_after = 1
@@ -172,7 +167,7 @@ def pausing_after_epoch_1(cfgs: list) -> list:
 
 
 def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_continue_alone(
-        trained, tmp_path, no_stop_signal, one_torch_thread):
+        trained, tmp_path, one_torch_thread):
     root = trained[0]
     paused = jal_train.train_fusion(pausing_after_epoch_1(configs(root)), dirs(tmp_path / "paused"))
     assert [(r["status"], r["epoch"], r["fused"]) for r in paused] == [("paused", 1, 3)] * 3
@@ -188,8 +183,7 @@ def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_con
     assert_close_runs(root / "fused" / "ce", tmp_path / "apart" / "ce")
 
 
-def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, no_stop_signal,
-                                                              one_torch_thread):
+def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, one_torch_thread):
     root = trained[0]
     cfgs = configs(root)
     assert jal_train.train(pausing_after_epoch_1(cfgs[:1])[0], tmp_path / "jal_ce")["epoch"] == 1
