@@ -79,7 +79,7 @@ class RunLog(logging.FileHandler):
         task's own lines: its log)."""
         named = getattr(record, "run_dir", None)  # jal.run.about
         mine = named not in self.members or named == self.run_dir
-        return mine and record.name != "jal.train.console" and record.name.split(".")[0] != "submitit"
+        return mine and record.name != "jal.train.console" and str(record.name).split(".")[0] != "submitit"
 
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)

@@ -392,7 +392,8 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     (bin_dir / "sbatch").write_text('#!/bin/sh\nfor a; do last=$a; done\ncp "$last" "$SBATCH_RECORD"\n'
                                     'echo "Submitted batch job 4242"\n')
-    for tool in ("srun", "sbatch"):
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'a100|gpu:a100:4|64|512000'\n")  # its nodes (jal.launch.check_fits)
+    for tool in ("srun", "sbatch", "sinfo"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("SBATCH_RECORD", str(tmp_path / "sbatch.sh"))
@@ -418,7 +419,7 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
         assert submitted.checkpoint().function is submitted
 
 
-def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp_path):
+def test_a_members_train_log_takes_its_own_records_and_those_about_no_member_but_not_submitits(tmp_path):
     import logging
 
     from jal.fuse import RunLog
@@ -428,7 +429,8 @@ def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp
     logs = [RunLog(str(d / "train.log"), d, {str(a), str(b)}) for d in (a, b)]
     records = [logging.makeLogRecord(dict(msg="precision fp32", **about(a))),  # jal.train.about: a's
                logging.makeLogRecord(dict(msg="resuming %s from epoch %d", args=(b, 1), **about(b))),
-               logging.makeLogRecord(dict(msg="about no member"))]
+               logging.makeLogRecord(dict(msg="about no member")),
+               logging.makeLogRecord(dict(msg="Bypassing signal SIGCONT", name="submitit"))]  # its task's log
     for log in logs:
         for record in records:
             if log.filter(record):

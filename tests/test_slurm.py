@@ -29,6 +29,7 @@ TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "t
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
 TIMINGS = ("images_per_second", "seconds")
+RESUMED = re.compile(r"\]\[INFO\] - resuming synthetic/\S+ from epoch [1-7]$", re.M)  # a requeued task's line
 WAIT = 420  # seconds: the longest any command or state is waited for
 
 
@@ -74,8 +75,8 @@ def wait_for(what: str, check, timeout: float = WAIT, every: float = 0.5):
 
 
 def job_ids(out_root: Path) -> list[str]:
-    """The SLURM jobs (array tasks) submitit made for the sweep: its folders .submitit/<job>_<task>."""
-    return sorted(p.name for p in (out_root / ".submitit").glob("*_*") if p.is_dir())
+    """The SLURM jobs submitit made for the sweep: its folders .submitit/<job> (<job>_<task> in an array)."""
+    return sorted(p.name for p in (out_root / ".submitit").glob("*") if re.fullmatch(r"\d+(_\d+)?", p.name))
 
 
 def epochs_checkpointed(out_root: Path) -> int:
@@ -141,13 +142,14 @@ def start_and_stop(tmp_path: Path, stop, *extra: str) -> subprocess.CompletedPro
     launcher = subprocess.Popen(command("jal.train", tmp_path, "loss=ce", "trainer.epochs=8", *SLURM, *extra),
                                 cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        (job,) = wait_for("the job to be submitted", lambda: job_ids(tmp_path))
+        (job,) = wait_for("the job to be submitted", lambda: job_ids(tmp_path), timeout=60)
         wait_for("the run's first checkpoint", lambda: epochs_checkpointed(tmp_path) >= 1)
         stop(job)
         out, _ = launcher.communicate(timeout=WAIT)
     finally:
-        launcher.kill()
-        subprocess.run(["scancel", *job_ids(tmp_path)], timeout=60)
+        if launcher.poll() is None:  # failed meanwhile: leave no job behind
+            launcher.kill()
+            subprocess.run(["scancel", *job_ids(tmp_path)], timeout=60)
     print(out[-4000:])
     return subprocess.CompletedProcess(launcher.args, launcher.returncode, out, "")
 
@@ -170,9 +172,8 @@ def test_a_stopped_run_is_requeued_and_ends_as_uninterrupted(basic_long, tmp_pat
     done = start_and_stop(tmp_path, stop)
     assert done.returncode == 0 and "Sweep summary: 1 run: 1 finished" in done.stdout
     assert_same_runs(tmp_path, basic_long, 1)
-    (job,) = job_ids(tmp_path)
     log = next(tmp_path.glob("synthetic/**/train.log")).read_text()
-    assert "resuming ce from epoch" in log and "submitit" not in log
+    assert re.search(r"paused after epoch \d: SIG(USR2|TERM)", log) and RESUMED.search(log) and "submitit" not in log
 
 
 @pytest.mark.parametrize("grace", [0, 60])
@@ -192,7 +193,7 @@ def test_a_preempted_run_is_requeued_and_ends_as_uninterrupted(basic_long, tmp_p
         scontrol("update", "PartitionName=debug", "GraceTime=60")
     assert done.returncode == 0 and "Sweep summary: 1 run: 1 finished" in done.stdout
     assert_same_runs(tmp_path, basic_long, 1)
-    assert "resuming ce from epoch" in next(tmp_path.glob("synthetic/**/train.log")).read_text()
+    assert RESUMED.search(next(tmp_path.glob("synthetic/**/train.log")).read_text())
 
 
 def test_a_run_past_its_time_limit_is_requeued_and_ends_as_uninterrupted(tmp_path):
@@ -210,14 +211,14 @@ def test_a_run_past_its_time_limit_is_requeued_and_ends_as_uninterrupted(tmp_pat
     assert done.returncode == 0 and "Sweep summary: 1 run: 1 finished" in done.stdout
     assert_same_runs(tmp_path / "slurm", tmp_path / "basic", 1)
     log = next((tmp_path / "slurm").glob("synthetic/**/train.log")).read_text()
-    assert "paused after epoch" in log and "SIGUSR2" in log and "resuming ce from epoch" in log
+    assert "paused after epoch" in log and "SIGUSR2" in log and RESUMED.search(log)
 
 
 def test_a_killed_task_fails_its_runs_in_one_line_and_the_launcher_returns(tmp_path):
     launcher = subprocess.Popen(command("jal.fuse", tmp_path, "loss=ce,jal_ce", "trainer.epochs=8", *SLURM, fuse=2),
                                 cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        (job,) = wait_for("the job to be submitted", lambda: job_ids(tmp_path))
+        (job,) = wait_for("the job to be submitted", lambda: job_ids(tmp_path), timeout=60)
         wait_for("the fusion's first checkpoint", lambda: epochs_checkpointed(tmp_path) >= 1)
         subprocess.run(["scancel", "--signal", "KILL", job], check=True, timeout=60)
         out, _ = launcher.communicate(timeout=WAIT)
@@ -228,5 +229,5 @@ def test_a_killed_task_fails_its_runs_in_one_line_and_the_launcher_returns(tmp_p
     failed = re.findall(r"^\[fusion 1/1\] (.*): failed: (.*)$", out, re.M)
     assert len(failed) == 2 and "Traceback" not in out
     assert failed[0][1].startswith(f"its task {job} failed: SLURM job {job} ended ")
-    assert failed[0][1].endswith(f"; its log: {tmp_path}/.submitit/{job}/{job}_0_log.err")
+    assert failed[0][1].endswith(f"; its log: {tmp_path}/.submitit/{job}/{job}_0_log.err"), failed
     assert "Fused sweep summary: 2 runs trained here: 0 finished, 2 failed" in out
