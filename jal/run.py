@@ -177,13 +177,18 @@ def requeue(previous: dict, job_id: str) -> None:
     from the checkpoint. submitit's requeue handler (its SIGUSR2's) does it the submitit way (its own
     checkpoint of the task, the count of time-outs left); else `scontrol requeue`. Returns only when the
     requeue could not be asked for (the run then stays paused, as outside SLURM)."""
+    state = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
+    if " JobState=CANCELLED" in state.stdout:  # scancel sends SIGTERM too: a cancelled job stays cancelled
+        log.info("SLURM job %s was cancelled: not requeued; the same command continues the run", job_id)
+        return
     handler = previous.get(signal.SIGUSR2)
     if getattr(handler, "__name__", "") == "checkpoint_and_try_requeue":  # submitit's SignalHandler
         log.info("requeueing SLURM job %s: the requeued job continues from the checkpoint", job_id)
         try:
             handler(signal.SIGUSR2, None)  # exits (SystemExit) once requeued
         except subprocess.SubprocessError as err:  # scontrol refused (SLURM requeues a preempted job itself)
-            log.warning("scontrol requeue %s: %s; leaving the job to SLURM", job_id, err)
+            log.warning("scontrol requeue %s failed (%s): leaving the job to SLURM, which requeues a preempted job "
+                        "itself", job_id, str(err).rstrip("."))
             raise SystemExit(1) from None
         return  # submitit decided not to requeue (out of requeues): it raised, or we return a paused record
     done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)

@@ -108,3 +108,18 @@ class CEThatIsInterruptedInEpoch1(CEThatStops):
 
 class CEThatIsInterruptedInEpoch2(CEThatStops):
     at_call = 2  # a run of one step an epoch
+
+
+class CEThatIsWarnedThenPreemptedInEpoch1(CE):
+    """SLURM's USR2 before the time limit at the first training step, SIGTERM (preemption) at the second: two
+    stop signals in one epoch (a run of 2 steps an epoch)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        if self.calls in (1, 2):
+            os.kill(os.getpid(), signal.SIGUSR2 if self.calls == 1 else signal.SIGTERM)
+        return super().forward(logits, targets)

@@ -146,6 +146,30 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
     assert [p.name for p in run_dir_of(later).iterdir()] == [".lock"] and handed_on == [signal.SIGUSR1]
 
 
+def test_under_slurm_a_stop_signal_pauses_then_requeues_the_job_whichever_came_first(synthetic_run, tmp_path,
+                                                                                     monkeypatch, one_torch_thread):
+    """A SLURM batch job ($SLURM_JOB_ID) warned by USR2, then preempted (SIGTERM) in the same epoch: the run
+    pauses at the epoch end, asks for the job to be requeued once and leaves without a result (a launcher then
+    waits for the requeued task). Before, the last signal won and a SIGTERM ended the job with a "paused"
+    result, never requeued. scontrol: a stand-in that records its calls."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.calls\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32",
+                        "loss._target_=conftest.CEThatIsWarnedThenPreemptedInEpoch1")
+    stops = jal_run.StopSignals()
+    with pytest.raises(SystemExit) as left:
+        jal_train.train(cfg, run_dir_of(cfg), stops)
+    assert left.value.code == 0 and (tmp_path / "scontrol.calls").read_text() == "requeue 42\n"
+    assert stops.received == [signal.SIGUSR2, signal.SIGTERM]  # requeued once, for the first
+    record = json.loads((run_dir_of(cfg) / "result.json").read_text())
+    assert record["status"] == "paused" and record["reason"] == "SIGUSR2" and record["epoch"] == 1
+    assert torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) != stops.request_stop  # handlers put back
+
+
 def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
     started = time.monotonic()
     done = subprocess.run(
