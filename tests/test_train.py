@@ -162,7 +162,8 @@ def test_under_slurm_a_stop_signal_pauses_then_requeues_the_job_whichever_came_f
     stops = jal_run.StopSignals()
     with pytest.raises(SystemExit) as left:
         jal_train.train(cfg, run_dir_of(cfg), stops)
-    assert left.value.code == 0 and (tmp_path / "scontrol.calls").read_text() == "requeue 42\n"
+    calls = (tmp_path / "scontrol.calls").read_text().splitlines()
+    assert left.value.code == 0 and calls == ["show job -o 42", "requeue 42"]  # not cancelled: requeued
     assert stops.received == [signal.SIGUSR2, signal.SIGTERM]  # requeued once, for the first
     record = json.loads((run_dir_of(cfg) / "result.json").read_text())
     assert record["status"] == "paused" and record["reason"] == "SIGUSR2" and record["epoch"] == 1
