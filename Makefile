@@ -13,7 +13,8 @@ export JAL_DATA_DIR ?= data
 # CELLS=headline (reproduce-cifar10): the paper's main-table cells only, seed 123 first.
 # FUSE=K: each sweep's runs trained fused, at most K per fusion (python -m jal.fuse), launched by LAUNCHER:
 # basic one fusion at a time, joblib JOBS side by side, slurm one SLURM task per fusion.
-SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION
+# SLURM='partition=debug gpus_per_node=0': with LAUNCHER=slurm, configs/hydra/launcher/slurm.yaml's settings.
+SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION SLURM
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 # A misspelt setting (LOSS=ce for LOSSES=ce, SEED=1) would be ignored without a word: a variable given on the
 # command line that is none of the settings above but close to one stops make in one line naming it.
@@ -27,8 +28,8 @@ $(foreach m,$(firstword $(MISSPELT)),$(error $(word 1,$(subst =, ,$(m)))=$($(wor
 	not a setting: did you mean $(word 2,$(subst =, ,$(m)))=$($(word 1,$(subst =, ,$(m))))? (settings: \
 	$(SWEEP_SETTINGS))))
 
-.PHONY: install test test-all lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn reproduce-cifar100-idn \
-	reproduce-cifar10n reproduce-cifar100n reproduce-ablation reproduce-webvision reproduce-clothing1m \
+.PHONY: install test test-all test-slurm lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn \
+	reproduce-cifar100-idn reproduce-cifar10n reproduce-cifar100n reproduce-ablation reproduce-webvision reproduce-clothing1m \
 	notebooks bench gpu-check clean
 
 install: $(VENV)/.installed
@@ -41,8 +42,15 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PYTHON) -m pytest
 
-test-all: install  ## the slow tests too
+test-all: install  ## the slow tests too (and the slurm tests, which skip without a cluster)
 	$(PYTHON) -m pytest -m ''
+
+# A single-node SLURM cluster on this machine (root; scripts/slurm/start.sh installs it), then the tests that
+# run the README's cluster commands against it (tests/test_slurm.py); the cluster is left running
+# (scripts/slurm/stop.sh stops it).
+test-slurm: install
+	bash scripts/slurm/start.sh $(if $(shell command -v slurmctld),,--install)
+	$(PYTHON) -m pytest -m slurm --durations=0 tests/test_slurm.py
 
 lint: install
 	$(VENV)/bin/ruff check jal tests

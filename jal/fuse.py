@@ -75,9 +75,11 @@ class RunLog(logging.FileHandler):
 
     def mine(self, record: logging.LogRecord) -> bool:
         """Records about this member, and those about no member of the fusion (about another: not); never
-        jal.train.console's (what this command decided about a run it does not train)."""
+        jal.train.console's (what this command decided about a run it does not train) nor submitit's (the SLURM
+        task's own lines: its log)."""
         named = getattr(record, "run_dir", None)  # jal.run.about
-        return record.name != "jal.train.console" and (named not in self.members or named == self.run_dir)
+        mine = named not in self.members or named == self.run_dir
+        return mine and record.name != "jal.train.console" and str(record.name).split(".")[0] != "submitit"
 
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,10 @@ def launch_fusions(tasks: list[FusionTask], launcher: dict):
     else:
         import submitit
 
-        jobs = launch.submit(tasks, launcher)
+        try:
+            jobs = launch.submit(tasks, launcher)
+        except submitit.core.utils.FailedJobError as err:  # sbatch refused: its reason in one line
+            raise ConfigError(f"sbatch refused the fusions: {launch.failed_job(err)}") from None
         ids = ", ".join(sorted({job.job_id.split("_")[0] for job in jobs}))  # a SLURM array: one id
         print(f"submitted {len(jobs)} fusion{'s' * (len(jobs) != 1)}: job {ids} (logs in "
               f"{jobs[0].paths.folder.parent})", flush=True)
@@ -232,7 +237,7 @@ def launch_fusions(tasks: list[FusionTask], launcher: dict):
             try:
                 yield task, job.result()[1]
             except Exception as err:  # the task itself failed (killed, out of memory, out of requeues)
-                error = f"its task {job.job_id} failed: {one_line(err)}"
+                error = f"its task {job.job_id} failed: {launch.failed_job(err)}"
                 yield task, [dict(status="failed", error=error)] * len(task.cfgs)
 
 

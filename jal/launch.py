@@ -4,6 +4,8 @@ joblib's and submitit's arguments as the Hydra launcher plugins make them (jal.f
 
 import contextlib
 import os
+import re
+import subprocess
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -97,6 +99,60 @@ def submit(tasks: list, launcher: dict) -> list:
     import submitit
 
     cluster, init, params = submitit_settings(launcher)
+    if cluster == "slurm":
+        check_fits(launcher)
     executor = submitit.AutoExecutor(cluster=cluster, **init)
     executor.update_parameters(**params)
     return executor.submit_array(tasks)
+
+
+def failed_job(err: Exception) -> str:
+    """submitit's error for a task that failed, in one line: why, and where its log is. Its FailedJobError
+    (the task raised) ends its traceback with the reason; its UncompletedJobError (the task left no result:
+    killed, out of memory, out of time with no requeue left) names the job's state."""
+    text = str(err)
+    logs = re.findall(r"^\s+- (\S+_log\.err)$", text, re.M)
+    if "failed during processing with trace" in text:
+        trace = text.split("-" * 22)[1].strip().splitlines() if text.count("-" * 22) >= 2 else []
+        reason = trace[-1].strip() if trace else text.splitlines()[0]
+    elif match := re.search(r"^Job (\S+) \(task: \d+\) with path (\S+)_result\.pkl\s+has not produced any output "
+                            r"\(state: ([^)]*)\)", text, re.M | re.S):
+        reason = (f"SLURM job {match[1]} ended {match[3]} without a result (killed, out of memory, or out of "
+                  "time with no requeue left)")
+        logs = [f"{match[2]}_log.err"]
+    elif refused := re.findall(r"^\S*: error: .*$", text, re.M):  # sbatch refused the job
+        reason = refused[-1].strip()
+    else:
+        reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return reason + (f"; its log: {logs[0]}" if logs else "")
+
+
+def check_fits(launcher: dict) -> None:
+    """On a SLURM cluster (sinfo answers), before anything is submitted: the partition exists and its nodes
+    have the GPUs, CPUs and memory each task asks for; else a ConfigError naming the setting to change
+    (sbatch would refuse with `Invalid generic resource (gres) specification` or `Requested node
+    configuration is not available`). Nothing is checked without sinfo (planned elsewhere)."""
+    partition = launcher.get("partition")
+    try:
+        done = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%G|%c|%m"] + (["-p", partition] if partition else []),
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return
+    nodes = [line.split("|") for line in done.stdout.split() if line.count("|") == 3]
+    if done.returncode != 0:
+        return
+    fix = "SLURM='partition=... gpus_per_node=0 ...' with make, hydra.launcher.<setting>=... with python -m"
+    if not nodes:
+        raise ConfigError(f"hydra.launcher.partition={partition}: no such SLURM partition here (`sinfo -s` lists "
+                          f"them); set {fix}")
+    gpus = max(sum(int(n) for n in re.findall(r"gpu(?::[^:,()]+)?:(\d+)", gres)) for _, gres, _, _ in nodes)
+    cpus = max(int(c) for *_, c, _ in nodes)
+    memory_gb = max(int(m.rstrip("+")) for *_, m in nodes) / 1024
+    where = f"partition {partition}" if partition else "the default partition"
+    asked = [("gpus_per_node", launcher.get("gpus_per_node") or 0, gpus, "GPUs"),
+             ("cpus_per_task", (launcher.get("cpus_per_task") or 1) * (launcher.get("tasks_per_node") or 1), cpus,
+              "CPUs"), ("mem_gb", launcher.get("mem_gb") or 0, memory_gb, "GB of memory")]
+    for key, want, has, what in asked:
+        if want > has:
+            raise ConfigError(f"hydra.launcher.{key}={launcher.get(key)}: the nodes of {where} have {has:g} {what} "
+                              f"at most (sinfo); set {key}={int(has)} or fewer ({fix})")

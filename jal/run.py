@@ -7,7 +7,9 @@ the loop; jal/step.py trains; jal/run_dir.py keeps the files of one directory tr
 import contextlib
 import logging
 import math
+import os
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -124,20 +126,41 @@ def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-stop_signal: int | None = None  # the stop signal this process received; every later run in it pauses too
 
 
-def request_stop(signum: int, frame=None) -> None:
-    """Signal handler: pause at the next epoch end (a sweep's later runs in this process then pause at once)."""
-    global stop_signal
-    stop_signal = signum
+class StopSignals:
+    """The stop signals a process received, in order: the first names the pause, and once one has come every
+    later run in the process pauses too (a sweep's runs through the basic launcher). `python -m jal.train`
+    keeps one per process (PROCESS_STOPS); a test passes its own, so nothing it sends outlives it."""
+
+    def __init__(self):
+        self.received: list[int] = []
+
+    def request_stop(self, signum: int, frame=None) -> None:
+        """Signal handler: pause at the next epoch end. A later signal never replaces the first (SLURM's
+        USR2 before its time limit, then SIGTERM: the run is still paused, and requeued, once)."""
+        self.received.append(signum)
+
+    @property
+    def first(self) -> int | None:
+        return self.received[0] if self.received else None
+
+    def install(self) -> dict:
+        """request_stop for STOP_SIGNALS; returns the handlers it replaced (none off the main thread, where
+        Python cannot set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self.request_stop) for sig in STOP_SIGNALS}
 
 
-def stop_reason(cfg: DictConfig, epochs_done: int) -> str | None:
+PROCESS_STOPS = StopSignals()  # what this process received (python -m jal.train, a launcher's worker)
+
+
+def stop_reason(cfg: DictConfig, epochs_done: int, stops: StopSignals) -> str | None:
     """Why the run must pause now, having done `epochs_done` epochs, if it must: a stop signal, trainer.stop_at
     has passed, or trainer.pause_after epochs are done."""
-    if stop_signal is not None:
-        return signal.Signals(stop_signal).name
+    if stops.first is not None:
+        return signal.Signals(stops.first).name
     stop_at = cfg.trainer.get("stop_at")
     if stop_at is not None and time.time() >= stop_at:
         return f"trainer.stop_at={stop_at} passed"
@@ -147,21 +170,54 @@ def stop_reason(cfg: DictConfig, epochs_done: int) -> str | None:
     return None
 
 
-def install_stop_handlers() -> dict:
-    """request_stop for STOP_SIGNALS; returns the handlers it replaced (none off the main thread, where
-    Python cannot set handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
+def slurm_batch_job() -> str | None:
+    """The id of the SLURM batch job this process runs in (SLURM can requeue it), or None: not under SLURM."""
+    return os.environ.get("SLURM_JOB_ID")
 
 
-def restore_handlers(previous: dict, hand_on: int | None) -> None:
-    """Put the replaced handlers back; hand the stop signal received meanwhile on to a launcher's own handler
-    (submitit's requeues the job), now that the checkpoint is written."""
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+def requeue(previous: dict, job_id: str) -> None:
+    """Under SLURM, after a stop signal paused the run at an epoch end (its checkpoint written): ask for the job
+    to be requeued whichever signal came (USR2 before the time limit, SIGTERM on preemption or `scontrol
+    requeue`), and leave without a result, so that a launcher waits for the requeued task, which continues
+    from the checkpoint. submitit's requeue handler (its SIGUSR2's) does it the submitit way (its own
+    checkpoint of the task, the count of time-outs left); else `scontrol requeue`. Returns only when the
+    requeue could not be asked for (the run then stays paused, as outside SLURM)."""
+    state = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
+    if " JobState=CANCELLED" in state.stdout:  # scancel sends SIGTERM too: a cancelled job stays cancelled
+        log.info("SLURM job %s was cancelled: not requeued; the same command continues the run", job_id)
+        return
+    handler = previous.get(signal.SIGUSR2)
+    if getattr(handler, "__name__", "") == "checkpoint_and_try_requeue":  # submitit's SignalHandler
+        log.info("requeueing SLURM job %s: the requeued job continues from the checkpoint", job_id)
+        try:
+            handler(signal.SIGUSR2, None)  # exits (SystemExit) once requeued
+        except subprocess.SubprocessError as err:  # scontrol refused (SLURM requeues a preempted job itself)
+            log.warning("scontrol requeue %s failed (%s): leaving the job to SLURM, which requeues a preempted job "
+                        "itself", job_id, str(err).rstrip("."))
+            raise SystemExit(1) from None
+        return  # submitit decided not to requeue (out of requeues): it raised, or we return a paused record
+    done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    if done.returncode == 0:
+        log.info("requeued SLURM job %s: the requeued job continues from the checkpoint", job_id)
+        raise SystemExit(0)
+    log.warning("could not requeue SLURM job %s (%s): the same command continues the run", job_id,
+                (done.stderr or done.stdout).strip().splitlines()[-1:] or "scontrol failed")
+
+
+def restore_handlers(previous: dict, stops: StopSignals, signalled_before: int) -> None:
+    """Put the replaced handlers back after the runs of one train_fusion call. If a stop signal came during
+    it (the first of the process): under SLURM the job is requeued (requeue), elsewhere the first signal is
+    handed on to the handler it replaced (a launcher's), now that the checkpoint is written."""
+    hand_on = stops.first if signalled_before == 0 and stops.received else None
+    try:
+        if hand_on is not None and (job_id := slurm_batch_job()):
+            requeue(previous, job_id)  # our handlers stay in place meanwhile: more signals are only recorded
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     handler = previous.get(hand_on)
-    if callable(handler) and handler is not request_stop:
+    if hand_on is not None and callable(handler) and not isinstance(getattr(handler, "__self__", None),
+                                                                    StopSignals):
         handler(hand_on, None)
 
 
@@ -197,7 +253,7 @@ class Member(Learner):
         self.checkpointed = self.state["epoch"] if self.state is not None else 0
 
 
-def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
+def prepare_member(cfg: DictConfig, run_dir: Path, stops: StopSignals) -> "Member | dict":
     """What a run does under its lock before anything trains: restart, the directory's identity, skip a
     finished run, find its checkpoint, write config.yaml, stop when the sweep is stopping. A record when it
     trains no further here, else the Member."""
@@ -218,7 +274,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path) -> "Member | dict":
         return record
     state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
     # before loading anything: a time-boxed sweep past its end passes in seconds
-    if reason := stop_reason(cfg, state["epoch"] if state else 0):
+    if reason := stop_reason(cfg, state["epoch"] if state else 0, stops):
         console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
         return dict(status="paused", reason=reason, epoch=None)
     log.info("precision %s (%s)", precision, precision_reason, extra=about(run_dir))

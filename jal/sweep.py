@@ -182,6 +182,8 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
     launcher = launch.settings(first)
+    if launch.kind(launcher) == "slurm":  # what sbatch would refuse, said before the first sweep is submitted
+        launch.check_fits(launcher)
     threads = first.trainer.threads
     print(f"Plan of {name}: preset {preset}")
     device = run_device(first.trainer.device)

@@ -16,7 +16,9 @@ per run, damaged files; trainer.restart=true trains from scratch).
 
 Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after SIGTERM/SIGUSR1/SIGUSR2
 (SLURM's warning before its time limit, preemption, submitit's signal), the run (a whole fusion) pauses:
-checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped.
+checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped. Under
+SLURM the job is then requeued instead, whichever signal came first (jal.run.restore_handlers), and the
+requeued job continues it.
 Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit status 130; started again, it
 resumes from there. A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its
 directory>` (a sweep's runs: their progress lines, jal/progress.py and jal/fuse.py).
@@ -60,7 +62,6 @@ from jal.run import (
     ending,
     finished_record,
     finished_where_unwritable,
-    install_stop_handlers,
     load_training_data,
     paused_record,
     prepare_member,
@@ -87,7 +88,7 @@ def shown_path(path) -> str:
 
 
 
-def train_locked(members: list[Member]) -> list[dict]:
+def train_locked(members: list[Member], stops: run.StopSignals) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = distributed.rank_zero_first(load_training_data, members)  # rank 0 writes labels.npz
     for m, y_noisy in zip(members, data.y_noisy):
@@ -104,8 +105,10 @@ def train_locked(members: list[Member]) -> list[dict]:
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
-            reason = next(filter(None, (stop_reason(m.cfg, epoch) for m in fusion.members)), None)
-            reason, run.stop_signal = distributed.agreed_stop(reason, run.stop_signal)  # any rank's stop pauses all
+            reason = next(filter(None, (stop_reason(m.cfg, epoch, stops) for m in fusion.members)), None)
+            reason, received = distributed.agreed_stop(reason, stops.first)  # any rank's stop pauses all
+            if received is not None and stops.first is None:  # another rank's signal, taken as this rank's own:
+                stops.request_stop(received)  # rank 0 hands it on to the launcher (submitit requeues from rank 0)
             if reason:
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
@@ -141,11 +144,14 @@ def train_locked(members: list[Member]) -> list[dict]:
 
 
 
-def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
+def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: run.StopSignals | None = None) -> list[dict]:
     """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
     one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
-    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`."""
-    signalled_before, previous = run.stop_signal, install_stop_handlers()
+    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`.
+    `stops`: the stop signals received (default: this process's); one that comes meanwhile pauses the runs
+    at the next epoch end, and under SLURM then requeues the job (jal.run.restore_handlers)."""
+    stops = stops or run.PROCESS_STOPS
+    signalled_before, previous = len(stops.received), stops.install()
     members = []  # (index, Member) of the runs prepared to train here
     try:
         for cfg in cfgs:
@@ -158,7 +164,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
                 if first.setdefault(run_dir, i) != i:
                     continue
                 # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
-                prepared = distributed.on_rank_zero(lock_and_prepare, locks, cfg, run_dir)
+                prepared = distributed.on_rank_zero(lock_and_prepare, locks, cfg, run_dir, stops)
                 if isinstance(prepared, dict):  # finished already, not started (stop_at passed, a signal), busy
                     results[i] = prepared
                 else:
@@ -166,7 +172,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
                     members.append((i, prepared))
             if members:
                 rejoin([m for _, m in members])
-                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members])):
+                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], stops)):
                     results[i] = result
         return [results[first[Path(run_dir)]] for run_dir in run_dirs]
     except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
@@ -183,10 +189,11 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
         raise err.with_fix(f"{fix} or give out_root another folder; {kept}: once there is room the same command "
                            f"{'resumes it' if m.checkpointed else 'starts it again'}") from None
     finally:
-        restore_handlers(previous, hand_on=run.stop_signal if signalled_before is None else None)
+        restore_handlers(previous, stops, signalled_before)
 
 
-def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path) -> "Member | dict":
+def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,
+                     stops: run.StopSignals) -> "Member | dict":
     """The run's lock (held until `locks` closes) and its preparation (prepare_member), or why it is not
     trained here."""
     try:
@@ -197,7 +204,7 @@ def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path
         if (record := finished_where_unwritable(cfg, run_dir)) is None:
             raise
         return record
-    return prepare_member(cfg, run_dir)
+    return prepare_member(cfg, run_dir, stops)
 
 
 def interrupted(m: Member) -> str:
@@ -208,10 +215,10 @@ def interrupted(m: Member) -> str:
             "resumes it from there")
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, stops: run.StopSignals | None = None) -> dict:
     """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
     A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one."""
-    result = train_fusion([cfg], [run_dir])[0]
+    result = train_fusion([cfg], [run_dir], stops)[0]
     if result["status"] == "failed":  # alone, a diverged run is an error (main prints it in one line)
         raise RunDiverged(result["error"].removeprefix("RunDiverged: "))
     return result
@@ -260,6 +267,12 @@ if __name__ == "__main__":
         importable_main()
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(f"error: {one_line(err)}")
+    except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
+        if not type(err).__module__.startswith("submitit"):
+            raise
+        from jal.launch import failed_job
+
+        sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
     except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped (train_fusion); no traceback
         sys.exit(130)  # the shell's status for a command ended by SIGINT
 

@@ -14,6 +14,8 @@
 #           configs/hydra/launcher/slurm.yaml); default 1, no fusion
 #   PRECISION=fp32|bf16|auto: trainer.precision for every run; default: the preset's (paper fp32, quick auto:
 #              bf16 on CUDA and on CPUs with bf16 hardware). PRECISION=fp32 continues an fp32 table anywhere
+#   SLURM='partition=debug gpus_per_node=0 ...': with LAUNCHER=slurm, settings of configs/hydra/launcher/slurm.yaml
+#              for every sweep (each word becomes hydra.launcher.WORD)
 #   MINUTES=N: time-boxed: every run pauses at its first epoch end past N minutes from now (trainer.stop_at,
 #              one deadline for the whole sweep); the same command later continues where it stopped
 set -euo pipefail
@@ -24,6 +26,9 @@ if [ -n "${MINUTES:-}" ] && ! [[ $MINUTES =~ ^[0-9]+$ ]]; then
 fi
 STOP_AT=${STOP_AT:-${MINUTES:+$(($(date +%s) + MINUTES * 60))}}
 FUSE=${FUSE:-1}
+if [ -n "${SLURM:-}" ] && [[ ! ${LAUNCHER:-} =~ ^(submitit_)?slurm$ ]]; then
+  echo "error: SLURM='$SLURM' sets the SLURM launcher's settings: add LAUNCHER=slurm" >&2; exit 2
+fi
 if ! [[ $FUSE =~ ^[1-9][0-9]*$ ]]; then
   echo "error: FUSE=$FUSE: give the most runs per fusion, e.g. FUSE=8" >&2; exit 2
 fi
@@ -59,7 +64,8 @@ multirun() {
     joblib) settings+=(hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS")
             # parallel runs share one terminal: their progress bars would overwrite each other
             if [ "$JOBS" -gt 1 ]; then settings+=(trainer.progress=false); fi ;;
-    *) settings+=("hydra/launcher=$LAUNCHER") ;;
+    *) settings+=("hydra/launcher=$LAUNCHER")
+       for setting in ${SLURM:-}; do settings+=("hydra.launcher.$setting"); done ;;
   esac
   if [ -n "$THREADS" ]; then settings+=("trainer.threads=$THREADS"); fi
   if [ -n "${PRECISION:-}" ]; then settings+=("trainer.precision=$PRECISION"); fi

@@ -138,3 +138,18 @@ class CEThatSignalsRank1(CE):
         if self.calls == self.at_call and torch.distributed.is_initialized() and torch.distributed.get_rank() == 1:
             os.kill(os.getpid(), signal.SIGUSR1)
         return super().forward(logits, targets)
+
+
+class CEThatIsWarnedThenPreemptedInEpoch1(CE):
+    """SLURM's USR2 before the time limit at the first training step, SIGTERM (preemption) at the second: two
+    stop signals in one epoch (a run of 2 steps an epoch)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        if self.calls in (1, 2):
+            os.kill(os.getpid(), signal.SIGUSR2 if self.calls == 1 else signal.SIGTERM)
+        return super().forward(logits, targets)

@@ -8,17 +8,11 @@ import pytest
 import torch
 
 from jal import gpu_check
-from jal import run as jal_run
 from jal import step as jal_step
 from jal import train as jal_train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make gpu-check on a GPU host)")
 TINY = 48  # training images of the CPU runs: one step per epoch
-
-
-@pytest.fixture(autouse=True)
-def no_stop_signal(monkeypatch):
-    monkeypatch.setattr(jal_run, "stop_signal", None)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -89,9 +89,9 @@ def rank_trains(rank: int, world: int, port: int, jobs: list, out: str) -> None:
     jal_train.end_epoch = end_epoch_noting_weights
     seen = {}
     for name, cfg, run_dir, signal_at in jobs:
-        conftest.CEThatSignalsRank1.at_call, jal_run.stop_signal = signal_at, None
+        conftest.CEThatSignalsRank1.at_call = signal_at
         saved.clear(), synced.clear()
-        result = jal_train.train(cfg, run_dir)
+        result = jal_train.train(cfg, run_dir, jal_run.StopSignals())  # each run its own: no signal outlives it
         seen[name] = dict(status=result["status"], epoch=result.get("epoch"), reason=result.get("reason"),
                           saved=list(saved), synced=list(synced))
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))

@@ -167,11 +167,6 @@ def test_a_fused_member_with_another_seed_labels_or_l1_would_fail_the_check(trai
         assert_close_runs(tmp_path / "wrong", root / "fused" / "jal_ce")
 
 
-@pytest.fixture
-def no_stop_signal(monkeypatch):
-    monkeypatch.setattr(jal_run, "stop_signal", None)
-
-
 def pausing_after_epoch_1(cfgs: list) -> list:
     """The configs with the first one's trainer.pause_after=1: its fusion pauses after epoch 1."""
     cfgs[0].trainer.pause_after = 1
@@ -179,7 +174,7 @@ def pausing_after_epoch_1(cfgs: list) -> list:
 
 
 def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_continue_alone(
-        trained, tmp_path, no_stop_signal, one_torch_thread):
+        trained, tmp_path, one_torch_thread):
     root = trained[0]
     paused = jal_train.train_fusion(pausing_after_epoch_1(configs(root)), dirs(tmp_path / "paused"))
     assert [(r["status"], r["epoch"], r["fused"]) for r in paused] == [("paused", 1, 3)] * 3
@@ -195,8 +190,7 @@ def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_con
     assert_close_runs(root / "fused" / "ce", tmp_path / "apart" / "ce")
 
 
-def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, no_stop_signal,
-                                                              one_torch_thread):
+def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, one_torch_thread):
     root = trained[0]
     cfgs = configs(root)
     assert jal_train.train(pausing_after_epoch_1(cfgs[:1])[0], tmp_path / "jal_ce")["epoch"] == 1
@@ -450,7 +444,8 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     (bin_dir / "sbatch").write_text('#!/bin/sh\nfor a; do last=$a; done\ncp "$last" "$SBATCH_RECORD"\n'
                                     'echo "Submitted batch job 4242"\n')
-    for tool in ("srun", "sbatch"):
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'a100|gpu:a100:4|64|512000'\n")  # its nodes (jal.launch.check_fits)
+    for tool in ("srun", "sbatch", "sinfo"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("SBATCH_RECORD", str(tmp_path / "sbatch.sh"))
@@ -476,7 +471,7 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
         assert submitted.checkpoint().function is submitted
 
 
-def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp_path):
+def test_a_members_train_log_takes_its_own_records_and_those_about_no_member_but_not_submitits(tmp_path):
     import logging
 
     from jal.fuse import RunLog
@@ -486,7 +481,8 @@ def test_a_members_train_log_takes_its_own_records_and_those_about_no_member(tmp
     logs = [RunLog(str(d / "train.log"), d, {str(a), str(b)}) for d in (a, b)]
     records = [logging.makeLogRecord(dict(msg="precision fp32", **about(a))),  # jal.train.about: a's
                logging.makeLogRecord(dict(msg="resuming %s from epoch %d", args=(b, 1), **about(b))),
-               logging.makeLogRecord(dict(msg="about no member"))]
+               logging.makeLogRecord(dict(msg="about no member")),
+               logging.makeLogRecord(dict(msg="Bypassing signal SIGCONT", name="submitit"))]  # its task's log
     for log in logs:
         for record in records:
             if log.filter(record):

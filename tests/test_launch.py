@@ -30,3 +30,36 @@ def test_each_launcher_has_its_kind_its_runs_at_once_here_and_its_words(override
     assert (launch.kind(launcher), launch.at_once(launcher), launch.how_runs_run(launcher)) == (kind, at_once, runs)
     each = "" if kind == "slurm" else ", 1 torch thread each"  # a SLURM task's threads: its cpus_per_task
     assert launch.how_fusions_run(cfg) == fusions + each
+
+
+def test_a_failed_slurm_task_is_one_line_with_its_reason_and_its_log():
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    raised = FailedJobError("Job (task=0) failed during processing with trace:\n----------------------\nTraceback "
+                            "(most recent call last):\n  File \"x.py\", line 1\nValueError: loss.a=0.1 is too small\n\n"
+                            "----------------------\nYou can check full logs with 'job.stderr(0)' and "
+                            "'job.stdout(0)'or at paths:\n  - /o/.submitit/7_0/7_0_0_log.err\n  - /o/.submitit/7_0/"
+                            "7_0_0_log.out")
+    assert launch.failed_job(raised) == "ValueError: loss.a=0.1 is too small; its log: /o/.submitit/7_0/7_0_0_log.err"
+    killed = UncompletedJobError("Job 9_1 (task: 0) with path /o/.submitit/9_1/9_1_0_result.pkl\nhas not produced "
+                                 "any output (state: FAILED)\nError stream produced:\n----\nlots\nof lines")
+    assert launch.failed_job(killed) == ("SLURM job 9_1 ended FAILED without a result (killed, out of memory, or out "
+                                         "of time with no requeue left); its log: /o/.submitit/9_1/9_1_0_log.err")
+    refused = FailedJobError("Job has failed with error message:\nsbatch: error: Invalid generic resource (gres) "
+                             "specification\n")
+    assert launch.failed_job(refused) == "sbatch: error: Invalid generic resource (gres) specification"
+
+
+def test_the_slurm_launcher_asks_for_no_more_than_the_nodes_have(tmp_path, monkeypatch):
+    """sinfo of a node without GPUs, 2 CPUs and 16 GB (a stand-in: no cluster here): the default launcher's
+    GPU is refused in one line naming the setting, before sbatch would refuse it with a traceback."""
+    (tmp_path / "sinfo").write_text("#!/bin/sh\necho 'debug*|(null)|2|16000'\n")
+    (tmp_path / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    launcher = launch.settings(compose_train(["hydra/launcher=slurm", "hydra.launcher.partition=debug"]))
+    with pytest.raises(launch.ConfigError, match=r"^hydra.launcher.gpus_per_node=1: the nodes of partition debug "
+                                                 r"have 0 GPUs at most \(sinfo\); set gpus_per_node=0 or fewer"):
+        launch.check_fits(launcher)
+    with pytest.raises(launch.ConfigError, match=r"^hydra.launcher.cpus_per_task=8: .* have 2 CPUs at most"):
+        launch.check_fits(launcher | dict(gpus_per_node=0))
+    launch.check_fits(launcher | dict(gpus_per_node=0, cpus_per_task=2, mem_gb=8))  # fits: nothing said

@@ -96,13 +96,7 @@ def assert_same_training(a: dict, a_dir: Path, b: dict, b_dir: Path) -> None:
 # Pausing: trainer.stop_at, stop signals
 
 
-@pytest.fixture
-def no_stop_signal(monkeypatch):
-    """This test process has received no stop signal (and whatever a test sends is forgotten after it)."""
-    monkeypatch.setattr(jal_run, "stop_signal", None)
-
-
-def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_path, no_stop_signal, one_torch_thread):
+def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_path, one_torch_thread):
     cfg = synthetic_run("loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=3",
                         "dataset.train_size=96", "dataset.test_size=32")
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
@@ -120,7 +114,7 @@ def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_pat
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", continued, tmp_path / "paused")
 
 
-def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypatch, no_stop_signal):
+def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypatch):
     cfg = synthetic_run(f"trainer.stop_at={int(time.time()) - 1}")
     monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("a run past stop_at loads nothing"))
     result = jal_train.train(cfg, run_dir_of(cfg))
@@ -128,28 +122,53 @@ def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypat
     assert not (run_dir_of(cfg) / "result.json").exists() and not (run_dir_of(cfg) / "checkpoint.pt").exists()
 
 
-def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(synthetic_run, no_stop_signal,
-                                                                                one_torch_thread):
+def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(synthetic_run, one_torch_thread):
     """SLURM's warning arrives mid-epoch (after its training steps): the epoch completes, its evaluation and
     checkpoint are done, the run pauses; then the handler that was there before (a launcher's, e.g.
     submitit's requeue) gets the signal."""
     cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32",
                         "loss._target_=conftest.CEThatGetsSIGUSR1InEpoch1")  # at its first step
-    handed_on = []
+    handed_on, stops = [], jal_run.StopSignals()  # this test's, not the process's (PROCESS_STOPS)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: handed_on.append(signum))
     try:
-        result = jal_train.train(cfg, run_dir_of(cfg))
+        result = jal_train.train(cfg, run_dir_of(cfg), stops)
         restored = signal.getsignal(signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert result["status"] == "paused" and result["epoch"] == 1 and result["reason"] == "SIGUSR1"
     assert torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    assert handed_on == [signal.SIGUSR1] and restored is not jal_run.request_stop
-    # later runs in this process (a sweep through the basic launcher) pause before they start
+    assert handed_on == [signal.SIGUSR1] and restored != stops.request_stop
+    assert jal_run.PROCESS_STOPS.received == []  # nothing outlives the test
+    # later runs with the same stops (a sweep through the basic launcher, one process) pause before they start
     later = synthetic_run("trainer.epochs=3", "seed=5")
-    assert jal_train.train(later, run_dir_of(later))["epoch"] is None
+    assert jal_train.train(later, run_dir_of(later), stops)["epoch"] is None
     # nothing written but the lock file; the signal handed on once only
     assert [p.name for p in run_dir_of(later).iterdir()] == [".lock"] and handed_on == [signal.SIGUSR1]
+
+
+def test_under_slurm_a_stop_signal_pauses_then_requeues_the_job_whichever_came_first(synthetic_run, tmp_path,
+                                                                                     monkeypatch, one_torch_thread):
+    """A SLURM batch job ($SLURM_JOB_ID) warned by USR2, then preempted (SIGTERM) in the same epoch: the run
+    pauses at the epoch end, asks for the job to be requeued once and leaves without a result (a launcher then
+    waits for the requeued task). Before, the last signal won and a SIGTERM ended the job with a "paused"
+    result, never requeued. scontrol: a stand-in that records its calls."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.calls\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32",
+                        "loss._target_=conftest.CEThatIsWarnedThenPreemptedInEpoch1")
+    stops = jal_run.StopSignals()
+    with pytest.raises(SystemExit) as left:
+        jal_train.train(cfg, run_dir_of(cfg), stops)
+    calls = (tmp_path / "scontrol.calls").read_text().splitlines()
+    assert left.value.code == 0 and calls == ["show job -o 42", "requeue 42"]  # not cancelled: requeued
+    assert stops.received == [signal.SIGUSR2, signal.SIGTERM]  # requeued once, for the first
+    record = json.loads((run_dir_of(cfg) / "result.json").read_text())
+    assert record["status"] == "paused" and record["reason"] == "SIGUSR2" and record["epoch"] == 1
+    assert torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) != stops.request_stop  # handlers put back
 
 
 def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
