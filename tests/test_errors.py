@@ -62,6 +62,7 @@ BAD_SETTINGS = [
      "valid noise.labels (cifar10: aggre|worst"),
     # unknown options, groups and keys
     ("unknown loss", [SYN, "loss=foo"], "unknown loss 'foo'; choose one of: ael, agce, agce_mae, amse"),
+    ("unknown loss on the default dataset", ["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
     ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, "
                                               "synthetic"),
     ("unknown loss in a sweep", [SYN, "loss=ce,foo", "-m"], "unknown loss 'foo'; choose one of: ael"),
