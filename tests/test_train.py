@@ -59,7 +59,8 @@ def test_two_epoch_run_writes_a_complete_record(synthetic_run):
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch):
-    overrides = ("loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "trainer.epochs=3")
+    overrides = ("loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "trainer.epochs=3", "dataset.train_size=64",
+                 "dataset.test_size=32", "trainer.batch_size=32")
     cfg = synthetic_run(*overrides)
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
 
@@ -394,7 +395,8 @@ def parse_wandb_file(path: Path) -> tuple[list[dict], bool]:
 def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     # two settings beyond the cell: a ',' in the run's name, which W&B refuses in a run id
-    cfg = synthetic_run("logger=wandb", "trainer.epochs=2", "optim.lr=0.02")
+    cfg = synthetic_run("logger=wandb", "trainer.epochs=2", "optim.lr=0.02", "dataset.train_size=64",
+                        "dataset.test_size=32")
     result = jal_train.train(cfg, run_dir_of(cfg))
     files = list(run_dir_of(cfg).glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 1
@@ -409,7 +411,8 @@ def test_each_member_of_a_fusion_logs_every_epoch_to_its_own_wandb_run(synthetic
     """One process holds K W&B runs at once (a fusion): one run's start must not finish another's."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     losses = ("ce", "jal_ce")
-    cfgs = [synthetic_run("logger=wandb", "trainer.epochs=2", f"loss={loss}") for loss in losses]
+    cfgs = [synthetic_run("logger=wandb", "trainer.epochs=2", "dataset.train_size=64", "dataset.test_size=32",
+                          f"loss={loss}") for loss in losses]
     run_dirs = [tmp_path / loss for loss in losses]
     results = jal_train.train_fusion(cfgs, run_dirs)
     for run_dir, result in zip(run_dirs, results):
