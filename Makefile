@@ -38,11 +38,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev,slurm,parallel]'
 	touch $@
 
+# Two pytest-xdist workers, each a whole test file at a time (a file's module fixtures are trained once)
+TEST_IN_PARALLEL := -n 2 --dist loadfile
 test: install
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(TEST_IN_PARALLEL)
 
 test-all: install  ## the slow tests too
-	$(PYTHON) -m pytest -m ''
+	$(PYTHON) -m pytest $(TEST_IN_PARALLEL) -m ''
 
 lint: install
 	$(VENV)/bin/ruff check jal tests
