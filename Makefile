@@ -39,11 +39,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev,slurm,parallel]'
 	touch $@
 
+# Two pytest-xdist workers, each a whole test file at a time (a file's module fixtures are trained once)
+TEST_IN_PARALLEL := -n 2 --dist loadfile
 test: install
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(TEST_IN_PARALLEL)
 
 test-all: install  ## the slow tests too (and the slurm tests, which skip without a cluster)
-	$(PYTHON) -m pytest -m ''
+	$(PYTHON) -m pytest $(TEST_IN_PARALLEL) -m ''
 
 # A single-node SLURM cluster on this machine (root; scripts/slurm/start.sh installs it), then the tests that
 # run the README's cluster commands against it (tests/test_slurm.py); the cluster is left running

@@ -14,6 +14,10 @@ from jal.util import compose_run
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: pytest-xdist, a worker per core, each one thread (its
+    torch.set_num_threads(1)  # subprocesses too); a test that needs more threads sets them itself
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 def shared_data_dir() -> Path | None:
     """$JAL_DATA_DIR when it is set and holds the real CIFAR-10 (docs/protocol.md section 6), else None."""

@@ -334,17 +334,18 @@ def test_every_group_option_is_typed_by_a_schema(group):
     assert OmegaConf.get_type(cfg.trainer) is not dict and OmegaConf.get_type(cfg.optim) is not dict
 
 
-# ----------------------------------------------------------------------------- the README's recipe, the warning
+# ----------------------------------------------------------------------------- the recipe for a loss, the warning
 
 
 def readme_blocks(section: str, language: str) -> list[str]:
-    text = (CONFIG_DIR.parent / "README.md").read_text()
+    """The code blocks of a section of docs/losses.md, where the README sends a reader who adds a loss."""
+    text = (CONFIG_DIR.parent / "docs" / "losses.md").read_text()
     body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{language}\n(.*?)```", body, re.S)
 
 
 def test_the_readme_recipe_for_a_loss_types_and_checks_its_settings(tmp_path, monkeypatch):
-    """The class, its schema and its YAML file as the README writes them: `loss.t=abc` fails while Hydra
+    """The class, its schema and its YAML file as docs/losses.md writes them: `loss.t=abc` fails while Hydra
     composes, `loss.t=-1` at the value rules, both in one line, and `loss.t=2` trains with t = 2."""
     loss_class, schema = readme_blocks("Add a loss", "python")
     [yaml] = readme_blocks("Add a loss", "yaml")

@@ -1,15 +1,16 @@
 """Every wrong setting and every unusable data file stops `python -m jal.train` before it trains: one line on
 stderr naming the setting (or file), a non-zero exit, no traceback, within seconds, and no record in the run
-directory. The table runs as real subprocesses, several at once (each pays ~1.5 s of CPU for python, torch
-and Hydra); the numeric settings are also explored with hypothesis through Hydra's compose API.
+directory. Each row of the table is a real process running `python -m jal.train ARGS`: a fork of one
+driver process that imported python's, torch's and Hydra's modules once (~1.5 s of CPU a process otherwise),
+its stdout and stderr its own files, its exit status Python's; the numeric settings are also explored with
+hypothesis through Hydra's compose API.
 """
 
+import json
 import math
 import os
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,9 @@ BAD_SETTINGS = [
      "valid noise.labels (cifar10: aggre|worst"),
     # unknown options, groups and keys
     ("unknown loss", [SYN, "loss=foo"], "unknown loss 'foo'; choose one of: ael, agce, agce_mae, amse"),
+    ("unknown loss on the default dataset", ["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
     ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, "
-                                              "synthetic"),
+                                              "clothing1m, synthetic, webvision"),
     ("unknown loss in a sweep", [SYN, "loss=ce,foo", "-m"], "unknown loss 'foo'; choose one of: ael"),
     # the sweep's plan checks every run before the first trains (its first run here is a valid one)
     ("bad value in the second run of a sweep", [SYN, "loss=gce", "loss.q=0.7,0", "-m"],
@@ -143,26 +145,74 @@ def data_folder(tmp: Path) -> None:
     folder("short_idn", **{"cifar10.npz": good, "cifar10_idn_labels.npz": {"rate_0.4": clean[:-1]}})
 
 
-def run_train(name: str, args: list[str], tmp: Path) -> tuple[subprocess.CompletedProcess, float]:
-    out_root = tmp / "runs" / name.replace(" ", "_")
-    env = dict(os.environ, JAL_DATA_DIR=str(tmp / "empty"), OMP_NUM_THREADS="1")
+# The driver: imports what every row would import, then forks a child per row (at most 4 at a time) that runs
+# jal/train.py as `python -m jal.train` does (runpy, sys.argv[0] its path), ends as Python ends a process (the
+# exit status of SystemExit, a traceback and status 1 for any other exception, atexit's functions) and writes
+# nothing but into its own stdout and stderr files. jal.train itself is not imported before: `python -m`
+# would then warn on stderr.
+DRIVER = r"""
+import atexit, json, os, runpy, sys, time, traceback
+import hydra, numpy, omegaconf, torch
+import jal.config_check, jal.run, jal.run_dir, jal.step, jal.util
+assert "jal.train" not in sys.modules
+rows, running, done = json.loads(sys.argv[1]), {}, {}
+def end(pid, status):
+    name, started = running.pop(pid)
+    done[name] = (os.waitstatus_to_exitcode(status), time.perf_counter() - started)
+for name, args, files in rows:
+    if len(running) == 4:
+        end(*os.wait())
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "jal.train", "logger=none", "trainer.progress=false",
-                           f"out_root={out_root}", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
-    return done, time.perf_counter() - started
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd, suffix in ((1, ".out"), (2, ".err")):
+                os.dup2(os.open(files + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv = [sys.argv[0], *args]
+            runpy.run_module("jal.train", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+            if not isinstance(exit.code, int) and exit.code is not None:
+                print(exit.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                atexit._run_exitfuncs()
+                sys.stdout.flush(), sys.stderr.flush()
+            finally:
+                os._exit(code)
+    running[pid] = (name, started)
+while running:
+    end(*os.wait())
+print(json.dumps(done))
+"""
 
 
 @pytest.fixture(scope="module")
 def table_runs(tmp_path_factory):
-    """Every row of BAD_SETTINGS run at once, a few processes at a time: {name: (process, seconds)}."""
+    """Every row of BAD_SETTINGS run as `python -m jal.train logger=none trainer.progress=false out_root=... ARGS`
+    in REPO: {name: (a CompletedProcess of its exit status, stdout and stderr, its seconds)}."""
     tmp = tmp_path_factory.mktemp("errors")
     data_folder(tmp)
     rows = {name: [a.format(tmp=tmp) for a in args] for name, args, _ in BAD_SETTINGS}
     assert len(rows) == len(BAD_SETTINGS), "two rows share a name: one would be checked against the other's run"
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {name: pool.submit(run_train, name, args, tmp) for name, args in rows.items()}
-        return tmp, {name: future.result() for name, future in futures.items()}
+    (tmp / "streams").mkdir()
+    table = [(name, ["logger=none", "trainer.progress=false", f"out_root={tmp / 'runs' / name.replace(' ', '_')}",
+                     *args], str(tmp / "streams" / name.replace(" ", "_"))) for name, args in rows.items()]
+    env = dict(os.environ, JAL_DATA_DIR=str(tmp / "empty"), OMP_NUM_THREADS="1")
+    driver = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(table)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    ended = json.loads(driver.stdout.splitlines()[-1])
+    runs = {}
+    for name, args, files in table:
+        code, seconds = ended[name]
+        out, err = (Path(files + suffix).read_text() for suffix in (".out", ".err"))
+        runs[name] = (subprocess.CompletedProcess(["python", "-m", "jal.train", *args], code, out, err), seconds)
+    return tmp, runs
 
 
 @pytest.mark.parametrize("name, args, message", BAD_SETTINGS, ids=[row[0] for row in BAD_SETTINGS])

@@ -20,11 +20,12 @@ from jal import train as jal_train
 from jal.run import percent
 
 # In float64 (trainer.precision=fp64): fused and alone then agree to ~1e-13, where a wrong member (another seed,
-# other labels, another L1) is ~1e-6 away or more (see assert_close_runs), on every CPU.
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32",
+# other labels, another L1) is ~1e-6 away or more (see assert_close_runs), on every CPU. Two steps an epoch of
+# 16 images: float64 convolutions cost ~3x float32's on a CPU, and every test below pays for a few runs.
+TINY = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=16", "trainer.batch_size=16",
         "trainer.epochs=2", "logger=none", "trainer.progress=false", "trainer.precision=fp64"]
 # Different seeds, noise rates and losses: JAL-CE trains with L1, CE and NCE+RCE with L2 weight decay. JAL-CE's
-# labels are drawn per sample: the exact sampling flips int(0.4 / 9 * 6) = 0 labels of a class of ~6 images.
+# labels are drawn per sample: the exact sampling flips int(0.4 / 9 * 3) = 0 labels of a class of ~3 images.
 # Each member regularises and clips its own way, strongly enough that a fusion applying one member's L1, L2 or
 # clip to all, or leaving a term out, is far outside TOLERANCE: JAL-CE a strong L1
 # and a clip that cuts every step, CE its defaults (the sweeps below train it), NCE+RCE L1 and L2 together and
@@ -339,7 +340,7 @@ def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trai
 
 # A sweep of 4 runs in 2 fusions of 2 (ce seeds 2 and 3, nce_rce seeds 2 and 3): ce seed 2 is MEMBERS' ce
 SWEEP = ["loss=ce,nce_rce", "noise=symmetric", "noise.rate=0.2", "seed=2,3", "trainer.threads=1"]
-SETTINGS = "dataset.test_size=32,dataset.train_size=64,trainer.batch_size=32,trainer.epochs=2"
+SETTINGS = "dataset.test_size=16,dataset.train_size=32,trainer.batch_size=16,trainer.epochs=2"
 CELLS = [f"synthetic/symmetric_0.2/{loss}/seed{seed}/fp64/{SETTINGS}" for loss in ("ce", "nce_rce") for seed in (2, 3)]
 
 
@@ -503,7 +504,8 @@ def test_runs_alone_and_fused_give_the_records_the_code_gave_before_its_split(tm
     a step, see TOLERANCE), far below what a changed step, label or regulariser moves (test_fused above)."""
     golden = json.loads((Path(__file__).parent / "data" / "golden_runs.json").read_text())
     names = ["jal_ce", "ce"]
-    cfgs = [compose_train(TINY + [f"out_root={tmp_path}", *golden[f"alone/{n}"]["overrides"]]) for n in names]
+    sizes = ["dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32"]  # the golden runs' own
+    cfgs = [compose_train(TINY + sizes + [f"out_root={tmp_path}", *golden[f"alone/{n}"]["overrides"]]) for n in names]
     for name, cfg in zip(names, cfgs):
         jal_train.train(cfg, tmp_path / "alone" / name)
     jal_train.train_fusion(cfgs, [tmp_path / "fused" / n for n in names])
