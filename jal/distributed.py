@@ -291,7 +291,7 @@ def sync_buffers(members: list) -> None:
 
 def agreed_stop(reason: str | None, received: int | None) -> tuple[str | None, int | None]:
     """Whether to pause now, agreed by all ranks: the first rank's reason that has one (another rank's named
-    so), or None; and the stop signal this rank received (jal.run.StopSignals.first), else another rank's, so that
+    so), or None; and the stop signal this rank received (jal.stops.StopSignals.first), else another rank's, so that
     rank 0 hands it on to the launcher (submitit requeues the job from rank 0)."""
     if size() == 1:
         return reason, received

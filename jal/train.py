@@ -17,7 +17,7 @@ per run, damaged files; trainer.restart=true trains from scratch).
 Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after SIGTERM/SIGUSR1/SIGUSR2
 (SLURM's warning before its time limit, preemption, submitit's signal), the run (a whole fusion) pauses:
 checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped. Under
-SLURM the job is then requeued instead, whichever signal came first (jal.run.restore_handlers), and the
+SLURM the job is then requeued instead, whichever signal came first (jal.stops.restore_handlers), and the
 requeued job continues it.
 Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit status 130; started again, it
 resumes from there. A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its
@@ -45,7 +45,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from jal import distributed, run
+from jal import distributed
+from jal import stops as stop_signals
 from jal.config_check import check_config, one_line
 from jal.device import run_device
 from jal.run import (
@@ -66,14 +67,13 @@ from jal.run import (
     paused_record,
     prepare_member,
     rejoin,
-    restore_handlers,
     short_name,
-    stop_reason,
     wall,
     write_last_record,
 )
 from jal.run_dir import RunBusy, RunLock, check_fusable
 from jal.step import Fusion, correct_predictions, train_one_epoch
+from jal.stops import restore_handlers, stop_reason
 from jal.util import CONFIG_DIR, CannotWrite
 
 log = logging.getLogger("jal.train")
@@ -88,7 +88,7 @@ def shown_path(path) -> str:
 
 
 
-def train_locked(members: list[Member], stops: run.StopSignals) -> list[dict]:
+def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list[dict]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = distributed.rank_zero_first(load_training_data, members)  # rank 0 writes labels.npz
     for m, y_noisy in zip(members, data.y_noisy):
@@ -144,13 +144,13 @@ def train_locked(members: list[Member], stops: run.StopSignals) -> list[dict]:
 
 
 
-def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: run.StopSignals | None = None) -> list[dict]:
+def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.StopSignals | None = None) -> list[dict]:
     """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
     one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
     finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`.
     `stops`: the stop signals received (default: this process's); one that comes meanwhile pauses the runs
-    at the next epoch end, and under SLURM then requeues the job (jal.run.restore_handlers)."""
-    stops = stops or run.PROCESS_STOPS
+    at the next epoch end, and under SLURM then requeues the job (jal.stops.restore_handlers)."""
+    stops = stops or stop_signals.PROCESS_STOPS
     signalled_before, previous = len(stops.received), stops.install()
     members = []  # (index, Member) of the runs prepared to train here
     try:
@@ -193,7 +193,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: run.StopSignals 
 
 
 def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,
-                     stops: run.StopSignals) -> "Member | dict":
+                     stops: stop_signals.StopSignals) -> "Member | dict":
     """The run's lock (held until `locks` closes) and its preparation (prepare_member), or why it is not
     trained here."""
     try:
@@ -215,7 +215,7 @@ def interrupted(m: Member) -> str:
             "resumes it from there")
 
 
-def train(cfg: DictConfig, run_dir: str | Path, stops: run.StopSignals | None = None) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals | None = None) -> dict:
     """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
     A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one."""
     result = train_fusion([cfg], [run_dir], stops)[0]

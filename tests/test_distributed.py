@@ -33,6 +33,7 @@ from conftest import REPO, compose_train
 
 from jal import distributed
 from jal import run as jal_run
+from jal import stops as jal_stops
 from jal import train as jal_train
 from jal.config import ConfigError
 
@@ -91,7 +92,7 @@ def rank_trains(rank: int, world: int, port: int, jobs: list, out: str) -> None:
     for name, cfg, run_dir, signal_at in jobs:
         conftest.CEThatSignalsRank1.at_call = signal_at
         saved.clear(), synced.clear()
-        result = jal_train.train(cfg, run_dir, jal_run.StopSignals())  # each run its own: no signal outlives it
+        result = jal_train.train(cfg, run_dir, jal_stops.StopSignals())  # each run its own: no signal outlives it
         seen[name] = dict(status=result["status"], epoch=result.get("epoch"), reason=result.get("reason"),
                           saved=list(saved), synced=list(synced))
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))

@@ -18,6 +18,7 @@ from conftest import REPO, compose_train, loss_turns_nan_after, shared_data_dir
 from jal import device as jal_device
 from jal import run as jal_run
 from jal import step as jal_step
+from jal import stops as jal_stops
 from jal import train as jal_train
 from jal import wandb_run as jal_wandb
 from jal.losses import CE
@@ -129,7 +130,7 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
     submitit's requeue) gets the signal."""
     cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32",
                         "loss._target_=conftest.CEThatGetsSIGUSR1InEpoch1")  # at its first step
-    handed_on, stops = [], jal_run.StopSignals()  # this test's, not the process's (PROCESS_STOPS)
+    handed_on, stops = [], jal_stops.StopSignals()  # this test's, not the process's (PROCESS_STOPS)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: handed_on.append(signum))
     try:
         result = jal_train.train(cfg, run_dir_of(cfg), stops)
@@ -139,7 +140,7 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
     assert result["status"] == "paused" and result["epoch"] == 1 and result["reason"] == "SIGUSR1"
     assert torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert handed_on == [signal.SIGUSR1] and restored != stops.request_stop
-    assert jal_run.PROCESS_STOPS.received == []  # nothing outlives the test
+    assert jal_stops.PROCESS_STOPS.received == []  # nothing outlives the test
     # later runs with the same stops (a sweep through the basic launcher, one process) pause before they start
     later = synthetic_run("trainer.epochs=3", "seed=5")
     assert jal_train.train(later, run_dir_of(later), stops)["epoch"] is None
@@ -160,7 +161,7 @@ def test_under_slurm_a_stop_signal_pauses_then_requeues_the_job_whichever_came_f
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     cfg = synthetic_run("trainer.epochs=3", "dataset.train_size=64", "dataset.test_size=32", "trainer.batch_size=32",
                         "loss._target_=conftest.CEThatIsWarnedThenPreemptedInEpoch1")
-    stops = jal_run.StopSignals()
+    stops = jal_stops.StopSignals()
     with pytest.raises(SystemExit) as left:
         jal_train.train(cfg, run_dir_of(cfg), stops)
     calls = (tmp_path / "scontrol.calls").read_text().splitlines()
@@ -499,7 +500,7 @@ def test_slurm_launcher_asks_for_the_signal_before_the_limit_and_requeues():
     cfg = compose_train(["hydra/launcher=slurm", "dataset=synthetic"])
     launcher = cfg.hydra.launcher
     assert launcher.signal_delay_s >= 60 and launcher.max_num_timeout > 0
-    assert signal.SIGUSR2 in jal_run.STOP_SIGNALS  # submitit's signal (SUBMITIT_PREEMPT_SIGNAL, default USR2)
+    assert signal.SIGUSR2 in jal_stops.STOP_SIGNALS  # submitit's signal (SUBMITIT_PREEMPT_SIGNAL, default USR2)
 
 
 def test_deterministic_asks_torch_for_repeatable_kernels(synthetic_run, monkeypatch):
