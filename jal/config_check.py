@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from jal.config import REAL_WORLD, BadValue, ConfigError, missing_line, real_world_lists, require
 from jal.resolvers import L1_TERMS, loss_terms
-from jal.util import CONFIG_DIR, CannotWrite, compose_run, writable
+from jal.util import CONFIG_DIR, CannotWrite, check_data_folder, compose_run, writable
 
 # CIFAR-N label sets per dataset (configs/noise/human.yaml)
 HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
@@ -206,20 +206,6 @@ def check_data_files(cfg) -> None:
     from jal.data import _download_and_prepare  # torchvision: only when the images must be fetched
 
     _download_and_prepare(name, images)
-
-
-def check_data_folder(images: Path) -> None:
-    """The folder the prepared images go into (torchvision's download too) can be written: else one line
-    naming it and the fix, before anything is downloaded."""
-    from jal.util import existing_folder
-
-    if writable(images.parent):
-        return
-    refuses = existing_folder(images.parent)
-    reason = f"{refuses} is not a folder" if not refuses.is_dir() else f"{refuses} is read-only or not writable"
-    raise CannotWrite(f"{images.name} (downloaded and prepared there) in {images.parent}", reason,
-                      f"put {images.name} (x_train, y_train, x_test, y_test) there, or point JAL_DATA_DIR (data_dir) "
-                      "at a folder you can write")
 
 
 CIFAR_HOST = "www.cs.toronto.edu"  # where torchvision downloads CIFAR-10 and CIFAR-100 from

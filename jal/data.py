@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jal.util import CannotWrite, atomic_save_npz
+from jal.util import CannotWrite, atomic_save_npz, check_data_folder
 
 
 @dataclass
@@ -101,8 +101,6 @@ def load_dataset(name: str, data_dir: str | Path, *, num_classes: int = 10, trai
 
 def _download_and_prepare(name: str, path: Path) -> None:
     import torchvision
-
-    from jal.config_check import check_data_folder
 
     check_data_folder(path)  # before the download: a folder that refuses the file says so, not a traceback
     cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]

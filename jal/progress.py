@@ -1,4 +1,5 @@
-"""Progress during a multirun: a Hydra callback (configs/hydra/callbacks/progress.yaml).
+"""Progress: a run's progress bar (its short name and last test accuracy, whole in 80 columns), and a
+multirun's progress lines, through a Hydra callback (configs/hydra/callbacks/progress.yaml).
 
 `Progress` prints a line per run as it ends (n/N, the cell, how it ended in the words of a run alone's
 closing line: `finished: test accuracy 64.32% (epoch 120)`, the sweep's ETA) and, at the end, a summary of
@@ -23,6 +24,36 @@ from jal.run_dir import RESULT, differences, held_elsewhere, identity_of
 from jal.util import CannotWrite, duration, writable
 
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
+
+
+# ---------------------------------------------------------------------------------------------------
+# The progress bar, whole in 80 columns: a short name, the bar, the epochs, the time and the last test accuracy
+# (`jal_ce sym0.8 s123 |####    | 57/120 [12:03<13:20, test 64.32%]`); the run's name and its speed per
+# epoch are in its train.log.
+BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+NOISE_SHORT = dict(symmetric="sym", asymmetric="asym", instance="inst")
+
+
+def short_name(cell: dict) -> str:
+    """A run's loss, noise and seed, as its progress bar names it: `jal_ce sym0.8 s123`."""
+    if cell["noise_type"] == "none":
+        noise = "clean"
+    elif cell["noise_type"] == "human":
+        noise = f"human-{cell['noise_labels']}"
+    else:
+        noise = f"{NOISE_SHORT[cell['noise_type']]}{cell['noise_rate']:g}"
+    return f"{cell['loss']} {noise} s{cell['seed']}"
+
+
+def bar_postfix(histories: list[list[dict]]) -> str:
+    """The last test accuracy evaluated (of a fusion: the range over its members); '' before there is one."""
+    accs = [next((h["test_acc"] for h in reversed(history) if h["test_acc"] is not None), None)
+            for history in histories]
+    accs = [acc for acc in accs if acc is not None]
+    if not accs:
+        return ""
+    low, high = min(accs), max(accs)
+    return f"test {high:.2f}%" if low == high else f"test {low:.2f}-{high:.2f}%"
 
 
 class Progress(Callback):

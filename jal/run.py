@@ -25,6 +25,8 @@ from jal.resolvers import settings_name
 from jal.run_dir import (
     LABELS,
     RESULT,
+    RunBusy,
+    RunLock,
     check_labels,
     check_same,
     fingerprint,
@@ -266,33 +268,40 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
 
 
 
-# The progress bar, whole in 80 columns: a short name, the bar, the epochs, the time and the last test accuracy
-# (`jal_ce sym0.8 s123 |####    | 57/120 [12:03<13:20, test 64.32%]`); the run's name and its speed per
-# epoch are in its train.log.
-BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
-NOISE_SHORT = dict(symmetric="sym", asymmetric="asym", instance="inst")
+def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,
+                     stops: StopSignals) -> "Member | dict":
+    """The run's lock (held until `locks` closes) and its preparation (prepare_member), or why it is not
+    trained here."""
+    try:
+        locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
+    except RunBusy as busy:
+        return dict(status="running elsewhere", reason=str(busy))
+    except CannotWrite:  # a read-only folder: a finished run is still read (and skipped) there
+        if (record := finished_where_unwritable(cfg, run_dir)) is None:
+            raise
+        return record
+    return prepare_member(cfg, run_dir, stops)
 
 
-def short_name(cell: dict) -> str:
-    """A run's loss, noise and seed, as its progress bar names it: `jal_ce sym0.8 s123`."""
-    if cell["noise_type"] == "none":
-        noise = "clean"
-    elif cell["noise_type"] == "human":
-        noise = f"human-{cell['noise_labels']}"
-    else:
-        noise = f"{NOISE_SHORT[cell['noise_type']]}{cell['noise_rate']:g}"
-    return f"{cell['loss']} {noise} s{cell['seed']}"
+def interrupted(m: Member) -> str:
+    """Where an interrupted run stopped: its last checkpoint, from which the same command resumes it."""
+    if not m.checkpointed:
+        return "interrupted before its first checkpoint: the same command starts it again"
+    return (f"interrupted after its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs}: the same command "
+            "resumes it from there")
 
 
-def bar_postfix(histories: list[list[dict]]) -> str:
-    """The last test accuracy evaluated (of a fusion: the range over its members); '' before there is one."""
-    accs = [next((h["test_acc"] for h in reversed(history) if h["test_acc"] is not None), None)
-            for history in histories]
-    accs = [acc for acc in accs if acc is not None]
-    if not accs:
-        return ""
-    low, high = min(accs), max(accs)
-    return f"test {high:.2f}%" if low == high else f"test {low:.2f}-{high:.2f}%"
+def unwritable(err: CannotWrite, members: list[Member]) -> CannotWrite:
+    """A full disk or a refusing folder met while training: its one line, saying whose checkpoint is kept and
+    that the same command resumes the run once there is room."""
+    if not members:
+        return err
+    m = next((m for m in members if err.what.endswith(f" in {m.run_dir}")), members[0])  # whose write it was
+    kept = (f"its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs} is kept" if m.checkpointed else
+            "it had no checkpoint yet")
+    fix = "free space there" if err.full else "make it writable"
+    return err.with_fix(f"{fix} or give out_root another folder; {kept}: once there is room the same command "
+                        f"{'resumes it' if m.checkpointed else 'starts it again'}")
 
 
 def rejoin(members: list[Member]) -> None:

@@ -45,16 +45,15 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from jal import distributed
+from jal import distributed, run
 from jal import stops as stop_signals
 from jal.config_check import check_config, one_line
 from jal.device import run_device
+from jal.progress import BAR_FORMAT, bar_postfix, short_name
 from jal.run import (
-    BAR_FORMAT,
     Member,
     RunDiverged,
     about,
-    bar_postfix,
     build_member,
     check_same_epoch,
     close_unended,
@@ -62,16 +61,13 @@ from jal.run import (
     end_epoch,
     ending,
     finished_record,
-    finished_where_unwritable,
     load_training_data,
     paused_record,
-    prepare_member,
     rejoin,
-    short_name,
     wall,
     write_last_record,
 )
-from jal.run_dir import RunBusy, RunLock, check_fusable
+from jal.run_dir import check_fusable
 from jal.step import Fusion, correct_predictions, train_one_epoch
 from jal.stops import restore_handlers, stop_reason
 from jal.util import CONFIG_DIR, CannotWrite
@@ -84,8 +80,6 @@ def shown_path(path) -> str:
     """A directory as the user can `cd` into it: relative to the working directory when it lies under it."""
     relative = os.path.relpath(path)
     return str(path) if relative == ".." or relative.startswith(".." + os.sep) else relative
-
-
 
 
 def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list[dict]:
@@ -164,7 +158,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
                 if first.setdefault(run_dir, i) != i:
                     continue
                 # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
-                prepared = distributed.on_rank_zero(lock_and_prepare, locks, cfg, run_dir, stops)
+                prepared = distributed.on_rank_zero(run.lock_and_prepare, locks, cfg, run_dir, stops)
                 if isinstance(prepared, dict):  # finished already, not started (stop_at passed, a signal), busy
                     results[i] = prepared
                 else:
@@ -177,42 +171,12 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
         return [results[first[Path(run_dir)]] for run_dir in run_dirs]
     except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
         for _, m in members:
-            log.warning("%s %s", m.name, interrupted(m), extra=about(m.run_dir))
+            log.warning("%s %s", m.name, run.interrupted(m), extra=about(m.run_dir))
         raise
     except CannotWrite as err:  # a full disk: one line, with where the same command resumes once there is room
-        if not members:
-            raise
-        m = next((m for _, m in members if err.what.endswith(f" in {m.run_dir}")), members[0][1])  # whose write
-        kept = (f"its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs} is kept" if m.checkpointed else
-                "it had no checkpoint yet")
-        fix = "free space there" if err.full else "make it writable"
-        raise err.with_fix(f"{fix} or give out_root another folder; {kept}: once there is room the same command "
-                           f"{'resumes it' if m.checkpointed else 'starts it again'}") from None
+        raise run.unwritable(err, [m for _, m in members]) from None
     finally:
         restore_handlers(previous, stops, signalled_before)
-
-
-def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,
-                     stops: stop_signals.StopSignals) -> "Member | dict":
-    """The run's lock (held until `locks` closes) and its preparation (prepare_member), or why it is not
-    trained here."""
-    try:
-        locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
-    except RunBusy as busy:
-        return dict(status="running elsewhere", reason=str(busy))
-    except CannotWrite:  # a read-only folder: a finished run is still read (and skipped) there
-        if (record := finished_where_unwritable(cfg, run_dir)) is None:
-            raise
-        return record
-    return prepare_member(cfg, run_dir, stops)
-
-
-def interrupted(m: Member) -> str:
-    """Where an interrupted run stopped: its last checkpoint, from which the same command resumes it."""
-    if not m.checkpointed:
-        return "interrupted before its first checkpoint: the same command starts it again"
-    return (f"interrupted after its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs}: the same command "
-            "resumes it from there")
 
 
 def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals | None = None) -> dict:

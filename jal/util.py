@@ -106,6 +106,18 @@ def atomic_save_npz(path: str | Path, **arrays) -> None:
     atomic_save(path, lambda tmp: np.savez(tmp, **arrays), ".npz")  # np.savez appends .npz to other names
 
 
+def check_data_folder(images: Path) -> None:
+    """The folder the prepared images go into (torchvision's download too) can be written: else one line
+    naming it and the fix, before anything is downloaded."""
+    if writable(images.parent):
+        return
+    refuses = existing_folder(images.parent)
+    reason = f"{refuses} is not a folder" if not refuses.is_dir() else f"{refuses} is read-only or not writable"
+    raise CannotWrite(f"{images.name} (downloaded and prepared there) in {images.parent}", reason,
+                      f"put {images.name} (x_train, y_train, x_test, y_test) there, or point JAL_DATA_DIR (data_dir) "
+                      "at a folder you can write")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Durations in words (the plan's and sweeps' ETAs), where and from what a run trains
 
