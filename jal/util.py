@@ -49,6 +49,15 @@ def write_fault(err: BaseException) -> OSError | None:
     return None
 
 
+def interrupted(err: BaseException) -> bool:
+    """Whether a KeyboardInterrupt caused `err` (itself, or along its chain)."""
+    while err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return False
+
+
 def cannot_write(path: str | Path, err: OSError) -> CannotWrite:
     """The one line for `path` refused with `err` (write_fault), naming its folder and the fix."""
     path = Path(path)
@@ -89,6 +98,8 @@ def atomic_save(path: str | Path, save, suffix: str = "") -> None:
         Path(tmp).unlink(missing_ok=True)
         if fault := write_fault(err):
             raise cannot_write(path, fault) from None
+        if interrupted(err):  # Ctrl-C inside torch.save: its zip writer's __exit__ raises a RuntimeError over it
+            raise KeyboardInterrupt from None
         raise
 
 

@@ -233,3 +233,29 @@ def test_a_multirun_over_a_setting_that_does_not_change_the_experiment_stops_in_
         "synthetic/clean/ce/seed123/dataset.test_size=32,dataset.train_size=32,trainer.batch_size=32): "
         "trainer.channels_last does not change the experiment, so one would train and the other be skipped; to "
         "compare them, run each value with its own out_root")
+
+
+def test_ctrl_c_inside_a_save_is_an_interruption_and_leaves_no_temporary_file(tmp_path):
+    """torch.save into a file: Ctrl-C mid-write surfaces as its zip writer's RuntimeError (the KeyboardInterrupt
+    only in its context); the save must end as the interruption it is (exit 130, not a traceback)."""
+    from jal.util import atomic_save
+
+    def save_interrupted(tmp):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from None  # noqa: B904
+
+    def save_interrupted_in_context(tmp):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("unexpected pos")  # noqa: B904
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"kept")
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save(tmp_path / "checkpoint.pt", save_interrupted_in_context, ".pt")
+    with pytest.raises(RuntimeError):  # an error that no interruption caused stays itself
+        atomic_save(tmp_path / "checkpoint.pt", save_interrupted, ".pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"kept"
