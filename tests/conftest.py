@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,16 @@ class CEThatStops(CE):
 
 class CEThatGetsSIGUSR1InEpoch1(CEThatStops):
     stop = signal.SIGUSR1
+
+
+class CEThatTakesItsTime(CE):
+    """CE whose every call (a training step) takes at least `seconds` more: a run of a known length on any
+    machine (the SLURM time-limit test needs one longer than SLURM's warning), with CE's arithmetic."""
+    seconds = 1.25
+
+    def forward(self, logits, targets):
+        time.sleep(self.seconds)
+        return super().forward(logits, targets)
 
 
 class CEThatIsInterruptedInEpoch1(CEThatStops):

@@ -39,7 +39,8 @@ def command(module: str, out_root: Path, *overrides: str, fuse: int = 0) -> list
 
 
 def env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", HYDRA_FULL_ERROR="1")
+    tests = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))  # conftest's losses
+    return dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", HYDRA_FULL_ERROR="1", PYTHONPATH=tests)
 
 
 def run(cmd: list[str], timeout: float = WAIT) -> subprocess.CompletedProcess:
@@ -203,8 +204,9 @@ def test_a_preempted_run_is_requeued_and_ends_as_uninterrupted(basic_long, tmp_p
 
 def test_a_run_past_its_time_limit_is_requeued_and_ends_as_uninterrupted(tmp_path):
     """A real time limit: 2 minutes, SLURM's warning (USR2) 60 s before it (SLURM sends it up to ~30 s early,
-    so 30-60 s into each task); the run is longer than that, and its reference trains meanwhile, beside it."""
-    longer = ["loss=ce", "trainer.epochs=24", "dataset.train_size=128"]  # 70-120 s of training here
+    so 30-60 s into each task); the run is longer than that on any machine (each of its 4 steps an epoch
+    sleeps 1.25 s: 100 s of training), and its reference trains meanwhile, beside it."""
+    longer = ["loss=ce", "loss._target_=conftest.CEThatTakesItsTime", "trainer.epochs=20", "dataset.train_size=128"]
     reference = subprocess.Popen(command("jal.train", tmp_path / "basic", *longer), cwd=REPO, env=env(),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
