@@ -244,11 +244,11 @@ def wrap(members: list, n_train: int) -> None:
                  size(), dist.get_backend(), m.cfg.trainer.batch_size, m.cfg.trainer.batch_size // size())
 
 
-def batch_part(b: int) -> tuple[slice, float]:
-    """This rank's part of a global batch of b images, and the weight of its mean loss (1 when the ranks' parts
-    are equal): DDP averages the ranks' gradients, so weight n_r * N / b makes that average the gradient of
-    the mean over the whole batch."""
-    n, r = size(), rank()
+def batch_part(b: int, r: int | None = None, n: int | None = None) -> tuple[slice, float]:
+    """Rank r's part of a global batch of b images split over n processes (default: this process's), and the
+    weight of its mean loss (1 when the ranks' parts are equal): DDP averages the ranks' gradients, so weight
+    n_r * N / b makes that average the gradient of the mean over the whole batch."""
+    n, r = size() if n is None else n, rank() if r is None else r
     if n == 1:
         return slice(None), 1.0
     part = slice(r * b // n, (r + 1) * b // n)

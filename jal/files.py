@@ -173,7 +173,8 @@ class ImageFiles(Dataset):
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> list:
-    """The epoch's batches of (index, seed) items for one of `world_size` processes, drawn from `generator` (on
+    """The epoch's batches of (index, seed) items, each with its loss weight (jal.distributed.batch_part), for
+    one of `world_size` processes, drawn from `generator` (on
     the CPU, seeded as the run's epoch generator: jal.data.epoch_generator). The order is a permutation of all
     n; global batch j is order[j*B:(j+1)*B]; rank r of N takes its slice [r*b//N:(r+1)*b//N] (b = B but for a
     last, shorter batch); each position in the order has its seed for the image's augmentation. A last batch
@@ -186,16 +187,9 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator, rank: int
         b = min(batch_size, n - start)
         if b // world_size < 2 and start > 0:
             break
-        lo, hi = start + rank * b // world_size, start + (rank + 1) * b // world_size
-        batches.append([(order[j], seeds[j]) for j in range(lo, hi)])
+        part, weight = distributed.batch_part(b, rank, world_size)
+        batches.append(([(order[j], seeds[j]) for j in range(start, start + b)[part]], weight))
     return batches
-
-
-def loss_weight(batch: list, batch_size: int, n: int, index: int, world_size: int) -> float:
-    """The weight of a rank's mean loss on its part of global batch `index` (jal.distributed.batch_part's rule:
-    DDP's average of the ranks' gradients is then the gradient of the whole batch's mean)."""
-    b = min(batch_size, n - index * batch_size)
-    return 1.0 if len(batch) * world_size == b else len(batch) * world_size / b
 
 
 def loader(images: ImageFiles, batches, cfg, device: torch.device) -> DataLoader:
@@ -226,8 +220,8 @@ class FileTrainingData:
         epoch) alone; across processes, this rank's part of each global batch (jal.distributed)."""
         device, n, size = self.y_noisy.device, self.y_noisy.shape[1], distributed.size()
         generator = torch.Generator().manual_seed(generators[0].initial_seed())
-        batches = epoch_batches(n, cfg.trainer.batch_size, generator, distributed.rank(), size)[:max_steps]
-        weights = [loss_weight(batch, cfg.trainer.batch_size, n, j, size) for j, batch in enumerate(batches)]
+        parts = epoch_batches(n, cfg.trainer.batch_size, generator, distributed.rank(), size)[:max_steps]
+        batches, weights = [batch for batch, _ in parts], [weight for _, weight in parts]
         for (images, index), weight in zip(loader(self.images, batches, cfg, device), weights):
             images = normalize(images.to(device, non_blocking=True), self.stats, cfg.trainer.channels_last)
             yield [index.to(device, non_blocking=True)], [images], weight

@@ -133,8 +133,9 @@ def test_a_missing_file_is_named_with_the_layout_expected(tmp_path, missing, nam
     assert named in line and "\n" not in line and "must follow" in line
 
 
-def epoch_batches_of(n, batch, seed, epoch, rank=0, world=1):
-    return epoch_batches(n, batch, epoch_generator(seed, epoch, torch.device("cpu")), rank, world)
+def epoch_batches_of(n, batch, seed, epoch, rank=0, world=1, weights=False):
+    parts = epoch_batches(n, batch, epoch_generator(seed, epoch, torch.device("cpu")), rank, world)
+    return [weight for _, weight in parts] if weights else [items for items, _ in parts]
 
 
 def test_an_epochs_shards_tile_its_global_batches_and_depend_on_seed_and_epoch_only():
@@ -144,14 +145,19 @@ def test_an_epochs_shards_tile_its_global_batches_and_depend_on_seed_and_epoch_o
     assert sorted(order) == list(range(n)) and len(alone) == 7  # a permutation of all; the last batch has 2
     assert alone == epoch_batches_of(n, batch, seed=7, epoch=3)
     assert alone != epoch_batches_of(n, batch, seed=7, epoch=4) and alone != epoch_batches_of(n, batch, seed=8, epoch=3)
-    for world in (2, 4):
+    for world in (2, 3, 4):
         shards = [epoch_batches_of(n, batch, 7, 3, rank, world) for rank in range(world)]
+        weights = [epoch_batches_of(n, batch, 7, 3, rank, world, weights=True) for rank in range(world)]
+        for j in range(len(shards[0])):  # DDP's mean of the ranks' weighted mean losses is the batch's mean loss
+            b = sum(len(s[j]) for s in shards)
+            assert [w[j] for w in weights] == [len(s[j]) * world / b for s in shards]
+        assert world != 3 or weights[0][0] == 0.75  # 8 images over 3 ranks: 2, 3, 3
         kept = len(shards[0])
         assert all(len(s) == kept for s in shards)  # every rank takes as many steps
         for j in range(kept):  # rank r's share of global batch j is its r-th slice, in order
             assert sum((s[j] for s in shards), []) == alone[j]
             assert all(len(s[j]) >= 2 for s in shards)  # BatchNorm trains on each share
-    # the last global batch (2 images) would leave each of 2 or 4 ranks fewer than 2: dropped
+    # the last global batch (2 images) would leave each of 2, 3 or 4 ranks fewer than 2: dropped
     assert len(epoch_batches_of(n, batch, 7, 3, 0, 2)) == 6 and len(epoch_batches_of(n, batch, 7, 3, 0, 4)) == 6
 
 
