@@ -11,7 +11,7 @@ In one process, on the same data, config, model, batch size and number of steps,
   reference: what the paper's public code does: a torch Dataset of PIL images through torchvision transforms,
              a DataLoader with worker processes, fp32 NCHW, the L1 penalty as a Python sum over the
              parameters added to the loss, and `loss.item()` every step;
-  ours:      the code `python -m jal.train` runs: jal.step.train_epoch over uint8 images on the device,
+  ours:      the code `python -m jal.train` runs: jal.step.train_steps over uint8 images on the device,
              batched augmentation, channels_last, precision "auto" (bf16 autocast on CUDA and on a CPU with
              bf16 hardware, fp32 on other CPUs: jal.device.choose_precision).
 Warm-up steps are excluded; the timed steps end with a device sync. A second pass cuts each pipeline's step
@@ -53,7 +53,7 @@ from omegaconf import DictConfig
 from jal.data import ImageData, channel_stats, epoch_generator, images_to_device, load_dataset, synthetic_dataset
 from jal.device import choose_precision, device_name, resolve_device
 from jal.reference_pipeline import build_reference, reference_breakdown, run_reference
-from jal.step import Fusion, Learner, TrainingData, batch_starts, train_epoch
+from jal.step import Fusion, Learner, TrainingData, batch_starts, train_steps
 from jal.timing import PHASES, PhaseTimer, count_host_syncs, images_per_second, peak_memory_mb, reset_peak_memory, sync
 from jal.train import train
 from jal.util import atomic_write_json, compose_run
@@ -113,7 +113,7 @@ def load_images(cfg: DictConfig, images_needed: int) -> tuple[ImageData, str, st
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Steps jal.step.train_epoch takes in one epoch."""
+    """Steps jal.step.train_steps takes in one epoch."""
     return len(batch_starts(n_train, batch_size))
 
 
@@ -130,7 +130,7 @@ def images_per_run(cfg: DictConfig) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# (b) Ours: K runs fused as jal.train.train_fusion fuses them (K = 1: a run alone), jal.step.train_epoch;
+# (b) Ours: K runs fused as jal.train.train_fusion fuses them (K = 1: a run alone), jal.step.train_steps;
 # then each measured ((a) the reference: jal/reference_pipeline.py)
 
 
@@ -150,20 +150,20 @@ def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int 
 
 
 def run_fusion(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: int) -> int:
-    """`steps` steps through jal.step.train_epoch, one epoch (and epoch generators) after another as
+    """`steps` steps through jal.step.train_steps, one epoch (and epoch generators) after another as
     jal.train trains; returns the number of images trained on, all members together."""
     images, n_train, batch_size = 0, fused.data.rows.shape[1], cfg.trainer.batch_size
     while steps > 0:
         n = min(steps, fused.steps_per_epoch)
         generators = [epoch_generator(cfg.seed + i, fused.epoch, fused.device) for i in range(fused.k)]
-        train_epoch(fused.fusion, cfg, precision, fused.data, generators, max_steps=n)
+        train_steps(fused.fusion, cfg, precision, fused.data, generators, max_steps=n)
         images += fused.k * min(n * batch_size, n_train)
         fused.epoch, steps = fused.epoch + 1, steps - n
     return images
 
 
 def ours_breakdown(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: int) -> dict:
-    """jal.step.train_epoch in phases, marked by hooks on a run alone's model and optimiser: its forward
+    """jal.step.train_steps in phases, marked by hooks on a run alone's model and optimiser: its forward
     pre-hook ends data_bookkeeping, the SGD's step pre-hook forward_backward, its post-hook optimizer."""
     steps = min(steps, fused.steps_per_epoch)
     timer, member = PhaseTimer(fused.device), fused.fusion.members[0]

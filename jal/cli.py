@@ -1,6 +1,6 @@
 """The console scripts of `pip install -e .` (pyproject.toml [project.scripts]): `jal-train ARGS` is
-`python -m jal.train ARGS`, `jal-fuse` is `python -m jal.fuse`, and so on for jal-sweep (the plan of a sweep),
-jal-tables, jal-bench, jal-precision and jal-gpu-check."""
+`python -m jal.train ARGS`, `jal-fuse` is `python -m jal.fuse`, and so on for jal-plan (the plan of a sweep),
+jal-tables, jal-bench, jal-precision-report and jal-gpu-check."""
 
 import runpy
 import sys
@@ -19,8 +19,8 @@ def fuse() -> None:
     main()
 
 
-def sweep() -> None:
-    from jal.sweep import main
+def plan() -> None:
+    from jal.plan import main
 
     main()
 
@@ -37,8 +37,8 @@ def bench() -> None:
     main()  # returns its figures, not an exit status
 
 
-def precision() -> None:
-    from jal.precision import main
+def precision_report() -> None:
+    from jal.precision_report import main
 
     main()
 

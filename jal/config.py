@@ -1,7 +1,7 @@
 """The schema of every setting: dataclasses in Hydra's ConfigStore, named in the defaults list of each config
 (`- /schema/<name>@_here_`; configs/loss/jal_ce.yaml also types its terms with `@active`, `@passive`), their
-value rules (each __post_init__, run by jal.config_check before any data loads), and the per-loss rules that
-pick values from other settings (the config files call them through jal.resolvers).
+value rules (each __post_init__, run by jal.config_check before any data loads). The rules that pick values
+from other settings (the eps-Softmax table, the regularisation) are jal.resolvers'.
 """
 
 import math
@@ -167,7 +167,7 @@ class SyntheticDatasetConfig(DatasetConfig):
 
 
 REAL_WORLD = ("webvision", "clothing1m")
-# What each real-world dataset's folder must hold, as its owners ship it (jal/files.py reads it); a missing
+# What each real-world dataset's folder must hold, as its owners ship it (jal/real_world.py reads it); a missing
 # file's line quotes it.
 LAYOUTS = {
     "webvision": ("WebVision 1.0 as shipped (info.tar, val_images_256.tar, google_resized_256.tar): "
@@ -198,7 +198,7 @@ def real_world_lists(dataset) -> list[tuple]:
 
 @dataclass
 class RealWorldDatasetConfig(DatasetConfig):
-    """WebVision, Clothing1M (jal/files.py): image files in their owners' layout, decoded by DataLoader workers,
+    """WebVision, Clothing1M (jal/real_world.py): image files in their owners' layout, decoded by DataLoader workers,
     and the recipe's optimiser settings that CIFAR's cosine schedule does not have."""
     root: str = MISSING
     imagenet_root: Optional[str] = None  # WebVision's second test set: ILSVRC12's validation images

@@ -116,7 +116,7 @@ def check_nothing_ignored(cfg) -> None:
     for key in ("weight_decay", "l1_amse", "l1_nnce"):
         if key != used:
             penalty = "L1" if l1_keys else "L2"
-            unread[f"dataset.{key}"] = (f"{loss}, which takes {penalty} at dataset.{used} (jal.config."
+            unread[f"dataset.{key}"] = (f"{loss}, which takes {penalty} at dataset.{used} (jal.resolvers."
                                         f"regularization): set dataset.{used} instead")
         elif (derived := "optim.l1" if l1_keys else "optim.weight_decay") in given:
             unread[f"dataset.{key}"] = f"{derived}, given too: drop one"
@@ -182,7 +182,7 @@ def check_data_files(cfg) -> None:
     name, kind, data_dir = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
     if name == "synthetic":  # made in memory; its instance-dependent labels are always generated
         return
-    if name in REAL_WORLD:  # its file lists; the images are checked as they are read (jal/files.py)
+    if name in REAL_WORLD:  # its file lists; the images are checked as they are read (jal/real_world.py)
         for path, layout in real_world_lists(cfg.dataset):
             if not Path(path).exists():
                 raise FileNotFoundError(missing_line(path, layout))

@@ -5,7 +5,7 @@ nothing here does anything: every function below is then the identity or a no-op
 
 The rules (docs/clusters.md, "Several GPUs for one run"):
 - The global batch is trainer.batch_size whatever the number of processes N: each epoch's order is the
-  permutation the run's epoch generator draws (the same on every rank, jal.step.train_epoch), global batch
+  permutation the run's epoch generator draws (the same on every rank, jal.step.train_steps), global batch
   j = order[j*B:(j+1)*B], and rank r trains on batch[r*b//N:(r+1)*b//N] of a batch of b images (B/N each
   when B is a multiple of N; a shorter last batch splits as evenly as it can, each rank's loss weighted by
   its share so that DDP's average of the ranks' gradients is the gradient of the batch's mean loss).
@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from jal.config import ConfigError
 
-log = logging.getLogger("jal.train")
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -75,11 +75,11 @@ class RunLog(logging.FileHandler):
 
     def mine(self, record: logging.LogRecord) -> bool:
         """Records about this member, and those about no member of the fusion (about another: not); never
-        jal.train.console's (what this command decided about a run it does not train) nor submitit's (the SLURM
+        jal.console's (what this command decided about a run it does not train) nor submitit's (the SLURM
         task's own lines: its log)."""
         named = getattr(record, "run_dir", None)  # jal.run.about
         mine = named not in self.members or named == self.run_dir
-        return mine and record.name != "jal.train.console" and str(record.name).split(".")[0] != "submitit"
+        return mine and record.name != "jal.console" and str(record.name).split(".")[0] != "submitit"
 
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +115,9 @@ class EpochLines(logging.Handler):
 @contextlib.contextmanager
 def fusion_logging(task: "FusionTask"):
     """While the fusion trains: each member's train.log, the epoch lines to them and to EpochLines only (not
-    the console: configs/train.yaml's jal.train.epochs), the other records of jal.train on the console too.
+    the console: configs/train.yaml's jal.epochs), the other records of jal.train on the console too.
     Works in this process and in a launcher's worker (a fresh process: a console handler is added)."""
-    root, epochs = logging.getLogger(), logging.getLogger("jal.train.epochs")
+    root, epochs = logging.getLogger(), logging.getLogger("jal.epochs")
     added_console = not root.handlers
     if added_console:
         console = logging.StreamHandler(sys.stdout)

@@ -32,7 +32,7 @@ from jal import train as jal_train
 from jal.data import channel_stats, normalize
 from jal.device import device_name, resolve_device
 from jal.run_dir import CHECKPOINT, load_checkpoint
-from jal.step import build_training, evaluate, train_epoch
+from jal.step import build_training, evaluate, train_steps
 from jal.util import atomic_write_json, compose_run
 
 LOSSES = ("ce", "jal_ce", "nce_rce", "anl_ce", "jal_fl")  # plain, L1 + AMSE, APL, NNCE + L1, focal
@@ -164,7 +164,7 @@ class HostReads(TorchFunctionMode):
 
 
 def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
-    """One epoch of jal.step.train_epoch and an evaluation, after a warm-up of both (cuDNN autotuning, lazy
+    """One epoch of jal.step.train_steps and an evaluation, after a warm-up of both (cuDNN autotuning, lazy
     initialisation), with every host read trapped: CUDA's sync debug mode "error" on CUDA, HostReads on the CPU."""
     cfg = short_run(device, work / "sync", size=size)
     dev = torch.device(device)
@@ -176,7 +176,7 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
 
     def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
         data = ours.data
-        sums = train_epoch(ours.fusion, cfg, precision, data, [epoch_generator(cfg.seed, i, dev)])
+        sums = train_steps(ours.fusion, cfg, precision, data, [epoch_generator(cfg.seed, i, dev)])
         correct = evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, cfg, precision)
         return torch.cat([sums.flatten(), correct.float()])
 

@@ -3,7 +3,7 @@
 Hydra's basic sweeper splits the overrides into jobs, and each job's config is composed as the launcher
 composes it, so the planned run directories are the directories the sweep writes. Each run's directory is
 checked against the others and against what it holds (one directory, one experiment), and read back: its
-status, the epochs it has done, the fusions the runs still to train make (jal.fuse). The plan (jal.sweep),
+status, the epochs it has done, the fusions the runs still to train make (jal.fuse). The plan (jal.plan),
 the progress callback (jal.progress) and the fused sweep (jal.fuse) start from these runs.
 """
 
@@ -42,7 +42,7 @@ from jal.util import CONFIG_DIR
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 ANOTHER = "another experiment"  # a run's status where its directory holds another experiment's record
-# the settings the plan's header shows (jal.sweep.print_plan): left out of a run's overrides where it names one
+# the settings the plan's header shows (jal.plan.print_plan): left out of a run's overrides where it names one
 SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
 
 

@@ -19,8 +19,8 @@ from jal import noise as label_noise
 from jal.config import ConfigError
 from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
 from jal.device import PARAMETER_DTYPE, choose_precision, device_name, resolve_device
-from jal.files import is_real_world, load_files
 from jal.losses import AMSE
+from jal.real_world import is_real_world, load_files
 from jal.resolvers import settings_name
 from jal.run_dir import (
     LABELS,
@@ -46,15 +46,15 @@ from jal.theory import check_amse_a
 from jal.util import CannotWrite, atomic_save, atomic_save_npz, atomic_write_json, git_commit, hydra_runtime
 from jal.wandb_run import start_wandb
 
-# Its loggers keep jal.train's names: configs/train.yaml routes them (the console, the run's train.log).
-log = logging.getLogger("jal.train")
+# configs/train.yaml routes jal.epochs to the run's train.log only and jal.console to the console only.
+log = logging.getLogger(__name__)
 # One line per epoch into the run's train.log only (configs/train.yaml routes it to the file handler): a run
 # can be followed with `tail -f` while a sweep's console keeps to one line per run.
-epoch_log = logging.getLogger("jal.train.epochs")
+epoch_log = logging.getLogger("jal.epochs")
 # What this command decided about a run that it does not train (finished already, not started, trained by
 # another process): the console only, never the run's train.log, which keeps the history of its training
 # (a sweep started again leaves a finished run's files as they were).
-console = logging.getLogger("jal.train.console")
+console = logging.getLogger("jal.console")
 
 
 def about(run_dir) -> dict:
@@ -405,7 +405,7 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
         test_acc=pct(test_correct, n_test) if isinstance(test_correct, int) else None,
         lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
     )
-    if isinstance(test_correct, dict):  # a real-world run's accuracies (jal.files.FileTests): top-1, top-5, sets
+    if isinstance(test_correct, dict):  # a real-world run's accuracies (jal.real_world.FileTests): top-1, top-5, sets
         record |= test_correct
     m.history.append(record)
     epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",

@@ -248,10 +248,10 @@ def train_step(fusion: Fusion, images: list, targets: list, precision: str, weig
     return logits, torch.stack(losses)
 
 
-def train_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data, generators: list,
+def train_steps(fusion: Fusion, cfg: DictConfig, precision: str, data, generators: list,
                 max_steps: int | None = None) -> torch.Tensor:
     """One pass over the training set, in the batches its source makes (TrainingData: arrays on the device;
-    jal.files.FileTrainingData: image files through DataLoader workers) from each member's generator; returns
+    jal.real_world.FileTrainingData: image files through DataLoader workers) from each member's generator; returns
     each member's running sums (K, 5): loss, fit to the noisy labels, fit to the clean labels on the clean
     part, the same on the corrupted part, fit to the noisy labels on the corrupted part. Left on the device:
     nothing in the step waits for the host."""
@@ -288,13 +288,13 @@ def train_one_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: Train
     generators = [epoch_generator(m.cfg.seed, epoch, data.y_noisy.device) for m in fusion.members]
     for m, generator in zip(fusion.members, generators):
         m.criterion.set_generator(generator)
-    return train_epoch(fusion, cfg, precision, data, generators)
+    return train_steps(fusion, cfg, precision, data, generators)
 
 
 def correct_predictions(fusion: Fusion, x_test, y_test, stats, cfg: DictConfig, precision: str, epoch: int) -> list:
     """Each member's correct test predictions in the epochs evaluated (every eval_every, and always the last,
     the reported figure), else None for each; across processes each rank evaluates its part of the test set
-    and the counts are summed. A real-world run's test splits (jal.files.FileTests) give a dict of accuracies."""
+    and the counts are summed. A real-world run's test splits (jal.real_world.FileTests) give a dict of accuracies."""
     epochs = cfg.trainer.epochs
     if (epoch + 1) % cfg.trainer.eval_every != 0 and epoch + 1 != epochs:
         return [None] * fusion.k

@@ -13,7 +13,7 @@ import time
 
 from omegaconf import DictConfig
 
-log = logging.getLogger("jal.train")
+log = logging.getLogger(__name__)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)

@@ -72,8 +72,8 @@ from jal.step import Fusion, correct_predictions, train_one_epoch
 from jal.stops import restore_handlers, stop_reason
 from jal.util import CONFIG_DIR, CannotWrite
 
-log = logging.getLogger("jal.train")
-console = logging.getLogger("jal.train.console")  # lines about runs this command does not train: jal/run.py
+log = logging.getLogger(__name__)
+console = logging.getLogger("jal.console")  # lines about runs this command does not train: jal/run.py
 
 
 def shown_path(path) -> str:

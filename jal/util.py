@@ -2,7 +2,7 @@
 run trains on and the commit it was trained from (both in every record), and a run's config as
 `python -m jal.train` composes it.
 
-torch and Hydra are imported where they are used: jal.tables and jal.precision write files without them.
+torch and Hydra are imported where they are used: jal.tables and jal.precision_report write files without them.
 """
 
 import contextlib

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Paired bf16-vs-fp32 check on whatever device runs it (a GPU, or a CPU: PRESET as in sweep.sh, quick without
 # CUDA): the same cells, seeds and training subsets trained in both precisions, then the difference per cell
-# with its seed spread, and the verdict (python -m jal.precision), in $OUT/table.md, table.csv, summary.json.
+# with its seed spread, and the verdict (python -m jal.precision_report), in $OUT/table.md, table.csv, summary.json.
 # bf16 may become a preset's default only if no cell moves by more than twice the larger seed std.
 #   Cells: symmetric 0.8 and asymmetric 0.4 for LOSSES (default ce,nce_rce,jal_ce), seeds SEEDS (123,124,125).
 #   OUT=results/precision: bf16 runs in $OUT/runs, fp32 runs in $OUT/runs_fp32.
@@ -29,7 +29,7 @@ run_sweeps  # the plan, then the sweeps (DRY_RUN=1: the plan only)
 
 seeds=$(awk -F, '{print NF}' <<< "$SEEDS")
 if [ -n "$FP32_RUNS" ]; then
-  "$PYTHON" -m jal.precision "$OUT/runs" "$FP32_RUNS" --cells-from "$OUT/runs" --expect-seeds "$seeds" --out "$OUT"
+  "$PYTHON" -m jal.precision_report "$OUT/runs" "$FP32_RUNS" --cells-from "$OUT/runs" --expect-seeds "$seeds" --out "$OUT"
 else
-  "$PYTHON" -m jal.precision "$OUT/runs" "$OUT/runs_fp32" --expect-seeds "$seeds" --out "$OUT"
+  "$PYTHON" -m jal.precision_report "$OUT/runs" "$OUT/runs_fp32" --expect-seeds "$seeds" --out "$OUT"
 fi

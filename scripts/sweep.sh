@@ -1,6 +1,6 @@
 # Shared by the table scripts: how they run their Hydra multiruns. Sourced, not run.
 # A table script queues its sweeps with `multirun OVERRIDES...`, then `run_sweeps` prints the plan of all of
-# them (python -m jal.sweep: preset, device, launcher, runs, finished already, time left), stops there when
+# them (python -m jal.plan: preset, device, launcher, runs, finished already, time left), stops there when
 # DRY_RUN=1, and runs them one after the other.
 # Variables (from the Makefile or the environment), each optional:
 #   PRESET=paper|quick   default: paper with CUDA; quick, the CPU-sized protocol, without
@@ -78,7 +78,7 @@ multirun() {
 run_sweeps() {
   local download=--download  # a data file torchvision can fetch: fetched before the sweep, not by parallel runs
   if [ "$DRY_RUN" != 0 ]; then download=; fi
-  "$PYTHON" -m jal.sweep --name "$(basename "$0" .sh)" --fuse "$FUSE" $download "${SWEEPS[@]}"
+  "$PYTHON" -m jal.plan --name "$(basename "$0" .sh)" --fuse "$FUSE" $download "${SWEEPS[@]}"
   if [ "$DRY_RUN" != 0 ]; then
     echo "DRY_RUN=$DRY_RUN: stopping before the first run."
     exit 0

@@ -129,7 +129,7 @@ def test_reference_l1_penalty_and_ours_give_the_same_gradients():
 
 
 def test_ours_breakdown_times_train_epoch_itself_and_leaves_it_unchanged(monkeypatch, tmp_path, one_thread):
-    """The breakdown's hooks only time: the steps it times train exactly as jal.train.train_epoch alone does,
+    """The breakdown's hooks only time: the steps it times train exactly as jal.step.train_steps alone does,
     and its three phases take each step's time."""
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path))
     args = bench.parse_args(["--device", "cpu", "--batch-size", "4", "--model", "cnn8"])

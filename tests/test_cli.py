@@ -40,13 +40,13 @@ def python_m_jal_train(*args: str) -> subprocess.CompletedProcess:
 def test_every_console_script_names_a_command_of_the_package():
     section = (REPO / "pyproject.toml").read_text().split("[project.scripts]\n")[1].split("\n[")[0]
     scripts = dict(re.findall(r'^(\S+) = "(\S+)"$', section, re.M))  # tomllib: Python 3.11+
-    assert {"jal-train", "jal-fuse", "jal-sweep", "jal-tables"} <= set(scripts)
+    assert {"jal-train", "jal-fuse", "jal-plan", "jal-tables"} <= set(scripts)
     for name, target in scripts.items():
         module, _, function = target.partition(":")
         assert callable(getattr(import_module(module), function)), name
         # each runs the module of its name: jal-gpu-check is jal.gpu_check
-        assert name.removeprefix("jal-").replace("-", "_") in {"train", "fuse", "sweep", "tables", "bench",
-                                                               "precision", "gpu_check"}
+        assert name.removeprefix("jal-").replace("-", "_") in {"train", "fuse", "plan", "tables", "bench",
+                                                               "precision_report", "gpu_check"}
 
 
 def test_help_answers_without_torch_through_both_commands():

@@ -17,7 +17,7 @@ from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf, open_dict, read_write
 
-from jal import fuse, multirun, sweep
+from jal import fuse, multirun, plan
 from jal import train as jal_train
 from jal.config_check import check_command_line
 from jal.data import load_dataset
@@ -213,9 +213,9 @@ def test_a_sweep_over_a_setting_that_does_not_change_the_experiment_is_refused_i
         with pytest.raises(DirectoryConflict, match=f"^{line}$"):
             multirun.plan_runs(overrides)
         multirun.plan_runs(overrides[:-1] + ["seed=1,1"])  # the same run named twice: not such a sweep
-    for main in (sweep.main, fuse.main):  # python -m jal.sweep "<overrides>", python -m jal.fuse <overrides>
+    for main in (plan.main, fuse.main):  # python -m jal.plan "<overrides>", python -m jal.fuse <overrides>
         with pytest.raises(SystemExit, match=f"^error: {line}$"):
-            main([" ".join(overrides)] if main is sweep.main else overrides)
+            main([" ".join(overrides)] if main is plan.main else overrides)
     assert not list(tmp_path.iterdir())  # nothing written
 
 

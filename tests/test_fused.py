@@ -418,7 +418,7 @@ def test_joblib_trains_fusions_side_by_side_as_the_basic_launcher_does(basic_fus
     assert "Fused sweep summary: 4 runs trained here: 4 finished, 0 failed" in done.stdout
     assert_same_records(basic_fused[0], tmp_path, CELLS)
     for cell in CELLS:
-        assert (tmp_path / cell / "train.log").read_text().count("][jal.train.epochs][INFO] - epoch ") == 2
+        assert (tmp_path / cell / "train.log").read_text().count("][jal.epochs][INFO] - epoch ") == 2
 
 
 def test_submitit_trains_a_fusion_per_task_as_the_basic_launcher_does(basic_fused, tmp_path):
@@ -539,4 +539,4 @@ def test_a_run_named_twice_in_a_fused_sweep_is_planned_trained_and_logged_once(t
     assert [r["status"] for r in results] == ["finished"] * 2 and results[0] == results[1]
     assert results[0]["fused"] == 1
     lines = (runs[0].dir / "train.log").read_text().splitlines()
-    assert len(lines) == len(set(lines)) and sum("[jal.train.epochs]" in line for line in lines) == 2
+    assert len(lines) == len(set(lines)) and sum("[jal.epochs]" in line for line in lines) == 2

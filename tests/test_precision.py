@@ -1,5 +1,5 @@
 """trainer.precision=auto on a CPU (bf16 only with bf16 hardware, from the CPU's flags, the reason recorded),
-and the paired bf16-vs-fp32 table of jal.precision (its arithmetic on hand-made records)."""
+and the paired bf16-vs-fp32 table of jal.precision_report (its arithmetic on hand-made records)."""
 
 import json
 import logging
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from jal import device as jal_device
-from jal import precision as paired
+from jal import precision_report as paired
 from jal import train as jal_train
 
 # /proc/cpuinfo flags of the two CPU kinds docs/performance.md has figures for (abridged)
@@ -60,7 +60,7 @@ def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypat
                                                        flags, expected):
     monkeypatch.setattr(jal_device, "cpu_flags", lambda: flags)
     cfg = synthetic_run("trainer.device=cpu", "trainer.precision=auto", "trainer.epochs=1")
-    with caplog.at_level(logging.INFO, logger="jal.train"):
+    with caplog.at_level(logging.INFO, logger="jal.run"):
         result = jal_train.train(cfg, tmp_dir := jal_train.Path(cfg.out_root) / cfg.run_name)
     assert result["precision"] == expected
     assert result["precision_reason"].startswith("auto: " + expected)
@@ -91,7 +91,7 @@ def test_a_run_directory_names_the_precision_that_trains_not_how_it_was_asked(mo
 
 
 # ---------------------------------------------------------------------------------------------------
-# The paired table (jal.precision), on hand-made records
+# The paired table (jal.precision_report), on hand-made records
 
 
 def record(loss, seed, precision, acc, noise_type="symmetric", rate=0.8, status="finished", **extra):
@@ -179,7 +179,7 @@ def test_cells_from_the_trained_side_leave_the_rest_of_a_table_out():
 
 
 def test_committed_precision_table_is_rebuilt_from_committed_records(tmp_path):
-    """results/precision/ is derived state: what jal.precision makes of the committed bf16 and fp32 records."""
+    """results/precision/ is derived state: what jal.precision_report makes of the committed bf16 and fp32 records."""
     repo = jal_train.Path(__file__).resolve().parents[1]
     bf16_runs, fp32_runs = repo / "results/precision/runs", repo / "results/quick/runs"
     if not (repo / "results/precision/table.md").exists() or not bf16_runs.is_dir():
@@ -187,4 +187,5 @@ def test_committed_precision_table_is_rebuilt_from_committed_records(tmp_path):
     paired.main([str(bf16_runs), str(fp32_runs), "--cells-from", str(bf16_runs), "--out", str(tmp_path)])
     for name in ("table.md", "table.csv"):
         committed = (repo / "results/precision" / name).read_text()
-        assert committed == (tmp_path / name).read_text(), f"results/precision/{name} is stale: rerun jal.precision"
+        assert committed == (tmp_path / name).read_text(), (
+            f"results/precision/{name} is stale: rerun jal.precision_report")

@@ -416,10 +416,10 @@ def test_nlnl_run_killed_after_epoch_1_resumes_to_the_uninterrupted_result(synth
 
 
 def run_script(script, tmp_path, **env) -> str:
-    """What a table script (with its arguments) runs, as a stand-in python echoes the commands (jal.sweep,
+    """What a table script (with its arguments) runs, as a stand-in python echoes the commands (jal.plan,
     jal.train, jal.tables, scripts/) instead of running them: PRESET=paper and DRY_RUN=1 unless given."""
     python = tmp_path / "python"
-    echoed = '"-m jal.sweep"|"-m jal.train"|"-m jal.tables"|scripts/*'
+    echoed = '"-m jal.plan"|"-m jal.train"|"-m jal.tables"|scripts/*'
     python.write_text(f'#!/bin/bash\ncase "$1 $2" in {echoed}) echo "$@";; *) exec {sys.executable} "$@";; esac\n')
     python.chmod(0o755)
     done = subprocess.run(["bash", *f"scripts/{script}".split()], cwd=REPO, capture_output=True, text=True,
@@ -430,9 +430,9 @@ def run_script(script, tmp_path, **env) -> str:
 
 
 def planned_cells(script, tmp_path, **env):
-    """The (dataset, noise type, rate or label set, loss) cells a table script queues, read from its jal.sweep
+    """The (dataset, noise type, rate or label set, loss) cells a table script queues, read from its jal.plan
     plan call."""
-    (plan,) = [line for line in run_script(script, tmp_path, **env).splitlines() if line.startswith("-m jal.sweep")]
+    (plan,) = [line for line in run_script(script, tmp_path, **env).splitlines() if line.startswith("-m jal.plan")]
     cells, order = set(), []
     for sweep in plan.replace("\\", "").split(" experiment=")[1:]:  # one sweep's overrides, shell-quoted
         args = dict(a.split("=", 1) for a in sweep.split() if "=" in a)

@@ -121,7 +121,7 @@ def test_a_sweep_trains_on_slurm_what_the_basic_launcher_trains(basic, tmp_path)
     assert_same_runs(tmp_path, basic, 2)
     for log in tmp_path.glob("synthetic/**/train.log"):  # the run's own lines only
         text = log.read_text()
-        assert "][jal.train.epochs][INFO] - epoch 2/2: " in text and "submitit" not in text
+        assert "][jal.epochs][INFO] - epoch 2/2: " in text and "submitit" not in text
 
 
 def test_a_fused_sweep_trains_on_slurm_what_the_basic_launcher_trains(tmp_path):

@@ -1,6 +1,6 @@
 """Hydra multirun sweeps through the basic and the submitit (local, as on SLURM) launchers, their table,
 a second sweep skipping every finished run, and the notebook on the records they wrote; the plan before a
-sweep (jal.sweep, scripts/sweep.sh) and the progress lines and summary during it."""
+sweep (jal.plan, scripts/sweep.sh) and the progress lines and summary during it."""
 
 import json
 import os
@@ -18,7 +18,7 @@ from hydra import initialize_config_dir
 from test_notebook import FIGURES, run_notebook
 
 from jal import device as jal_device
-from jal import sweep, tables
+from jal import plan, tables
 from jal.multirun import plan_runs, sweep_jobs
 from jal.progress import Progress
 from jal.records import load_records
@@ -301,7 +301,7 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
     assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
            "device in this precision)\n" in out
     work = 2 * 64 + 2 * 32 / 3  # two epochs of 64 images, each evaluated on 32 test images (a third each)
-    assert f"  time left  about {sweep.duration(work / speed)}: 1 run, 149 training images" in out
+    assert f"  time left  about {plan.duration(work / speed)}: 1 run, 149 training images" in out
     # in bf16 the fp32 records are neither its runs (its directories end in bf16) nor its speed
     out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic", PRECISION="bf16").stdout
     assert "  precision  bf16 (trainer.precision=bf16)\n" in out and "0 finished already, 4 to train" in out
@@ -381,7 +381,7 @@ def test_gpu_pool_starts_nothing_when_the_deadline_is_near(tmp_path):
 
 
 def plan_output(overrides: list[str], capsys, *extra: str) -> str:
-    sweep.main(["--name", "reproduce_test", " ".join(overrides), *extra])
+    plan.main(["--name", "reproduce_test", " ".join(overrides), *extra])
     return capsys.readouterr().out
 
 

@@ -284,7 +284,7 @@ def test_a_run_alone_ends_with_its_accuracy_and_its_directory(tmp_path, progress
                    "trainer.batch_size=32,trainer.epochs=2")
     record = json.loads((tmp_path / run_dir / "result.json").read_text())
     closing = f"finished: test accuracy {record['last_test_acc']:.2f}% (epoch 2) -> {run_dir}"
-    assert done.stdout.strip().splitlines()[-1].endswith(f"[jal.train.console][INFO] - {closing}")
+    assert done.stdout.strip().splitlines()[-1].endswith(f"[jal.console][INFO] - {closing}")
     assert "finished: test accuracy" not in (tmp_path / run_dir / "train.log").read_text()
     bar = "ce clean s123 |██████████| 2/2 [" in done.stderr  # its last state (not a terminal: 10 cells)
     assert bar == (progress == "true")

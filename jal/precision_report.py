@@ -1,6 +1,6 @@
 """The paired precision check: the same cells and seeds trained in bf16 and in fp32, the difference per cell.
 
-    python -m jal.precision results/precision/runs results/quick/runs --out results/precision [--expect-seeds 3]
+    python -m jal.precision_report results/precision/runs results/quick/runs --out results/precision [--expect-seeds 3]
         [--cells-from results/precision/runs]
 
 Records (result.json, found recursively under the directories given) are read by their contents, never by
@@ -203,7 +203,7 @@ def write_tables(rows: list[dict], out_dir, expect_seeds: int = 3) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m jal.precision", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jal.precision_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("records", nargs="+", help="directories searched recursively for result.json")
     parser.add_argument("--out", required=True, help="directory to write table.md, table.csv, summary.json into")
     parser.add_argument("--expect-seeds", type=int, default=3, help="paired seeds needed per cell (default 3)")
@@ -214,9 +214,9 @@ def main(argv=None) -> dict:
     cells = {cell_of(r) for r in load_records(args.cells_from)} if args.cells_from else None
     rows = pair_cells(load_records(args.records), args.expect_seeds, cells)
     if not rows:
-        raise SystemExit("jal.precision: no finished runs with a precision field")
+        raise SystemExit("jal.precision_report: no finished runs with a precision field")
     v = write_tables(rows, args.out, args.expect_seeds)
-    print(f"jal.precision: {len(rows)} cells; {verdict_line(v).replace('**', '')} Wrote table.md, table.csv and "
+    print(f"jal.precision_report: {len(rows)} cells; {verdict_line(v).replace('**', '')} Wrote table.md, table.csv and "
           f"summary.json to {args.out}")
     return v
 

@@ -1,6 +1,6 @@
 """The plan before a sweep.
 
-    python -m jal.sweep "loss=ce,jal_ce noise=symmetric noise.rate=0.4,0.8" ["<another multirun's overrides>" ...]
+    python -m jal.plan "loss=ce,jal_ce noise=symmetric noise.rate=0.4,0.8" ["<another multirun's overrides>" ...]
 
 prints what those multiruns (`python -m jal.train -m <overrides>`, one argument each) would do on this
 machine: the preset, the device, the launcher, the number of runs, how many are finished already and the
