@@ -51,7 +51,8 @@ import torch
 from omegaconf import DictConfig
 
 from jal.data import ImageData, channel_stats, epoch_generator, images_to_device, load_dataset, synthetic_dataset
-from jal.device import choose_precision, device_name, resolve_device
+from jal.device import choose_precision, device_name, set_determinism
+from jal.experiment import choose
 from jal.reference_pipeline import build_reference, reference_breakdown, run_reference
 from jal.step import Fusion, Learner, TrainingData, batch_starts, train_steps
 from jal.timing import PHASES, PhaseTimer, count_host_syncs, images_per_second, peak_memory_mb, reset_peak_memory, sync
@@ -185,7 +186,8 @@ def measure_ours(args, data: ImageData, precision: str, compile, k: int = 1, det
     together after a warm-up (which includes compiling), runs/hour and peak memory; with details, also the
     step breakdown and the synchronising CUDA calls per step."""
     cfg = compose_config(args, precision, compile)
-    device, trains_in = resolve_device(cfg)
+    device, trains_in, _ = choose(cfg)
+    set_determinism(device, cfg.trainer.deterministic)
     with tf32_matmuls(precision) as flags:
         reset_peak_memory(device)
         started = time.perf_counter()
@@ -259,9 +261,9 @@ def time_full_run(args, extra: tuple[str, ...] = ()) -> dict:
         started = time.perf_counter()
         result = train(cfg, Path(tmp) / "run")
         seconds = time.perf_counter() - started
-    return {"full_run_seconds": seconds, "full_run_epochs": result["epochs"],
-            "full_run_last_test_acc": result["last_test_acc"],
-            "full_run_train_images_per_second": result["images_per_second"]}
+    return {"full_run_seconds": seconds, "full_run_epochs": result.epochs,
+            "full_run_last_test_acc": result.last_test_acc,
+            "full_run_train_images_per_second": result.images_per_second}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     cfg = compose_config(args)
-    device, _ = resolve_device(cfg)
+    device = choose(cfg)[0]
     needed = cfg.trainer.batch_size * (args.warmup + args.steps + args.breakdown_steps)
     data, source, description = load_images(cfg, needed)
     print(f"data: {description}", flush=True)

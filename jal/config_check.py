@@ -19,7 +19,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from jal.config import REAL_WORLD, BadValue, ConfigError, missing_line, real_world_lists, require
+from jal.config import REAL_WORLD, BadValue, ConfigError, require
+from jal.experiment import PRECOMPUTED_INSTANCE_RATES, TORCHVISION, check_out_root, data_files, given_settings
 from jal.resolvers import L1_TERMS, loss_terms
 from jal.util import CONFIG_DIR, CannotWrite, check_data_folder, compose_run, writable
 
@@ -34,6 +35,7 @@ def check_config(cfg) -> None:
     """The value rules of every section (each schema's __post_init__), then the rules across sections.
     Raises ConfigError; reads no data."""
     require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0", 123)
+    check_out_root(cfg.out_root)
     for section in SECTIONS:
         node = OmegaConf.select(cfg, section)
         if OmegaConf.is_dict(node) and OmegaConf.get_type(node) is not dict:  # a section with a schema
@@ -70,18 +72,9 @@ def check_config(cfg) -> None:
                 f"is not among this machine's {torch.cuda.device_count()} CUDA devices", "auto")
 
 
-def given_settings(cfg) -> dict[str, str]:
-    """The settings given on the command line, key -> value as written (Hydra's task overrides), where `cfg`
-    carries its Hydra node (compose_run, a sweep's plan); empty for a config without it."""
-    if "hydra" not in cfg:
-        return {}
-    return dict(line.lstrip("+~").partition("=")[::2] for line in cfg.hydra.overrides.task)
-
-
 # The noise types whose labels read noise.rate, and the rates of the precomputed instance-dependent label sets
 # (jal.run.make_labels: other rates, and synthetic data, are drawn by the generator)
 RATED_NOISES = ("symmetric", "asymmetric", "instance")
-PRECOMPUTED_INSTANCE_RATES = (0.2, 0.4, 0.6)
 
 
 def check_nothing_ignored(cfg) -> None:
@@ -176,36 +169,23 @@ def one_line(err: BaseException) -> str:
 
 
 def check_data_files(cfg) -> None:
-    """The files a run of `cfg` reads from data_dir are there (jal.data.load_dataset, jal.run.make_labels):
-    a missing label file raises FileNotFoundError naming it; missing images are downloaded, as a run would,
-    or raise naming what goes where. Their contents are checked as the run reads them."""
-    name, kind, data_dir = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
-    if name == "synthetic":  # made in memory; its instance-dependent labels are always generated
-        return
-    if name in REAL_WORLD:  # its file lists; the images are checked as they are read (jal/real_world.py)
-        for path, layout in real_world_lists(cfg.dataset):
-            if not Path(path).exists():
-                raise FileNotFoundError(missing_line(path, layout))
-        return
-    labels = {"human": (f"{name}n_labels.npz", "CIFAR-N labels"),
-              "instance": (f"{name}_idn_labels.npz", "precomputed instance-dependent labels")}.get(kind)
-    if kind == "instance" and (cfg.noise.generate or cfg.noise.rate not in PRECOMPUTED_INSTANCE_RATES):
-        labels = None  # drawn by the generator
-    if labels and not (data_dir / labels[0]).is_file():
-        raise FileNotFoundError(f"{data_dir / labels[0]} not found: put the {labels[1]} ({labels[0]}) there "
-                                "(the data directory is set by JAL_DATA_DIR)")
-    images = data_dir / f"{name}.npz"
-    if images.is_file():
-        return
-    raw = data_dir / {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]  # torchvision's
-    check_data_folder(images)
-    if not raw.is_dir() and not can_reach(CIFAR_HOST):  # seconds sooner than torchvision's own attempt
-        raise FileNotFoundError(f"{images} is missing and {name} could not be downloaded (no connection to "
-                                f"{CIFAR_HOST}); put {name}.npz (x_train, y_train, x_test, y_test) in {data_dir} "
-                                "or point JAL_DATA_DIR at a folder holding it")
-    from jal.data import _download_and_prepare  # torchvision: only when the images must be fetched
+    """The files a run of `cfg` reads first are there (jal.experiment.data_files): a missing one raises
+    FileNotFoundError naming it; missing CIFAR images are downloaded, as a run would, or raise naming what goes
+    where. Their contents are checked as the run reads them."""
+    for file in data_files(cfg):
+        if file.path.exists():
+            continue
+        if not file.downloadable:
+            raise FileNotFoundError(file.missing())
+        name, folder = cfg.dataset.name, file.path.parent
+        check_data_folder(file.path)
+        if not (folder / TORCHVISION[name]).is_dir() and not can_reach(CIFAR_HOST):  # sooner than torchvision
+            raise FileNotFoundError(f"{file.path} is missing and {name} could not be downloaded (no connection to "
+                                    f"{CIFAR_HOST}); put {name}.npz (x_train, y_train, x_test, y_test) in {folder} "
+                                    "or point JAL_DATA_DIR at a folder holding it")
+        from jal.data import _download_and_prepare  # torchvision: only when the images must be fetched
 
-    _download_and_prepare(name, images)
+        _download_and_prepare(name, file.path)
 
 
 CIFAR_HOST = "www.cs.toronto.edu"  # where torchvision downloads CIFAR-10 and CIFAR-100 from
@@ -225,13 +205,14 @@ def can_reach(host: str, timeout: float = 3.0) -> bool:
 def check_run_writable(cfg) -> None:
     """A run that must write into its directory where no file can be made (a read-only out_root) is refused in
     one line before Hydra opens its train.log there; a finished run of this experiment is still skipped."""
-    from jal.run_dir import check_writable, read_record
+    from jal import record as records
+    from jal.run_dir import check_writable
 
     run_dir = Path(cfg.hydra.run.dir)
     if writable(run_dir):
         return
-    record = read_record(run_dir)  # the run itself checks it is this experiment (jal.run.finished_already)
-    if record is None or record.get("status") != "finished":
+    record = records.read(run_dir)  # the run itself checks it is this experiment (jal.run.finished_already)
+    if record is None or record.status != records.Status.FINISHED:
         check_writable(run_dir)
 
 

@@ -1,8 +1,8 @@
 """Where a run trains and in which precision: the device trainer.device names here, the CPU's bf16 hardware,
 what trainer.precision means on this machine, and the machine's name for the records.
 
-No jal imports: the config's directory resolver (jal.resolvers.precision_subdir), the training code, the sweep's
-plan and the benchmark all ask it, and it asks none of them.
+No jal imports: the experiment (jal.experiment.choose), the training code, the sweep's plan and the benchmark
+all ask it, and it asks none of them.
 """
 
 import os
@@ -75,17 +75,12 @@ def choose_precision(precision: str, device: torch.device, flags: set[str] | Non
     return "fp32", f"auto: fp32, the CPU has no bf16 hardware (no {' or '.join(BF16_CPU_FLAGS)} in its flags)"
 
 
-def resolve_device(cfg) -> tuple[torch.device, str]:
-    """(device, precision): where a run of the composed config `cfg` trains on this machine and in which
-    precision; cuDNN and torch set to the determinism it asks for."""
-    device = run_device(cfg.trainer.device)
-    precision, _ = choose_precision(cfg.trainer.precision, device)
-    deterministic = cfg.trainer.get("deterministic", False)
+def set_determinism(device: torch.device, deterministic: bool) -> None:
+    """cuDNN's and torch's determinism for a run on `device` (trainer.deterministic), set when it starts to
+    train: fixed input shapes let cuDNN pick its fastest kernels, unless bitwise repeatable runs are asked for."""
     if device.type == "cuda":
-        # fixed input shapes: let cuDNN pick its fastest kernels, unless bitwise repeatable runs are asked for
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable results
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on an op with no such kernel
-    return device, precision

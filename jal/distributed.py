@@ -176,7 +176,7 @@ def rank_zero_first(fn: Callable, *args):
 def adopt(member) -> None:
     """A Member rank 0 prepared (its checkpoint loaded), made this rank's: its local device, torch's settings
     for it (prepare_member's on rank 0), and, on ranks other than 0, nothing written."""
-    from jal.device import resolve_device
+    from jal.device import set_determinism
 
     if size() == 1:
         return
@@ -185,7 +185,7 @@ def adopt(member) -> None:
     if not is_main():
         if member.cfg.trainer.threads:
             torch.set_num_threads(member.cfg.trainer.threads)
-        resolve_device(member.cfg)  # cuDNN's and torch's determinism settings, per process
+        set_determinism(member.device, member.cfg.trainer.deterministic)  # cuDNN's and torch's, per process
         member.writes = False
 
 

@@ -42,6 +42,7 @@ from omegaconf.errors import OmegaConfBaseException
 from jal import launch
 from jal.config import ConfigError
 from jal.config_check import one_line
+from jal.record import ENDED, Record, Status, ending
 from jal.util import CONFIG_DIR, duration
 
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging's
@@ -167,10 +168,10 @@ class FusionTask:
     of: int
     cfgs: list
     run_dirs: list
-    cells: list
+    names: list
     work: list = field(default_factory=list)
 
-    def __call__(self) -> tuple[int, list[dict]]:
+    def __call__(self) -> tuple[int, list]:
         """(number, each member's record). An error of the fusion is its members' (failed), not the sweep's."""
         from hydra.core.utils import setup_globals
 
@@ -186,7 +187,7 @@ class FusionTask:
                     logging.getLogger("jal.fuse").error("fusion %d/%d: %s", self.number, self.of, error)
                 else:
                     logging.getLogger("jal.fuse").exception("fusion %d/%d", self.number, self.of)
-                return self.number, [dict(status="failed", error=error)] * len(self.cfgs)
+                return self.number, [Record(status=Status.FAILED, error=error) for _ in self.cfgs]
 
     def checkpoint(self, *args, **kwargs):
         """submitit, on SLURM's signal before the time limit or on preemption (after the fusion paused at an
@@ -198,7 +199,7 @@ class FusionTask:
 
 def fusion_tasks(groups: list) -> list[FusionTask]:
     """The fusions of a sweep (jal.multirun.fusions: lists of jal.multirun.Run) as tasks a launcher runs."""
-    return [FusionTask(n, len(groups), [r.cfg for r in group], [r.dir for r in group], [r.cell for r in group],
+    return [FusionTask(n, len(groups), [r.cfg for r in group], [r.dir for r in group], [r.name for r in group],
                        group[0].work_left_after_each_epoch()) for n, group in enumerate(groups, 1)]
 
 
@@ -238,7 +239,7 @@ def launch_fusions(tasks: list[FusionTask], launcher: dict):
                 yield task, job.result()[1]
             except Exception as err:  # the task itself failed (killed, out of memory, out of requeues)
                 error = f"its task {job.job_id} failed: {launch.failed_job(err)}"
-                yield task, [dict(status="failed", error=error)] * len(task.cfgs)
+                yield task, [Record(status=Status.FAILED, error=error) for _ in task.cfgs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -249,7 +250,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
     from jal import multirun  # the plan's imports load here, after the arguments: --help answers sooner
     from jal.progress import Progress
-    from jal.run import ending
 
     results = []
     try:
@@ -266,17 +266,17 @@ def main(argv: list[str] | None = None) -> None:
             progress.start(runs)
             for task, ended in launch_fusions(tasks, launcher):
                 eta = progress.eta()
-                for cell, result in zip(task.cells, ended):  # in the words of a run alone's closing line
-                    print(f"[fusion {task.number}/{task.of}] {cell}: {ending(result)} ({eta})", flush=True)
+                for name, result in zip(task.names, ended):  # in the words of a run alone's closing line
+                    print(f"[fusion {task.number}/{task.of}] {name}: {ending(result)} ({eta})", flush=True)
                     results.append(result)
     except (ConfigError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as err:
         raise SystemExit(f"error: {one_line(err)}") from None
     except KeyboardInterrupt:  # Ctrl-C: each member has said where it stopped (jal.train); no traceback
         raise SystemExit(130) from None
-    counts = {s: sum(r["status"] == s for r in results) for s in ("finished", "failed", "paused")}
+    counts = {s: sum(r.status == s for r in results) for s in ENDED}
     print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
         f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")
-    if counts["failed"]:
+    if counts[Status.FAILED]:
         sys.exit(1)
 
 

@@ -30,7 +30,9 @@ from torch.overrides import TorchFunctionMode
 
 from jal import train as jal_train
 from jal.data import channel_stats, normalize
-from jal.device import device_name, resolve_device
+from jal.device import device_name
+from jal.experiment import choose
+from jal.record import Status
 from jal.run_dir import CHECKPOINT, load_checkpoint
 from jal.step import build_training, evaluate, train_steps
 from jal.util import atomic_write_json, compose_run
@@ -48,10 +50,10 @@ def short_run(device: str, out_root: Path, *extra: str, size: int = 2048):
     return compose_run(overrides)
 
 
-def compare_runs(a: dict, a_dir: Path, b: dict, b_dir: Path) -> dict:
+def compare_runs(a, a_dir: Path, b, b_dir: Path) -> dict:
     """How far two finished runs are apart: history (timings aside) and final weights."""
     history_diff = 0.0
-    for ha, hb in zip(a["history"], b["history"]):
+    for ha, hb in zip(a.history, b.history):
         for key in ha.keys() - set(TIMINGS):
             if isinstance(ha[key], (int, float)) and isinstance(hb[key], (int, float)):
                 history_diff = max(history_diff, abs(ha[key] - hb[key]))
@@ -59,10 +61,10 @@ def compare_runs(a: dict, a_dir: Path, b: dict, b_dir: Path) -> dict:
                 history_diff = float("inf")
     weights = [load_checkpoint(d / CHECKPOINT)["model"] for d in (a_dir, b_dir)]
     weight_diff = max(float((weights[0][k].double() - weights[1][k].double()).abs().max()) for k in weights[0])
-    same_history = [{k: v for k, v in h.items() if k not in TIMINGS} for h in a["history"]] == \
-        [{k: v for k, v in h.items() if k not in TIMINGS} for h in b["history"]]
+    same_history = [{k: v for k, v in h.items() if k not in TIMINGS} for h in a.history] == \
+        [{k: v for k, v in h.items() if k not in TIMINGS} for h in b.history]
     return {"identical": same_history and weight_diff == 0.0, "max_history_diff": history_diff,
-            "max_weight_diff": weight_diff, "last_test_acc": [a["last_test_acc"], b["last_test_acc"]]}
+            "max_weight_diff": weight_diff, "last_test_acc": [a.last_test_acc, b.last_test_acc]}
 
 
 @contextlib.contextmanager
@@ -112,8 +114,8 @@ def resume_report(cfg, work: Path) -> dict:
     cfg.trainer.pause_after = None
     continued = jal_train.train(cfg, work / "resume" / "paused")
     report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
-    report.update(paused_status=paused["status"], paused_epoch=paused["epoch"])
-    report["passed"] = report["identical"] and paused["status"] == "paused" and paused["epoch"] == 1
+    report.update(paused_status=paused.status.value, paused_epoch=paused.epoch)
+    report["passed"] = report["identical"] and paused.status == Status.PAUSED and paused.epoch == 1
     return report
 
 
@@ -172,7 +174,7 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
     from jal.data import epoch_generator, synthetic_dataset
 
     ours = build_fusion(cfg, synthetic_dataset(size, 2, cfg.dataset.num_classes), dev)
-    _, precision = resolve_device(cfg)
+    precision = choose(cfg)[1]
 
     def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
         data = ours.data

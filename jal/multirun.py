@@ -7,7 +7,6 @@ status, the epochs it has done, the fusions the runs still to train make (jal.fu
 the progress callback (jal.progress) and the fused sweep (jal.fuse) start from these runs.
 """
 
-import contextlib
 import copy
 import json
 import os
@@ -16,59 +15,78 @@ from itertools import accumulate, product
 from pathlib import Path
 
 from hydra import compose
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from jal import record as records
 from jal.config_check import check_config
-from jal.device import run_device
-from jal.resolvers import NOT_THE_EXPERIMENT
+from jal.experiment import (
+    NOT_THE_EXPERIMENT,
+    Experiment,
+    choose,
+    differences,
+    experiment,
+    fixed_settings,
+    given_settings,
+    hydra_node,
+    within,
+)
+from jal.record import Record, Status
 from jal.run_dir import (
     CHECKPOINT,
     PREVIOUS,
-    RESULT,
     DirectoryConflict,
     check_same,
     check_writable,
-    differences,
-    identity,
-    identity_of,
     latest_checkpoint,
-    load_checkpoint,
-    read_record,
-    within,
+    rejoined_epochs,
 )
 from jal.util import CONFIG_DIR
 
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
-ANOTHER = "another experiment"  # a run's status where its directory holds another experiment's record
 # the settings the plan's header shows (jal.plan.print_plan): left out of a run's overrides where it names one
 SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
     dir: Path
-    cell: str              # run_name: dataset/noise/loss/seed
+    name: str              # run_name: its directory under out_root
     cfg: DictConfig        # the job's composed config, Hydra's node included
-    _identity: dict | None = None
     fp32_dir: Path | None = None  # a run in bf16: the directory the same run has in fp32 (trainer.precision=fp32)
+    _experiment: Experiment | None = None
+
+    def experiment(self) -> Experiment:
+        """The experiment it is (jal.experiment), worked out when needed (its directory is shared or holds
+        files): resolving a whole config takes ~0.1 s, too long to do for every run of a 300-run plan."""
+        if self._experiment is None:
+            self._experiment = experiment(self.cfg)
+        return self._experiment
 
     def identity(self) -> dict:
-        """The experiment it is (jal/run_dir.py), worked out when needed (its directory is shared or holds
-        files): resolving a whole config takes ~0.1 s, too long to do for every run of a 300-run plan."""
-        if self._identity is None:
-            with hydra_node(self.cfg):  # run_name reads hydra:runtime.choices
-                self._identity = run_identity(self.cfg)
-        return self._identity
+        return self.experiment().identity
 
-    def status(self) -> tuple[str, dict]:
-        """read_status of its directory, but "another experiment" where the record there is of another
+    def status(self) -> tuple[Status, Record | None]:
+        """Its directory's status (jal.record.status), but ANOTHER where the record there is of another
         experiment than this run's (a sweep sharing the out_root wrote it): not this run's result."""
-        status, record = read_status(self.dir)
-        if (recorded := identity_of(record) if record else None) is not None and recorded != self.identity():
-            return ANOTHER, record
+        status, record = records.status(self.dir, CHECKPOINT)
+        if record is not None and (recorded := record.identity()) is not None and recorded != self.identity():
+            return Status.ANOTHER, record
         return status, record
+
+    def checkpoint(self) -> tuple[int, list[str]]:
+        """(epochs it resumes from, the run names of the fusion that trained its last epoch), read as the run
+        reads its checkpoints (jal.run_dir.latest_checkpoint, checkpoint.prev.pt where the newest is missing
+        or damaged, without mending anything); (0, []) without one, or with one of another experiment."""
+        try:
+            state = latest_checkpoint(self.dir, self.identity(), warn=lambda line: None, mend=False)
+        except DirectoryConflict:
+            return 0, []
+        return (0, []) if state is None else (int(state["epoch"]), list(state.get("fusion", [])))
+
+    def epochs_done(self) -> int:
+        """Epochs an unfinished run resumes from, 0 without a checkpoint."""
+        return self.checkpoint()[0] if (self.dir / CHECKPOINT).exists() or (self.dir / PREVIOUS).exists() else 0
 
     def work(self, from_epoch: int = 0) -> float:
         """Training images left from `from_epoch` on; an evaluated test image counts as a third of a trained
@@ -85,19 +103,6 @@ class Run:
         return list(accumulate(reversed(per_epoch), initial=0.0))[::-1]
 
 
-@contextlib.contextmanager
-def hydra_node(cfg: DictConfig):
-    """Inside, `${hydra:...}` resolves against `cfg`'s own Hydra node, as in jal.util.hydra_runtime, but without
-    the copy of the node that HydraConfig.set_config makes (a third of a 300-run plan's time): Hydra's resolver
-    reads HydraConfig.get(), the `hydra` of the config HydraConfig holds, here `cfg` itself."""
-    instance = HydraConfig.instance()
-    saved, instance.cfg = instance.cfg, cfg
-    try:
-        yield
-    finally:
-        instance.cfg = saved
-
-
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The jobs of `python -m jal.train -m <overrides>`, in launch order, as Hydra's basic sweeper splits them:
     the cartesian product of each key's values, the first key varying slowest; a key given twice takes its
@@ -109,13 +114,6 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
                   else [override.get_value_element_as_str()])
         choices[key] = [f"{key}={value}" for value in values]
     return [list(job) for job in product(*choices.values())]
-
-
-def settings_dirname(overrides, dirname: DictConfig) -> str:
-    """hydra.job.override_dirname of a job with these (parsed) task overrides: the lines whose keys are not
-    excluded, sorted, joined by item_sep, with kv_sep for '=' (Hydra's own rule)."""
-    lines = sorted(o.input_line for o in overrides if o.key_or_group not in dirname.exclude_keys)
-    return dirname.item_sep.join(lines).replace("=", dirname.kv_sep)
 
 
 def compose_jobs(jobs: list[list[str]], config_name: str = "train", composed: dict | None = None) -> list[DictConfig]:
@@ -144,8 +142,6 @@ def compose_jobs(jobs: list[list[str]], config_name: str = "train", composed: di
                 OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
         with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in parsed if not o.is_hydra_override()]
-            cfg.hydra.job.override_dirname = settings_dirname([o for o in parsed if not o.is_hydra_override()],
-                                                              cfg.hydra.job.config.override_dirname)
             cfg.hydra.job.id, cfg.hydra.job.num = num, num  # as the basic and joblib launchers set them
         configs.append(cfg)
     return configs
@@ -160,7 +156,7 @@ def plan_runs(overrides: list[str], config_name: str = "train", composed: dict |
         with hydra_node(cfg):  # run_name reads hydra:runtime.choices
             check_config(cfg)  # every run's values, before the first one trains
             run = Run(Path(sweep_dir(cfg)), cfg.run_name, cfg)
-            if run_precision(cfg)[0] == "bf16":  # its fp32 twin, whose record a plan in bf16 would not see
+            if choose(cfg)[1] == "bf16":  # its fp32 twin, whose record a plan in bf16 would not see
                 precision = cfg.trainer.precision
                 cfg.trainer.precision = "fp32"
                 run.fp32_dir = Path(sweep_dir(cfg))
@@ -172,20 +168,6 @@ def plan_runs(overrides: list[str], config_name: str = "train", composed: dict |
 
 def sweep_dir(cfg: DictConfig) -> str:
     return os.path.abspath(os.path.join(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir))
-
-
-def run_precision(cfg: DictConfig) -> tuple[str, str]:
-    """(precision, reason): what a run of `cfg` trains in on this machine, as train.py chooses it."""
-    from jal.device import choose_precision
-
-    return choose_precision(cfg.trainer.precision, run_device(cfg.trainer.device))
-
-
-def run_identity(cfg: DictConfig) -> dict:
-    """The identity train.py gives a run of `cfg` on this machine (jal/run_dir.py)."""
-    from jal.run_dir import plain_config
-
-    return identity(plain_config(cfg), run_precision(cfg)[0])
 
 
 def job_line(run: Run) -> str:
@@ -201,9 +183,8 @@ def check_directories(runs: list[Run]) -> None:
             if other.identity() != run.identity():
                 raise DirectoryConflict(
                     f"two runs of different experiments would share {run.dir}: [{job_line(other)}] and "
-                    f"[{job_line(run)}] ({differences(other.identity(), run.identity())}): add the setting that "
-                    "tells them apart to the overrides, or take it out of "
-                    "hydra.job.config.override_dirname.exclude_keys")
+                    f"[{job_line(run)}] ({differences(other.identity(), run.identity())}): give each its own "
+                    "out_root")
             if differ := not_the_experiment_swept(other, run):
                 values = [" ".join(f"{key}={pair[i]}" for key, pair in differ.items()) for i in (0, 1)]
                 raise DirectoryConflict(
@@ -212,10 +193,11 @@ def check_directories(runs: list[Run]) -> None:
                     "value with its own out_root")
             continue
         first_of[run.dir] = run
-        if not run.cfg.trainer.restart and any((run.dir / name).exists() for name in (RESULT, CHECKPOINT, PREVIOUS)):
-            if (record := read_record(run.dir)) is not None:
-                check_same(record, run.identity(), run.dir / RESULT)
-                if record.get("status") == "finished":
+        if not run.cfg.trainer.restart and any((run.dir / name).exists()
+                                               for name in (records.RESULT, CHECKPOINT, PREVIOUS)):
+            if (record := records.read(run.dir)) is not None:
+                check_same(record.identity(), run.identity(), run.dir / records.RESULT)
+                if record.status == Status.FINISHED:
                     continue  # read, never written: a finished run is skipped in a read-only out_root too
             latest_checkpoint(run.dir, run.identity(), warn=lambda line: None, mend=False)
         check_writable(run.dir)  # a run to train: before Hydra opens its train.log there
@@ -224,11 +206,10 @@ def check_directories(runs: list[Run]) -> None:
 def not_the_experiment_swept(first: Run, second: Run) -> dict[str, tuple[str, str]]:
     """The settings given on the command line in which two runs of one directory differ ({key: the values as
     written}), when all of them are settings that do not change the experiment (trainer.threads=1,2;
-    jal.resolvers.NOT_THE_EXPERIMENT): a sweep over such a setting would train one value and skip the others.
+    jal.experiment.NOT_THE_EXPERIMENT): a sweep over such a setting would train one value and skip the others.
     Empty otherwise: the same run named twice (seed=1,1) or one value written two ways (lr=0.1,1e-1) is no such
     sweep."""
-    given = [dict(line.lstrip("+~").partition("=")[::2] for line in run.cfg.hydra.overrides.task)
-             for run in (first, second)]
+    given = [given_settings(run.cfg) for run in (first, second)]
     differ = sorted(key for key in given[0].keys() | given[1].keys() if given[0].get(key) != given[1].get(key))
     if not differ or not all(within(key, NOT_THE_EXPERIMENT) for key in differ):
         return {}
@@ -240,48 +221,17 @@ def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
     together (jal.train.train_fusion): the same fixed settings and the same epoch reached, the members of a
     fusion killed between their checkpoint writes back at their common epoch (jal.run_dir.rejoined_epochs).
     A run named twice (`seed=1,1`) is one run."""
-    from jal.run_dir import fixed_settings, rejoined_epochs
-
     todo = {}  # directory -> run, in launch order
     for run in runs:
-        if run.dir not in todo and run.status()[0] != "finished":  # finished: this run's experiment (not another's)
+        if run.dir not in todo and run.status()[0] != Status.FINISHED:  # finished: this run's experiment
             todo[run.dir] = run
-    done = {run.cell: (0, []) if run.cfg.trainer.restart else checkpoint_fusion(run.dir) for run in todo.values()}
+    done = {run.name: (0, []) if run.cfg.trainer.restart else run.checkpoint() for run in todo.values()}
     epochs = rejoined_epochs(done)
     groups: dict[tuple, list[Run]] = {}
     for run in todo.values():
-        key = (json.dumps(fixed_settings(run.cfg), sort_keys=True, default=str), epochs[run.cell])
+        key = (json.dumps(fixed_settings(run.cfg), sort_keys=True, default=str), epochs[run.name])
         groups.setdefault(key, []).append(run)
     return [group[i : i + fuse] for group in groups.values() for i in range(0, len(group), max(fuse, 1))]
-
-
-def read_status(run_dir: Path) -> tuple[str, dict]:
-    """(status, record): finished, failed or paused from result.json; else started (a checkpoint) or new."""
-    try:
-        record = read_record(run_dir)
-    except DirectoryConflict:
-        return "unreadable", {}
-    if record is not None:
-        return record.get("status", "unknown"), record
-    return ("started" if (run_dir / CHECKPOINT).exists() else "new"), {}
-
-
-def checkpoint_fusion(run_dir: Path) -> tuple[int, list[str]]:
-    """(epochs an unfinished run resumes from, the run names of the fusion that trained its last epoch): from
-    its checkpoint (checkpoint.prev.pt when a kill left no checkpoint.pt), (0, []) without one."""
-    for path in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
-        if path.exists():
-            try:
-                state = load_checkpoint(path)
-                return int(state["epoch"]), list(state.get("fusion", []))
-            except DirectoryConflict:  # a checkpoint from elsewhere or cut short: count the run as new
-                return 0, []
-    return 0, []
-
-
-def epochs_done(run_dir: Path) -> int:
-    """Epochs an unfinished run resumes from (its checkpoint's), 0 without one."""
-    return checkpoint_fusion(run_dir)[0]
 
 
 def runs_(n: int) -> str:

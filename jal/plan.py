@@ -26,11 +26,13 @@ from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from jal import launch
-from jal.config import REAL_WORLD, ConfigError, missing_line, real_world_lists
+from jal import record as records
+from jal.config import REAL_WORLD, ConfigError
 from jal.config_check import one_line, share_config_store
 from jal.device import device_name, run_device
-from jal.multirun import SHOWN_ABOVE, Run, epochs_done, fusions, plan_runs, read_status, run_precision, runs_
-from jal.run_dir import RESULT
+from jal.experiment import choose, data_files
+from jal.multirun import SHOWN_ABOVE, Run, fusions, plan_runs, runs_
+from jal.record import Status
 from jal.util import CONFIG_DIR, CannotWrite, duration
 
 # ---------------------------------------------------------------------------------------------------
@@ -43,16 +45,15 @@ def records_speed(runs: list[Run], device: str | None) -> tuple[float, int, set[
     on any): (images/s, number of records, their devices), or None. A sweep of cells not yet run thus
     estimates from its siblings."""
     model, threads = runs[0].cfg.hydra.runtime.choices.model, runs[0].cfg.trainer.threads
-    precision = run_precision(runs[0].cfg)[0]
-    roots = {Path(run.cfg.hydra.sweep.dir) for run in runs}
+    precision = choose(runs[0].cfg)[1]
+    roots = sorted({Path(run.cfg.hydra.sweep.dir) for run in runs})
     speeds, devices = [], set()
-    for path in sorted({path for root in roots for path in root.rglob(RESULT)}):
-        status, record = read_status(path.parent)
-        if (status == "finished" and device in (None, record.get("device_name")) and record.get("model") == model
-                and record.get("precision", "fp32") == precision  # before records named it: fp32
-                and record.get("config", {}).get("trainer", {}).get("threads") == threads):
-            speeds.append(record["images_per_second"])
-            devices.add(record.get("device_name", "unnamed"))
+    for record in records.scan(roots, warn=lambda line: None):
+        if (record.status == Status.FINISHED and device in (None, record.device_name) and record.model == model
+                and (record.precision or "fp32") == precision  # before records named it: fp32
+                and (record.config or {}).get("trainer", {}).get("threads") == threads):
+            speeds.append(record.images_per_second)
+            devices.add(record.device_name or "unnamed")
     return (sum(speeds) / len(speeds), len(speeds), devices) if speeds else None
 
 
@@ -65,7 +66,7 @@ def speeds_file() -> Path:
 
 
 def probe_key(cfg: DictConfig, device: str) -> str:
-    model, precision, threads = cfg.hydra.runtime.choices.model, run_precision(cfg)[0], cfg.trainer.threads
+    model, precision, threads = cfg.hydra.runtime.choices.model, choose(cfg)[1], cfg.trainer.threads
     return f"{device} | {model} | {precision} | threads={threads or 'all'}"
 
 
@@ -85,12 +86,11 @@ def probe_speed(cfg: DictConfig, device: str, seconds: float = PROBE_SECONDS) ->
 
     from jal import bench
     from jal.data import synthetic_dataset
-    from jal.device import resolve_device
     from jal.util import atomic_write_json
 
     key = probe_key(cfg, device)
     cfg = copy.deepcopy(cfg)
-    torch_device, precision = resolve_device(cfg)
+    torch_device, precision, _ = choose(cfg)
     with open_dict(cfg):
         cfg.trainer.compile = False
         if torch_device.type != "cuda":  # a CPU is slow
@@ -140,37 +140,21 @@ GPU_MODELS = {"resnet34": "ResNet-34 (CIFAR-100's model)"}  # a run takes days o
 
 
 def missing_data(runs: list[Run], download: bool = False) -> str | None:
-    """The one line that stops a plan whose runs need a data file that is not there (docs/protocol.md section
-    6), or None. The images torchvision can download: downloaded now with `download`, else named."""
-    needed = {}  # path -> what it holds, torchvision's dataset name for the images
-    for run in runs:
-        cfg = run.cfg
-        name, kind, folder = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
-        if name == "synthetic":
+    """The one line that stops a plan whose runs need a data file that is not there (jal.experiment.data_files),
+    or None. The images torchvision can download: downloaded now with `download`, else named."""
+    needed = {file.path: file for run in runs for file in data_files(run.cfg)}
+    for path, file in needed.items():
+        if path.exists():
             continue
-        if name in REAL_WORLD:  # its file lists (jal.config.LAYOUTS): no download, its owners share it on request
-            for path, layout in real_world_lists(cfg.dataset):
-                if not Path(path).exists():
-                    return missing_line(path, layout)
-            continue
-        needed[folder / f"{name}.npz"] = ("the images", name)
-        # as jal.run.make_labels reads them: the reference's instance-dependent sets at 0.2, 0.4 and 0.6
-        if kind == "instance" and not cfg.noise.generate and cfg.noise.rate in (0.2, 0.4, 0.6):
-            needed[folder / f"{name}_idn_labels.npz"] = ("the precomputed instance-dependent labels", None)
-        if kind == "human":
-            needed[folder / f"{name}n_labels.npz"] = (f"the {name.upper().replace('CIFAR', 'CIFAR-')}N labels", None)
-    for path, (what, dataset) in needed.items():
-        if path.is_file():
-            continue
-        if dataset and download:
+        if file.downloadable and download:
             from jal.data import load_dataset
 
-            print(f"{path} is missing: downloading {dataset} with torchvision before the sweep", flush=True)
-            load_dataset(dataset, path.parent, num_classes=runs[0].cfg.dataset.num_classes)  # one line if it fails
+            name = path.stem
+            print(f"{path} is missing: downloading {name} with torchvision before the sweep", flush=True)
+            load_dataset(name, path.parent, num_classes=runs[0].cfg.dataset.num_classes)  # one line if it fails
             continue
-        return (f"{path} is missing: put {path.name} ({what}; docs/protocol.md section 6) there or point JAL_DATA_DIR"
-                f" at a folder holding it" + ("; without DRY_RUN=1 the sweep first downloads it with torchvision"
-                                            if dataset else ""))
+        return file.missing() + ("; without DRY_RUN=1 the sweep first downloads it with torchvision"
+                                 if file.downloadable else "")
     return None
 
 
@@ -188,7 +172,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     print(f"Plan of {name}: preset {preset}")
     device = run_device(first.trainer.device)
     print(f"  device     {'CUDA' if device.type == 'cuda' else 'CPU'}: {device_name(device)}")
-    precisions = sorted({run_precision(run.cfg) for run in runs})
+    precisions = sorted({choose(run.cfg)[1:] for run in runs})
     print(f"  precision  {'; '.join(f'{name} ({reason})' for name, reason in precisions)}")
     if fuse > 1:
         print(f"  launcher   fusions {launch.how_fusions_run(first)}")
@@ -196,17 +180,17 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
         print(f"  launcher   {launch.how_runs_run(launcher)}, torch threads per run: "
               f"{threads if threads else 'all cores (trainer.threads=null)'}")
 
-    statuses = {run.dir: read_status(run.dir) for run in runs}
+    statuses = {run.dir: records.status(run.dir) for run in runs}
     count = lambda status, among=runs: sum(statuses[r.dir][0] == status for r in among)  # noqa: E731
-    resumed = ", ".join(f"{count(s)} {s}" for s in ("failed", "paused", "started") if count(s))
-    print(f"  runs       {len(runs)} in {len(sweeps)} sweep{'s' * (len(sweeps) > 1)}: {count('finished')} finished "
-          f"already, {len(runs) - count('finished')} to train"
+    resumed = ", ".join(f"{count(s)} {s}" for s in (Status.FAILED, Status.PAUSED, Status.STARTED) if count(s))
+    print(f"  runs       {len(runs)} in {len(sweeps)} sweep{'s' * (len(sweeps) > 1)}: {count(Status.FINISHED)} "
+          f"finished already, {len(runs) - count(Status.FINISHED)} to train"
           + (f" ({resumed} before: each resumes from its last checkpoint)" if resumed else ""))
     for overrides, sweep in zip(sweep_overrides, sweeps):
         cells = " ".join(o for o in overrides if not o.startswith(SHOWN_ABOVE))
-        print(f"    {len(sweep):4d} runs, {count('finished', sweep):4d} finished: {cells}")
-    todo = [r for r in runs if statuses[r.dir][0] != "finished"]
-    twins = [r for r in todo if r.fp32_dir is not None and read_status(r.fp32_dir)[0] == "finished"]
+        print(f"    {len(sweep):4d} runs, {count(Status.FINISHED, sweep):4d} finished: {cells}")
+    todo = [r for r in runs if statuses[r.dir][0] != Status.FINISHED]
+    twins = [r for r in todo if r.fp32_dir is not None and records.status(r.fp32_dir)[0] == Status.FINISHED]
     if twins:  # e.g. the committed fp32 quick records, planned again on a CPU with bf16 hardware
         print(f"  fp32       {len(twins)} of the {runs_(len(todo))} to train in bf16 have a finished fp32 record "
               f"of the same cell (its directory without /bf16): PRECISION=fp32 (trainer.precision=fp32) would "
@@ -217,7 +201,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
               f"sizes {', '.join(str(len(g)) for g in groups) or 'none'}); the time below is for the runs unfused: "
               "fused speed is not measured here")
         for n, group in enumerate(groups, 1):
-            print(f"    fusion {n}: {', '.join(r.cell for r in group)}")
+            print(f"    fusion {n}: {', '.join(r.name for r in group)}")
     if not todo:
         print("  time left  none: every run is finished")
         return
@@ -227,7 +211,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
         of_model = [r for r in runs if r.cfg.hydra.runtime.choices.model == model]
         speed[model], source = run_speed(of_model, device_name(device))  # the device name train.py records
         print(f"  speed      {model}: {speed[model]:.0f} training images/s per run ({source})")
-    work = {r.dir: r.work(epochs_done(r.dir)) for r in todo}
+    work = {r.dir: r.work(r.epochs_done()) for r in todo}
     seconds = sum(work[r.dir] / speed[r.cfg.hydra.runtime.choices.model] for r in todo)
     if (parallel := launch.at_once(launcher)) is None:
         print(f"  time left  {duration(seconds)} of training at this machine's speed, spread over the launcher's "

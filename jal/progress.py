@@ -16,35 +16,21 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from jal import record as records
 from jal.config import ConfigError
 from jal.config_check import one_line
-from jal.multirun import ANOTHER, Run, epochs_done, plan_runs, read_status, runs_
+from jal.experiment import differences
+from jal.multirun import Run, plan_runs, runs_
+from jal.record import ENDED, Record, Status, ending
 from jal.records import noise_gap
-from jal.run_dir import RESULT, differences, held_elsewhere, identity_of
+from jal.run_dir import held_elsewhere
 from jal.util import CannotWrite, duration, writable
-
-ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
-
 
 # ---------------------------------------------------------------------------------------------------
 # The progress bar, whole in 80 columns: a short name, the bar, the epochs, the time and the last test accuracy
 # (`jal_ce sym0.8 s123 |####    | 57/120 [12:03<13:20, test 64.32%]`); the run's name and its speed per
 # epoch are in its train.log.
 BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
-NOISE_SHORT = dict(symmetric="sym", asymmetric="asym", instance="inst")
-
-
-def short_name(cell: dict) -> str:
-    """A run's loss, noise and seed, as its progress bar names it: `jal_ce sym0.8 s123`."""
-    if cell["noise_type"] == "none":
-        noise = "clean"
-    elif cell["noise_type"] == "human":
-        noise = f"human-{cell['noise_labels']}"
-    else:
-        noise = f"{NOISE_SHORT[cell['noise_type']]}{cell['noise_rate']:g}"
-    return f"{cell['loss']} {noise} s{cell['seed']}"
-
-
 def bar_postfix(histories: list[list[dict]]) -> str:
     """The last test accuracy evaluated (of a fusion: the range over its members); '' before there is one."""
     accs = [next((h["test_acc"] for h in reversed(history) if h["test_acc"] is not None), None)
@@ -63,7 +49,7 @@ class Progress(Callback):
     object made when the jobs were sent, so the runs that ended are counted from their records on disk."""
 
     def __init__(self) -> None:
-        self.runs: dict[str, str] | None = None  # run dir -> cell, in launch order
+        self.runs: dict[str, str] | None = None  # run dir -> run name, in launch order
         self.planned: dict[str, Run] = {}  # run dir -> its run (the experiment it is)
         self.summarised, self.not_ours = False, []
 
@@ -87,17 +73,17 @@ class Progress(Callback):
         atexit.register(self.summary)
 
     def start(self, runs: list[Run]) -> None:
-        self.runs = {str(r.dir): r.cell for r in runs}
+        self.runs = {str(r.dir): r.name for r in runs}
         self.planned = {str(r.dir): r for r in runs}
         self.started = time.time()
-        self.finished_before = {d for d in self.runs if read_status(Path(d))[0] == "finished"}
+        self.finished_before = {d for d in self.runs if self.status(d)[0] == Status.FINISHED}
         # work left after each epoch, per run: the ETA counts the epochs of the runs still in flight too
         self.work_after = {str(r.dir): r.work_left_after_each_epoch() for r in runs}
         self.work_at_start = self.work_left()
 
     def work_left(self) -> dict[str, float]:
         """Training images left per run of this sweep (0 for a run that has ended), from its checkpoint."""
-        return {d: 0.0 if self.has_ended(d) else work[min(epochs_done(Path(d)), len(work) - 1)]
+        return {d: 0.0 if self.has_ended(d) else work[min(self.planned[d].epochs_done(), len(work) - 1)]
                 for d, work in self.work_after.items()}
 
     def eta(self) -> str:
@@ -114,8 +100,8 @@ class Progress(Callback):
         while it continues)."""
         if run_dir in self.finished_before:
             return True
-        path = Path(run_dir) / RESULT
-        return path.exists() and path.stat().st_mtime >= self.started and read_status(Path(run_dir))[0] in ENDED
+        path = Path(run_dir) / records.RESULT
+        return path.exists() and path.stat().st_mtime >= self.started and self.status(run_dir)[0] in ENDED
 
     def ended(self) -> list[str]:
         """The runs of this sweep that have ended."""
@@ -129,11 +115,9 @@ class Progress(Callback):
         ended, total = len(self.ended()), len(self.runs)
         if holder := held_elsewhere(Path(run_dir)):
             what = f"running elsewhere ({holder}): not started here"
-        elif status == ANOTHER:
+        elif status == Status.ANOTHER:
             what = self.another(run_dir, record)
         elif status in ENDED:  # the closing line a run alone prints (its directory: out_root/cell)
-            from jal.run import ending
-
             what = ending(record)
         else:
             try:
@@ -142,20 +126,20 @@ class Progress(Callback):
                 what = f"failed before writing a record: {type(err).__name__}: {err}"
             else:  # a run that finds the sweep stopping (stop_at passed, a stop signal) exits before it starts
                 what = ("not started: the sweep is stopping (trainer.stop_at passed or a stop signal)"
-                        if status == "new" and value is None
+                        if status == Status.NEW and value is None
                         else f"ended without a record ({status}), returning {value}")
         eta = "sweep done" if ended == total else self.eta()
         print(f"[{ended}/{total}] {self.runs.get(run_dir, run_dir)}: {what} ({eta})", flush=True)
 
-    def status(self, run_dir: str) -> tuple[str, dict]:
-        """Its directory's status, "another experiment" where it holds another experiment's record (Run.status)."""
+    def status(self, run_dir: str) -> tuple[Status, Record | None]:
+        """Its directory's status, ANOTHER where it holds another experiment's record (Run.status)."""
         run = self.planned.get(run_dir)
-        return run.status() if run is not None else read_status(Path(run_dir))
+        return run.status() if run is not None else records.status(Path(run_dir))
 
-    def another(self, run_dir: str, record: dict) -> str:
-        differ = differences(identity_of(record), self.planned[run_dir].identity(), limit=2)
-        return (f"{run_dir} holds {ANOTHER} ({differ}): this sweep's run did not train there; give the sweep "
-                "its own out_root")
+    def another(self, run_dir: str, record: Record) -> str:
+        differ = differences(record.identity(), self.planned[run_dir].identity(), limit=2)
+        return (f"{run_dir} holds {Status.ANOTHER} ({differ}): this sweep's run did not train there; give the "
+                "sweep its own out_root")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self.summary()
@@ -168,19 +152,20 @@ class Progress(Callback):
         self.summarised = True
         statuses = {d: self.status(d) for d in self.runs}
         by = {s: [d for d in self.runs if statuses[d][0] == s] for s in ENDED}
-        self.not_ours = [d for d in self.runs if statuses[d][0] == ANOTHER]
-        other = [d for d in self.runs if statuses[d][0] not in (*ENDED, ANOTHER)]
-        print(f"Sweep summary: {runs_(len(self.runs))}: {len(by['finished'])} finished, {len(by['failed'])} failed, "
-              f"{len(by['paused'])} paused, {len(other)} not run to an end"
-              + (f", {len(self.not_ours)} {ANOTHER} in its directory" if self.not_ours else ""), flush=True)
+        self.not_ours = [d for d in self.runs if statuses[d][0] == Status.ANOTHER]
+        other = [d for d in self.runs if statuses[d][0] not in (*ENDED, Status.ANOTHER)]
+        finished, failed, paused = by[Status.FINISHED], by[Status.FAILED], by[Status.PAUSED]
+        print(f"Sweep summary: {runs_(len(self.runs))}: {len(finished)} finished, {len(failed)} failed, "
+              f"{len(paused)} paused, {len(other)} not run to an end"
+              + (f", {len(self.not_ours)} {Status.ANOTHER} in its directory" if self.not_ours else ""), flush=True)
         for d in self.not_ours:
-            print(f"  {ANOTHER}  {self.runs[d]}: {self.another(d, statuses[d][1])}")
-        for d in by["failed"]:
-            print(f"  failed  {self.runs[d]}: {statuses[d][1].get('error', 'no error recorded')}")
-        for d in by["paused"]:
+            print(f"  {Status.ANOTHER}  {self.runs[d]}: {self.another(d, statuses[d][1])}")
+        for d in failed:
+            print(f"  failed  {self.runs[d]}: {statuses[d][1].error or 'no error recorded'}")
+        for d in paused:
             print(f"  paused  {self.runs[d]} (starting the sweep again resumes it)")
-        for d in by["finished"]:
-            if gap := noise_gap(statuses[d][1]):
+        for d in finished:
+            if gap := noise_gap(statuses[d][1].to_json()):
                 print(f"  noise   {self.runs[d]}: {gap[0]:.1%} of its training labels changed, {gap[1]:.1%} asked "
                       "(more than 1 pp off: its table cell is marked)")
         for d in other:

@@ -1,89 +1,11 @@
-"""Every resolver the config files call (`${name:...}`), registered with OmegaConf on import: the name of a
-run's directory (configs/train.yaml: run_name and override_dirname), built from which settings are the
-experiment (NOT_THE_EXPERIMENT: the one definition the run's identity, the runs a fusion may hold and the
-config records store derive from too), and the per-loss rules (the eps-Softmax table, the regularisation).
+"""The per-loss rules that pick values from other settings, and the resolvers the config files call them
+through: the eps-Softmax table (`${jal.eps_softmax:...}`) and the regularisation (`${jal.l1:...}`,
+`${jal.weight_decay:...}`). A run's directory name has its own resolver (`${jal.run_name:}`, jal/experiment.py).
 """
-
-import dataclasses
-import re
 
 from omegaconf import OmegaConf
 
-from jal.config import ConfigError, WandbConfig
-
-# ---------------------------------------------------------------------------------------------------
-# The run directory's name
-
-# A number in a setting's value as written (`=10.0`, `,1e-4`, `[0.5`), up to the next separator.
-NUMBER = re.compile(r"(?<=[=,\[:])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?=[,\]]|$)")
-
-
-def canonical_number(text: str) -> str:
-    """One spelling per value: 10.0, 10 and 1e1 -> 10; 0.00010 and 1e-4 -> 0.0001 (Python's shortest repr)."""
-    value = float(text)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
-
-
-def settings_name(settings: str) -> str:
-    """Hydra's override_dirname with its numbers spelt one way: `loss.passive.a=10.0` and `loss.passive.a=10`
-    set the same value, so they name one directory (and one row of the tables)."""
-    return NUMBER.sub(lambda number: canonical_number(number.group()), settings)
-
-
-# `${subdir:${hydra:job.override_dirname}}` in run_name: "/<settings>" when settings were given, else nothing,
-# so the paper's grid keeps its plain cell directories (configs/train.yaml).
-OmegaConf.register_new_resolver("subdir", lambda settings: f"/{settings_name(settings)}" if settings else "",
-                                replace=True)
-
-
-def precision_subdir(precision: str, device: str) -> str:
-    """`${precision_subdir:${trainer.precision},${trainer.device}}` in run_name: "/bf16" where the run trains
-    in bf16 (asked for, or `auto` on CUDA or a CPU with bf16 hardware: jal.device.choose_precision), "/fp64"
-    where it trains in float64, nothing for fp32. A run's directory names its precision, so an fp32 record
-    and a bf16 run of the same cell never share one, on whichever machine `auto` is resolved."""
-    from jal.device import choose_precision, run_device  # torch: only when a run's directory is named
-
-    chosen, _ = choose_precision(precision, run_device(device))
-    return "" if chosen == "fp32" else f"/{chosen}"
-
-
-OmegaConf.register_new_resolver("precision_subdir", precision_subdir, replace=True)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Which settings are the experiment: the one definition the run's identity (jal/run_dir.py), the runs a fusion
-# may hold, the config records store and the run directory's name (configs/train.yaml) all derive from
-
-# Settings that say how or where a run is done, not what it computes, each with whether runs fused in one
-# process may differ in it (True) or share it, being one per process (False). trainer.precision is replaced
-# in the identity by the precision that trains (`auto` means different things on different machines).
-NOT_THE_EXPERIMENT = {
-    "out_root": True, "run_name": True, "logger": True, "trainer.progress": True, "trainer.stop_at": True,
-    "trainer.pause_after": True,
-    "trainer.restart": True, "data_dir": False, "trainer.threads": False, "trainer.device": False,
-    "trainer.eval_batch_size": False, "trainer.compile": False, "trainer.channels_last": False,
-    "trainer.deterministic": False, "trainer.precision": False,
-}
-MACHINE_PATHS = ("data_dir", "out_root")  # where this machine keeps data and runs: not in the records' config
-# The experiment's settings that each member of a fusion has its own of (the step applies them per member).
-PER_MEMBER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.grad_clip", "dataset.weight_decay",
-              "dataset.l1_amse", "dataset.l1_nnce")
-MAY_DIFFER_IN_A_FUSION = PER_MEMBER + tuple(key for key, per_run in NOT_THE_EXPERIMENT.items() if per_run)
-# Named by the run directory's cell already (dataset/noise/loss/seed), or by the preset's own out_root.
-IN_THE_CELL = ("dataset", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment")
-
-
-def not_in_the_directory_name() -> list[str]:
-    """Hydra's override_dirname.exclude_keys (configs/train.yaml): the cell's settings and those that are not the
-    experiment, a group's settings by name (Hydra excludes exact keys). run_name is no override; the precision
-    that trains is named by precision_subdir instead."""
-    groups = {"logger": [f"logger.{f.name}" for f in dataclasses.fields(WandbConfig) if f.name != "name"]}
-    keys = [k for k in NOT_THE_EXPERIMENT if k != "run_name"]
-    return list(IN_THE_CELL) + [k for key in keys for k in (key, *groups.get(key, ()))]
-
-
-OmegaConf.register_new_resolver("jal.not_in_the_directory_name", not_in_the_directory_name, replace=True)
-
+from jal.config import ConfigError
 
 # ---------------------------------------------------------------------------------------------------
 # Rules that pick values from other settings: the eps-Softmax table, the regularisation

@@ -5,6 +5,7 @@ the loop; jal/step.py trains; jal/run_dir.py keeps the files of one directory tr
 """
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -16,25 +17,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from jal import noise as label_noise
+from jal import record as records
 from jal.config import ConfigError
 from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
-from jal.device import PARAMETER_DTYPE, choose_precision, device_name, resolve_device
+from jal.device import PARAMETER_DTYPE, device_name, set_determinism
+from jal.experiment import Experiment, experiment, hydra_node
 from jal.losses import AMSE
 from jal.real_world import is_real_world, load_files
-from jal.resolvers import settings_name
+from jal.record import Record, Status
 from jal.run_dir import (
     LABELS,
-    RESULT,
     RunBusy,
     RunLock,
     check_labels,
     check_same,
-    fingerprint,
-    identity,
     latest_checkpoint,
     move_aside,
-    plain_config,
-    read_record,
     rejoined_epochs,
     remove_temp_files,
     roll_back,
@@ -43,7 +41,7 @@ from jal.run_dir import (
 from jal.step import Fusion, Learner, TrainingData, build_training
 from jal.stops import StopSignals, stop_reason
 from jal.theory import check_amse_a
-from jal.util import CannotWrite, atomic_save, atomic_save_npz, atomic_write_json, git_commit, hydra_runtime
+from jal.util import CannotWrite, atomic_save, atomic_save_npz, git_commit
 from jal.wandb_run import start_wandb
 
 # configs/train.yaml routes jal.epochs to the run's train.log only and jal.console to the console only.
@@ -65,24 +63,6 @@ def about(run_dir) -> dict:
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}%"  # n/a: not evaluated this epoch, or no corrupted sample
-
-
-def ending(record: dict) -> str:
-    """How a run ended, in the words of its closing line: a run alone's (main), a sweep's progress line per
-    run (jal.progress.Progress) and a fused sweep's per member (jal.fuse)."""
-    status, reason = record["status"], record.get("reason")
-    if status == "finished":
-        epoch = f" (epoch {record['epochs']})" if record.get("epochs") else ""
-        return f"finished: test accuracy {record['last_test_acc']:.2f}%{epoch}"
-    if status == "failed":
-        return f"failed: {record.get('error', 'no error recorded')}"
-    if status == "paused":
-        if "epoch" in record and record["epoch"] is None:  # stop_at passed or a stop signal before it started
-            return f"not started: {reason}"
-        after = f" after epoch {record['epoch']}" if record.get("epoch") is not None else ""
-        return f"paused{after}" + (f": {reason}" if reason else "") + "; the same command continues it"
-    return status + (f" ({reason})" if reason else "")
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -119,25 +99,19 @@ def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
     return None
 
 
-
 # ---------------------------------------------------------------------------------------------------
 # The members of a fusion: each a run, prepared under its lock
 
 
 @dataclass(eq=False, kw_only=True)  # members are told apart by identity
 class Member(Learner):
-    """One run of a fusion: what it is, where it writes, what it trains on, its Learner's plain model, loss,
-    SGD and schedule (exactly as a run alone builds them), and its history."""
+    """One run of a fusion: what it is (its experiment), where it writes, what it trains on, its Learner's plain
+    model, loss, SGD and schedule (exactly as a run alone builds them), and its history."""
     run_dir: Path
-    name: str
-    stored_config: dict  # the resolved config as its records store it (jal.run_dir.plain_config)
-    asked: dict
-    precision: str  # fp32, bf16 or fp64 (choose_precision)
-    device: torch.device
+    exp: Experiment
     state: dict | None  # its checkpoint, None for a new run
-    precision_reason: str = ""  # why it trains in this precision (choose_precision), for its record
-    cell: dict = None
-    provenance: dict = None
+    started: str = ""  # when this training began (local time, jal.record.now), for its record
+    cell: object = None  # its Cell, the rate of human noise measured from its labels
     summary: dict = None
     n_train: int = 0
     n_corrupted: int = 0
@@ -150,58 +124,57 @@ class Member(Learner):
 
     def __post_init__(self):
         self.checkpointed = self.state["epoch"] if self.state is not None else 0
+        self.cell = self.exp.cell
+
+    # the run's lines name it by its name (its directory under out_root), not by this machine's path: they go
+    # into its train.log, which is committed with its record
+    name = property(lambda self: self.exp.name)
+    device = property(lambda self: self.exp.device)
+    precision = property(lambda self: self.exp.precision)
 
 
-def prepare_member(cfg: DictConfig, run_dir: Path, stops: StopSignals) -> "Member | dict":
+def prepare_member(cfg: DictConfig, run_dir: Path, stops: StopSignals) -> "Member | Record":
     """What a run does under its lock before anything trains: restart, the directory's identity, skip a
     finished run, find its checkpoint, write config.yaml, stop when the sweep is stopping. A record when it
     trains no further here, else the Member."""
-    with hydra_runtime(cfg):
-        config, name = plain_config(cfg), cfg.run_name
-    # the run's lines name it by its name (its directory under out_root), not by this machine's path: they
-    # go into its train.log, which is committed with its record
+    exp = experiment(cfg)
     remove_temp_files(run_dir)  # of writes a kill cut short
     if cfg.trainer.restart and (moved := move_aside(run_dir)):
-        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), name,
+        log.info("trainer.restart=true: moved %s aside (*.damaged) in %s", ", ".join(moved), exp.name,
                  extra=about(run_dir))
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)  # one per job when a CPU sweep runs jobs side by side
-    device, precision = resolve_device(cfg)
-    precision_reason = choose_precision(cfg.trainer.precision, device)[1]
-    asked = identity(config, precision)
-    if (record := finished_already(run_dir, asked)) is not None:
+    if (record := finished_already(run_dir, exp.identity)) is not None:
         return record
-    state = latest_checkpoint(run_dir, asked, warn=lambda line: log.warning(line, extra=about(run_dir)))
+    state = latest_checkpoint(run_dir, exp.identity, warn=lambda line: log.warning(line, extra=about(run_dir)))
     # before loading anything: a time-boxed sweep past its end passes in seconds
     if reason := stop_reason(cfg, state["epoch"] if state else 0, stops):
         console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
-        return dict(status="paused", reason=reason, epoch=None)
-    log.info("precision %s (%s)", precision, precision_reason, extra=about(run_dir))
-    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(config), tmp), ".yaml")
-    return Member(cfg=cfg, run_dir=run_dir, name=name, stored_config=config, asked=asked, precision=precision,
-                  device=device, state=state, precision_reason=precision_reason)
+        return Record(status=Status.NOT_STARTED, reason=reason)
+    set_determinism(exp.device, cfg.trainer.deterministic)
+    log.info("precision %s (%s)", exp.precision, exp.precision_reason, extra=about(run_dir))
+    atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(exp.config), tmp), ".yaml")
+    return Member(cfg=cfg, run_dir=run_dir, exp=exp, state=state, started=records.now())
 
 
-def finished_already(run_dir: Path, asked: dict) -> dict | None:
+def finished_already(run_dir: Path, asked: dict) -> Record | None:
     """The directory's finished record, when it holds this experiment finished (skipped: it is said on the
     console); None when it holds no finished run. What the directory holds must be this experiment before
     anything is skipped, resumed or trained: another one's raises DirectoryConflict."""
-    record = read_record(run_dir)
+    record = records.read(run_dir)
     if record is None:
         return None
-    check_same(record, asked, run_dir / RESULT)
-    if record.get("status") != "finished":
+    check_same(record.identity(), asked, run_dir / records.RESULT)
+    if record.status != Status.FINISHED:
         return None
     console.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
     return record
 
 
-def finished_where_unwritable(cfg: DictConfig, run_dir: Path) -> dict | None:
+def finished_where_unwritable(cfg: DictConfig, run_dir: Path) -> Record | None:
     """A run whose folder refuses files (a colleague's read-only results): its finished record of this
     experiment, read and skipped as anywhere else, or None (then it cannot train there)."""
-    with hydra_runtime(cfg):
-        config = plain_config(cfg)
-    return finished_already(run_dir, identity(config, resolve_device(cfg)[1]))
+    return finished_already(run_dir, experiment(cfg).identity)
 
 
 def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
@@ -240,7 +213,7 @@ def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tenso
 
 def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     """The member's model (initial weights from its seed), loss, SGD and schedule, as a run alone builds
-    them, loaded from its checkpoint when it has one; its cell, provenance and W&B run."""
+    them, loaded from its checkpoint when it has one; its cell and W&B run."""
     cfg = m.cfg
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
     m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device, m.precision)
@@ -255,27 +228,20 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
         log.info("resuming %s from epoch %d", m.name, m.start_epoch, extra=about(m.run_dir))
     m.state = None  # loaded: its memory (a model's worth) is not kept
-    with hydra_runtime(cfg) as hydra_cfg:
-        choices = hydra_cfg.runtime.choices  # the config names picked: model cnn8, loss jal_ce, ...
-        m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
-                      noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
-                      seed=cfg.seed, settings=settings_name(hydra_cfg.job.override_dirname))  # tables group by it
+    if not cfg.noise.rate:  # human noise: its rate is what its labels measure (clean data: 0)
+        m.cell = dataclasses.replace(m.exp.cell, noise_rate=float(m.summary["rate"]))
+    with hydra_node(cfg):  # the logger's tags read ${hydra:...}
         m.wandb_run = start_wandb(cfg, m.run_dir) if m.writes else None
-    # Every file of the run says which experiment wrote it (jal/run_dir.py).
-    m.provenance = dict(precision=m.precision, fingerprint=fingerprint(m.asked), config=m.stored_config)
-
-
-
 
 
 def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,
-                     stops: StopSignals) -> "Member | dict":
+                     stops: StopSignals) -> "Member | Record":
     """The run's lock (held until `locks` closes) and its preparation (prepare_member), or why it is not
     trained here."""
     try:
         locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
     except RunBusy as busy:
-        return dict(status="running elsewhere", reason=str(busy))
+        return Record(status=Status.RUNNING_ELSEWHERE, reason=str(busy))
     except CannotWrite:  # a read-only folder: a finished run is still read (and skipped) there
         if (record := finished_where_unwritable(cfg, run_dir)) is None:
             raise
@@ -311,7 +277,7 @@ def rejoin(members: list[Member]) -> None:
     epochs = rejoined_epochs(done)
     for m in members:
         if (epoch := epochs[m.name]) != done[m.name][0]:
-            m.state = roll_back(m.run_dir, m.asked, epoch)
+            m.state = roll_back(m.run_dir, m.exp.identity, epoch)
             log.info("%s was killed an epoch ahead of the runs fused with it: back to epoch %d to train on with them",
                      m.name, epoch, extra=about(m.run_dir))
 
@@ -323,9 +289,7 @@ def check_same_epoch(members: list[Member]) -> None:
                           "train them apart, or the ones behind first")
 
 
-
-def close_unended(members: list[Member], results: dict, err: BaseException, epoch: int, epochs: int,
-                  fused: int) -> None:
+def close_unended(members: list[Member], results: dict, err: BaseException, epoch: int, fused: int) -> None:
     """After a crash or an interruption, for each member not ended yet: a failed record after a crash (an
     interruption leaves its checkpoint to resume from), and its W&B run closed."""
     for m in members:
@@ -334,7 +298,7 @@ def close_unended(members: list[Member], results: dict, err: BaseException, epoc
         if isinstance(err, Exception) and not isinstance(err, CannotWrite) and m.writes:  # a crash, not an
             # interruption or a full disk (its last checkpoint resumes it): leave a record the tables can flag
             with contextlib.suppress(CannotWrite):  # the disk full now too: the error raised says what to do
-                atomic_write_json(m.run_dir / RESULT, failed_record(m, err, epoch, epochs) | dict(fused=fused))
+                records.write(m.run_dir, dataclasses.replace(failed_record(m, err, epoch), fused=fused))
         if m.wandb_run is not None:
             m.wandb_run.finish(exit_code=1)  # always close the run, so multirun jobs never merge into one
 
@@ -349,11 +313,10 @@ def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, re
                           "check the loss (the last good checkpoint is kept)")
         if fused > 1:  # alone, train() raises it
             log.error("%s", err, extra=about(m.run_dir))
-        results[m] = write_last_record(m, failed_record(m, err, epoch, m.cfg.trainer.epochs), fused)
+        results[m] = write_last_record(m, failed_record(m, err, epoch), fused)
     keep = [i for i, m in enumerate(fusion.members) if m not in diverged]
     fusion.drop(diverged)
     return [sums[i] for i in keep], data.select(keep)
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,27 +331,34 @@ def wall(m: Member, started: float) -> float:
     return m.wall_before + time.perf_counter() - started
 
 
-def paused_record(cell: dict, epoch: int, epochs: int, reason: str, wall_seconds: float) -> dict:
+def record_of(m: Member, status: Status, **fields) -> Record:
+    """A record of the member: its cell, experiment and provenance (where, how and when it trained), and
+    `fields`."""
+    return Record(status=status, **m.cell.as_dict(), epochs=m.cfg.trainer.epochs, **m.exp.as_dict(),
+                  git_commit=git_commit(), host=records.this_host(), threads=torch.get_num_threads(),
+                  started=m.started, ended=records.now(), **fields)
+
+
+def paused_record(m: Member, epoch: int, reason: str, wall_seconds: float) -> Record:
     """result.json of a paused run: the tables count it as missing, and starting it again continues it."""
-    return dict(status="paused", **cell, epoch=epoch, epochs=epochs, reason=reason, wall_seconds=wall_seconds,
-                git_commit=git_commit())
+    return record_of(m, Status.PAUSED, epoch=epoch, reason=reason, wall_seconds=wall_seconds)
 
 
-def failed_record(m: Member, err: Exception, epoch: int, epochs: int) -> dict:
-    return dict(status="failed", error=f"{type(err).__name__}: {err}", **m.cell, epoch=epoch + 1, epochs=epochs,
-                **m.provenance)
+def failed_record(m: Member, err: Exception, epoch: int) -> Record:
+    """result.json of a run that failed in `epoch` (0-based): its last good checkpoint stays."""
+    return record_of(m, Status.FAILED, error=f"{type(err).__name__}: {err}", epoch=epoch + 1)
 
 
-def write_last_record(m: Member, record: dict, fused: int) -> dict:
+def write_last_record(m: Member, record: Record, fused: int) -> Record:
     """Write the member's last record (with how many runs were fused) and close its W&B run."""
-    result = record | m.provenance | dict(fused=fused)
+    record.fused = fused
     if m.writes:
-        atomic_write_json(m.run_dir / RESULT, result)
+        records.write(m.run_dir, record)
     if m.wandb_run is not None:
-        if result["status"] == "finished":
-            m.wandb_run.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
-        m.wandb_run.finish(exit_code=0 if result["status"] != "failed" else 1)
-    return result
+        if record.status == Status.FINISHED:
+            m.wandb_run.summary.update({k: v for k, v in record.to_json().items() if isinstance(v, (int, float, str))})
+        m.wandb_run.finish(exit_code=0 if record.status != Status.FAILED else 1)
+    return record
 
 
 def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_test: int, lr: float,
@@ -418,27 +388,20 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
         return
     save_checkpoint(m.run_dir, dict(
         model=m.model.state_dict(), optimizer=m.optimizer.state_dict(), scheduler=m.scheduler.state_dict(),
-        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), fusion=fusion, **m.provenance,
+        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), fusion=fusion, **m.exp.as_dict(),
     ))
     m.checkpointed = epoch + 1
 
 
-# What a real-world run's record adds to test_acc (the reported top-1: WebVision's validation set, Clothing1M's
-# test set): its top-5, and WebVision's ILSVRC12 validation accuracies; each epoch's, and the last as last_<key>.
-REAL_WORLD_ACCURACIES = ("test_acc_top5", "imagenet_acc", "imagenet_acc_top5")
-
-
-def finished_record(m: Member, wall_seconds: float) -> dict:
-    cfg, history, device = m.cfg, m.history, m.device
+def finished_record(m: Member, wall_seconds: float) -> Record:
+    history = m.history
     test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
-    return dict(
-        status="finished", **m.cell, epochs=cfg.trainer.epochs, subset=cfg.dataset.subset,
-        last_test_acc=test_accs[-1], best_test_acc=max(test_accs), realised_noise_rate=m.summary["rate"],
-        **{f"last_{key}": history[-1][key] for key in REAL_WORLD_ACCURACIES if key in history[-1]},
+    return record_of(
+        m, Status.FINISHED, subset=m.cfg.dataset.subset, last_test_acc=test_accs[-1], best_test_acc=max(test_accs),
+        realised_noise_rate=m.summary["rate"],
+        **{f"last_{key}": history[-1][key] for key in records.REAL_WORLD_ACCURACIES if key in history[-1]},
         noise_transition=np.asarray(m.summary["transition"]).round(4).tolist(), wall_seconds=wall_seconds,
         images_per_second=float(np.mean([h["images_per_second"] for h in history])),
-        device=str(device), device_name=device_name(device), git_commit=git_commit(),
-        precision_reason=m.precision_reason, **m.provenance, history=history,
+        device=str(m.device), device_name=device_name(m.device), precision_reason=m.exp.precision_reason,
+        history=history,
     )
-
-

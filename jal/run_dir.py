@@ -1,36 +1,30 @@
 """One directory, one experiment: what makes a run's directory trustworthy.
 
-A run directory is named by its cell (dataset/noise/loss/seed) plus the settings given on the command line
-that are not part of the cell (configs/train.yaml, hydra.job.config.override_dirname), so a sweep of a
-hyperparameter writes one directory per value. Inside, every file says which experiment wrote it:
+A run directory is named by its experiment (jal.experiment.run_name), and every file inside says which
+experiment wrote it: result.json (jal/record.py) and checkpoint.pt carry the config and the identity's
+fingerprint (jal.experiment.identity). Here, what keeps the directory's files trustworthy:
 
-- identity: the resolved config minus what does not change the numbers (where the data lives, threads,
-  progress bars, deadlines, the logger, the device, the evaluation batch size, compilation, memory layout),
-  with the precision that actually trains in place of the asked one. result.json and checkpoint.pt carry
-  the config it comes from; a record written before fingerprints existed is read by its stored config.
-  A directory whose files hold another identity is never skipped or resumed.
+- a directory whose files hold another experiment is never skipped or resumed (check_same);
 - an exclusive lock (.lock, flock: the OS drops it when the process ends, so a killed run leaves none
-  behind), so two processes never train one run.
-- checkpoint.pt and the one before it (checkpoint.prev.pt): one bad write costs at most an epoch.
+  behind), so two processes never train one run;
+- checkpoint.pt and the one before it (checkpoint.prev.pt): one bad write costs at most an epoch;
 - damaged files are named in one line; trainer.restart=true moves everything aside (*.damaged).
 """
 
 import fcntl
-import hashlib
-import json
 import os
 import socket
 import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from jal.config import ConfigError
-from jal.resolvers import MACHINE_PATHS, MAY_DIFFER_IN_A_FUSION, NOT_THE_EXPERIMENT
-from jal.util import CannotWrite, atomic_save, cannot_write, hydra_runtime, writable, write_fault
+from jal.experiment import differences, identity_of
+from jal.record import RESULT
+from jal.util import CannotWrite, atomic_save, cannot_write, writable, write_fault
 
-RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
+CHECKPOINT, PREVIOUS, LABELS, LOCK = "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
 RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
 
 
@@ -46,64 +40,9 @@ class DirectoryConflict(ConfigError):
 # Identity
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{'optim': {'lr': 0.01}} -> {'optim.lr': 0.01}; lists stay values."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def within(key: str, settings) -> bool:
-    """Whether the flattened `key` is one of `settings` or lies under one (`logger.mode` under `logger`)."""
-    return any(key == s or key.startswith(s + ".") for s in settings)
-
-
-def identity(config: dict, precision: str) -> dict:
-    """What defines the experiment of a run with this (plain, resolved) config training in `precision`."""
-    ident = {key: value for key, value in flatten(config).items()
-             if not within(key, NOT_THE_EXPERIMENT)}
-    ident["precision"] = precision
-    return ident
-
-
-def fingerprint(ident: dict) -> str:
-    """A short digest of an identity, for people and tables (decisions compare the identities themselves)."""
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# Settings that came after records were first written, with the value every earlier record trained with:
-# (the class whose node has it, the setting) -> value. A record without the setting trained with that value.
-ADDED_LATER = {("jal.losses.AMSE", "q"): 2.0}  # AMSE's exponent: (1/K)|a e_y - p|^q, q = 2 before it was a setting
-
-
-def identity_of(stored: dict) -> dict | None:
-    """The identity of a result.json record or a checkpoint: from the config it stores (records from before
-    fingerprints included), None when it stores none."""
-    if not isinstance(stored.get("config"), dict):
-        return None
-    ident = identity(stored["config"], stored.get("precision", "fp32"))
-    for key, target in list(ident.items()):
-        node = key.removesuffix("._target_")
-        for (cls, setting), value in ADDED_LATER.items():
-            if key.endswith("._target_") and target == cls:
-                ident.setdefault(f"{node}.{setting}", value)
-    return ident
-
-
-def differences(recorded: dict, asked: dict, limit: int = 4) -> str:
-    """`optim.lr: 0.01 in the record, 0.05 asked; ...` for the settings that differ (0 == 0.0)."""
-    keys = sorted(k for k in recorded.keys() | asked.keys() if recorded.get(k, ...) != asked.get(k, ...))
-    shown = [f"{k}: {recorded.get(k, 'absent')} in the record, {asked.get(k, 'absent')} asked" for k in keys[:limit]]
-    return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def check_same(stored: dict, asked: dict, path: Path) -> None:
-    """Raise unless the file at `path` (a record or a checkpoint, as loaded) belongs to the asked experiment."""
-    recorded = identity_of(stored)
+def check_same(recorded: dict | None, asked: dict, path: Path) -> None:
+    """Raise unless the file at `path` (a record or a checkpoint), whose experiment is `recorded`
+    (jal.experiment.identity_of; None: it says none), belongs to the asked experiment."""
     if recorded is None:
         raise DirectoryConflict(f"{path} says nothing of the experiment that wrote it: move the directory away, "
                                 "or trainer.restart=true to move its files aside and train from scratch")
@@ -115,21 +54,6 @@ def check_same(stored: dict, asked: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # Reading what a directory holds
-
-
-def read_record(run_dir: Path) -> dict | None:
-    """result.json as a dict, None if there is none; a damaged one raises one line naming it."""
-    path = run_dir / RESULT
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-        return record
-    except (OSError, ValueError) as err:
-        raise DirectoryConflict(f"{path} is unreadable ({type(err).__name__}: {err}): trainer.restart=true "
-                                "moves it aside and trains the run from scratch") from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -168,7 +92,7 @@ def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True)
             os.replace(newest, newest.with_name(newest.name + ".damaged"))
         state = load_checkpoint(previous)
         newest = previous
-    check_same(state, asked, newest)
+    check_same(identity_of(state), asked, newest)
     return state
 
 
@@ -241,7 +165,7 @@ def roll_back(run_dir: Path, asked: dict, epoch: int) -> dict | None:
     if state["epoch"] != epoch:
         raise DirectoryConflict(f"{run_dir} is an epoch ahead of the runs it was fused with, and {previous} does not "
                                 f"hold their epoch {epoch}: train it apart, or trainer.restart=true")
-    check_same(state, asked, previous)
+    check_same(identity_of(state), asked, previous)
     os.replace(previous, newest)
     return state
 
@@ -335,7 +259,7 @@ def held_elsewhere(run_dir: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# What the directory holds: the labels it trained on, the config its records store
+# What the directory holds: the labels it trained on
 
 
 def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
@@ -350,38 +274,3 @@ def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.nd
     if not same:
         raise DirectoryConflict(f"{path} holds other labels than this run draws (another experiment or another "
                                 "data file): trainer.restart=true moves it aside and trains the run from scratch")
-
-
-def plain_config(cfg: DictConfig) -> dict:
-    """The resolved run config as plain data, as records store it: without Hydra's own node (present when
-    composed in tests) and without this machine's paths."""
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k not in ("hydra", *MACHINE_PATHS)}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Runs trained fused: the settings they must share
-
-
-def fixed_settings(cfg: DictConfig) -> dict:
-    """The settings of a run that runs fused with it must share (flattened): all but MAY_DIFFER_IN_A_FUSION."""
-    with hydra_runtime(cfg):
-        settings = flatten(plain_config(cfg)) | {"data_dir": cfg.data_dir}  # the members' images are loaded once
-    return {k: v for k, v in settings.items() if not within(k, MAY_DIFFER_IN_A_FUSION)}
-
-
-def check_fusable(cfgs: list[DictConfig]) -> None:
-    """One line naming the first setting in which the runs of a fusion differ where they must agree."""
-    if len(cfgs) > 1 and cfgs[0].dataset.name in ("webvision", "clothing1m"):
-        raise ConfigError(f"{len(cfgs)} runs of dataset={cfgs[0].dataset.name} asked to train fused: a real-world "
-                          "run trains alone (one ResNet-50 fills a GPU); train them one by one (jal.fuse=false)")
-    first = fixed_settings(cfgs[0])
-    for n, cfg in enumerate(cfgs[1:], 2):
-        other = fixed_settings(cfg)
-        for key in sorted(first.keys() | other.keys()):
-            if first.get(key, "absent") != other.get(key, "absent"):
-                raise ConfigError(f"runs 1 and {n} of a fusion differ in {key} ({first.get(key, 'absent')} and "
-                                  f"{other.get(key, 'absent')}): runs fused together may differ only in seed, "
-                                  "noise, loss, optim.l1, optim.weight_decay and optim.grad_clip")
-
-

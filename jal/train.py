@@ -49,7 +49,9 @@ from jal import distributed, run
 from jal import stops as stop_signals
 from jal.config_check import check_config, one_line
 from jal.device import run_device
-from jal.progress import BAR_FORMAT, bar_postfix, short_name
+from jal.experiment import check_fusable
+from jal.progress import BAR_FORMAT, bar_postfix
+from jal.record import Record, Status, ending
 from jal.run import (
     Member,
     RunDiverged,
@@ -59,7 +61,6 @@ from jal.run import (
     close_unended,
     drop_diverged,
     end_epoch,
-    ending,
     finished_record,
     load_training_data,
     paused_record,
@@ -67,7 +68,6 @@ from jal.run import (
     wall,
     write_last_record,
 )
-from jal.run_dir import check_fusable
 from jal.step import Fusion, correct_predictions, train_one_epoch
 from jal.stops import restore_handlers, stop_reason
 from jal.util import CONFIG_DIR, CannotWrite
@@ -82,7 +82,7 @@ def shown_path(path) -> str:
     return str(path) if relative == ".." or relative.startswith(".." + os.sep) else relative
 
 
-def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list[dict]:
+def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list[Record]:
     """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
     data, x_test, y_test = distributed.rank_zero_first(load_training_data, members)  # rank 0 writes labels.npz
     for m, y_noisy in zip(members, data.y_noisy):
@@ -94,7 +94,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
     progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs,
                     disable=not cfg.trainer.progress or not distributed.is_main(),
-                    desc=short_name(members[0].cell) if fused == 1 else f"fusion of {fused}",
+                    desc=members[0].cell.short_name() if fused == 1 else f"fusion of {fused}",
                     bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members]) or None,
                     dynamic_ncols=True, file=sys.stderr)
     try:
@@ -106,7 +106,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
             if reason:
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
-                    paused = paused_record(m.cell, epoch, epochs, reason, wall(m, started))
+                    paused = paused_record(m, epoch, reason, wall(m, started))
                     results[m] = write_last_record(m, paused, fused)
                     log.info("%s %s", m.name, ending(results[m]), extra=about(m.run_dir))
                 return [results[m] for m in members]
@@ -133,12 +133,12 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
         return [results[m] for m in members]
     except BaseException as err:
         progress.close()  # the lines that follow start on a line of their own
-        close_unended(fusion.members, results, err, epoch, epochs, fused)
+        close_unended(fusion.members, results, err, epoch, fused)
         raise
 
 
 
-def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.StopSignals | None = None) -> list[dict]:
+def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.StopSignals | None = None) -> list[Record]:
     """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
     one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
     finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`.
@@ -159,7 +159,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
                     continue
                 # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
                 prepared = distributed.on_rank_zero(run.lock_and_prepare, locks, cfg, run_dir, stops)
-                if isinstance(prepared, dict):  # finished already, not started (stop_at passed, a signal), busy
+                if isinstance(prepared, Record):  # finished already, not started (stop_at passed, a signal), busy
                     results[i] = prepared
                 else:
                     distributed.adopt(prepared)
@@ -179,12 +179,12 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
         restore_handlers(previous, stops, signalled_before)
 
 
-def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals | None = None) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals | None = None) -> Record:
     """Train the run described by `cfg` into `run_dir`; returns its result record (finished or paused).
     A stop signal meanwhile pauses it at the next epoch end. A run alone is a fusion of one."""
     result = train_fusion([cfg], [run_dir], stops)[0]
-    if result["status"] == "failed":  # alone, a diverged run is an error (main prints it in one line)
-        raise RunDiverged(result["error"].removeprefix("RunDiverged: "))
+    if result.status == Status.FAILED:  # alone, a diverged run is an error (main prints it in one line)
+        raise RunDiverged(result.error.removeprefix("RunDiverged: "))
     return result
 
 
@@ -208,15 +208,15 @@ def main(cfg: DictConfig) -> float | None:
             raise SystemExit(f"error: {err}") from None
         log.error("%s", err)
         return None
-    if result["status"] == "running elsewhere":
+    if result.status == Status.RUNNING_ELSEWHERE:
         if alone:
-            raise SystemExit(f"not started: {result['reason']}")
-        console.warning("not started: %s", result["reason"])  # the other process writes its train.log
-    if alone and result["status"] == "finished":
+            raise SystemExit(f"not started: {result.reason}")
+        console.warning("not started: %s", result.reason)  # the other process writes its train.log
+    if alone and result.status == Status.FINISHED:
         # the console only (train.log ends with the last epoch's line, and holds no path of this machine); in a
         # multirun the sweep's progress line says it (jal.progress.Progress), a paused run has said it already
         console.info("%s -> %s", ending(result), shown_path(HydraConfig.get().runtime.output_dir))
-    return result.get("last_test_acc")  # None when paused
+    return result.last_test_acc  # None when paused
 
 
 if __name__ == "__main__":

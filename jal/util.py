@@ -5,7 +5,6 @@ run trains on and the commit it was trained from (both in every record), and a r
 torch and Hydra are imported where they are used: jal.tables and jal.precision_report write files without them.
 """
 
-import contextlib
 import errno
 import json
 import os
@@ -188,22 +187,3 @@ def read_own_hydra_node(node, key) -> None:
             read_own_hydra_node(child, sub)
     elif isinstance(raw := child._value(), str) and "${hydra:" in raw:
         node[key] = raw.replace("${hydra:", "${hydra.")
-
-
-@contextlib.contextmanager
-def hydra_runtime(cfg):
-    """Inside, `${hydra:...}` resolves against `cfg`'s own Hydra node where it carries one (composed by
-    compose_run, the sweep's plan or a test), else against the running app's; yields that node. The runtime
-    set before is set again after (Hydra's runtime has no unset: the first one set stays)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if "hydra" not in cfg:
-        yield HydraConfig.get()
-        return
-    saved = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(cfg)
-    try:
-        yield cfg.hydra
-    finally:
-        if saved is not None:
-            HydraConfig.instance().set_config(saved)

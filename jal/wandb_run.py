@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from jal.run_dir import plain_config
+from jal.experiment import plain_config
 
 WANDB_ID_RESERVED = ":;,#?/'"  # characters W&B refuses in a run id
 WANDB_NAME_MAX = 128  # W&B refuses longer run names

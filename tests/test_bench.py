@@ -135,7 +135,7 @@ def test_ours_breakdown_times_train_epoch_itself_and_leaves_it_unchanged(monkeyp
     args = bench.parse_args(["--device", "cpu", "--batch-size", "4", "--model", "cnn8"])
     cfg = bench.compose_config(args)  # CIFAR-10's JAL-CE config: L1, clipping, augmentation, channels_last
     assert cfg.optim.l1 > 0 and cfg.trainer.channels_last
-    device, precision = bench.resolve_device(cfg)
+    device, precision, _ = bench.choose(cfg)
     data = synthetic_dataset(16, 2, cfg.dataset.num_classes)
     plain, timed = bench.build_fusion(cfg, data, device), bench.build_fusion(cfg, data, device)
     bench.run_fusion(plain, cfg, precision, 2)

@@ -24,8 +24,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from jal import config, config_check, losses
+from jal.experiment import hydra_node
 from jal.models import CNN8, ResNet34
-from jal.util import compose_run, hydra_runtime
+from jal.util import compose_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LOSS_NAMES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
@@ -71,7 +72,7 @@ def resolved(cfg, key):
 
 def hydra_resolved(cfg, *keys):
     """cfg.<key> for each key, resolving hydra: interpolations too, as in a running app."""
-    with hydra_runtime(cfg):
+    with hydra_node(cfg):
         return [resolved(cfg, key) for key in keys]
 
 

@@ -93,7 +93,7 @@ def rank_trains(rank: int, world: int, port: int, jobs: list, out: str) -> None:
         conftest.CEThatSignalsRank1.at_call = signal_at
         saved.clear(), synced.clear()
         result = jal_train.train(cfg, run_dir, jal_stops.StopSignals())  # each run its own: no signal outlives it
-        seen[name] = dict(status=result["status"], epoch=result.get("epoch"), reason=result.get("reason"),
+        seen[name] = dict(status=result.status.value, epoch=result.epoch, reason=result.reason,
                           saved=list(saved), synced=list(synced))
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
 
@@ -146,7 +146,7 @@ def test_two_processes_train_pause_on_one_ranks_signal_and_resume_on_two_or_one(
     # paused on 2 processes after epoch 1, continued in 1 process: the one-process result
     assert ranks[0]["paused"]["status"] == "paused" and ranks[0]["paused"]["epoch"] == 1
     continued = jal_train.train(cfg, tmp_path / "p2")
-    assert continued["status"] == "finished"
+    assert continued.status == "finished"
     assert_close_weights(tmp_path / "p2", one_dir, TOLERANCE)
     assert_same_history(continued, one)
 

@@ -21,9 +21,9 @@ from jal import fuse, multirun, plan
 from jal import train as jal_train
 from jal.config_check import check_command_line
 from jal.data import load_dataset
-from jal.multirun import hydra_node
+from jal.experiment import hydra_node, plain_config
 from jal.progress import Progress
-from jal.run_dir import DirectoryConflict, plain_config
+from jal.run_dir import DirectoryConflict
 from jal.util import CannotWrite
 
 TINY = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=32", "trainer.batch_size=32", "logger=none",
@@ -100,7 +100,7 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_the_same
 
     monkeypatch.undo()
     resumed = jal_train.train(cfg, run)
-    assert resumed["status"] == "finished" and [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed.status == "finished" and [h["epoch"] for h in resumed.history] == [1, 2]
 
 
 def test_a_full_disk_ends_the_command_in_one_line(tmpfs):
@@ -189,10 +189,10 @@ def test_the_summary_counts_a_directory_of_another_experiment_as_such_and_the_sw
     another = (f"{runs[1].dir} holds another experiment (trainer.epochs: 5 in the record, 2 asked): this sweep's run "
                "did not train there; give the sweep its own out_root")
     assert capsys.readouterr().out.splitlines() == [
-        f"[2/2] {runs[1].cell}: {another} (sweep done)",
+        f"[2/2] {runs[1].name}: {another} (sweep done)",
         "Sweep summary: 2 runs: 1 finished, 0 failed, 0 paused, 0 not run to an end, 1 another experiment in its "
         "directory",
-        f"  another experiment  {runs[1].cell}: {another}",
+        f"  another experiment  {runs[1].name}: {another}",
         "",
     ]
 

@@ -101,7 +101,7 @@ def trained(tmp_path_factory):
         alone_rows = []
         for cfg, run_dir in zip(configs(root), dirs(root / "alone")):
             rows.clear()
-            assert jal_train.train(cfg, run_dir)["status"] == "finished"
+            assert jal_train.train(cfg, run_dir).status == "finished"
             alone_rows.append(list(rows))
         rows.clear()
         fused = jal_train.train_fusion(configs(root), dirs(root / "fused"))
@@ -114,14 +114,14 @@ def trained(tmp_path_factory):
 
 def test_a_fusion_of_three_trains_the_three_runs_alone(trained):
     root, fused, alone_rows, fused_rows = trained
-    assert [r["status"] for r in fused] == ["finished"] * 3 and [r["fused"] for r in fused] == [3] * 3
+    assert [r.status for r in fused] == ["finished"] * 3 and [r.fused for r in fused] == [3] * 3
     for alone_dir, fused_dir in zip(dirs(root / "alone"), dirs(root / "fused")):
         assert_close_runs(alone_dir, fused_dir)
         alone, together = (json.loads((d / "result.json").read_text()) for d in (alone_dir, fused_dir))
         assert alone["fused"] == 1
         # the same record but for the timings, the float rounding of the losses and `fused`
         differs = {k for k in alone if alone[k] != together[k]}
-        assert differs <= {"history", "wall_seconds", "images_per_second", "fused"}, differs
+        assert differs <= {"history", "wall_seconds", "images_per_second", "fused", "started", "ended"}, differs
         but_loss = lambda h: {k: v for k, v in h.items() if k != "train_loss"}  # noqa: E731
         for a, b in zip(without_timings(alone["history"]), without_timings(together["history"])):
             assert but_loss(a) == but_loss(b)
@@ -162,7 +162,7 @@ def test_a_fused_member_with_another_seed_labels_or_l1_would_fail_the_check(trai
     right = configs(root)[0]  # JAL-CE, the member with L1
     change = {"seed": "seed=11", "labels": "noise.rate=0.5", "l1": f"optim.l1={2 * right.optim.l1}"}[wrong]
     cfg = compose_train(TINY + [f"out_root={root}", *MEMBERS["jal_ce"], change])
-    assert jal_train.train(cfg, tmp_path / "wrong")["status"] == "finished"
+    assert jal_train.train(cfg, tmp_path / "wrong").status == "finished"
     assert largest_gap(tmp_path / "wrong", root / "fused" / "jal_ce") > 100 * TOLERANCE
     with pytest.raises(AssertionError):
         assert_close_runs(tmp_path / "wrong", root / "fused" / "jal_ce")
@@ -178,27 +178,27 @@ def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_con
         trained, tmp_path, one_torch_thread):
     root = trained[0]
     paused = jal_train.train_fusion(pausing_after_epoch_1(configs(root)), dirs(tmp_path / "paused"))
-    assert [(r["status"], r["epoch"], r["fused"]) for r in paused] == [("paused", 1, 3)] * 3
+    assert [(r.status, r.epoch, r.fused) for r in paused] == [("paused", 1, 3)] * 3
     assert all(final_state(d)["epoch"] == 1 for d in dirs(tmp_path / "paused"))
     shutil.copytree(tmp_path / "paused", tmp_path / "apart")
     continued = jal_train.train_fusion(configs(root), dirs(tmp_path / "paused"))
-    assert [r["status"] for r in continued] == ["finished"] * 3
+    assert [r.status for r in continued] == ["finished"] * 3
     for uninterrupted, resumed in zip(dirs(root / "fused"), dirs(tmp_path / "paused")):
         assert_bitwise_runs(uninterrupted, resumed)
     # member 2 of the paused fusion continued alone ends as the fusion's member 2
     ce = configs(root)[1]
-    assert jal_train.train(ce, tmp_path / "apart" / "ce")["status"] == "finished"
+    assert jal_train.train(ce, tmp_path / "apart" / "ce").status == "finished"
     assert_close_runs(root / "fused" / "ce", tmp_path / "apart" / "ce")
 
 
 def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, one_torch_thread):
     root = trained[0]
     cfgs = configs(root)
-    assert jal_train.train(pausing_after_epoch_1(cfgs[:1])[0], tmp_path / "jal_ce")["epoch"] == 1
+    assert jal_train.train(pausing_after_epoch_1(cfgs[:1])[0], tmp_path / "jal_ce").epoch == 1
     paused_fused = jal_train.train_fusion(pausing_after_epoch_1(cfgs[1:]), dirs(tmp_path)[1:])
-    assert [r["epoch"] for r in paused_fused] == [1, 1]
+    assert [r.epoch for r in paused_fused] == [1, 1]
     done = jal_train.train_fusion(configs(root), dirs(tmp_path))
-    assert [r["status"] for r in done] == ["finished"] * 3
+    assert [r.status for r in done] == ["finished"] * 3
     for uninterrupted, joined in zip(dirs(root / "alone"), dirs(tmp_path)):
         assert_close_runs(uninterrupted, joined)
 
@@ -206,7 +206,7 @@ def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, 
 def test_a_fusion_of_one_is_the_run_alone_bit_for_bit(trained, tmp_path, one_torch_thread):
     root = trained[0]
     (result,) = jal_train.train_fusion(configs(root)[:1], [tmp_path / "jal_ce"])
-    assert result["fused"] == 1
+    assert result.fused == 1
     assert_bitwise_runs(root / "alone" / "jal_ce", tmp_path / "jal_ce")
 
 
@@ -219,10 +219,10 @@ def test_finished_and_busy_members_are_not_fused(trained, tmp_path, monkeypatch,
     shutil.copytree(root / "alone" / "jal_ce", tmp_path / "jal_ce")
     with RunLock(tmp_path / "ce"):
         results = jal_train.train_fusion(configs(root), dirs(tmp_path))
-    assert results[0] == json.loads((root / "alone" / "jal_ce" / "result.json").read_text())
-    assert results[1]["status"] == "running elsewhere" and "is being trained by another process" in results[1]["reason"]
+    assert results[0].to_json() == json.loads((root / "alone" / "jal_ce" / "result.json").read_text())
+    assert results[1].status == "running elsewhere" and "is being trained by another process" in results[1].reason
     assert [p.name for p in (tmp_path / "ce").iterdir()] == [".lock"]
-    assert results[2]["status"] == "finished" and results[2]["fused"] == 1
+    assert results[2].status == "finished" and results[2].fused == 1
     assert_bitwise_runs(root / "alone" / "nce_rce", tmp_path / "nce_rce")
 
 
@@ -231,11 +231,11 @@ def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, 
     cfgs = configs(root)  # the CE member's loss turns NaN in epoch 2 (2 steps an epoch)
     cfgs[1] = compose_train(TINY + [f"out_root={root}", *MEMBERS["ce"], "loss._target_=conftest.CEThatTurnsNaN"])
     results = jal_train.train_fusion(cfgs, dirs(tmp_path))
-    assert [r["status"] for r in results] == ["finished", "failed", "finished"]
+    assert [r.status for r in results] == ["finished", "failed", "finished"]
     failed = results[1]
-    assert failed["epoch"] == 2 and failed["fused"] == 3 and failed["loss"] == "ce"
-    assert failed["error"].startswith("RunDiverged: non-finite training loss in epoch 2 of ")
-    assert json.loads((tmp_path / "ce" / "result.json").read_text()) == failed
+    assert failed.epoch == 2 and failed.fused == 3 and failed.loss == "ce"
+    assert failed.error.startswith("RunDiverged: non-finite training loss in epoch 2 of ")
+    assert json.loads((tmp_path / "ce" / "result.json").read_text()) == failed.to_json()
     assert final_state(tmp_path / "ce")["epoch"] == 1  # its last good checkpoint
     for name in ("jal_ce", "nce_rce"):
         assert_close_runs(root / "alone" / name, tmp_path / name)
@@ -246,9 +246,9 @@ def test_a_loss_that_reads_the_labels_and_draws_gets_its_own_in_a_fusion(trained
     with CE: its member trains as NLNL alone, from its own labels and its own generator."""
     root = trained[0]
     nlnl = compose_train(TINY + [f"out_root={root}", "loss=nlnl", "noise=symmetric", "noise.rate=0.4", "seed=5"])
-    assert jal_train.train(nlnl, tmp_path / "alone")["status"] == "finished"
+    assert jal_train.train(nlnl, tmp_path / "alone").status == "finished"
     fused = jal_train.train_fusion([nlnl, configs(root)[1]], [tmp_path / "nlnl", tmp_path / "ce"])
-    assert [r["status"] for r in fused] == ["finished"] * 2
+    assert [r.status for r in fused] == ["finished"] * 2
     assert_close_runs(tmp_path / "alone", tmp_path / "nlnl")
     assert_close_runs(root / "alone" / "ce", tmp_path / "ce")
 
@@ -305,11 +305,11 @@ def test_a_fusion_killed_between_its_members_checkpoints_comes_back_as_the_same_
     with pytest.raises(Killed):
         jal_train.train_fusion(configs(root), dirs(tmp_path))
     monkeypatch.setattr(jal_run, "save_checkpoint", jal_run_dir.save_checkpoint)
-    assert [multirun.epochs_done(d) for d in dirs(tmp_path)] == [epoch, epoch - 1, epoch - 1]
     runs = [multirun.Run(d, cfg.run_name, cfg) for d, cfg in zip(dirs(tmp_path), configs(root))]
+    assert [run.epochs_done() for run in runs] == [epoch, epoch - 1, epoch - 1]
     assert [[r.dir for r in group] for group in multirun.fusions(runs, 3)] == [dirs(tmp_path)]
     again = jal_train.train_fusion(configs(root), dirs(tmp_path))
-    assert [(r["status"], r["fused"]) for r in again] == [("finished", 3)] * 3
+    assert [(r.status, r.fused) for r in again] == [("finished", 3)] * 3
     for uninterrupted, rerun in zip(dirs(root / "fused"), dirs(tmp_path)):
         assert_bitwise_runs(uninterrupted, rerun)
         assert not list(rerun.glob(".*.pt"))
@@ -329,10 +329,10 @@ def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trai
         runs = multirun.plan_runs(TINY + [f"out_root={tmp_path}", "loss=ce,jal_ce", "seed=1,2,3", "noise=symmetric",
                                           "noise.rate=0.2"])
         other_lr = multirun.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.05", "seed=4,5"])
-    (finished,) = [r for r in runs if r.cell.startswith("synthetic/symmetric_0.2/ce/seed2")]
+    (finished,) = [r for r in runs if r.name.startswith("synthetic/symmetric_0.2/ce/seed2")]
     shutil.copytree(trained[0] / "alone" / "ce", finished.dir)  # the same experiment, finished: not fused
     groups = multirun.fusions(runs + other_lr, 4)
-    cells = [[r.cell.split("/", 1)[1].rsplit("/", 2)[0] for r in g] for g in groups]  # noise/loss/seed
+    cells = [[r.name.split("/", 1)[1].rsplit("/", 2)[0] for r in g] for g in groups]  # noise/loss/seed
     assert cells == [["symmetric_0.2/ce/seed1", "symmetric_0.2/ce/seed3", "symmetric_0.2/jal_ce/seed1",
                       "symmetric_0.2/jal_ce/seed2"], ["symmetric_0.2/jal_ce/seed3"],
                      ["clean/ce/seed4", "clean/ce/seed5"]]  # another learning rate: a fusion of its own
@@ -536,7 +536,7 @@ def test_a_run_named_twice_in_a_fused_sweep_is_planned_trained_and_logged_once(t
     assert [len(group) for group in multirun.fusions(runs, 2)] == [1]
     (task,) = fuse.fusion_tasks([runs])  # as an older plan, or a caller of train_fusion, might hand it
     _, results = task()
-    assert [r["status"] for r in results] == ["finished"] * 2 and results[0] == results[1]
-    assert results[0]["fused"] == 1
+    assert [r.status for r in results] == ["finished"] * 2 and results[0] == results[1]
+    assert results[0].fused == 1
     lines = (runs[0].dir / "train.log").read_text().splitlines()
     assert len(lines) == len(set(lines)) and sum("[jal.epochs]" in line for line in lines) == 2

@@ -151,6 +151,6 @@ def test_cnn8_learns_synthetic_data_well_above_chance(tmp_path):
     cfg = compose_train(["dataset=synthetic", "loss=ce", "logger=none", "trainer.progress=false",
                          "trainer.epochs=3", "trainer.batch_size=32", "trainer.device=cpu", f"out_root={tmp_path}"])
     result = jal_train.train(cfg, tmp_path / "run")
-    history = result["history"]
+    history = result.history
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
-    assert result["last_test_acc"] > 60.0, [h["test_acc"] for h in history]
+    assert result.last_test_acc > 60.0, [h["test_acc"] for h in history]

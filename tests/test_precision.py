@@ -49,9 +49,11 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 @pytest.mark.parametrize("flags, expected", [(SPR_FLAGS, "bf16"), (AVX2_FLAGS, "fp32")])
-def test_resolve_device_follows_the_faked_flags(synthetic_run, monkeypatch, flags, expected):
+def test_the_chosen_device_and_precision_follow_the_faked_flags(synthetic_run, monkeypatch, flags, expected):
+    from jal.experiment import choose
+
     monkeypatch.setattr(jal_device, "cpu_flags", lambda: flags)
-    device, precision = jal_device.resolve_device(synthetic_run("trainer.device=cpu", "trainer.precision=auto"))
+    device, precision, _ = choose(synthetic_run("trainer.device=cpu", "trainer.precision=auto"))
     assert device.type == "cpu" and precision == expected
 
 
@@ -62,9 +64,9 @@ def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypat
     cfg = synthetic_run("trainer.device=cpu", "trainer.precision=auto", "trainer.epochs=1")
     with caplog.at_level(logging.INFO, logger="jal.run"):
         result = jal_train.train(cfg, tmp_dir := jal_train.Path(cfg.out_root) / cfg.run_name)
-    assert result["precision"] == expected
-    assert result["precision_reason"].startswith("auto: " + expected)
-    assert json.loads((tmp_dir / "result.json").read_text())["precision_reason"] == result["precision_reason"]
+    assert result.precision == expected
+    assert result.precision_reason.startswith("auto: " + expected)
+    assert json.loads((tmp_dir / "result.json").read_text())["precision_reason"] == result.precision_reason
     assert f"precision {expected} ({result['precision_reason']})" in caplog.text
 
 
@@ -76,7 +78,7 @@ def test_the_quick_preset_trains_bf16_only_where_the_cpu_has_bf16_hardware(monke
 
     monkeypatch.setattr(jal_device, "cpu_flags", lambda: flags)
     cfg = compose_train(["experiment=quick", "trainer.device=cpu", "noise=symmetric", "noise.rate=0.8"])
-    assert cfg.trainer.precision == "auto" and jal_device.resolve_device(cfg)[1] == expected
+    assert cfg.trainer.precision == "auto" and jal_device.choose_precision("auto", torch.device("cpu"))[0] == expected
     assert cfg.run_name == "cifar10/symmetric_0.8/ce/seed123" + suffix
 
 

@@ -261,7 +261,7 @@ def test_nlnl_inside_training_draws_from_the_epoch_generator(synthetic_run, tmp_
     # a run of 2 epochs of 2 steps (256 images in batches of 128)
     SeedNotingNLNL.drawn_from = []
     cfg = synthetic_run("loss=nlnl", f"loss._target_={__name__}.SeedNotingNLNL", "trainer.epochs=2", "seed=7")
-    assert train(cfg, tmp_path / "run")["status"] == "finished"
+    assert train(cfg, tmp_path / "run").status == "finished"
     assert SeedNotingNLNL.drawn_from == [epoch_generator(7, epoch, cpu).initial_seed() for epoch in (0, 0, 1, 1)]
 
 
@@ -409,7 +409,7 @@ def test_nlnl_run_killed_after_epoch_1_resumes_to_the_uninterrupted_result(synth
     monkeypatch.setattr(jal_run, "save_checkpoint", save)
     resumed = jal_train.train(cfg, tmp_path / "resumed")
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
-    assert np.isfinite([h["train_loss"] for h in resumed["history"]]).all()
+    assert np.isfinite([h["train_loss"] for h in resumed.history]).all()
 
 
 # ----------------------------------------------------------------------------- the sweeps cover every published row

@@ -189,17 +189,17 @@ def test_trains_end_to_end_and_records_top1_top5_on_every_test_set(standins, tmp
     extra = ["model.pretrained=false"] if dataset == "clothing1m" else []
     cfg = compose_train(overrides(dataset, standins, tmp_path, "loss=jal_ce", *extra))
     result = jal_train.train(cfg, tmp_path / "run")
-    assert result["status"] == "finished" and result["epochs"] == 2 and len(result["history"]) == 2
+    assert result.status == "finished" and result.epochs == 2 and len(result.history) == 2
     n_test = 8
-    for h in result["history"]:  # accuracies are counts out of the 8 test images of each set
+    for h in result.history:  # accuracies are counts out of the 8 test images of each set
         names = ["test_acc", "test_acc_top5"]
         names += ["imagenet_acc", "imagenet_acc_top5"] if dataset == "webvision" else []
         assert all(round(h[k] * n_test / 100, 6).is_integer() for k in names)
         assert h["test_acc"] <= h["test_acc_top5"] == 100.0  # 4 classes: the top 5 hold every class
         assert h["train_loss"] > 0 and np.isfinite(h["train_loss"])
-    assert result["last_test_acc"] == result["history"][-1]["test_acc"]
+    assert result.last_test_acc == result.history[-1]["test_acc"]
     assert ("last_imagenet_acc" in result) == (dataset == "webvision")
-    lrs = [h["lr"] for h in result["history"]]
+    lrs = [h["lr"] for h in result.history]
     assert lrs == pytest.approx([0.4, 0.4 * 0.97] if dataset == "webvision" else [5e-3, 5e-3])
 
 
@@ -208,10 +208,10 @@ def test_a_real_world_run_resumes_to_the_uninterrupted_weights(standins, tmp_pat
     base = overrides("clothing1m", standins, tmp_path, "model=cnn8", "trainer.batch_size=6")
     whole = jal_train.train(compose_train(base), tmp_path / "whole")
     paused = jal_train.train(compose_train(base + ["trainer.pause_after=1"]), tmp_path / "paused")
-    assert paused["status"] == "paused"
+    assert paused.status == "paused"
     resumed = jal_train.train(compose_train(base), tmp_path / "paused")
     strip = lambda h: {k: v for k, v in h.items() if k not in ("images_per_second", "seconds")}
-    assert [strip(h) for h in resumed["history"]] == [strip(h) for h in whole["history"]]
+    assert [strip(h) for h in resumed.history] == [strip(h) for h in whole.history]
 
 
 def test_fusing_real_world_runs_is_refused_in_one_line(standins, tmp_path):

@@ -17,9 +17,8 @@ from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
 from omegaconf import open_dict, read_write
 
-from jal import multirun, run_dir
+from jal import experiment, multirun, run_dir
 from jal import run as jal_run
-from jal import run_dir as jal_run_dir
 from jal import train as jal_train
 from jal.progress import Progress
 from jal.run_dir import DirectoryConflict, RunLock
@@ -69,7 +68,7 @@ def test_one_value_written_two_ways_names_one_directory_and_is_found_finished(tm
     assert json.loads(record.read_text())["settings"] == record.parent.name
     spelt = {a: compose(tmp_path, "loss=jal_ce", f"loss.passive.a={a}") for a in ("10", "10.0", "1e1", "10.00")}
     assert len({cfg.run_name for cfg in spelt.values()}) == 1
-    assert len({run_dir.fingerprint(run_dir.identity(jal_run_dir.plain_config(cfg), "fp32"))
+    assert len({experiment.fingerprint(experiment.identity(experiment.plain_config(cfg), "fp32"))
                 for cfg in spelt.values()}) == 1
     assert compose(tmp_path, "optim.lr=1e-4").run_name == compose(tmp_path, "optim.lr=0.0001").run_name
     assert compose(tmp_path, "optim.lr=0.05").run_name != compose(tmp_path, "optim.lr=0.5").run_name
@@ -86,7 +85,7 @@ def test_the_readme_smoke_run_and_the_full_run_get_their_own_directories():
 def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_precision_that_trains(tmp_path):
     def identity_of(*overrides):
         cfg = compose(tmp_path, *overrides)
-        return run_dir.identity(jal_run_dir.plain_config(cfg), "fp32")
+        return experiment.identity(experiment.plain_config(cfg), "fp32")
 
     base = identity_of()
     assert identity_of("trainer.threads=1", "trainer.progress=true", "trainer.stop_at=5", "logger=wandb",
@@ -96,8 +95,8 @@ def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_prec
                     "noise=symmetric", "dataset.subset=32", "trainer.eval_every=2"):
         assert identity_of(setting) != base, setting
     cfg = compose(tmp_path, "trainer.precision=auto")  # auto is what it means on this machine, fp32 or bf16
-    assert run_dir.identity(jal_run_dir.plain_config(cfg), "bf16") != base
-    assert run_dir.identity(jal_run_dir.plain_config(cfg), "fp32") == base
+    assert experiment.identity(experiment.plain_config(cfg), "bf16") != base
+    assert experiment.identity(experiment.plain_config(cfg), "fp32") == base
 
 
 # Every setting of a run's config, generated from composed configs whose groups hold every kind of node the
@@ -109,13 +108,13 @@ SCHEMA_CONFIGS = [["loss=jal_ce", "noise=symmetric", "noise.sampling=per_sample"
 @functools.cache
 def schema_config(n: int) -> str:
     """SCHEMA_CONFIGS[n]'s plain config (as records store it), as JSON: composed once."""
-    return json.dumps(jal_run_dir.plain_config(compose_train(["dataset=synthetic", *SCHEMA_CONFIGS[n]])))
+    return json.dumps(experiment.plain_config(compose_train(["dataset=synthetic", *SCHEMA_CONFIGS[n]])))
 
 
 def schema_cases() -> list[tuple[int, str]]:
     cases = {}
     for n in range(len(SCHEMA_CONFIGS)):
-        for key in run_dir.flatten(json.loads(schema_config(n))):
+        for key in experiment.flatten(json.loads(schema_config(n))):
             cases.setdefault(key, n)
     return [(n, key) for key, n in cases.items()]
 
@@ -133,10 +132,8 @@ def another(value):
 
 @pytest.mark.parametrize("case", schema_cases(), ids=lambda case: case[1])
 def test_a_record_differing_in_any_setting_of_the_experiment_is_another_experiment(case, tmp_path):
-    """Dropping a setting of the experiment from the identity (jal.run_dir.identity) fails its case here: the
+    """Dropping a setting of the experiment from the identity (jal.experiment.identity) fails its case here: the
     record that differs in it would be taken for this experiment's."""
-    from jal import resolvers
-
     n, key = case
     config, changed = json.loads(schema_config(n)), json.loads(schema_config(n))
     *parents, leaf = key.split(".")
@@ -144,38 +141,38 @@ def test_a_record_differing_in_any_setting_of_the_experiment_is_another_experime
     for parent in parents:
         node = node[parent]
     node[leaf] = another(node[leaf])
-    asked = run_dir.identity(config, "fp32")
+    asked = experiment.identity(config, "fp32")
     record = dict(config=changed, precision="fp32")
-    if run_dir.within(key, resolvers.NOT_THE_EXPERIMENT):
-        run_dir.check_same(record, asked, tmp_path / "result.json")  # the same experiment
+    if experiment.within(key, experiment.NOT_THE_EXPERIMENT):
+        run_dir.check_same(experiment.identity_of(record), asked, tmp_path / "result.json")  # the same experiment
     else:
         with pytest.raises(DirectoryConflict, match=rf"[(;] ?{re.escape(key)}: "):
-            run_dir.check_same(record, asked, tmp_path / "result.json")
+            run_dir.check_same(experiment.identity_of(record), asked, tmp_path / "result.json")
 
 
 def test_a_record_in_another_precision_is_another_experiment(tmp_path):
     config = json.loads(schema_config(0))
     with pytest.raises(DirectoryConflict, match=r"\(precision: bf16 in the record, fp32 asked\)"):
-        run_dir.check_same(dict(config=config, precision="bf16"), run_dir.identity(config, "fp32"), tmp_path / "r")
+        run_dir.check_same(experiment.identity_of(dict(config=config, precision="bf16")),
+                           experiment.identity(config, "fp32"), tmp_path / "r")
 
 
 def test_the_directory_name_identity_fusions_and_records_derive_from_one_list():
     """configs/train.yaml's exclude_keys, the identity, the fusion rule and the records' config all follow
-    jal.resolvers.NOT_THE_EXPERIMENT: a setting that is not the experiment is in no directory name and no identity,
+    jal.experiment.NOT_THE_EXPERIMENT: a setting that is not the experiment is in no directory name and no identity,
     may differ between fused runs exactly when marked so, and a machine path is in no record."""
-    from jal import resolvers
-
+    resolvers = experiment  # the lists live with the experiment
     cfg = compose_train(["loss=ce"])
-    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    excluded = set(experiment.not_in_the_directory_name())
     assert excluded == set(resolvers.IN_THE_CELL) | {"logger.mode", "logger.project", "logger.entity", "logger.group",
                                                     "logger.tags"} | (set(resolvers.NOT_THE_EXPERIMENT) - {"run_name"})
-    ident = run_dir.identity(jal_run_dir.plain_config(cfg), "fp32")
-    assert not any(run_dir.within(key, resolvers.NOT_THE_EXPERIMENT) for key in ident)
-    fixed = run_dir.fixed_settings(cfg)
+    ident = experiment.identity(experiment.plain_config(cfg), "fp32")
+    assert not any(experiment.within(key, resolvers.NOT_THE_EXPERIMENT) for key in ident)
+    fixed = experiment.fixed_settings(cfg)
     for key, per_run in resolvers.NOT_THE_EXPERIMENT.items():
-        assert per_run != any(run_dir.within(k, [key]) for k in fixed), key
+        assert per_run != any(experiment.within(k, [key]) for k in fixed), key
     assert set(resolvers.MACHINE_PATHS) <= set(resolvers.NOT_THE_EXPERIMENT)
-    assert not set(resolvers.MACHINE_PATHS) & set(jal_run_dir.plain_config(cfg))
+    assert not set(resolvers.MACHINE_PATHS) & set(experiment.plain_config(cfg))
 
 
 def test_every_setting_of_the_exclude_list_is_left_out_of_a_real_launchs_directory(tmp_path):
@@ -193,7 +190,7 @@ def test_every_setting_of_the_exclude_list_is_left_out_of_a_real_launchs_directo
 def test_differences_name_each_setting_with_both_values():
     recorded = {"optim.lr": 0.01, "trainer.epochs": 3, "precision": "fp32", "noise.rate": 0}
     asked = {"optim.lr": 0.05, "trainer.epochs": 3, "precision": "fp32", "noise.rate": 0.0, "new": 1}
-    assert run_dir.differences(recorded, asked) == "new: absent in the record, 1 asked; optim.lr: 0.01 in the " \
+    assert experiment.differences(recorded, asked) == "new: absent in the record, 1 asked; optim.lr: 0.01 in the " \
                                                    "record, 0.05 asked"
 
 
@@ -206,7 +203,7 @@ def trained(tmp_path, one_torch_thread):
     """A finished one-epoch run in a fixed directory, and its config."""
     cfg = compose(tmp_path, "trainer.epochs=1")
     result = jal_train.train(cfg, tmp_path / "run")
-    assert result["status"] == "finished"
+    assert result.status == "finished"
     return tmp_path / "run"
 
 
@@ -258,7 +255,7 @@ def test_the_plan_refuses_a_directory_of_another_experiment_before_anything_trai
 def test_restart_moves_another_experiments_files_aside_and_trains_this_one(trained, tmp_path):
     cfg = compose(tmp_path, "trainer.epochs=2", "trainer.restart=true")
     result = jal_train.train(cfg, trained)
-    assert result["status"] == "finished" and result["epochs"] == 2
+    assert result.status == "finished" and result.epochs == 2
     assert json.loads((trained / "result.json.damaged").read_text())["epochs"] == 1
     assert {"result.json.damaged", "checkpoint.pt.damaged", "labels.npz.damaged"} <= {p.name for p in trained.iterdir()}
 
@@ -304,8 +301,8 @@ def test_the_sweep_counts_a_run_held_elsewhere(tmp_path, capsys):
         progress.on_job_end(runs[0].cfg, job_return=None)
         progress.summary()
     out = capsys.readouterr().out
-    assert f"[0/2] {runs[0].cell}: running elsewhere (host " in out and ": not started here" in out
-    assert f"  not run to an end  {runs[0].cell} (running elsewhere: host " in out
+    assert f"[0/2] {runs[0].name}: running elsewhere (host " in out and ": not started here" in out
+    assert f"  not run to an end  {runs[0].name} (running elsewhere: host " in out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,7 +327,7 @@ def test_a_damaged_file_is_named_in_one_line_and_restart_recovers(tmp_path, name
     assert str(damaged.value).startswith(f"{tmp_path / 'run' / name} {says}")
     assert str(damaged.value).endswith("trainer.restart=true moves it aside and trains the run from scratch")
     again = jal_train.train(compose(tmp_path, "trainer.epochs=2", "trainer.restart=true"), tmp_path / "run")
-    assert again["status"] == "finished" and again["history"][-1]["train_loss"] == done["history"][-1]["train_loss"]
+    assert again.status == "finished" and again.history[-1]["train_loss"] == done.history[-1]["train_loss"]
     assert (tmp_path / "run" / f"{name}.damaged").exists()
 
 
@@ -369,7 +366,7 @@ def test_a_damaged_newest_checkpoint_costs_one_epoch_not_the_run(tmp_path, one_t
     assert resumed["history"][0] == torch.load(tmp_path / "resumed" / "checkpoint.pt",
                                                weights_only=True)["history"][0]
     strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_second", "seconds")} for e in h]
-    assert strip(resumed["history"]) == strip(uninterrupted["history"])
+    assert strip(resumed.history) == strip(uninterrupted.history)
     assert (tmp_path / "resumed" / "checkpoint.pt.damaged").exists()
 
 
@@ -413,12 +410,13 @@ def test_the_committed_quick_records_are_still_skipped_by_the_plan():
 def test_a_record_from_before_a_setting_existed_reads_as_its_old_value(tmp_path):
     """AMSE's exponent q came after the first records: one without it trained with q = 2."""
     cfg = compose(tmp_path, "loss=jal_ce")
-    config = jal_run_dir.plain_config(cfg)
-    asked = run_dir.identity(config, "fp32")
+    config = experiment.plain_config(cfg)
+    asked = experiment.identity(config, "fp32")
     del config["loss"]["passive"]["q"]
-    assert run_dir.identity_of({"config": config, "precision": "fp32"}) == asked
-    asked_q3 = run_dir.identity(jal_run_dir.plain_config(compose(tmp_path, "loss=jal_ce", "loss.passive.q=3")), "fp32")
-    assert run_dir.identity_of({"config": config, "precision": "fp32"}) != asked_q3
+    assert experiment.identity_of({"config": config, "precision": "fp32"}) == asked
+    q3 = compose(tmp_path, "loss=jal_ce", "loss.passive.q=3")
+    asked_q3 = experiment.identity(experiment.plain_config(q3), "fp32")
+    assert experiment.identity_of({"config": config, "precision": "fp32"}) != asked_q3
 
 
 class Killed(BaseException):
@@ -458,7 +456,7 @@ def test_a_run_killed_between_the_renames_of_its_last_checkpoint_keeps_checkpoin
         (killed / ".checkpoint.pt.x1y2z3.pt").write_bytes(b"cut")  # a kill leaves atomic_save's temp file
         (killed / ".result.json.a1b2c3").write_text("{")
         resumed = jal_train.train(cfg, killed)
-        assert resumed["status"] == "finished" and not list(killed.glob(".*.*")), rename
-        assert strip(resumed["history"]) == strip(uninterrupted["history"])
+        assert resumed.status == "finished" and not list(killed.glob(".*.*")), rename
+        assert strip(resumed.history) == strip(uninterrupted.history)
         state = torch.load(killed / "checkpoint.pt", weights_only=True)
         assert state["epoch"] == 2 and all(torch.equal(final["model"][k], state["model"][k]) for k in final["model"])

@@ -19,11 +19,11 @@ from test_notebook import FIGURES, run_notebook
 
 from jal import device as jal_device
 from jal import plan, tables
+from jal.experiment import plain_config
 from jal.multirun import plan_runs, sweep_jobs
 from jal.progress import Progress
 from jal.records import load_records
 from jal.run import percent
-from jal.run_dir import plain_config
 from jal.util import duration
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
@@ -132,7 +132,7 @@ def test_notebook_runs_on_the_sweep_records(basic_sweep, tmp_path, monkeypatch):
 def test_plan_is_exactly_the_runs_the_sweep_wrote(basic_sweep):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         runs = plan_runs(TINY + [f"out_root={basic_sweep}"])
-    assert [r.cell for r in runs] == CELLS
+    assert [r.name for r in runs] == CELLS
     assert [r.dir for r in runs] == [basic_sweep / cell for cell in CELLS]
     assert {r.dir for r in runs} == {p.parent for p in records_of(basic_sweep)}
 
@@ -147,7 +147,7 @@ def test_planned_configs_equal_a_full_composition_of_each_job(tmp_path):
     for run, job in zip(runs, jobs):
         full = compose_train(job)  # sets Hydra's runtime so run_name resolves
         assert plain_config(run.cfg) == plain_config(full)
-        assert run.cell == full.run_name
+        assert run.name == full.run_name
 
 
 def test_progress_line_per_run_and_summary(basic_sweep_run):

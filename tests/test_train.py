@@ -22,6 +22,7 @@ from jal import step as jal_step
 from jal import stops as jal_stops
 from jal import train as jal_train
 from jal import wandb_run as jal_wandb
+from jal.experiment import Cell
 from jal.losses import CE
 
 RESULT_KEYS = {"dataset", "model", "loss", "noise_type", "noise_rate", "seed", "epochs", "last_test_acc",
@@ -41,23 +42,23 @@ def test_two_epoch_run_writes_a_complete_record(synthetic_run):
     on_disk = json.loads((run_dir_of(cfg) / "result.json").read_text())
     assert on_disk == json.loads(json.dumps(result))
     assert RESULT_KEYS <= set(result)
-    assert (result["dataset"], result["model"], result["loss"], result["noise_type"]) == (
+    assert (result.dataset, result.model, result.loss, result.noise_type) == (
         "synthetic", "cnn8", "jal_ce", "symmetric")
-    assert result["noise_rate"] == 0.4 and result["seed"] == 7 and result["epochs"] == 2
-    assert len(result["history"]) == 2 and all(EPOCH_KEYS <= set(h) for h in result["history"])
-    assert result["last_test_acc"] == result["history"][-1]["test_acc"]
-    if result["device"] == "cpu" and os.path.exists("/proc/cpuinfo"):  # the machine, not just "cpu"
-        assert result["device_name"].endswith(f", {len(os.sched_getaffinity(0))} cores")
-    assert result["best_test_acc"] == max(h["test_acc"] for h in result["history"])
+    assert result.noise_rate == 0.4 and result.seed == 7 and result.epochs == 2
+    assert len(result.history) == 2 and all(EPOCH_KEYS <= set(h) for h in result.history)
+    assert result.last_test_acc == result.history[-1]["test_acc"]
+    if result.device == "cpu" and os.path.exists("/proc/cpuinfo"):  # the machine, not just "cpu"
+        assert result.device_name.endswith(f", {len(os.sched_getaffinity(0))} cores")
+    assert result.best_test_acc == max(h["test_acc"] for h in result.history)
     # exact sampling: 9 * int(0.4 / 9 * n_i) flips per class i, and the record says what the labels hold
     labels = np.load(run_dir_of(cfg) / "labels.npz")
     expected_flips = sum(9 * int(0.4 / 9 * n) for n in np.bincount(labels["clean"], minlength=10))
     assert np.sum(labels["noisy"] != labels["clean"]) == expected_flips
-    assert result["realised_noise_rate"] == pytest.approx(expected_flips / len(labels["clean"]))
+    assert result.realised_noise_rate == pytest.approx(expected_flips / len(labels["clean"]))
     # cosine schedule stepped per epoch: lr 0.01 in epoch 1, 0.005 in epoch 2 of 2
-    assert [h["lr"] for h in result["history"]] == pytest.approx([0.01, 0.005])
+    assert [h["lr"] for h in result.history] == pytest.approx([0.01, 0.005])
     # the JAL-CE run trains with L1 and no L2 (docs/protocol.md section 1)
-    assert result["config"]["optim"]["l1"] == 5e-5 and result["config"]["optim"]["weight_decay"] == 0.0
+    assert result.config["optim"]["l1"] == 5e-5 and result.config["optim"]["weight_decay"] == 0.0
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch):
@@ -83,13 +84,13 @@ def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path,
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, tmp_path / "resumed")
 
 
-def assert_same_training(a: dict, a_dir: Path, b: dict, b_dir: Path) -> None:
+def assert_same_training(a, a_dir: Path, b, b_dir: Path) -> None:
     """Two finished runs trained identically: the same history (but timings) and bitwise the same weights."""
     def deterministic(history):
         return [{k: v for k, v in h.items() if k not in ("images_per_second", "seconds")} for h in history]
 
-    assert a["status"] == b["status"] == "finished"
-    assert deterministic(a["history"]) == deterministic(b["history"])
+    assert a.status == b.status == "finished"
+    assert deterministic(a.history) == deterministic(b.history)
     final = [torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (a_dir, b_dir)]
     for name in final[0]:
         torch.testing.assert_close(final[0][name], final[1][name], rtol=0, atol=0)
@@ -106,9 +107,9 @@ def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_pat
 
     cfg.trainer.pause_after = 1
     paused = jal_train.train(cfg, tmp_path / "paused")
-    assert paused["status"] == "paused" and paused["epoch"] == 1 and paused["epochs"] == 3
-    assert paused["reason"] == "trainer.pause_after=1 epochs done"
-    assert paused["loss"] == "jal_ce" and paused["seed"] == 123
+    assert paused.status == "paused" and paused.epoch == 1 and paused.epochs == 3
+    assert paused.reason == "trainer.pause_after=1 epochs done"
+    assert paused.loss == "jal_ce" and paused.seed == 123
     assert json.loads((tmp_path / "paused" / "result.json").read_text()) == paused
     assert torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
@@ -121,7 +122,7 @@ def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypat
     cfg = synthetic_run(f"trainer.stop_at={int(time.time()) - 1}")
     monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("a run past stop_at loads nothing"))
     result = jal_train.train(cfg, run_dir_of(cfg))
-    assert result["status"] == "paused" and result["epoch"] is None
+    assert result.status == "not started" and result.reason.startswith("trainer.stop_at=")
     assert not (run_dir_of(cfg) / "result.json").exists() and not (run_dir_of(cfg) / "checkpoint.pt").exists()
 
 
@@ -138,13 +139,13 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
         restored = signal.getsignal(signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, previous)
-    assert result["status"] == "paused" and result["epoch"] == 1 and result["reason"] == "SIGUSR1"
+    assert result.status == "paused" and result.epoch == 1 and result.reason == "SIGUSR1"
     assert torch.load(run_dir_of(cfg) / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert handed_on == [signal.SIGUSR1] and restored != stops.request_stop
     assert jal_stops.PROCESS_STOPS.received == []  # nothing outlives the test
     # later runs with the same stops (a sweep through the basic launcher, one process) pause before they start
     later = synthetic_run("trainer.epochs=3", "seed=5")
-    assert jal_train.train(later, run_dir_of(later), stops)["epoch"] is None
+    assert jal_train.train(later, run_dir_of(later), stops).status == "not started"
     # nothing written but the lock file; the signal handed on once only
     assert [p.name for p in run_dir_of(later).iterdir()] == [".lock"] and handed_on == [signal.SIGUSR1]
 
@@ -243,8 +244,10 @@ def history(*test_accs) -> list[dict]:
 
 
 def test_progress_bar_shows_the_run_the_bar_and_the_last_accuracy_in_80_columns():
-    cell = dict(loss="jal_ce", noise_type="symmetric", noise_rate=0.8, noise_labels=None, seed=123)
-    assert jal_progress.short_name(cell) == "jal_ce sym0.8 s123"
+    cell = dict(dataset="cifar10", model="cnn8", loss="jal_ce", noise_type="symmetric", noise_rate=0.8,
+                noise_labels=None, seed=123)
+    short_name = lambda fields: Cell(**fields).short_name()  # noqa: E731
+    assert short_name(cell) == "jal_ce sym0.8 s123"
     # the last accuracy evaluated, also in an epoch not evaluated (eval_every)
     line = rendered_bar("jal_ce sym0.8 s123", jal_progress.bar_postfix([history(60.0, 64.321, None)]), 57, 120, 723)
     assert line.startswith("jal_ce sym0.8 s123 |") and line.endswith("| 57/120 [12:03<13:19, test 64.32%]")
@@ -252,12 +255,12 @@ def test_progress_bar_shows_the_run_the_bar_and_the_last_accuracy_in_80_columns(
     # the longest names there are (loss, human label set), a five-digit seed, 10 h gone, 10 h left: still whole
     longest = max((p.stem for p in (REPO / "configs/loss").glob("*.yaml")), key=len)
     for noise_type, rate, labels in (("human", 0.4, "worst"), ("asymmetric", 0.45, None), ("none", 0.0, None)):
-        name = jal_progress.short_name(dict(cell, loss=longest, noise_type=noise_type, noise_rate=rate,
+        name = short_name(dict(cell, loss=longest, noise_type=noise_type, noise_rate=rate,
                                          noise_labels=labels, seed=12345))
         line = rendered_bar(name, jal_progress.bar_postfix([history(100.0)]), 100, 200, 36000)
         assert len(line) <= 80 and bar_cells(line) >= 5 and line.endswith("[10:00:00<10:00:00, test 100.00%]"), line
-    assert jal_progress.short_name(dict(cell, noise_type="human", noise_labels="worst")) == "jal_ce human-worst s123"
-    assert jal_progress.short_name(dict(cell, noise_type="none", noise_rate=0.0)) == "jal_ce clean s123"
+    assert short_name(dict(cell, noise_type="human", noise_labels="worst")) == "jal_ce human-worst s123"
+    assert short_name(dict(cell, noise_type="none", noise_rate=0.0)) == "jal_ce clean s123"
     # a fusion: its members' range; before the first evaluation, no accuracy
     line = rendered_bar("fusion of 16", jal_progress.bar_postfix([history(61.2), history(64.32), history(62.0)]),
                         3, 120, 90)
@@ -425,7 +428,7 @@ def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
     assert files[0].name == f"run-{jal_wandb.wandb_run_id(cfg.run_name)}.wandb"
     rows = read_wandb_history(files[0])
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
+    assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result.history])
     assert all(EPOCH_KEYS <= set(r) for r in rows)
 
 
@@ -438,11 +441,11 @@ def test_each_member_of_a_fusion_logs_every_epoch_to_its_own_wandb_run(synthetic
     run_dirs = [tmp_path / loss for loss in losses]
     results = jal_train.train_fusion(cfgs, run_dirs)
     for run_dir, result in zip(run_dirs, results):
-        assert result["status"] == "finished", result.get("error")
+        assert result.status == "finished", result.error
         (file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
         rows = read_wandb_history(file)
         assert [r["epoch"] for r in rows] == [1, 2]
-        assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
+        assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result.history])
 
 
 def test_wandb_run_id_is_one_wandb_accepts_and_one_per_run_name():
@@ -463,7 +466,7 @@ def test_wandb_mode_disabled_needs_no_wandb_package(synthetic_run, monkeypatch, 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` would fail, as on a bare GPU host
     cfg = synthetic_run("logger=wandb", "trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=32")
-    assert jal_train.train(cfg, run_dir_of(cfg))["status"] == "finished"
+    assert jal_train.train(cfg, run_dir_of(cfg)).status == "finished"
     assert not (run_dir_of(cfg) / "wandb").exists()
 
 
@@ -510,11 +513,11 @@ def test_deterministic_asks_torch_for_repeatable_kernels(synthetic_run, monkeypa
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     with global_determinism_restored():
-        jal_device.resolve_device(synthetic_run("trainer.deterministic=true"))
+        jal_device.set_determinism(torch.device("cpu"), True)
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert not torch.are_deterministic_algorithms_enabled()  # the default leaves torch's settings alone
-    jal_device.resolve_device(synthetic_run())
+    jal_device.set_determinism(torch.device("cpu"), False)
     assert not torch.are_deterministic_algorithms_enabled()
 
 
@@ -539,7 +542,7 @@ def test_compiled_model_serves_training_and_evaluation(synthetic_run, monkeypatc
     cfg = synthetic_run("trainer.compile=reduce-overhead", "trainer.epochs=1", "dataset.train_size=64",
                         "dataset.test_size=32")
     result = jal_train.train(cfg, run_dir_of(cfg))
-    assert modes == ["reduce-overhead"] and result["status"] == "finished"
+    assert modes == ["reduce-overhead"] and result.status == "finished"
     assert calls == ["train"] * 1 + ["eval"] * 1  # 64 images: one training batch; 32: one evaluation batch
 
 
@@ -555,9 +558,9 @@ def test_compiled_run_trains_as_the_eager_run(synthetic_run, tmp_path, one_torch
     overrides = ("trainer.epochs=2", "dataset.train_size=64", "dataset.test_size=32", "loss=jal_ce")
     eager = jal_train.train(synthetic_run(*overrides), tmp_path / "eager")
     compiled = jal_train.train(synthetic_run(*overrides, "trainer.compile=true"), tmp_path / "compiled")
-    for a, b in zip(eager["history"], compiled["history"]):  # fused kernels round differently: close, not equal
+    for a, b in zip(eager.history, compiled.history):  # fused kernels round differently: close, not equal
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
-    assert compiled["history"][-1]["test_acc"] == pytest.approx(eager["history"][-1]["test_acc"], abs=100 / 32)
+    assert compiled.history[-1]["test_acc"] == pytest.approx(eager.history[-1]["test_acc"], abs=100 / 32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -588,7 +591,7 @@ def test_real_cifar10_subset_learns_well_above_chance(tmp_path):
     cfg = compose_train(["dataset=cifar10", "dataset.subset=2000", "trainer.epochs=3", "logger=none",
                          "trainer.progress=false", f"data_dir={shared_data_dir()}", f"out_root={tmp_path}"])
     result = jal_train.train(cfg, tmp_path / "run")
-    assert result["last_test_acc"] > 30  # chance is 10%
+    assert result.last_test_acc > 30  # chance is 10%
 
 
 def test_eval_every_evaluates_on_schedule_and_the_last_epoch_without_changing_training(synthetic_run):
@@ -600,11 +603,11 @@ def test_eval_every_evaluates_on_schedule_and_the_last_epoch_without_changing_tr
     every_run = jal_train.train(every, run_dir_of(every).parent / "every")
     sparse = synthetic_run(*common, "trainer.eval_every=3")
     sparse_run = jal_train.train(sparse, run_dir_of(sparse))
-    tested = [h["test_acc"] for h in sparse_run["history"]]
+    tested = [h["test_acc"] for h in sparse_run.history]
     assert tested[:2] == [None, None] and None not in tested[2:]
-    assert tested[2:] == [h["test_acc"] for h in every_run["history"]][2:]
-    assert [h["train_loss"] for h in sparse_run["history"]] == [h["train_loss"] for h in every_run["history"]]
-    assert sparse_run["last_test_acc"] == tested[-1] and sparse_run["best_test_acc"] == max(tested[2:])
+    assert tested[2:] == [h["test_acc"] for h in every_run.history][2:]
+    assert [h["train_loss"] for h in sparse_run.history] == [h["train_loss"] for h in every_run.history]
+    assert sparse_run.last_test_acc == tested[-1] and sparse_run.best_test_acc == max(tested[2:])
 
 
 class ThreadCountingCE(CE):
@@ -627,7 +630,7 @@ def test_trainer_threads_sets_torchs_intra_op_threads(synthetic_run):
             torch.set_num_threads(before)
             ThreadCountingCE.seen = []
             cfg = synthetic_run(*small, f"trainer.threads={threads or 'null'}", f"seed={before}")
-            assert jal_train.train(cfg, run_dir_of(cfg))["status"] == "finished"
+            assert jal_train.train(cfg, run_dir_of(cfg)).status == "finished"
             seen[threads] = ThreadCountingCE.seen
     finally:
         torch.set_num_threads(previous)

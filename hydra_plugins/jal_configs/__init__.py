@@ -8,6 +8,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 import jal.config  # noqa: F401  (the registration is the point)
+import jal.experiment  # noqa: F401
 import jal.resolvers  # noqa: F401
 
 
