@@ -1,5 +1,5 @@
-"""Progress: a run's progress bar (its short name and last test accuracy, whole in 80 columns), and a
-multirun's progress lines, through a Hydra callback (configs/hydra/callbacks/progress.yaml).
+"""A multirun's progress lines, through a Hydra callback (configs/hydra/callbacks/progress.yaml); a run's own
+progress bar is jal/progress_bar.py's.
 
 `Progress` prints a line per run as it ends (n/N, the cell, how it ended in the words of a run alone's
 closing line: `finished: test accuracy 64.32% (epoch 120)`, the sweep's ETA) and, at the end, a summary of
@@ -25,21 +25,6 @@ from jal.record import ENDED, Record, Status, ending
 from jal.records import noise_gap
 from jal.run_dir import held_elsewhere
 from jal.util import CannotWrite, duration, writable
-
-# ---------------------------------------------------------------------------------------------------
-# The progress bar, whole in 80 columns: a short name, the bar, the epochs, the time and the last test accuracy
-# (`jal_ce sym0.8 s123 |####    | 57/120 [12:03<13:20, test 64.32%]`); the run's name and its speed per
-# epoch are in its train.log.
-BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
-def bar_postfix(histories: list[list[dict]]) -> str:
-    """The last test accuracy evaluated (of a fusion: the range over its members); '' before there is one."""
-    accs = [next((h["test_acc"] for h in reversed(history) if h["test_acc"] is not None), None)
-            for history in histories]
-    accs = [acc for acc in accs if acc is not None]
-    if not accs:
-        return ""
-    low, high = min(accs), max(accs)
-    return f"test {high:.2f}%" if low == high else f"test {low:.2f}-{high:.2f}%"
 
 
 class Progress(Callback):

@@ -3,7 +3,6 @@
 datasets, columns and losses. Also what the realised noise rate of a run says against the one it asked.
 """
 
-import json
 import os
 import sys
 from collections import defaultdict
@@ -166,30 +165,23 @@ def cell_sort_key(cell):
 
 
 def load_records(dirs):
-    """Every result.json under the given directories (recursively), each dict with run_dir added."""
+    """Every result.json under the given directories (recursively, jal.record.scan), each as the dict it holds
+    with run_dir and its file's mtime added (to keep the newest of two runs of one seed)."""
+    from jal import record as records
+
     if isinstance(dirs, (str, os.PathLike)):
         dirs = [dirs]
-    records, seen = [], set()
     for directory in map(Path, dirs):
         if not directory.is_dir():
             raise SystemExit(f"jal.tables: {directory} is not a directory")
-        paths = sorted(directory.rglob("result.json"))
-        if not paths:
+        if not any(directory.rglob(records.RESULT)):
             raise SystemExit(f"jal.tables: no result.json under {directory} "
                              "(each training run writes <run_dir>/result.json)")
-        for path in paths:
-            if path.resolve() in seen:  # overlapping directories given
-                continue
-            seen.add(path.resolve())
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError) as error:
-                print(f"jal.tables: skipping unreadable {path}: {error}", file=sys.stderr)
-                continue
-            if not isinstance(record, dict) or not {"dataset", "loss", "noise_type"} <= record.keys():
-                print(f"jal.tables: skipping {path}: no dataset/loss/noise_type", file=sys.stderr)
-                continue
-            record["run_dir"] = str(path.parent)
-            record["result_mtime"] = path.stat().st_mtime  # to keep the newest of two runs of one seed
-            records.append(record)
-    return records
+    found = []
+    for r in records.scan(dirs, warn=lambda line: print(f"jal.tables: {line}", file=sys.stderr)):
+        if None in (r.dataset, r.loss, r.noise_type):
+            print(f"jal.tables: skipping {r.run_dir / records.RESULT}: no dataset/loss/noise_type", file=sys.stderr)
+            continue
+        found.append(r.to_json() | dict(run_dir=str(r.run_dir),
+                                        result_mtime=(r.run_dir / records.RESULT).stat().st_mtime))
+    return found

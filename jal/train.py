@@ -50,7 +50,7 @@ from jal import stops as stop_signals
 from jal.config_check import check_config, one_line
 from jal.device import run_device
 from jal.experiment import check_fusable
-from jal.progress import BAR_FORMAT, bar_postfix
+from jal.progress_bar import BAR_FORMAT, bar_postfix
 from jal.record import Record, Status, ending
 from jal.run import (
     Member,

@@ -16,7 +16,7 @@ import torch
 from conftest import REPO, compose_train, loss_turns_nan_after, shared_data_dir
 
 from jal import device as jal_device
-from jal import progress as jal_progress
+from jal import progress_bar as jal_progress_bar
 from jal import run as jal_run
 from jal import step as jal_step
 from jal import stops as jal_stops
@@ -110,7 +110,7 @@ def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_pat
     assert paused.status == "paused" and paused.epoch == 1 and paused.epochs == 3
     assert paused.reason == "trainer.pause_after=1 epochs done"
     assert paused.loss == "jal_ce" and paused.seed == 123
-    assert json.loads((tmp_path / "paused" / "result.json").read_text()) == paused
+    assert json.loads((tmp_path / "paused" / "result.json").read_text()) == paused.to_json()
     assert torch.load(tmp_path / "paused" / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
     cfg.trainer.pause_after = None  # the same run started again, to its end
@@ -231,7 +231,7 @@ def rendered_bar(desc: str, postfix: str, n: int, total: int, elapsed: float) ->
     """The bar train_locked draws, as tqdm renders it in an 80-column terminal."""
     from tqdm import tqdm
 
-    return tqdm.format_meter(n, total, elapsed, ncols=80, prefix=desc, bar_format=jal_progress.BAR_FORMAT,
+    return tqdm.format_meter(n, total, elapsed, ncols=80, prefix=desc, bar_format=jal_progress_bar.BAR_FORMAT,
                              postfix=postfix)
 
 
@@ -249,7 +249,7 @@ def test_progress_bar_shows_the_run_the_bar_and_the_last_accuracy_in_80_columns(
     short_name = lambda fields: Cell(**fields).short_name()  # noqa: E731
     assert short_name(cell) == "jal_ce sym0.8 s123"
     # the last accuracy evaluated, also in an epoch not evaluated (eval_every)
-    line = rendered_bar("jal_ce sym0.8 s123", jal_progress.bar_postfix([history(60.0, 64.321, None)]), 57, 120, 723)
+    line = rendered_bar("jal_ce sym0.8 s123", jal_progress_bar.bar_postfix([history(60.0, 64.321, None)]), 57, 120, 723)
     assert line.startswith("jal_ce sym0.8 s123 |") and line.endswith("| 57/120 [12:03<13:19, test 64.32%]")
     assert len(line) == 80 and bar_cells(line) == 25
     # the longest names there are (loss, human label set), a five-digit seed, 10 h gone, 10 h left: still whole
@@ -257,15 +257,15 @@ def test_progress_bar_shows_the_run_the_bar_and_the_last_accuracy_in_80_columns(
     for noise_type, rate, labels in (("human", 0.4, "worst"), ("asymmetric", 0.45, None), ("none", 0.0, None)):
         name = short_name(dict(cell, loss=longest, noise_type=noise_type, noise_rate=rate,
                                          noise_labels=labels, seed=12345))
-        line = rendered_bar(name, jal_progress.bar_postfix([history(100.0)]), 100, 200, 36000)
+        line = rendered_bar(name, jal_progress_bar.bar_postfix([history(100.0)]), 100, 200, 36000)
         assert len(line) <= 80 and bar_cells(line) >= 5 and line.endswith("[10:00:00<10:00:00, test 100.00%]"), line
     assert short_name(dict(cell, noise_type="human", noise_labels="worst")) == "jal_ce human-worst s123"
     assert short_name(dict(cell, noise_type="none", noise_rate=0.0)) == "jal_ce clean s123"
     # a fusion: its members' range; before the first evaluation, no accuracy
-    line = rendered_bar("fusion of 16", jal_progress.bar_postfix([history(61.2), history(64.32), history(62.0)]),
+    line = rendered_bar("fusion of 16", jal_progress_bar.bar_postfix([history(61.2), history(64.32), history(62.0)]),
                         3, 120, 90)
     assert line.endswith("| 3/120 [01:30<58:30, test 61.20-64.32%]") and bar_cells(line) == 26
-    assert jal_progress.bar_postfix([history(None)]) == jal_progress.bar_postfix([[]]) == ""
+    assert jal_progress_bar.bar_postfix([history(None)]) == jal_progress_bar.bar_postfix([[]]) == ""
 
 
 def train_command(out_root: Path | str, *extra: str) -> list[str]:
