@@ -397,8 +397,8 @@ def test_a_fused_members_train_log_holds_what_a_run_alones_holds(basic_fused):
     for cell in CELLS:
         lines = (root / cell / "train.log").read_text().splitlines()
         history = json.loads((root / cell / "result.json").read_text())["history"]
-        assert re.fullmatch(stamp + r"\[jal\.train\]\[INFO\] - precision fp64 \(trainer\.precision=fp64\)", lines[0])
-        epochs = [re.fullmatch(stamp + r"\[jal\.train\.epochs\]\[INFO\] - (epoch .*), \d+ img/s, [\d.]+s", line)
+        assert re.fullmatch(stamp + r"\[jal\.run\]\[INFO\] - precision fp64 \(trainer\.precision=fp64\)", lines[0])
+        epochs = [re.fullmatch(stamp + r"\[jal\.epochs\]\[INFO\] - (epoch .*), \d+ img/s, [\d.]+s", line)
                   for line in lines[1:]]
         assert [m.group(1) for m in epochs] == [
             f"epoch {h['epoch']}/2: train loss {h['train_loss']:.4f}, fits its labels {percent(h['train_acc_noisy'])}, "

@@ -1,9 +1,11 @@
 """The training entrypoint: records, resume, pause (stop_at, signals), Ctrl-C, what a run says (its bar, its
 closing line), skip, W&B, non-finite losses, one-line errors. The data and its augmentation: test_data.py."""
 
+import datetime
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -40,8 +42,12 @@ def test_two_epoch_run_writes_a_complete_record(synthetic_run):
     cfg = synthetic_run("loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "seed=7")
     result = jal_train.train(cfg, run_dir_of(cfg))
     on_disk = json.loads((run_dir_of(cfg) / "result.json").read_text())
-    assert on_disk == json.loads(json.dumps(result))
-    assert RESULT_KEYS <= set(result)
+    assert on_disk == json.loads(json.dumps(result.to_json()))
+    assert RESULT_KEYS <= set(on_disk)
+    # where, how and when it was trained (jal/record.py): this machine, its threads, local times with their offset
+    assert result.host == socket.gethostname() and result.threads == torch.get_num_threads()
+    started, ended = (datetime.datetime.fromisoformat(t) for t in (result.started, result.ended))
+    assert started.tzinfo is not None and started <= ended <= datetime.datetime.now().astimezone()
     assert (result.dataset, result.model, result.loss, result.noise_type) == (
         "synthetic", "cnn8", "jal_ce", "symmetric")
     assert result.noise_rate == 0.4 and result.seed == 7 and result.epochs == 2
