@@ -93,6 +93,7 @@ def note(ax, text):
 def legend_outside(fig, handles, labels, where="outside right center", **kwargs):
     """One legend for the figure, beside the axes (never over them): constrained layout makes room for it."""
     labels = [textwrap.fill(label, LEGEND_WIDTH, subsequent_indent="  ") for label in labels]
+    kwargs.setdefault("ncols", 1 + len(labels) // 16)  # a long list in columns rather than past the figure's edge
     return fig.legend(handles, labels, loc=where, fontsize=8, title_fontsize=8, **kwargs)
 
 
