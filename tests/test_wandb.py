@@ -235,3 +235,29 @@ def test_wandb_mode_disabled_needs_no_wandb_package_and_keeps_no_id(synthetic_ru
     cfg = synthetic_run("logger=wandb", "trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=32")
     assert jal_train.train(cfg, run_dir_of(cfg))["status"] == "finished"
     assert not (run_dir_of(cfg) / "wandb").exists() and not (run_dir_of(cfg) / WANDB_ID).exists()
+
+
+def test_continuing_online_warns_of_offline_parts_not_uploaded(synthetic_run, monkeypatch, tmp_path, caplog):
+    """Synced after the online part, an offline part's epochs would be dropped by W&B: the run says so first.
+    wandb.init is replaced (nothing goes online); the offline parts are folders as wandb names them."""
+    import wandb
+
+    started = []
+    monkeypatch.setattr(jal_wandb, "where", lambda *args: "W&B run (stand-in)")
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: started.append(kwargs))
+    cfg = synthetic_run("logger=wandb", "logger.mode=online")
+    run_dir = tmp_path / "run"
+    part = run_dir / "wandb" / "offline-run-20260101_000000-synthetic-clean-ce-seed123-abcd1234"
+    part.mkdir(parents=True)
+    (part / "run-synthetic-clean-ce-seed123-abcd1234.wandb").write_bytes(b"")
+    (run_dir / WANDB_ID).write_text("synthetic-clean-ce-seed123-abcd1234\n")
+    warnings = lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    with caplog.at_level(logging.INFO, logger="jal.console"):
+        jal_wandb.start_wandb(cfg, run_dir, "fp32")
+        assert started[-1]["id"] == "synthetic-clean-ce-seed123-abcd1234" and started[-1]["resume"] == "allow"
+        assert len(warnings()) == 1 and "1 offline part(s) of it are not uploaded yet: W&B drops their epochs" in (
+            warnings()[0]) and f"wandb sync {part}" in warnings()[0]
+        (part / "run-synthetic-clean-ce-seed123-abcd1234.wandb.synced").write_bytes(b"")  # `wandb sync`'s mark
+        caplog.clear()
+        jal_wandb.start_wandb(cfg, run_dir, "fp32")
+        assert warnings() == []
