@@ -4,7 +4,7 @@ and the one console line that says where it is. W&B is imported only when a run 
 One training of one run directory is one W&B run. Its id (the cell's name and a random suffix) is drawn when the
 directory's training first starts W&B and kept in the directory, in WANDB_ID (jal/run_dir.py), as W&B's resume
 guide does: wandb.init(id=<the kept id>, resume="allow"). W&B drops a resumed run's rows at steps it holds
-already, so an id that outlived its training (the old rule: the id was the run's name) silently lost the history
+already, so an id that outlived its training (one made of the run's name alone) would silently lose the history
 of every later training of that name. Why a file of its own, written before wandb.init, and not the checkpoint:
 - killed before its first checkpoint, or between an epoch's W&B row and its checkpoint: the same command continues
   the same W&B run (the rows it logs again are the ones W&B holds, and the same numbers: a resume is bit for bit),
