@@ -260,7 +260,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.cell = dict(dataset=cfg.dataset.name, model=choices.model, loss=choices.loss, noise_type=cfg.noise.type,
                       noise_rate=float(cfg.noise.rate or m.summary["rate"]), noise_labels=cfg.noise.get("labels"),
                       seed=cfg.seed, settings=settings_name(hydra_cfg.job.override_dirname))  # tables group by it
-        m.wandb_run = start_wandb(cfg, m.run_dir) if m.writes else None
+        m.wandb_run = start_wandb(cfg, m.run_dir, m.precision) if m.writes else None
     # Every file of the run says which experiment wrote it (jal/run_dir.py).
     m.provenance = dict(precision=m.precision, fingerprint=fingerprint(m.asked), config=m.stored_config)
 

@@ -31,7 +31,8 @@ from jal.resolvers import MACHINE_PATHS, MAY_DIFFER_IN_A_FUSION, NOT_THE_EXPERIM
 from jal.util import CannotWrite, atomic_save, cannot_write, hydra_runtime, writable, write_fault
 
 RESULT, CHECKPOINT, PREVIOUS, LABELS, LOCK = "result.json", "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
-RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
+WANDB_ID = "wandb_id.txt"  # the id of the directory's W&B run (jal/wandb_run.py): a restart moves it aside too
+RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS, WANDB_ID)
 
 
 class RunBusy(Exception):
