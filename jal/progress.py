@@ -21,7 +21,7 @@ from jal.config_check import one_line
 from jal.multirun import ANOTHER, Run, epochs_done, plan_runs, read_status, runs_
 from jal.records import noise_gap
 from jal.run_dir import RESULT, differences, held_elsewhere, identity_of
-from jal.util import CannotWrite, duration, writable
+from jal.util import CannotWrite, duration, write_refusal
 
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
 
@@ -77,10 +77,9 @@ class Progress(Callback):
             # Exception from a callback into a warning; SystemExit passes through)
             raise SystemExit(f"error: {one_line(err)}") from None
         self.start(runs)
-        if not writable(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to train there)
-            # Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done
-            print(f"{config.hydra.sweep.dir} is read-only or not writable: nothing to train, every run is finished "
-                  "there", flush=True)
+        if refused := write_refusal(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to
+            # train there); Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done
+            print(f"{config.hydra.sweep.dir}: {refused[0]}: nothing to train, every run is finished there", flush=True)
             self.summary()
             raise SystemExit(1 if self.not_ours else 0)
         # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.

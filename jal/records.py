@@ -10,7 +10,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from jal.util import REPO_ROOT
+from jal.util import REPO_ROOT, unreadable
 
 # config name -> the paper's name; loss_label() falls back to "NCE+NEW" style for names not listed here
 LOSS_LABELS = {
@@ -232,8 +232,9 @@ def load_records(dirs):
             seen.add(path.resolve())
             try:
                 record = json.loads(path.read_text())
-            except (OSError, ValueError) as error:
-                print(f"jal.tables: skipping unreadable {path}: {error}", file=sys.stderr)
+            except (OSError, ValueError) as error:  # permission or damage, told apart
+                line = unreadable(path, error, "trainer.restart=true trains its run again", "tabulate a copy")
+                print(f"jal.tables: skipping {line}", file=sys.stderr)
                 continue
             if not isinstance(record, dict) or not {"dataset", "loss", "noise_type"} <= record.keys():
                 print(f"jal.tables: skipping {path}: no dataset/loss/noise_type", file=sys.stderr)
