@@ -18,7 +18,7 @@ SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELL
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 # A misspelt setting (LOSS=ce for LOSSES=ce, SEED=1) would be ignored without a word: a variable given on the
 # command line that is none of the settings above but close to one stops make in one line naming it.
-OTHER_SETTINGS := JAL_DATA_DIR RECORDS BENCH_OUT A_VALUES STOP_AT PYTHON VENV
+OTHER_SETTINGS := JAL_DATA_DIR RECORDS FIGURES BENCH_OUT A_VALUES STOP_AT PYTHON VENV
 GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
 MISSPELT := $(if $(filter-out $(SWEEP_SETTINGS) $(OTHER_SETTINGS),$(GIVEN)),$(shell python3 -c 'import difflib, \
 	sys; known = sys.argv[1].split(); print(" ".join(f"{v}={m[0]}" for v in sys.argv[2].split() for m in \
@@ -85,14 +85,13 @@ reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AM
 	$(SWEEP) bash scripts/reproduce_ablation.sh
 
 # One protocol's records at a time (a cell mixing quick and paper runs would mean nothing): the PRESET's records
-# (its out_root; default quick: the committed quick table), or RECORDS=dir1:dir2. The figures go beside the records,
-# into figures/ next to the first directory (results/quick/runs: results/quick/figures; results/runs: results/figures),
-# or into FIGURES=dir. Records of two protocols stop it in one line, before the notebook starts.
+# (its out_root; default quick: the committed quick table), or RECORDS=dir1:dir2. The figures go beside the records
+# (jal.figures.figures_dir: a preset's runs/ gets figures/ next to it, results/quick/runs -> results/quick/figures;
+# any other directory figures/ inside it, outputs -> outputs/figures), or into FIGURES=dir; a line names each figure
+# written. Records of two protocols stop it in one line, before the notebook starts.
 RECORDS ?= $(shell sed -n 's/^out_root: *//p' configs/experiment/$(or $(PRESET),quick).yaml)
 notebooks: install  ## run notebooks/results.ipynb on $(RECORDS), its figures beside them
-	$(PYTHON) -c 'import sys; from jal import records; records.one_protocol(records.load_records(sys.argv[1:]))' \
-		$(subst :, ,$(RECORDS))
-	JAL_RECORDS=$(RECORDS) $(if $(FIGURES),JAL_FIGURES=$(FIGURES)) $(VENV)/bin/jupyter execute notebooks/results.ipynb
+	$(PYTHON) -m jal.figures $(subst :, ,$(RECORDS)) $(if $(FIGURES),--out $(FIGURES))
 
 bench: install
 	$(PYTHON) -m jal.bench --out results/bench

@@ -4,7 +4,8 @@ The whole training set lives on the device as uint8 (150 MB for CIFAR): no DataL
 no per-sample Python. A prepared `<data_dir>/<name>.npz` (x_train uint8 (N,32,32,3) HWC RGB, y_train,
 x_test, y_test: the format of docs/protocol.md section 6) is used when present; otherwise torchvision
 downloads the dataset into data_dir and the prepared file is written once. Every data file is checked once
-as it is read (read_npz): a truncated, corrupt or malformed file stops the run with one line naming it.
+as it is read (read_npz): a truncated, corrupt or malformed file, or one this user may not read, stops the run
+with one line naming it.
 """
 
 import hashlib
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jal.util import CannotWrite, atomic_save_npz, check_data_folder
+from jal.util import CannotWrite, atomic_save_npz, check_data_folder, unreadable
 
 
 @dataclass
@@ -43,6 +44,7 @@ PUBLISHED = {
     "cifar100_idn_labels.npz": (126606, "f52be1708da21c9238d72835075c255c47998a6de090ac00b99a5eeed15189d1"),
 }
 _verified: set[tuple] = set()  # (path, size, mtime) of the published files hashed in this process
+ELSEWHERE = "point JAL_DATA_DIR (data_dir) at a copy you can read"  # a data file this user may not read
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -53,8 +55,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             arrays = {key: f[key] for key in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path} cannot be read ({type(err).__name__}: {err}): the file is truncated or corrupt; "
-                        "copy it again") from None
+        raise DataError(unreadable(path, err, "the file is truncated or corrupt; copy it again", ELSEWHERE)) from None
     stat = path.stat()
     size, expected = PUBLISHED.get(path.name, (None, None))
     if stat.st_size == size and (path, size, stat.st_mtime_ns) not in _verified:

@@ -5,7 +5,14 @@ paper's findings our cells can test, each with its markdown for table.md and the
 
 import numpy as np
 
-from jal.records import DATASET_LABELS, column_header, column_sort_key, dataset_sort_key, loss_label
+from jal.records import (
+    DATASET_LABELS,
+    column_header,
+    column_sort_key,
+    dataset_sort_key,
+    loss_label,
+    protocol_name,
+)
 
 
 def kendall_tau_b(x, y):
@@ -36,13 +43,17 @@ def fidelity(rows):
     of the columns' taus weighted by their number of loss pairs, n(n − 1)/2: without ties that is exactly
     Kendall's tau over all pairs of losses compared within the same column. Pooling the cells of all
     columns into one ranking is not used: it would mostly measure that accuracy falls as noise grows,
-    not whether the losses come in the published order.
+    not whether the losses come in the published order. Nor are rows of two protocols ranked together: where a
+    dataset's rows hold several (their `protocol`, jal.tables.summarise), a column is scored per protocol.
     """
     columns, all_differences = [], []
     for dataset in sorted({r["dataset"] for r in rows}, key=dataset_sort_key):
         here = [r for r in rows if r["dataset"] == dataset]
-        for column in sorted({r["column"] for r in here}, key=column_sort_key):
-            cells = [r for r in here if r["column"] == column and r["published"] is not None]
+        keys = sorted({r.get("protocol") for r in here}, key=str)
+        for key, column in sorted(((k, c) for k in keys for c in {r["column"] for r in here}),
+                                  key=lambda kc: (column_sort_key(kc[1]), str(kc[0]))):
+            cells = [r for r in here if r["column"] == column and r.get("protocol") == key
+                     and r["published"] is not None]
             if not cells:
                 continue
             compared = [r for r in cells if r["mean"] is not None]
@@ -50,8 +61,9 @@ def fidelity(rows):
             with_std = [r for r in compared if r["published_std"] is not None]
             all_differences += differences
             columns.append({
-                "dataset": dataset, "column": column_header(column), "noise_type": column[0],
-                "noise_rate": column[1], "noise_labels": column[2],
+                "dataset": dataset, "protocol": None if len(keys) == 1 else protocol_name(key),
+                "column": column_header(column), "noise_type": column[0], "noise_rate": column[1],
+                "noise_labels": column[2],
                 "published": len(cells), "compared": len(compared),
                 "losses": [r["loss"] for r in compared],
                 "tau": kendall_tau_b([r["mean"] for r in compared], [r["published"] for r in compared]),
@@ -100,7 +112,8 @@ def render_fidelity(score):
         "| Dataset | Column | Cells | τ | Within 1 pp | Within 2 std | Mean abs. diff. (pp) |",
         "|---|---|---|---|---|---|---|"]
     for c in score["columns"]:
-        lines.append(f"| {DATASET_LABELS.get(c['dataset'], c['dataset'])} | {c['column']} | "
+        protocol = f" ({c['protocol']})" if c.get("protocol") else ""
+        lines.append(f"| {DATASET_LABELS.get(c['dataset'], c['dataset'])}{protocol} | {c['column']} | "
                      f"{share(c['compared'], c['published'])} | {number(c['tau'])} | "
                      f"{share(c['within_1pp'], c['compared'])} | {share(c['within_2std'], c['with_std'])} | "
                      f"{number(c['mean_abs_difference'])} |")

@@ -43,7 +43,7 @@ from jal import launch
 from jal.config import ConfigError
 from jal.config_check import one_line
 from jal.record import ENDED, Record, Status, ending
-from jal.util import CONFIG_DIR, duration
+from jal.util import CONFIG_DIR, LogFile, duration
 
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging's
 
@@ -66,8 +66,9 @@ def run_log(cfg: DictConfig, run_dir: Path) -> tuple[str, logging.Formatter] | N
     return spec.filename, logging.Formatter(formatter.get("format"), formatter.get("datefmt"))
 
 
-class RunLog(logging.FileHandler):
-    """A member's train.log (appended to, as Hydra's file handler does), opened at its first line."""
+class RunLog(LogFile):
+    """A member's train.log (appended to, as Hydra's file handler does), opened at its first line; a line a full
+    disk refuses is dropped (jal.util.LogFile)."""
 
     def __init__(self, filename: str, run_dir: Path, members: set[str]):
         super().__init__(filename, delay=True)

@@ -292,10 +292,14 @@ def read_label_file(path, what: str) -> dict[str, np.ndarray]:
     from jal.data import read_npz  # jal.data imports torch: only when label files are read
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    try:
+        os.stat(path)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} not found: put the {what} there (the data directory is set by JAL_DATA_DIR)"
-        )
+        ) from None
+    except OSError:  # there, but not for this user: read_npz says so
+        pass
     data = read_npz(path)
     lengths = {len(labels) if labels.ndim == 1 else None for labels in data.values()}
     for key, labels in data.items():

@@ -24,7 +24,7 @@ from jal.multirun import Run, plan_runs, runs_
 from jal.record import ENDED, Record, Status, ending
 from jal.records import noise_gap
 from jal.run_dir import held_elsewhere
-from jal.util import CannotWrite, duration, writable
+from jal.util import CannotWrite, duration, write_refusal
 
 
 class Progress(Callback):
@@ -48,10 +48,9 @@ class Progress(Callback):
             # Exception from a callback into a warning; SystemExit passes through)
             raise SystemExit(f"error: {one_line(err)}") from None
         self.start(runs)
-        if not writable(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to train there)
-            # Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done
-            print(f"{config.hydra.sweep.dir} is read-only or not writable: nothing to train, every run is finished "
-                  "there", flush=True)
+        if refused := write_refusal(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to
+            # train there); Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done
+            print(f"{config.hydra.sweep.dir}: {refused[0]}: nothing to train, every run is finished there", flush=True)
             self.summary()
             raise SystemExit(1 if self.not_ours else 0)
         # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.

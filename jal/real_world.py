@@ -20,6 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 from jal import distributed
 from jal.config import LAYOUTS, REAL_WORLD, missing_line
 from jal.data import DataError, normalize
+from jal.util import unreadable
+
+ELSEWHERE = "give dataset.root a copy you can read"  # a file of the dataset this user may not read
 
 
 def is_real_world(cfg) -> bool:
@@ -33,7 +36,10 @@ def require_file(path: Path, layout: str, what: str = "") -> Path:
 
 
 def read_lines(path: Path, layout: str) -> list[str]:
-    return require_file(path, layout).read_text().splitlines()
+    try:
+        return require_file(path, layout).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(unreadable(path, err, f"copy it again ({LAYOUTS[layout]})", ELSEWHERE)) from None
 
 
 def read_labelled(path: Path, layout: str) -> list[tuple[str, int]]:
@@ -140,6 +146,12 @@ def decode(path: str) -> torch.Tensor:
     try:
         data = read_file(path)
     except RuntimeError:
+        try:
+            open(path, "rb").close()
+        except PermissionError as err:  # there, but not for this user: not missing, not damaged
+            raise DataError(unreadable(path, err, "copy it again", ELSEWHERE)) from None
+        except OSError:
+            pass
         raise DataError(f"{path} cannot be read: an image its file list names is missing or unreadable; "
                         "copy the dataset's images again") from None
     try:

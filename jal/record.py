@@ -22,7 +22,7 @@ from pathlib import Path
 
 from jal.config import ConfigError
 from jal.experiment import Cell, identity_of
-from jal.util import REPO_ROOT, atomic_write_json
+from jal.util import REPO_ROOT, atomic_write_json, permission_denied, unreadable
 
 RESULT = "result.json"
 
@@ -176,8 +176,16 @@ def this_host() -> str:
 # Reading and writing one directory's record
 
 
+RESTART_FIX = "trainer.restart=true moves it aside and trains the run from scratch"  # a run's damaged file
+
+
 class UnreadableRecord(ConfigError):
-    """result.json cannot be read (permissions) or parsed (damaged): one line naming it and the fix."""
+    """result.json cannot be read (`permission`: this user may not) or parsed (damaged): one line naming it and
+    the fix (jal.util.unreadable)."""
+
+    def __init__(self, path: Path, err: BaseException):
+        super().__init__(unreadable(path, err, RESTART_FIX))
+        self.permission = permission_denied(err)
 
 
 def read(run_dir: Path) -> Record | None:
@@ -190,12 +198,8 @@ def read(run_dir: Path) -> Record | None:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return Record.from_json(data, Path(run_dir))
-    except PermissionError as err:
-        raise UnreadableRecord(f"{path} cannot be read by this user ({err.strerror}): ask its owner to make it "
-                               "readable (chmod a+r), or give out_root a folder of yours") from None
     except (OSError, ValueError, TypeError) as err:
-        raise UnreadableRecord(f"{path} is unreadable ({type(err).__name__}: {err}): trainer.restart=true moves it "
-                               "aside and trains the run from scratch") from None
+        raise UnreadableRecord(path, err) from None
 
 
 def write(run_dir: Path, record: Record) -> None:

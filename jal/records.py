@@ -4,6 +4,7 @@ datasets, columns and losses. Also what the realised noise rate of a run says ag
 """
 
 import os
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -100,9 +101,57 @@ def protocol(record):
 
 
 def protocol_label(key):
+    """What a protocol is, training and test set both named: `12 epochs on 10,000 training images, tested on the
+    whole test set`."""
     epochs, subset, test_subset = key
-    label = f"{epochs} epochs on " + ("the whole training set" if subset is None else f"{subset:,} training images")
-    return label + ("" if test_subset is None else f", {test_subset:,} test images")
+    train = "the whole training set" if subset is None else f"{subset:,} training images"
+    test = "the whole test set" if test_subset is None else f"{test_subset:,} test images"
+    return f"{epochs} epoch{'s' * (epochs != 1)} on {train}, tested on {test}"
+
+
+MIXED = "mixed"  # the protocol of a table cell whose finished runs hold several (jal.tables.summarise)
+
+
+def protocol_name(key):
+    """A table row's protocol in words: protocol_label, or what a cell of MIXED or of no (None) protocol is."""
+    if key == MIXED:
+        return "cells pooling runs of several protocols"
+    return "no finished run" if key is None else protocol_label(key)
+
+
+# Hydra's override_dirname joins a run's settings beyond its cell as key=value,key=value (a value may hold commas:
+# a list); records keep it as `settings`, and record_cell() shows it beside the loss: `jal_ce [loss.passive.a=30]`
+SETTING = re.compile(r"([^=,\[\]]+)=((?:\[[^\]]*\]|[^,])*)")
+
+
+def settings_of(loss):
+    """The settings of a table row's loss: `loss.passive.a=30` of `jal_ce [loss.passive.a=30]`, "" of `jal_ce`."""
+    settings = loss.partition(" ")[2]
+    return settings[1:-1] if settings.startswith("[") else settings
+
+
+def split_settings(settings):
+    """[(key, value), ...] of a settings string such as `dataset.subset=500,trainer.epochs=1`."""
+    return SETTING.findall(settings or "")
+
+
+def short_loss_labels(losses):
+    """Legend names that fit whatever settings a user's runs carry: ({loss: label}, shared). Settings every loss
+    has with the same value are `shared` (`dataset.subset=500, trainer.epochs=1`, said once, beside the figure);
+    each label keeps the loss's name and its other settings by their last key part (`JAL-CE a=30`), the whole key
+    where two keys end alike."""
+    settings = {loss: dict(split_settings(settings_of(loss))) for loss in losses}
+    items = [set(s.items()) for s in settings.values()]
+    shared = set.intersection(*items) if items else set()
+    own = {loss: [(k, v) for k, v in s.items() if (k, v) not in shared] for loss, s in settings.items()}
+    keys = {k for pairs in own.values() for k, _ in pairs}
+    ends = defaultdict(set)
+    for key in keys:
+        ends[key.rsplit(".", 1)[-1]].add(key)
+    short = {key: key.rsplit(".", 1)[-1] if len(ends[key.rsplit(".", 1)[-1]]) == 1 else key for key in keys}
+    labels = {loss: " ".join([loss_label(loss.partition(" ")[0]), *(f"{short[k]}={v}" for k, v in own[loss])])
+              for loss in losses}
+    return labels, ", ".join(f"{k}={v}" for k, v in sorted(shared))
 
 
 def one_protocol(records):

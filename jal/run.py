@@ -231,7 +231,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     if not cfg.noise.rate:  # human noise: its rate is what its labels measure (clean data: 0)
         m.cell = dataclasses.replace(m.exp.cell, noise_rate=float(m.summary["rate"]))
     with hydra_node(cfg):  # the logger's tags read ${hydra:...}
-        m.wandb_run = start_wandb(cfg, m.run_dir) if m.writes else None
+        m.wandb_run = start_wandb(cfg, m.run_dir, m.precision) if m.writes else None
 
 
 def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,

@@ -8,9 +8,11 @@ fingerprint (jal.experiment.identity). Here, what keeps the directory's files tr
 - an exclusive lock (.lock, flock: the OS drops it when the process ends, so a killed run leaves none
   behind), so two processes never train one run;
 - checkpoint.pt and the one before it (checkpoint.prev.pt): one bad write costs at most an epoch;
-- damaged files are named in one line; trainer.restart=true moves everything aside (*.damaged).
+- damaged files are named in one line; trainer.restart=true moves everything aside (*.damaged). A file this
+  user may not read is named as a permission problem (jal.util.unreadable), never as damage.
 """
 
+import errno
 import fcntl
 import os
 import socket
@@ -21,11 +23,20 @@ import numpy as np
 
 from jal.config import ConfigError
 from jal.experiment import differences, identity_of
-from jal.record import RESULT
-from jal.util import CannotWrite, atomic_save, cannot_write, writable, write_fault
+from jal.record import RESTART_FIX, RESULT
+from jal.util import (
+    CannotWrite,
+    atomic_save,
+    cannot_write,
+    permission_denied,
+    unreadable,
+    write_fault,
+    write_refusal,
+)
 
 CHECKPOINT, PREVIOUS, LABELS, LOCK = "checkpoint.pt", "checkpoint.prev.pt", "labels.npz", ".lock"
-RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS)
+WANDB_ID = "wandb_id.txt"  # the id of the directory's W&B run (jal/wandb_run.py): a restart moves it aside too
+RUN_FILES = (RESULT, CHECKPOINT, PREVIOUS, LABELS, WANDB_ID)
 
 
 class RunBusy(Exception):
@@ -33,7 +44,18 @@ class RunBusy(Exception):
 
 
 class DirectoryConflict(ConfigError):
-    """The directory holds another experiment, or a file in it cannot be read: one line, and the way out."""
+    """The directory holds another experiment, or a file in it cannot be read: one line, and the way out.
+    `permission`: this user may not read the file (it is not damaged: never moved aside)."""
+    permission = False
+
+
+
+
+def cannot_read(path: Path, err: BaseException) -> DirectoryConflict:
+    """The one line for a run's file that could not be read or parsed (jal.util.unreadable)."""
+    conflict = DirectoryConflict(unreadable(path, err, RESTART_FIX))
+    conflict.permission = permission_denied(err)
+    return conflict
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -66,8 +88,7 @@ def load_checkpoint(path: Path) -> dict:
             raise ValueError("not a checkpoint of jal.train")
         return state
     except Exception as err:  # torch raises RuntimeError, EOFError, pickle errors... for a cut file
-        raise DirectoryConflict(f"{path} is damaged ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
-                                "trainer.restart=true moves it aside and trains the run from scratch") from None
+        raise cannot_read(path, err) from None
 
 
 def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True) -> dict | None:
@@ -85,7 +106,7 @@ def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True)
     try:
         state = load_checkpoint(newest)
     except DirectoryConflict as damaged:
-        if newest == previous or not previous.exists():
+        if newest == previous or not previous.exists() or damaged.permission:  # not damaged: kept as it is
             raise
         warn(f"{damaged}; resuming from {previous} instead")
         if mend:
@@ -186,7 +207,7 @@ def move_aside(run_dir: Path) -> list[str]:
 
 def try_lock(path: Path) -> int | None:
     """An open descriptor holding an exclusive flock on `path`, or None when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as open() makes files: others take it too
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
@@ -197,16 +218,22 @@ def try_lock(path: Path) -> int | None:
 
 UNWRITABLE_FIX = ("a run trains only where it can write: make the folder writable, or give out_root a writable "
                   "folder (a finished run is still read where it is)")
+FULL_FIX = "free space there or give out_root another folder (a finished run is still read where it is)"
 
 
 def check_writable(run_dir: Path) -> None:
     """Refuse, in one line, a run that must write into `run_dir` where no file can be made (a read-only
-    out_root): before Hydra opens its train.log there, which would fail in a screen of tracebacks."""
-    if not writable(run_dir):
-        from jal.util import CannotWrite, existing_folder
+    out_root, a full disk, /proc): before Hydra opens its train.log there, which would fail in a screen of
+    tracebacks."""
+    if (refused := write_refusal(run_dir)) is not None:
+        reason, full = refused
+        raise CannotWrite(f"the run's files in {run_dir}", reason, FULL_FIX if full else UNWRITABLE_FIX, full)
 
-        raise CannotWrite(f"the run's files in {run_dir}", f"{existing_folder(run_dir)} is read-only or not "
-                          "writable", UNWRITABLE_FIX)
+
+def lock_refused(path: Path, err: OSError) -> CannotWrite:
+    """The one line for a lock its folder refuses (write_fault), with the fix for the run."""
+    refused = cannot_write(path, err)
+    return refused if err.errno == errno.EISDIR else refused.with_fix(FULL_FIX if refused.full else UNWRITABLE_FIX)
 
 
 class RunLock:
@@ -224,13 +251,19 @@ class RunLock:
         except OSError as err:
             if not write_fault(err):
                 raise
-            raise cannot_write(self.path, err).with_fix(UNWRITABLE_FIX) from None
+            raise lock_refused(self.path, err) from None
         if self.fd is None:
             raise RunBusy(f"{self.path.parent} is being trained by another process ({holder(self.path)}): "
                           "not starting it twice")
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
-                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        try:
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        except OSError as err:  # a disk full already: the run's files would not fit either
+            self.__exit__()
+            if not write_fault(err):
+                raise
+            raise lock_refused(self.path, err) from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -269,8 +302,7 @@ def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.nd
             same = all(np.array_equal(stored[key], value)
                        for key, value in (("noisy", noisy), ("clean", clean), ("indices", subset)))
     except Exception as err:  # a cut or foreign file: zipfile, KeyError, ValueError...
-        raise DirectoryConflict(f"{path} is damaged ({type(err).__name__}: {err}): trainer.restart=true moves it "
-                                "aside and trains the run from scratch") from None
+        raise cannot_read(path, err) from None
     if not same:
         raise DirectoryConflict(f"{path} holds other labels than this run draws (another experiment or another "
                                 "data file): trainer.restart=true moves it aside and trains the run from scratch")

@@ -6,25 +6,29 @@ and columns = noise settings, with the published figure and our difference besid
 
     python -m jal.tables outputs/ multirun/ --out results/ [--published PATH] [--expect-seeds 3]
 
-writes results/table.md (the fidelity score, then one table per dataset, failed and missing runs listed
-under it), results/table.csv (one row per cell) and results/fidelity.json (the fidelity score: how closely
-our cells follow the published figures, see jal.fidelity). The published figures are read from
+writes results/table.md (the fidelity score, then one table per dataset and protocol, failed and missing runs
+listed under it; each cell expects the seeds the records of its column have, or --expect-seeds),
+results/table.csv (one row per cell) and results/fidelity.json (the fidelity score: how closely our cells
+follow the published figures, see jal.fidelity). The published figures are read from
 results/published_results.csv.
 """
 
 import argparse
 import csv
+import functools
 import io
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from jal.fidelity import fidelity, findings, render_fidelity, render_findings
 from jal.records import (
     DATASET_ALIASES,
     DATASET_LABELS,
+    MIXED,
     cell_sort_key,
     column_header,
     column_sort_key,
@@ -34,9 +38,13 @@ from jal.records import (
     loss_sort_key,
     noise_column,
     noise_gap,
+    protocol,
+    protocol_label,
+    protocol_name,
     record_cell,
+    settings_of,
 )
-from jal.util import REPO_ROOT, atomic_write_text
+from jal.util import CONFIG_DIR, REPO_ROOT, atomic_write_text
 
 DEFAULT_PUBLISHED = REPO_ROOT / "results" / "published_results.csv"
 
@@ -64,10 +72,19 @@ PUBLISHED_CAVEATS = {
              "the published figure may come from the original three-stage method (NL, selective NL, selective PL)"),
 }
 
-CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noise_labels", "mean", "std",
+CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noise_labels", "protocol", "mean", "std",
                "runs", "failed", "published", "published_std", "published_source", "difference"]
 
 NOISE_MARK = "ⁿ"  # beside a cell with a run whose realised noise rate is off the asked one (records.noise_gap)
+OTHER_PROTOCOL = "ᴾ"  # beside a published figure measured under another protocol than the cell's
+
+
+@functools.cache
+def published_protocol(dataset):
+    """The protocol the published figures of a dataset measure: the paper's, the dataset config's epochs on the
+    whole training and test sets (configs/dataset/<dataset>.yaml; docs/protocol.md); None without a config."""
+    path = CONFIG_DIR / "dataset" / f"{dataset}.yaml"
+    return (OmegaConf.load(path).epochs, None, None) if path.is_file() else None
 
 
 def load_published(path=None):
@@ -87,7 +104,9 @@ def load_published(path=None):
 
 
 def pick_published(published, dataset, column, loss):
-    """The published row to put beside our (dataset, column, loss) cell, by SOURCE_PRIORITY; None if none."""
+    """The published row to put beside our (dataset, column, loss) cell, by SOURCE_PRIORITY; None if none. A row
+    with settings beyond its cell (`jal_ce [loss.passive.a=30]`) gets its loss's figure."""
+    loss = loss.partition(" ")[0]
     candidates = []
     for row in published:
         if row.get("loss") != loss or row["source"] not in SOURCE_PRIORITY:
@@ -100,20 +119,25 @@ def pick_published(published, dataset, column, loss):
     return min(candidates, key=lambda row: SOURCE_PRIORITY.index(row["source"]), default=None)
 
 
-def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
+def summarise(records, expect_seeds=None, published=None, expect_clean_seeds=None):
     """One row per (dataset, noise column, loss) cell: mean/std of last_test_acc over seeds, published figure.
 
-    `expect_seeds` runs are expected per cell; `expect_clean_seeds` (default: the same) in the clean column,
-    which a CPU-sized sweep runs with one seed.
+    Each cell expects the seeds that the records of its sweep have: those of its dataset and settings, whatever
+    their loss, noise column or status (a sweep asks every cell for the same seeds), the clean column apart (a
+    CPU-sized sweep runs it with one seed). `expect_seeds` expects that many runs per cell instead, and
+    `expect_clean_seeds` (default: the same) in the clean column.
 
     A cell also appears with runs = 0 when its loss was run at other noise settings of the dataset and
     its noise setting for other losses, but not this combination. Rows carry `issues`, human-readable
-    lines about failed, missing or duplicated runs.
+    lines about failed, missing or duplicated runs, and `protocol`, what their accuracy measures
+    (records.protocol; MIXED when the cell's runs hold several; a cell without a finished run takes its row's).
     """
     published = load_published() if published is None else published
-    cells = defaultdict(list)
+    cells, asked = defaultdict(list), defaultdict(set)
     for record in records:
-        cells[record_cell(record)].append(record)
+        cell = record_cell(record)
+        cells[cell].append(record)
+        asked[cell[0], cell[1][0] == "none", record.get("settings") or ""].add(record.get("seed"))
     present = list(cells)
     for dataset in {d for d, _, _ in present}:
         columns = {c for d, c, _ in present if d == dataset}
@@ -152,17 +176,27 @@ def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
             error = error.splitlines()[-1] if error else ""  # the last line of a traceback says what broke
             issues.append(f"failed (seed {record.get('seed')}): {record['run_dir']}: {error[:200]}")
         accuracies = np.array([float(r["last_test_acc"]) for r in finished])
-        expected = expect_seeds if column[0] != "none" or expect_clean_seeds is None else expect_clean_seeds
+        seeds_asked = None
+        if column[0] == "none" and expect_clean_seeds is not None:
+            expected, expected_from = expect_clean_seeds, "--expect-clean-seeds"
+        elif expect_seeds is not None:
+            expected, expected_from = expect_seeds, "--expect-seeds"
+        else:
+            expected_from = "records"
+            seeds_asked = sorted(asked[dataset, column[0] == "none", settings_of(loss)], key=str)
+            expected = len(seeds_asked)
         if len(finished) == 0 and not unfinished:
             issues.insert(0, "no runs")
         elif len(finished) < expected:
             seeds = ", ".join(str(r.get("seed")) for r in finished)
-            issues.insert(0, f"{len(finished)}/{expected} runs finished"
-                          + (f" (seeds {seeds})" if seeds else ""))
-        epochs = sorted({r.get("epochs") for r in finished}, key=str)
-        subsets = sorted({r.get("subset") for r in finished}, key=str)
-        if len(epochs) > 1 or len(subsets) > 1:
-            issues.append(f"runs differ in epochs {epochs} or subset {subsets}")
+            unrun = [str(s) for s in seeds_asked or [] if s not in {r.get("seed") for r in cells[key]}]
+            issues.insert(0, f"{len(finished)}/{expected} runs finished" + (f" (seeds {seeds})" if seeds else "")
+                          + (f"; no run of seed{'s' * (len(unrun) > 1)} {', '.join(unrun)}" if unrun else ""))
+        protocols = sorted({protocol(r) for r in finished}, key=str)
+        if len(protocols) > 1:
+            issues.append("runs of several protocols: " + "; ".join(
+                f"{protocol_label(p)} (seeds {', '.join(str(r.get('seed')) for r in finished if protocol(r) == p)})"
+                for p in protocols))
         precisions = sorted({r.get("precision") or "unrecorded" for r in finished})
         if len(precisions) > 1:  # bf16 and fp32 runs averaged into one cell: say which seeds are which
             seeds = {p: ", ".join(str(r.get("seed")) for r in finished if (r.get("precision") or "unrecorded") == p)
@@ -185,88 +219,155 @@ def summarise(records, expect_seeds=3, published=None, expect_clean_seeds=None):
             "dataset": dataset, "loss": loss, "loss_label": loss_label(loss),
             "noise_type": noise_type, "noise_rate": rate, "noise_labels": labels,
             "mean": mean, "std": std, "runs": len(finished), "failed": len(failed),
-            "missing": max(0, expected - len(finished)),
+            "missing": max(0, expected - len(finished)), "expected": expected, "expected_from": expected_from,
+            "seeds_asked": seeds_asked,
             "published": reference["mean"] if reference else None,
             "published_std": reference["std"] if reference else None,
             "published_source": reference["source"] if reference else None,
             "difference": mean - reference["mean"] if reference and mean is not None else None,
             "column": column, "header": column_header(column),
-            "seeds": [r.get("seed") for r in finished], "epochs": epochs, "subsets": subsets,
+            "seeds": [r.get("seed") for r in finished], "protocols": protocols,
+            "protocol": protocols[0] if len(protocols) == 1 else MIXED if protocols else None,
             "precisions": precisions, "noise_gap": bool(gaps),
             "issues": issues,
         })
+    for r in rows:  # a cell without a finished run: its row's protocol, else its dataset's, when there is one
+        if r["protocol"] is None:
+            for scope in ((r["dataset"], r["loss"]), (r["dataset"],)):
+                found = {o["protocol"] for o in rows if (o["dataset"], o["loss"])[:len(scope)] == scope
+                         and o["protocols"] and o["protocol"] != MIXED}
+                if len(found) == 1:
+                    r["protocol"] = found.pop()
+                    break
     return rows
 
 
+def protocol_sort_key(key):
+    """The smaller protocol first (fewer epochs, then images; None: the whole set); mixed cells, then cells of no
+    protocol (no finished run anywhere in their row or dataset) last."""
+    if key in (MIXED, None):
+        return (key is None, 1, ())
+    return (False, 0, tuple(float("inf") if v is None else v for v in key))
+
+
+def protocol_text(key, table):
+    """A protocol as a table says it; MIXED lists the protocols its cells pool."""
+    if key == MIXED:
+        pooled = sorted({p for r in table for p in r["protocols"]}, key=protocol_sort_key)
+        return protocol_name(key) + ": " + "; ".join(map(protocol_label, pooled))
+    return protocol_name(key)
+
+
+def header_lines(table):
+    """The lines under a table's heading, what its numbers are: runs, protocol (epochs, training and test subset),
+    precision, and the seeds each cell expects. Every line a table says about where its numbers came from
+    belongs here."""
+    runs = sum(r["runs"] for r in table)
+    failed = sum(r["failed"] for r in table)
+    keys = {p for r in table for p in r["protocols"]}
+    epochs = ", ".join(sorted({str(e) for e, _, _ in keys})) or "—"
+    subsets = ", ".join(sorted({"full" if s is None else str(s) for _, s, _ in keys})) or "—"
+    tests = ", ".join(sorted({"full" if t is None else str(t) for _, _, t in keys})) or "—"
+    precisions = sorted({p for r in table for p in r["precisions"]})
+    mixed = [f"{r['loss_label']} {r['header']}" for r in table if len(r["precisions"]) > 1]
+    precision = ", ".join(precisions) or "—"
+    if mixed:
+        precision += f" (mixed within {len(mixed)} cell{'s' * (len(mixed) != 1)}: {'; '.join(mixed)})"
+    asked = defaultdict(list)  # what a cell expects -> the columns expecting it
+    for r in table:
+        if r["seeds_asked"] is None:
+            seeds = f"{r['expected']} ({r['expected_from']})"
+        else:
+            seeds = f"seed{'s' * (len(r['seeds_asked']) != 1)} {', '.join(map(str, r['seeds_asked']))}"
+        if r["header"] not in asked[seeds]:
+            asked[seeds].append(r["header"])
+    expected = next(iter(asked)) if len(asked) == 1 else "; ".join(
+        f"{', '.join(headers)}: {seeds}" for seeds, headers in asked.items())
+    derived = (" (the seeds its sweep's records have: same settings, noisy or clean; --expect-seeds N expects N)"
+               if any(r["seeds_asked"] is not None for r in table) else "")
+    return [f"{runs} finished runs, {failed} failed; epochs: {epochs}; training subset: {subsets}; "
+            f"test subset: {tests}; precision: {precision}.",
+            f"Runs expected per cell: {expected}{derived}."]
+
+
+def render_cell(r, best, other_protocol):
+    """One cell of table.md: ours (bold when best), then the published figure, its marks and ours − published."""
+    if r is None or r["mean"] is None:
+        text = "—"
+    else:
+        text = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
+        if best is not None and r["mean"] == best:
+            text = f"**{text}**"
+        if r.get("noise_gap"):
+            text += NOISE_MARK
+    if r is not None and r["published"] is not None:
+        mark = SOURCE_MARKS[r["published_source"]] + ("*" if r["loss"].partition(" ")[0] in PUBLISHED_CAVEATS else "")
+        mark += OTHER_PROTOCOL * other_protocol
+        if r["difference"] is None:
+            text += f" ({r['published']:.2f}{mark})"
+        else:
+            text += f" ({r['published']:.2f}{mark}, {r['difference']:+.2f})".replace("-", "−")
+    return text
+
+
+def render_table(table, key):
+    """The markdown of one dataset's cells of one protocol: header lines, the table, its notes and issues."""
+    dataset = table[0]["dataset"]
+    columns = sorted({r["column"] for r in table}, key=column_sort_key)
+    losses = sorted({r["loss"] for r in table}, key=loss_sort_key)
+    cell = {(r["loss"], r["column"]): r for r in table}
+    best = {c: max((r["mean"] for r in table if r["column"] == c and r["mean"] is not None), default=None)
+            if key not in (MIXED, None) else None for c in columns}  # cells of one protocol only
+    theirs = published_protocol(dataset)
+    other = key is not None and key != theirs
+    lines = [*header_lines(table), "",
+             "| Loss | " + " | ".join(column_header(c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for loss in losses:
+        lines.append(f"| {loss_label(loss)} | " + " | ".join(
+            render_cell(cell.get((loss, c)), best[c], other) for c in columns) + " |")
+    sources = sorted({r["published_source"] for r in table if r["published_source"]}, key=SOURCE_PRIORITY.index)
+    if sources:
+        marks = list(dict.fromkeys(SOURCE_MARKS[s] for s in sources))
+        lines += ["", "Published figures: " + "; ".join(
+            f"{mark or 'unmarked'} = " + ", ".join(f"{s} ({SOURCE_NOTES[s]})" for s in sources
+                                                   if SOURCE_MARKS[s] == mark) for mark in marks) + "."]
+        if other:
+            lines += ["", f"{OTHER_PROTOCOL} Published under another protocol than ours: "
+                          f"{protocol_label(theirs) if theirs else 'the paper’s'}, where ours is "
+                          f"{protocol_text(key, table)}."]
+    caveats = sorted({r["loss"].partition(" ")[0] for r in table if r["published"] is not None}
+                     & set(PUBLISHED_CAVEATS))
+    if caveats:
+        lines += [""] + [f"\\* {PUBLISHED_CAVEATS[loss]}." for loss in caveats]
+    if any(r.get("noise_gap") for r in table):
+        lines += ["", f"{NOISE_MARK} The realised noise rate of a run of this cell is more than 1 pp off the one "
+                      "asked (listed under Runs to check): the cell measures another noise level than its column's."]
+    issues = [f"- {r['loss_label']}, {r['header']}: {issue}" for r in table for issue in r["issues"]]
+    return lines + ["", "Runs to check:" if issues else "All cells complete.", *issues, ""]
+
+
 def render_markdown(rows, with_fidelity=True):
-    """table.md: the fidelity score (unless with_fidelity=False), then one table per dataset, best mean per
-    column in bold, issues listed under the table."""
+    """table.md: the fidelity score (unless with_fidelity=False), then one table per dataset and protocol, best
+    mean per column in bold, issues listed under the table."""
     lines = ["# Last-epoch test accuracy (%)", "",
              ("Each cell: ours, mean ± std over seeds (unbiased; no std with one run), then "
-              "(published figure, ours − published). Best of ours per column in **bold**; "
+              "(published figure, ours − published). Best of ours per column of one protocol in **bold**; "
               "— = no finished run."), ""]
     if with_fidelity:
         lines += [render_fidelity(fidelity(rows))]
         if checked := findings(rows):
             lines += [render_findings(checked)]
     for dataset in sorted({r["dataset"] for r in rows}, key=dataset_sort_key):
-        table = [r for r in rows if r["dataset"] == dataset]
-        columns = sorted({r["column"] for r in table}, key=column_sort_key)
-        losses = sorted({r["loss"] for r in table}, key=loss_sort_key)
-        cell = {(r["loss"], r["column"]): r for r in table}
-        best = {c: max((r["mean"] for r in table if r["column"] == c and r["mean"] is not None), default=None)
-                for c in columns}
-        runs = sum(r["runs"] for r in table)
-        failed = sum(r["failed"] for r in table)
-        epochs = sorted({e for r in table for e in r["epochs"]}, key=str)
-        subsets = sorted({s for r in table for s in r["subsets"]}, key=str)
-        subsets = ", ".join("full" if s is None else str(s) for s in subsets) or "—"
-        precisions = sorted({p for r in table for p in r["precisions"]})
-        mixed = [f"{r['loss_label']} {r['header']}" for r in table if len(r["precisions"]) > 1]
-        precision = ", ".join(precisions) or "—"
-        if mixed:
-            precision += f" (mixed within {len(mixed)} cell{'s' * (len(mixed) != 1)}: {'; '.join(mixed)})"
-        lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", "",
-                  (f"{runs} finished runs, {failed} failed; epochs: {', '.join(map(str, epochs)) or '—'}; "
-                   f"training subset: {subsets}; precision: {precision}."), "",
-                  "| Loss | " + " | ".join(column_header(c) for c in columns) + " |",
-                  "|---|" + "---|" * len(columns)]
-        for loss in losses:
-            texts = []
-            for column in columns:
-                r = cell.get((loss, column))
-                if r is None or r["mean"] is None:
-                    text = "—"
-                else:
-                    text = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
-                    if best[column] is not None and r["mean"] == best[column]:
-                        text = f"**{text}**"
-                    if r.get("noise_gap"):
-                        text += NOISE_MARK
-                if r is not None and r["published"] is not None:
-                    mark = SOURCE_MARKS[r["published_source"]] + ("*" if loss in PUBLISHED_CAVEATS else "")
-                    if r["difference"] is None:
-                        text += f" ({r['published']:.2f}{mark})"
-                    else:
-                        text += f" ({r['published']:.2f}{mark}, {r['difference']:+.2f})".replace("-", "−")
-                texts.append(text)
-            lines.append(f"| {loss_label(loss)} | " + " | ".join(texts) + " |")
-        sources = {r["published_source"] for r in table if r["published_source"]}
-        sources = sorted(sources, key=SOURCE_PRIORITY.index)
-        if sources:
-            marks = list(dict.fromkeys(SOURCE_MARKS[s] for s in sources))
-            lines += ["", "Published figures: " + "; ".join(
-                f"{mark or 'unmarked'} = " + ", ".join(f"{s} ({SOURCE_NOTES[s]})" for s in sources
-                                                       if SOURCE_MARKS[s] == mark) for mark in marks) + "."]
-        caveats = sorted({r["loss"] for r in table if r["published"] is not None} & set(PUBLISHED_CAVEATS))
-        if caveats:
-            lines += [""] + [f"\\* {PUBLISHED_CAVEATS[loss]}." for loss in caveats]
-        if any(r.get("noise_gap") for r in table):
-            lines += ["", f"{NOISE_MARK} The realised noise rate of a run of this cell is more than 1 pp off the one "
-                          "asked (listed under Runs to check): the cell measures another noise level than its "
-                          "column's."]
-        issues = [f"- {r['loss_label']}, {r['header']}: {issue}" for r in table for issue in r["issues"]]
-        lines += ["", "Runs to check:" if issues else "All cells complete.", *issues, ""]
+        here = [r for r in rows if r["dataset"] == dataset]
+        keys = sorted({r["protocol"] for r in here}, key=protocol_sort_key)
+        lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", ""]
+        if len(keys) > 1:
+            lines += [f"The records hold {len(keys)} protocols: a table each, the best of ours chosen within it.", ""]
+        for key in keys:
+            table = [r for r in here if r["protocol"] == key]
+            if len(keys) > 1:
+                lines += [f"### {protocol_text(key, table)[:1].upper()}{protocol_text(key, table)[1:]}", ""]
+            lines += render_table(table, key)
     return "\n".join(lines)
 
 
@@ -279,6 +380,7 @@ def write_tables(rows, out_dir):
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
+        row = {**row, "protocol": protocol_text(row["protocol"], [row]) if row["protocol"] else ""}
         values = {k: round(row[k], 4) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS}
         writer.writerow({k: "" if v is None else v for k, v in values.items()})
     atomic_write_text(out_dir / "table.csv", buffer.getvalue())
@@ -293,7 +395,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="directory to write table.md, table.csv, fidelity.json into")
     parser.add_argument("--published", default=None,
                         help=f"published figures CSV (default {DEFAULT_PUBLISHED})")
-    parser.add_argument("--expect-seeds", type=int, default=3, help="runs expected per cell (default 3)")
+    parser.add_argument("--expect-seeds", type=int, default=None,
+                        help="runs expected per cell (default: the seeds the records of its column have)")
     parser.add_argument("--expect-clean-seeds", type=int, default=None,
                         help="runs expected per cell of the clean column (default: --expect-seeds)")
     args = parser.parse_args(argv)

@@ -1,42 +1,128 @@
-"""A run's Weights & Biases run: its id (a function of the run's name, so a resumed run continues its W&B run
-and two experiments never share one) and its start. W&B is imported only when a run logs to it."""
+"""A run's Weights & Biases run: which W&B run a training logs to, the group and tags that name its protocol,
+and the one console line that says where it is. W&B is imported only when a run logs to it.
 
-import hashlib
+One training of one run directory is one W&B run. Its id (the cell's name and a random suffix) is drawn when the
+directory's training first starts W&B and kept in the directory, in WANDB_ID (jal/run_dir.py), as W&B's resume
+guide does: wandb.init(id=<the kept id>, resume="allow"). W&B drops a resumed run's rows at steps it holds
+already, so an id that outlived its training (one made of the run's name alone) would silently lose the history
+of every later training of that name. Why a file of its own, written before wandb.init, and not the checkpoint:
+- killed before its first checkpoint, or between an epoch's W&B row and its checkpoint: the same command continues
+  the same W&B run (the rows it logs again are the ones W&B holds, and the same numbers: a resume is bit for bit),
+  where an id kept in the checkpoint would leave a crashed W&B run behind and start a second one;
+- paused, failed or requeued: the file is there, the same command continues the W&B run with the checkpoint;
+- trainer.restart=true moves it aside with the run's other files (RUN_FILES), deleted outputs delete it, a new
+  out_root never had it: each is a fresh W&B run; a finished run is skipped before W&B starts;
+- a fusion: each member has its own directory, so its own file and W&B run; the ranks > 0 of a run across
+  processes start none and write nothing (jal.run.Member.writes);
+- it needs no torch to read: `cat wandb_id.txt` says which W&B run holds the directory's history.
+"""
+
+import logging
 import os
 import re
+import secrets
+import string
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from jal.experiment import plain_config
+from jal.run_dir import WANDB_ID
+from jal.util import atomic_write_text
 
 WANDB_ID_RESERVED = ":;,#?/'"  # characters W&B refuses in a run id
-WANDB_NAME_MAX = 128  # W&B refuses longer run names
+WANDB_NAME_MAX = 128  # W&B refuses longer run names (and ids)
+WANDB_TAG_MAX = 64  # W&B refuses longer tags
+SUFFIX_CHARS, SUFFIX_LENGTH = string.ascii_lowercase + string.digits, 8  # wandb.util.generate_id's: 36^8 = 2.8e12
+
+# What the W&B run is and where (its console line): jal.console, the console only (configs/train.yaml); the id
+# stays in the run directory's WANDB_ID file, the offline folder's path would be this machine's in train.log.
+console = logging.getLogger("jal.console")
 
 
-def wandb_run_id(run_name: str) -> str:
-    """The W&B run id of a run: its name with '/' as '-' (a cell's directory, `cifar10-clean-ce-seed123`); a
-    name with other characters W&B refuses (the ',' between two settings) or a long one gets them replaced,
-    is cut, and ends in a digest of the whole name, so two experiments never share (and resume) one W&B run."""
-    readable = run_name.replace("/", "-")
-    if not any(c in WANDB_ID_RESERVED for c in readable) and len(readable) <= WANDB_NAME_MAX:
-        return readable
-    digest = hashlib.sha256(run_name.encode()).hexdigest()[:10]
-    return f"{re.sub(f'[{re.escape(WANDB_ID_RESERVED)}]', '-', readable)[:WANDB_NAME_MAX - 11]}-{digest}"
+def new_wandb_run_id(run_name: str) -> str:
+    """A fresh W&B run id for a training of `run_name`: the name with the characters W&B refuses as '-', cut to
+    W&B's length, and a random suffix (`cifar10-symmetric_0.8-jal_ce-seed123-k3v9q0xa`): two trainings never
+    share one, wherever and whenever they run."""
+    readable = re.sub(f"[{re.escape(WANDB_ID_RESERVED)}]", "-", run_name)
+    suffix = "".join(secrets.choice(SUFFIX_CHARS) for _ in range(SUFFIX_LENGTH))
+    return f"{readable[:WANDB_NAME_MAX - SUFFIX_LENGTH - 1]}-{suffix}"
 
 
-def start_wandb(cfg: DictConfig, run_dir: Path):
-    if cfg.logger.name != "wandb" or os.environ.get("WANDB_MODE") == "disabled":  # e.g. a bare GPU host
+def usable_id(text: str) -> bool:
+    return 0 < len(text) <= WANDB_NAME_MAX and text == text.strip() and not any(c in WANDB_ID_RESERVED for c in text)
+
+
+def wandb_run_id(run_dir: Path, run_name: str) -> tuple[str, bool]:
+    """(the W&B run id of the training in `run_dir`, whether it continues one): the id its WANDB_ID file keeps,
+    else a new one, written there before W&B starts (a kill between the two continues it, never orphans it)."""
+    path = Path(run_dir) / WANDB_ID
+    if path.exists():
+        kept = path.read_text(errors="replace").strip()
+        if usable_id(kept):
+            return kept, True
+        console.warning("%s holds no W&B run id (%r): this training logs to a new W&B run", path, kept[:40],
+                        extra={"run_dir": str(run_dir)})
+    run_id = new_wandb_run_id(run_name)
+    atomic_write_text(path, run_id + "\n")
+    return run_id, False
+
+
+def protocol(cfg: DictConfig, precision: str) -> list[str]:
+    """What a cell's figures depend on beyond the cell and its settings: epochs, the training and test subsets and
+    the precision that trains (`auto` resolved), e.g. ["120 ep", "train full", "test full", "fp32"]."""
+    return [f"{cfg.trainer.epochs} ep", f"train {cfg.dataset.get('subset') or 'full'}",
+            f"test {cfg.dataset.get('test_subset') or 'full'}", precision]
+
+
+def group_and_tags(cfg: DictConfig, precision: str) -> tuple[str, list[str]]:
+    """The W&B group, logger.group then the protocol ("cifar10 | 120 ep | train full | test full | fp32"), so a
+    smoke run never sits in a group of another protocol, whatever logger.group says; the tags, logger.tags and the
+    protocol's (each cut to W&B's 64 characters)."""
+    steps = protocol(cfg, precision)
+    tags = [str(tag)[:WANDB_TAG_MAX] for tag in cfg.logger.tags]
+    return " | ".join([str(cfg.logger.group), *steps]), list(dict.fromkeys(tags + steps))
+
+
+def offline_parts(run_dir: Path, run_id: str) -> list[Path]:
+    """The offline folders of one W&B run in `run_dir`, oldest first (one per command that trained it)."""
+    return sorted(Path(run_dir).glob(f"wandb/offline-run-*-{run_id}"))
+
+
+def where(run, run_dir: Path, continued: bool) -> str:
+    """The console line of a W&B run: its id, new or continued, and its URL, or its offline folder and the
+    command that uploads all its parts (W&B syncs a resumed run's parts in the order they were written)."""
+    head = f"W&B run {run.id} ({'continued' if continued else 'new'})"
+    if not run.offline:
+        return f"{head}: {run.url}"
+    return (f"{head}, offline in {run.sync_dir}; to upload it: wandb sync "
+            f"{Path(run_dir) / 'wandb' / f'offline-run-*-{run.id}'}")
+
+
+def start_wandb(cfg: DictConfig, run_dir: Path, precision: str):
+    """The W&B run of this training of `run_dir` (trained in `precision`), started and said on the console; None
+    when the run logs to no W&B."""
+    if (cfg.logger.name != "wandb" or cfg.logger.mode == "disabled"
+            or os.environ.get("WANDB_MODE") == "disabled"):  # e.g. a bare GPU host: no wandb package needed
         return None
     import wandb
 
-    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_SILENT", "true")  # its own lines: the one below says what they said
+    run_id, continued = wandb_run_id(run_dir, cfg.run_name)
+    unsynced = [p for p in offline_parts(run_dir, run_id) if not list(p.glob("*.wandb.synced"))]
+    if continued and cfg.logger.mode == "online" and unsynced:  # W&B would drop their rows once synced after these
+        console.warning("W&B run %s continues online, but %d offline part(s) of it are not uploaded yet: W&B drops "
+                        "their epochs if they are synced after this; `wandb sync %s` first, or keep "
+                        "WANDB_MODE=offline", run_id, len(unsynced), " ".join(map(str, unsynced)),
+                        extra={"run_dir": str(run_dir)})
+    group, tags = group_and_tags(cfg, precision)
     name = cfg.run_name if len(cfg.run_name) <= WANDB_NAME_MAX else cfg.run_name[:WANDB_NAME_MAX - 1] + "…"
-    return wandb.init(
-        project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, group=cfg.logger.group,
-        tags=list(cfg.logger.tags), name=name, dir=str(run_dir), config=plain_config(cfg),
+    run = wandb.init(
+        project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, group=group, tags=tags,
+        name=name, dir=str(run_dir), config=plain_config(cfg), id=run_id, resume="allow",
         # create_new: a fusion holds one W&B run per member in this process, and one's start must not finish
-        # another's (each run is finished by its member, train_locked)
-        id=wandb_run_id(cfg.run_name), resume="allow", reinit="create_new",
+        # another's (each run is finished by its member, jal.run.write_last_record / close_unended)
+        reinit="create_new",
     )
-
+    console.info("%s", where(run, run_dir, continued), extra={"run_dir": str(run_dir)})
+    return run

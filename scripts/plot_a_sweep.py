@@ -37,17 +37,18 @@ def main(directory):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
+    protocols = sorted({r.get("protocol") or "protocol unrecorded" for r in rows})
     for (t, rate), points in sorted(series.items()):
         a, mean, std = zip(*sorted(points))
         line = ax.errorbar(a, mean, yerr=std, marker="o", capsize=3, label=f"{t} {rate:g}")[0]
         ax.axvline(bounds[(t, rate)], color=line.get_color(), linestyle="--", linewidth=1,
                    label=f"bound a = {bounds[(t, rate)]:.3g} ({t} {rate:g})")
     ax.set_xscale("log")
-    ax.set_xlabel("AMSE's a (JAL-CE)")
+    ax.set_xlabel("AMSE's a (JAL-CE), the values swept")
     ax.set_ylabel("last-epoch test accuracy (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_title("; ".join(protocols), fontsize=8)  # what the accuracies measure (jal.tables' protocol column)
+    fig.legend(fontsize=8, loc="outside right center")  # beside the axes, never over the points
     fig.savefig(directory / "a_sweep.png", dpi=120)
     print(f"wrote {directory / 'a_sweep.png'} and {directory / 'bound.md'}")
 

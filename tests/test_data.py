@@ -95,7 +95,7 @@ def test_a_flipped_byte_inside_an_array_is_caught_by_the_zip_checksum(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 3] ^= 0xFF  # inside x_train's data
     path.write_bytes(bytes(raw))
-    with pytest.raises(jal_data.DataError, match="cifar10.npz cannot be read .*corrupt"):
+    with pytest.raises(jal_data.DataError, match="cifar10.npz is damaged .*corrupt"):
         jal_data.load_dataset("cifar10", tmp_path)
 
 

@@ -104,7 +104,7 @@ BAD_SETTINGS = [
      "{tmp}/images_only/cifar10n_labels.npz not found: put the CIFAR-N labels (cifar10n_labels.npz) there"),
     ("instance label file missing", ["dataset=cifar10", "noise=instance", "data_dir={tmp}/images_only"],
      "{tmp}/images_only/cifar10_idn_labels.npz not found"),
-    ("truncated cifar10.npz", ["dataset=cifar10", "data_dir={tmp}/truncated"], "truncated/cifar10.npz cannot be read "
+    ("truncated cifar10.npz", ["dataset=cifar10", "data_dir={tmp}/truncated"], "truncated/cifar10.npz is damaged "
                                                                                "(BadZipFile"),
     ("images of the wrong shape", ["dataset=cifar10", "data_dir={tmp}/grey"], "x_train is uint8 (20, 32, 32), not "
                                                                               "uint8 (N, 32, 32, 3)"),

@@ -5,12 +5,14 @@ keeps the last checkpoint, from which the same command resumes."""
 
 import errno
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import CONFIG_DIR, REPO, compose_train
@@ -259,3 +261,213 @@ def test_ctrl_c_inside_a_save_is_an_interruption_and_leaves_no_temporary_file(tm
         atomic_save(tmp_path / "checkpoint.pt", save_interrupted, ".pt")
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"kept"
+
+
+# ---------------------------------------------------------------------------------------------------
+# A disk full before the command starts; a folder that takes no files; a folder where a file should be
+
+
+def fill(disk: Path) -> None:
+    """Fill the disk to its last byte (another process's files, before the command starts)."""
+    fd = os.open(disk / "another_program's_file", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 2**16):
+            pass
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+# Each entry point with its command line: a run alone, or a sweep of two seeds (the plan: one argument per sweep)
+SWEEP = [*TINY, "seed=1,2"]
+ENTRY_POINTS = {"python -m jal.train": ["jal.train", *TINY], "python -m jal.train -m": ["jal.train", "-m", *SWEEP],
+                "python -m jal.fuse": ["jal.fuse", "--fuse", "2", *SWEEP], "python -m jal.plan": ["jal.plan", *SWEEP]}
+
+
+@pytest.mark.parametrize("command", ENTRY_POINTS)
+def test_a_disk_full_before_the_command_starts_ends_it_in_one_line(tmpfs, command):
+    disk = tmpfs("1m")
+    fill(disk)
+    module, *args = ENTRY_POINTS[command] + [f"out_root={disk}"]
+    if module == "jal.plan":
+        args = [" ".join(args)]
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    seed = "seed1" if "seed=1,2" in ENTRY_POINTS[command] else "seed123"  # a sweep: its first run is named
+    run = f"{disk}/synthetic/clean/ce/{seed}/dataset.test_size=32,dataset.train_size=32,trainer.batch_size=32"
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"error: cannot write the run's files in {run}: no space left on the disk (0.0 MB free, a write needs 4 MB); "
+        "free space there or give out_root another folder (a finished run is still read where it is)"], done.stderr
+    assert "Traceback" not in done.stdout and "Logging error" not in done.stdout
+    assert sorted(p.name for p in disk.iterdir()) == ["another_program's_file"]  # nothing written, not even a folder
+
+
+def test_a_disk_full_at_the_lock_is_one_line(tmpfs, one_torch_thread):
+    """The check before (write_refusal) passes, then the disk fills: the lock's holder line is the first write."""
+    disk = tmpfs("1m")
+    fill(disk)
+    with pytest.raises(CannotWrite) as refused:
+        jal_train.train(compose_train(TINY + [f"out_root={disk}"]), disk / "run")
+    assert str(refused.value) == (
+        f"cannot write .lock in {disk}/run: no space left on the disk; free space there or give out_root another "
+        "folder (a finished run is still read where it is)")
+
+
+def test_a_log_line_the_full_disk_refuses_is_dropped_without_a_logging_error(tmpfs, capfd):
+    """train.log's handler as Hydra's job logging makes it for a run alone (configs/train.yaml) and as jal.fuse
+    opens it for a fused member: a line the disk refuses prints no `--- Logging error ---` traceback, nor does
+    closing the file with that line still buffered."""
+    from hydra.utils import get_class
+
+    from jal.fuse import RunLog
+
+    disk = tmpfs("1m")
+    fill(disk)
+    spec = compose_train(TINY).hydra.job_logging.handlers.file  # the class Hydra's logging config names
+    alone = get_class(spec["class"])(str(disk / "train.log"), delay=spec.delay)
+    member = RunLog(str(disk / "member" / "train.log"), disk / "member", {str(disk / "member")})
+    for handler in (alone, member):
+        handler.handle(logging.LogRecord("jal.run", logging.INFO, __file__, 1, "an epoch's line " * 100, None, None))
+        handler.close()
+    out, err = capfd.readouterr()
+    assert "Logging error" not in out + err and "Traceback" not in out + err
+    assert (disk / "train.log").stat().st_size == 0  # the line was refused indeed (not written after all)
+
+
+def test_out_root_under_proc_is_refused_in_one_line(tmp_path):
+    line = (r"error: cannot write the run's files in /proc/x/synthetic/clean/ce/seed123/[^:]*: /proc (takes no new "
+            r"files|is read-only or not writable)[^;]*; a run trains only where it can write: make the folder "
+            r"writable, or give out_root a writable folder \(a finished run is still read where it is\)")
+    with pytest.raises(SystemExit, match=f"^{line}$"):
+        check_command_line(TINY + ["out_root=/proc/x"])  # python -m jal.train
+    with pytest.raises(SystemExit, match=f"^{line.replace('seed123', 'seed1')}$"):
+        fuse.main(TINY + ["out_root=/proc/x", "seed=1,2"])  # jal.fuse, -m and the plan: plan_runs
+
+
+def test_a_folder_where_config_yaml_should_be_is_named_in_one_line(tmp_path, one_torch_thread):
+    (tmp_path / "run" / "config.yaml").mkdir(parents=True)
+    with pytest.raises(CannotWrite) as refused:
+        jal_train.train(compose_train(TINY + [f"out_root={tmp_path}"]), tmp_path / "run")
+    assert str(refused.value) == (
+        f"cannot write config.yaml in {tmp_path}/run: a folder stands where the file should be; move the folder "
+        f"{tmp_path}/run/config.yaml away or write elsewhere")
+
+
+# ---------------------------------------------------------------------------------------------------
+# A shared results folder: files made as open() makes them, read by others; a file this user may not read
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)], ids=["022", "002", "077"])
+def test_atomic_files_get_the_mode_open_gives_them_under_the_umask(tmp_path, umask, mode):
+    from jal.util import atomic_write_text
+
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "result.json", "{}")
+        with open(tmp_path / "by_open", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "result.json").st_mode & 0o777 == os.stat(tmp_path / "by_open").st_mode & 0o777 == mode
+
+
+def test_a_run_in_a_shared_folder_can_be_read_by_another_user():
+    """Under umask 022 every file of a run is 0644, as open() makes files (tempfile.mkstemp made them 0600: a
+    colleague could read no record). As root, another user (nobody) reads each; otherwise the modes say it."""
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="jal-shared-"))  # /tmp, not pytest's tmp_path: others may enter it
+    try:
+        shared.chmod(0o755)
+        done = subprocess.run([sys.executable, "-m", "jal.train", *TINY, "trainer.epochs=2", f"out_root={shared}"],
+                              cwd=REPO, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                              timeout=300, preexec_fn=lambda: os.umask(0o022))
+        assert done.returncode == 0, done.stderr[-2000:]
+        run = next(shared.rglob("result.json")).parent
+        names = ["result.json", "config.yaml", "labels.npz", "checkpoint.pt", "checkpoint.prev.pt", "train.log",
+                 ".lock"]
+        assert {name: oct(os.stat(run / name).st_mode & 0o777) for name in names} == dict.fromkeys(names, "0o644")
+        if os.geteuid() == 0:
+            for name in names:
+                read = subprocess.run(["head", "-c", "1", str(run / name)], capture_output=True, user="nobody")
+                assert read.returncode == 0 and len(read.stdout) == 1, (name, read.stderr)
+    finally:
+        shutil.rmtree(shared)
+
+
+def not_readable_by_this_user(monkeypatch, path: Path) -> None:
+    """`path` as another user's file of mode 0600 is to this one: chmod 000, or for root (who reads anything) a
+    PermissionError from every open of it."""
+    path.chmod(0)
+    if os.geteuid() != 0:
+        return
+    real_open = open
+
+    def refusing_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    monkeypatch.setattr("io.open", refusing_open)  # pathlib's read_text
+
+
+def permission_line(path: Path, elsewhere: str) -> str:
+    """The line for `path` not readable by this user (jal.util.unreadable), up to its owner and mode."""
+    return (rf"^{re.escape(str(path))} cannot be read by user \S+: permission denied \(owner \S+, mode 0000\); ask "
+            rf"\S+ to let others read it \(chmod a\+r {re.escape(str(path))}\), or {re.escape(elsewhere)}$")
+
+
+def test_a_run_file_this_user_may_not_read_is_a_permission_problem_not_damage(tmp_path, monkeypatch,
+                                                                                one_torch_thread):
+    cfg = compose_train(TINY + ["trainer.epochs=2", f"out_root={tmp_path}"])
+    jal_train.train(cfg, tmp_path / "run")
+    record = tmp_path / "run" / "result.json"
+    not_readable_by_this_user(monkeypatch, record)
+    with pytest.raises(DirectoryConflict, match=permission_line(record, "give out_root a folder of your own")):
+        jal_train.train(cfg, tmp_path / "run")
+    monkeypatch.undo()
+
+    record.unlink()  # an unfinished run: its newest checkpoint, not readable here, is neither damaged nor moved aside
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    not_readable_by_this_user(monkeypatch, checkpoint)
+    with pytest.raises(DirectoryConflict, match=permission_line(checkpoint, "give out_root a folder of your own")):
+        jal_train.train(cfg, tmp_path / "run")
+    assert checkpoint.exists() and not list((tmp_path / "run").glob("*.damaged"))
+
+
+def test_a_data_file_or_record_this_user_may_not_read_is_a_permission_problem(tmp_path, monkeypatch, capsys):
+    from conftest import small_cifar10
+
+    from jal import records
+    from jal.data import DataError
+    from jal.noise import load_human_labels
+    from jal.real_world import load_clothing1m
+
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "cifar10.npz", **small_cifar10())
+    np.savez(data / "cifar10n_labels.npz", worse_label=np.zeros(20, np.int64), clean_label=np.zeros(20, np.int64))
+    (tmp_path / "clothing1m" / "annotations").mkdir(parents=True)
+    lists = tmp_path / "clothing1m" / "annotations"
+    for name in ("noisy_train_key_list", "clean_test_key_list", "noisy_label_kv", "clean_label_kv"):
+        (lists / f"{name}.txt").write_text("")
+    (tmp_path / "records" / "run").mkdir(parents=True)
+    (tmp_path / "records" / "run" / "result.json").write_text("{}")
+    elsewhere = "point JAL_DATA_DIR (data_dir) at a copy you can read"
+    for path, read, fix in [
+            (data / "cifar10.npz", lambda: load_dataset("cifar10", data), elsewhere),
+            (data / "cifar10n_labels.npz", lambda: load_human_labels(data / "cifar10n_labels.npz", "worst",
+                                                                     np.zeros(20, np.int64)), elsewhere),
+            (lists / "noisy_train_key_list.txt", lambda: load_clothing1m(tmp_path / "clothing1m"),
+             "give dataset.root a copy you can read")]:
+        not_readable_by_this_user(monkeypatch, path)
+        with pytest.raises(DataError, match=permission_line(path, fix)):
+            read()
+        monkeypatch.undo()
+    not_readable_by_this_user(monkeypatch, tmp_path / "records" / "run" / "result.json")
+    assert records.load_records([tmp_path / "records"]) == []  # jal.tables: the record not read is named
+    line = capsys.readouterr().err.strip().removeprefix("jal.tables: skipping ")
+    assert re.match(permission_line(tmp_path / "records" / "run" / "result.json", "tabulate a copy"), line), line

@@ -313,7 +313,7 @@ def cut(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
-@pytest.mark.parametrize("name, says", [("result.json", "is unreadable (JSONDecodeError"),
+@pytest.mark.parametrize("name, says", [("result.json", "is damaged (JSONDecodeError"),
                                         ("checkpoint.pt", "is damaged ("), ("labels.npz", "is damaged (")])
 def test_a_damaged_file_is_named_in_one_line_and_restart_recovers(tmp_path, name, says, one_torch_thread):
     cfg = compose(tmp_path, "trainer.epochs=2")
@@ -376,7 +376,7 @@ def test_a_damaged_file_stops_the_command_in_one_line(tmp_path):
     cut(tmp_path / "run" / "result.json")
     again = jal_train_process("trainer.epochs=1", f"hydra.run.dir={tmp_path}/run")
     assert again.returncode == 1 and "Traceback" not in again.stderr
-    assert again.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}/run/result.json is unreadable")
+    assert again.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}/run/result.json is damaged")
 
 
 def test_a_diverging_run_ends_in_one_line_and_a_failed_record(tmp_path):

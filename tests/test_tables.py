@@ -71,18 +71,20 @@ def test_summarise_statistics_and_flags(record_dir):
 def test_single_run_has_no_std(tmp_path):
     write_record(tmp_path / "run", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
     (row,) = tables.summarise(load_records([tmp_path]))
-    assert row["mean"] == 58.0 and row["std"] is None and row["missing"] == 2
+    assert row["mean"] == 58.0 and row["std"] is None and row["missing"] == 0  # the one seed its records have
 
 
 def test_clean_column_may_expect_fewer_seeds(tmp_path):
     """A CPU-sized sweep runs clean with one seed: that cell is complete, a noisy cell with one is not."""
     write_record(tmp_path / "clean", loss="ce", noise_type="none", noise_rate=0.0, seed=123, last_test_acc=80.0)
     write_record(tmp_path / "noisy", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
-    clean, noisy = tables.summarise(load_records([tmp_path]), expect_clean_seeds=1)
+    clean, noisy = tables.summarise(load_records([tmp_path]), expect_seeds=3, expect_clean_seeds=1)
     assert (clean["noise_type"], clean["missing"], clean["issues"]) == ("none", 0, [])
     assert (noisy["missing"], noisy["issues"]) == (2, ["1/3 runs finished (seeds 123)"])
-    clean, _ = tables.summarise(load_records([tmp_path]))  # by default the clean column expects three too
+    clean, _ = tables.summarise(load_records([tmp_path]), expect_seeds=3)  # the clean column expects three too
     assert clean["missing"] == 2
+    markdown = tables.render_markdown(tables.summarise(load_records([tmp_path]), 3, expect_clean_seeds=1))
+    assert "Runs expected per cell: Clean: 1 (--expect-clean-seeds); Sym 0.4: 3 (--expect-seeds)." in markdown
 
 
 def test_rerun_seed_replaces_older_run(tmp_path):
@@ -142,9 +144,9 @@ def test_paused_run_is_missing_not_failed(tmp_path):
     write_record(tmp_path / "s123", loss="ce", noise_rate=0.4, seed=123, last_test_acc=58.0)
     write_record(tmp_path / "s124", loss="ce", noise_rate=0.4, seed=124, status="paused", epoch=37, epochs=120,
                  reason="trainer.stop_at=1 passed")
-    (row,) = tables.summarise(load_records([tmp_path]))
-    assert (row["runs"], row["failed"], row["missing"], row["mean"]) == (1, 0, 2, 58.0)
-    assert row["issues"][0] == "1/3 runs finished (seeds 123)"
+    (row,) = tables.summarise(load_records([tmp_path]))  # the paused run's seed is one the sweep asked
+    assert (row["runs"], row["failed"], row["missing"], row["mean"]) == (1, 0, 1, 58.0)
+    assert row["issues"][0] == "1/2 runs finished (seeds 123)"
     assert any(issue.startswith("paused (seed 124) after epoch 37 of 120") for issue in row["issues"])
 
 
@@ -243,6 +245,115 @@ def test_empty_directory_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jal.tables", str(tmp_path), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "no result.json" in result.stderr
+
+
+
+# ---- a user's own sweep: seeds, protocols, settings ----
+
+USER = "dataset.subset=500,trainer.epochs=1"  # a CPU user's sweep: its settings beyond the cells
+
+
+def write_user_sweep(root, seeds=(1,), losses=("ce", "jal_ce"), rates=(0.4, 0.8), settings=USER, epochs=1,
+                     subset=500, test_subset=None, accuracy=lambda loss, rate: 30.0 + 10 * (loss == "jal_ce") - rate):
+    """Records as `jal-train -m loss=... noise.rate=... seed=... dataset.subset=500 trainer.epochs=1` writes them."""
+    for loss in losses:
+        for rate in rates:
+            for seed in seeds:
+                write_record(root / settings / f"{loss}_{rate}" / f"seed{seed}", loss=loss, noise_rate=rate, seed=seed,
+                             last_test_acc=accuracy(loss, rate), settings=settings, epochs=epochs, subset=subset,
+                             config={"dataset": {"subset": subset, "test_subset": test_subset}})
+
+
+def test_expected_seeds_are_the_seeds_of_the_sweeps_own_records(tmp_path):
+    """A one-seed sweep is complete (not "1/3 runs finished"); a sweep of two seeds missing one run says which."""
+    write_user_sweep(tmp_path / "one")
+    rows = tables.summarise(load_records([tmp_path / "one"]))
+    assert [(r["expected"], r["missing"], r["issues"]) for r in rows] == [(1, 0, [])] * 4
+    markdown = tables.render_markdown(rows)
+    assert "All cells complete." in markdown and "/3 runs" not in markdown
+    assert "Runs expected per cell: seed 1 (the seeds its sweep's records have: same settings, noisy or clean;" \
+        in markdown
+    # another sweep, of AMSE's a with two seeds, beside it: its cells expect its own seeds
+    write_user_sweep(tmp_path / "two", seeds=(1, 2), losses=("jal_ce",), settings=f"{USER},loss.passive.a=10")
+    (tmp_path / "two" / f"{USER},loss.passive.a=10" / "jal_ce_0.8" / "seed2" / "result.json").unlink()
+    rows = tables.summarise(load_records([tmp_path]))
+    short = [r for r in rows if r["loss"].endswith("a=10]") and r["noise_rate"] == 0.8]
+    assert [(r["expected"], r["issues"]) for r in short] == [(2, ["1/2 runs finished (seeds 1); no run of seed 2"])]
+    assert all(r["issues"] == [] for r in rows if "passive" not in r["loss"])  # the one-seed sweep: still complete
+    # asked for explicitly, the count is the one given
+    assert {r["missing"] for r in tables.summarise(load_records([tmp_path / "one"]), expect_seeds=3)} == {2}
+
+
+def test_the_best_is_chosen_within_one_protocol(tmp_path):
+    """Rows of a 1-epoch sweep and of the 120-epoch protocol stand in two tables, each with its own best: a
+    1-epoch CE above a 120-epoch JAL-CE does not take JAL-CE's bold."""
+    write_record(tmp_path / "paper" / "ce", loss="ce", noise_rate=0.8, seed=123, last_test_acc=19.0)
+    write_record(tmp_path / "paper" / "jal", loss="jal_ce", noise_rate=0.8, seed=123, last_test_acc=64.0)
+    write_user_sweep(tmp_path / "user", losses=("ce", "nce_rce"), rates=(0.8,), settings="trainer.epochs=1",
+                     subset=None, accuracy=lambda loss, rate: {"ce": 70.0, "nce_rce": 50.0}[loss])
+    rows = tables.summarise(load_records([tmp_path]))
+    markdown = tables.render_markdown(rows)
+    assert "The records hold 2 protocols: a table each, the best of ours chosen within it." in markdown
+    one = markdown.index("### 1 epoch on the whole training set, tested on the whole test set")
+    paper = markdown.index("### 120 epochs on the whole training set, tested on the whole test set")
+    assert one < paper  # the smaller protocol first
+    short, full = markdown[one:paper], markdown[paper:]
+    assert "| CE [trainer.epochs=1] | **70.00** (19.74ᴾ, +50.26) |" in short
+    assert "| NCE+RCE [trainer.epochs=1] | 50.00 (54.99ᴾ, −4.99) |" in short
+    assert "| JAL-CE | **64.00** (65.43, −1.43) |" in full and "| CE | 19.00 (19.74, −0.74) |" in full
+    assert "ᴾ" not in full  # the paper's protocol: its published figures are of its own
+    # the fidelity score ranks the losses of one protocol at a time
+    columns = fidelity(rows)["columns"]
+    assert [(c["protocol"], c["losses"]) for c in columns] == [
+        ("1 epoch on the whole training set, tested on the whole test set",
+         ["ce [trainer.epochs=1]", "nce_rce [trainer.epochs=1]"]),
+        ("120 epochs on the whole training set, tested on the whole test set", ["ce", "jal_ce"])]
+
+
+def test_a_cell_pooling_two_protocols_is_no_candidate_for_best(tmp_path):
+    write_record(tmp_path / "a", loss="ce", noise_rate=0.8, seed=123, last_test_acc=90.0, epochs=12, subset=10000)
+    write_record(tmp_path / "b", loss="ce", noise_rate=0.8, seed=124, last_test_acc=20.0)
+    write_record(tmp_path / "c", loss="jal_ce", noise_rate=0.8, seed=123, last_test_acc=60.0)
+    rows = tables.summarise(load_records([tmp_path]))
+    ce = cell(rows, "ce", 0.8)
+    assert ce["protocol"] == "mixed" and ce["issues"][-1] == (
+        "runs of several protocols: 12 epochs on 10,000 training images, tested on the whole test set (seeds 123); "
+        "120 epochs on the whole training set, tested on the whole test set (seeds 124)")
+    markdown = tables.render_markdown(rows)
+    assert "| CE | 55.00 ± 49.50 (19.74ᴾ, +35.26) |" in markdown and "| JAL-CE | **60.00** (65.43, −5.43) |" in markdown
+
+
+def test_rows_with_settings_show_the_published_figure_of_their_cell(tmp_path):
+    """A user's 1-epoch sweep on 500 images: CE and JAL-CE at symmetric 0.4 and 0.8 have published figures, shown
+    beside the rows and marked as measured under another protocol; a setting of the paper's protocol is not."""
+    write_user_sweep(tmp_path / "user")
+    write_record(tmp_path / "a30" / "jal", loss="jal_ce", noise_rate=0.8, seed=1, last_test_acc=64.0,
+                 settings="loss.passive.a=30")
+    rows = tables.summarise(load_records([tmp_path / "user"]))
+    assert [(r["loss"], r["noise_rate"], r["published"]) for r in rows] == [
+        (f"ce [{USER}]", 0.4, 58.05), (f"ce [{USER}]", 0.8, 19.74),
+        (f"jal_ce [{USER}]", 0.4, 87.53), (f"jal_ce [{USER}]", 0.8, 65.43)]
+    markdown = tables.render_markdown(rows)
+    assert "No cell has a published figure" not in markdown
+    assert "Whole table: 4 of 4 cells with a published figure have ours, in 2 columns." in markdown
+    assert f"| CE [{USER}] | 29.60 (58.05ᴾ, −28.45) | 29.20 (19.74ᴾ, +9.46) |" in markdown
+    assert ("ᴾ Published under another protocol than ours: 120 epochs on the whole training set, tested on the whole "
+            "test set, where ours is 1 epoch on 500 training images, tested on the whole test set.") in markdown
+    same = tables.render_markdown(tables.summarise(load_records([tmp_path / "a30"])))
+    assert "| JAL-CE [loss.passive.a=30] | **64.00** (65.43, −1.43) |" in same and "ᴾ" not in same
+
+
+def test_the_header_names_the_training_and_the_test_subset(tmp_path):
+    write_user_sweep(tmp_path, subset=2000, test_subset=1000, settings="dataset.subset=2000,dataset.test_subset=1000")
+    rows = tables.summarise(load_records([tmp_path]))
+    markdown = tables.render_markdown(rows)
+    assert ("4 finished runs, 0 failed; epochs: 1; training subset: 2000; test subset: 1000; precision: unrecorded."
+            in markdown)
+    assert "where ours is 1 epoch on 2,000 training images, tested on 1,000 test images." in markdown
+    tables.write_tables(rows, tmp_path / "out")
+    with open(tmp_path / "out" / "table.csv", newline="") as f:
+        protocols = {r["protocol"] for r in csv.DictReader(f)}
+    assert protocols == {"1 epoch on 2,000 training images, tested on 1,000 test images"}
 
 
 # ---- fidelity score ----

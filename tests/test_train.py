@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -23,7 +22,6 @@ from jal import run as jal_run
 from jal import step as jal_step
 from jal import stops as jal_stops
 from jal import train as jal_train
-from jal import wandb_run as jal_wandb
 from jal.experiment import Cell
 from jal.losses import CE
 
@@ -383,97 +381,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run,
     record = json.loads((run_dir_of(cfg) / "result.json").read_text())  # a record the tables flag as failed
     assert record["status"] == "failed" and "non-finite" in record["error"] and record["loss"] == "ce"
     assert record["epoch"] == 2
-
-
-def read_wandb_history(path: Path, wait_seconds: float = 60) -> list[dict]:
-    """The history rows of an offline .wandb file (LevelDB-style log of protobuf records, 32 KiB blocks).
-    wandb's writer (the wandb-core process) may still be flushing after run.finish() returns on a busy
-    machine: read again until the file holds the run's exit record."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        rows, complete = parse_wandb_file(path)
-        if complete or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.5)
-
-
-def parse_wandb_file(path: Path) -> tuple[list[dict], bool]:
-    """(history rows, whether the exit record is there)."""
-    from wandb.proto import wandb_internal_pb2
-
-    raw, rows, pending, complete = path.read_bytes(), [], b"", False
-    pos = 7  # file header: ":W&B", a 2-byte magic and a version byte
-    while pos + 7 <= len(raw):
-        if (pos % 32768) + 7 > 32768:  # a block's tail too short for a header is padding
-            pos += 32768 - pos % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
-        if length == 0 and kind == 0:
-            break
-        pending += raw[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST: a whole record
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})
-            complete |= record.WhichOneof("record_type") == "exit"
-    return rows, complete
-
-
-def test_wandb_offline_run_holds_every_epoch(synthetic_run, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    # two settings beyond the cell: a ',' in the run's name, which W&B refuses in a run id
-    cfg = synthetic_run("logger=wandb", "trainer.epochs=2", "optim.lr=0.02", "dataset.train_size=64",
-                        "dataset.test_size=32")
-    result = jal_train.train(cfg, run_dir_of(cfg))
-    files = list(run_dir_of(cfg).glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(files) == 1
-    assert files[0].name == f"run-{jal_wandb.wandb_run_id(cfg.run_name)}.wandb"
-    rows = read_wandb_history(files[0])
-    assert [r["epoch"] for r in rows] == [1, 2]
-    assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result.history])
-    assert all(EPOCH_KEYS <= set(r) for r in rows)
-
-
-def test_each_member_of_a_fusion_logs_every_epoch_to_its_own_wandb_run(synthetic_run, monkeypatch, tmp_path):
-    """One process holds K W&B runs at once (a fusion): one run's start must not finish another's."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    losses = ("ce", "jal_ce")
-    cfgs = [synthetic_run("logger=wandb", "trainer.epochs=2", "dataset.train_size=64", "dataset.test_size=32",
-                          f"loss={loss}") for loss in losses]
-    run_dirs = [tmp_path / loss for loss in losses]
-    results = jal_train.train_fusion(cfgs, run_dirs)
-    for run_dir, result in zip(run_dirs, results):
-        assert result.status == "finished", result.error
-        (file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-        rows = read_wandb_history(file)
-        assert [r["epoch"] for r in rows] == [1, 2]
-        assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result.history])
-
-
-def test_wandb_run_id_is_one_wandb_accepts_and_one_per_run_name():
-    from wandb import Settings
-
-    cell = "cifar10/symmetric_0.8/jal_ce/seed123"
-    assert jal_wandb.wandb_run_id(cell) == "cifar10-symmetric_0.8-jal_ce-seed123"  # the id every earlier run has
-    names = [cell, f"{cell}/loss.passive.a=30", f"{cell}/optim.lr=0.02,trainer.epochs=2",
-             f"{cell}/optim.lr=0.02:trainer.epochs=2", f"{cell}/optim.lr=0.02-trainer.epochs=2",
-             f"{cell}/bf16/" + ",".join(f"loss.term{i}.weight={i}" for i in range(20))]
-    ids = [jal_wandb.wandb_run_id(name) for name in names]
-    assert len(set(ids)) == len(names)  # names that read alike once ',' and ':' are replaced stay apart
-    for run_id in ids:
-        assert Settings(run_id=run_id).run_id == run_id and len(run_id) <= 128  # W&B's own validation
-
-
-def test_wandb_mode_disabled_needs_no_wandb_package(synthetic_run, monkeypatch, one_torch_thread):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` would fail, as on a bare GPU host
-    cfg = synthetic_run("logger=wandb", "trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=32")
-    assert jal_train.train(cfg, run_dir_of(cfg)).status == "finished"
-    assert not (run_dir_of(cfg) / "wandb").exists()
 
 
 def test_minutes_gives_every_run_of_the_sweep_one_deadline_and_headline_runs_seed_123_first(tmp_path):
