@@ -89,6 +89,8 @@ class Record:
     last_test_acc_top5: float | None = None
     last_imagenet_acc: float | None = None
     last_imagenet_acc_top5: float | None = None
+    last_val_acc: float | None = None  # accuracy on a held-out split against its given (noisy) labels, where the
+    best_val_acc: float | None = None  # dataset holds one out (each epoch's: history's val_acc)
     realised_noise_rate: float | None = None
     noise_transition: list | None = None
     wall_seconds: float | None = None

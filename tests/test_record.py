@@ -53,7 +53,7 @@ def test_a_directory_says_how_its_run_stands(tmp_path):
     (tmp_path / "result.json").write_text('{"status": "running elsewhere"}')  # never written: not a record
     assert record.status(tmp_path) == (Status.UNREADABLE, None)
     (tmp_path / "result.json").write_text("{cut sho")
-    with pytest.raises(ConfigError, match=r"result.json is unreadable \(JSONDecodeError.*trainer.restart=true"):
+    with pytest.raises(ConfigError, match=r"result.json is damaged \(JSONDecodeError.*trainer.restart=true"):
         record.read(tmp_path)
 
 
@@ -66,7 +66,8 @@ def test_an_unreadable_record_is_a_permission_problem_not_damage(tmp_path, monke
     monkeypatch.setattr(Path, "read_text", refused)
     with pytest.raises(ConfigError) as err:
         record.read(tmp_path)
-    assert "cannot be read by this user" in str(err.value) and "restart" not in str(err.value)
+    assert "cannot be read by user" in str(err.value) and "permission denied" in str(err.value)
+    assert "restart" not in str(err.value) and "damaged" not in str(err.value) and err.value.permission
 
 
 def test_how_a_run_ended_in_words():
