@@ -204,3 +204,74 @@ def test_the_readme_layout_names_every_module():
     named = set(re.findall(r"(?:^|/ )(jal/\w+\.py)\b", layout, re.M))  # one a line, or a family: a.py / b.py
     modules = {f"jal/{p.name}" for p in (REPO / "jal").glob("*.py") if p.name != "__init__.py"}
     assert sorted(modules - named) == [] and sorted(named - modules) == []
+
+
+# ----------------------------------------------------------------------------- names cited resolve
+
+# jal.<module>[.<name>...] and jal/<module>.py, as text cites them; names that are neither (resolvers, loggers)
+# are told apart below, from what the code registers.
+CITED_NAME = re.compile(r"(?<![\w.])jal\.(\w+(?:\.\w+)*)")
+EXAMPLE_NAMES = {"jal.losses.MyLoss"}  # the class docs/losses.md shows how to add
+CITED_MODULE_FILE = re.compile(r"(?<![\w./-])jal/(\w+)\.py\b")
+
+
+def cited_names(text: str) -> set[str]:
+    """The jal.<module>[.<name>] and jal/<module>.py a text cites, each as a dotted name (jal/noise.py: jal.noise).
+    A trailing dot ends a sentence, not the name; `jal.x.py` cites the file."""
+    names = {m.group(0).removesuffix(".py") for m in CITED_NAME.finditer(text)}
+    return names | {f"jal.{m}" for m in CITED_MODULE_FILE.findall(text)}
+
+
+def test_cited_names_are_read_as_written():
+    text = "see jal.losses.AMSE. and jal.theory.amse_min_a, `jal/noise.py` and python -m jal.train; not myjal.x"
+    assert cited_names(text) == {"jal.losses.AMSE", "jal.theory.amse_min_a", "jal.noise", "jal.train"}
+    assert cited_names("${jal.l1:${loss},${dataset}} (jal.losses.AMSE.per_sample)") == {
+        "jal.l1", "jal.losses.AMSE.per_sample"}
+    assert resolves("jal.losses.AMSE.per_sample") and resolves("jal.noise") and resolves("jal.__version__") == hasattr(
+        __import__("jal"), "__version__")
+    assert not resolves("jal.losses.AMSEE") and not resolves("jal.no_such_module") and not resolves("jal.noise.x.y")
+
+
+def resolves(name: str) -> bool:
+    """jal.<module> is importable and every name after it an attribute (jal.step.Learner.step)."""
+    import importlib
+
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):  # the longest importable module, then attributes
+        try:
+            found = importlib.import_module(".".join(parts[:end]))
+        except ModuleNotFoundError as missing:
+            if missing.name != ".".join(parts[:end]) and not ".".join(parts[:end]).startswith(missing.name or "-"):
+                raise  # the module exists and imports something missing: not a stale citation, a broken module
+            continue
+        for attribute in parts[end:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
+
+
+def test_every_jal_name_the_configs_docs_scripts_and_messages_cite_resolves():
+    """Every jal.<module>.<name> (and jal.<module>, jal/<module>.py) in configs/, docs/, README.md, scripts/ and
+    jal/ (its messages, docstrings and comments) is a module that imports and an attribute it has; the
+    resolvers the configs call (${jal.l1:...}) and the loggers they route (jal.epochs) are what the code
+    registers under those names."""
+    from omegaconf import OmegaConf
+
+    import jal.resolvers  # noqa: F401  (registers the configs' resolvers)
+
+    loggers = {n for n in OmegaConf.load(REPO / "configs" / "train.yaml").hydra.job_logging.loggers if "jal." in n}
+    scope = ("configs/", "docs/", "scripts/", "jal/", "README.md")
+    stale, examples = {}, set()
+    for name in product_files():
+        if not name.startswith(scope):
+            continue
+        for cited in sorted(cited_names((REPO / name).read_text(errors="replace"))):
+            if cited in EXAMPLE_NAMES:
+                examples.add(cited)
+            elif not (OmegaConf.has_resolver(cited) or cited in loggers or resolves(cited)):
+                stale.setdefault(cited, []).append(name)
+    assert stale == {}
+    assert sorted(EXAMPLE_NAMES - examples) == []  # an example no longer cited: drop it, lest it hide a stale one
+    assert loggers and not any(resolves(name) for name in loggers)  # a channel's name is no module's

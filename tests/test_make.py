@@ -59,8 +59,8 @@ def script_commands(script: str, tmp_path: Path, **env: str) -> subprocess.Compl
     (and the a sweep's plot) instead of running them, and answers sweep.sh's device probe (`-c`) with no CUDA
     and 4 cores: a second, not the import of torch."""
     python = tmp_path / "python"
-    python.write_text('#!/bin/bash\ncase "$1 $2" in "-m jal.plan"|"-m jal.train"|"-m jal.tables"|"-m jal.precision_report"'
-                      '|scripts/*) echo "$@";; "-c "*) echo 0 4;; *) exit 9;; esac\n')
+    echoed = '"-m jal.plan"|"-m jal.train"|"-m jal.tables"|"-m jal.precision_report"|scripts/*'
+    python.write_text(f'#!/bin/bash\ncase "$1 $2" in {echoed}) echo "$@";; "-c "*) echo 0 4;; *) exit 9;; esac\n')
     python.chmod(0o755)
     unset = ("PRESET", "LAUNCHER", "JOBS", "THREADS", "SEEDS", "LOSSES", "CELLS", "FUSE", "OUT", "MINUTES", "SLURM")
     base = {k: v for k, v in os.environ.items() if k not in unset}
