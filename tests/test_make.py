@@ -42,7 +42,8 @@ def test_every_setting_and_makes_own_variables_are_taken(given):
     done = make_n("-o", ".venv/.installed", "reproduce-cifar10", given)
     assert done.returncode == 0 and "not a setting" not in done.stderr, done.stderr
     if given.split("=")[0] in SWEEP_SETTINGS:  # the table script gets it
-        assert re.search(rf"(^|\s){given}(\s.*)? bash scripts/reproduce_cifar10\.sh$", done.stdout, re.M), done.stdout
+        script = re.escape("bash scripts/reproduce_cifar10.sh")
+        assert re.search(rf"(^|\s){given}(\s.*)? {script}$", done.stdout, re.M), done.stdout
 
 
 # ----------------------------------------------------------------------------- OUT=DIR
