@@ -14,19 +14,22 @@ export JAL_DATA_DIR ?= data
 # FUSE=K: each sweep's runs trained fused, at most K per fusion (python -m jal.fuse), launched by LAUNCHER:
 # basic one fusion at a time, joblib JOBS side by side, slurm one SLURM task per fusion.
 # SLURM='partition=debug gpus_per_node=0': with LAUNCHER=slurm, configs/hydra/launcher/slurm.yaml's settings.
-SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION SLURM
+# OUT=DIR: DIR takes results/'s place: the runs train into DIR/runs (quick: DIR/quick/runs) and the table is
+# made from them into DIR/<table> (quick CIFAR-10: DIR/quick), the layout of results/, whose records and tables
+# stay as they are (docs/sweeps.md).
+SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION SLURM OUT
 SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
-# A misspelt setting (LOSS=ce for LOSSES=ce, SEED=1) would be ignored without a word: a variable given on the
-# command line that is none of the settings above but close to one stops make in one line naming it.
+# A variable given on the command line that nothing reads (LOSS=ce for LOSSES=ce, OUTPUT=dir) would be ignored
+# without a word: any that is none of the settings, the other variables below or Make's own stops make in one
+# line, naming the setting it is closest to. A new variable of this Makefile or its scripts goes in one list.
 OTHER_SETTINGS := JAL_DATA_DIR RECORDS FIGURES BENCH_OUT A_VALUES STOP_AT PYTHON VENV
+MAKES_OWN := MAKEFLAGS GNUMAKEFLAGS MAKEFILES MAKE SHELL .SHELLFLAGS
 GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
-MISSPELT := $(if $(filter-out $(SWEEP_SETTINGS) $(OTHER_SETTINGS),$(GIVEN)),$(shell python3 -c 'import difflib, \
-	sys; known = sys.argv[1].split(); print(" ".join(f"{v}={m[0]}" for v in sys.argv[2].split() for m in \
-	[difflib.get_close_matches(v.upper(), known, 1, 0.7)] if m))' '$(SWEEP_SETTINGS)' \
-	'$(filter-out $(SWEEP_SETTINGS) $(OTHER_SETTINGS),$(GIVEN))'))
-$(foreach m,$(firstword $(MISSPELT)),$(error $(word 1,$(subst =, ,$(m)))=$($(word 1,$(subst =, ,$(m)))) is \
-	not a setting: did you mean $(word 2,$(subst =, ,$(m)))=$($(word 1,$(subst =, ,$(m))))? (settings: \
-	$(SWEEP_SETTINGS))))
+UNKNOWN := $(firstword $(filter-out $(SWEEP_SETTINGS) $(OTHER_SETTINGS) $(MAKES_OWN),$(GIVEN)))
+CLOSEST = $(shell python3 -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1].upper(), \
+	sys.argv[2].split(), 1, 0.6); print(m[0] if m else "")' '$(UNKNOWN)' '$(SWEEP_SETTINGS) $(OTHER_SETTINGS)')
+$(if $(UNKNOWN),$(error $(UNKNOWN)=$($(UNKNOWN)) is not a setting$(if $(CLOSEST),: did you mean \
+	$(CLOSEST)=$($(UNKNOWN))?,.) Settings: $(SWEEP_SETTINGS); also $(OTHER_SETTINGS) (docs/sweeps.md)))
 
 .PHONY: install test test-all test-slurm lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn \
 	reproduce-cifar100-idn reproduce-cifar10n reproduce-cifar100n reproduce-ablation reproduce-webvision reproduce-clothing1m \
@@ -85,11 +88,12 @@ reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AM
 	$(SWEEP) bash scripts/reproduce_ablation.sh
 
 # One protocol's records at a time (a cell mixing quick and paper runs would mean nothing): the PRESET's records
-# (its out_root; default quick: the committed quick table), or RECORDS=dir1:dir2. The figures go beside the records
-# (jal.figures.figures_dir: a preset's runs/ gets figures/ next to it, results/quick/runs -> results/quick/figures;
-# any other directory figures/ inside it, outputs -> outputs/figures), or into FIGURES=dir; a line names each figure
-# written. Records of two protocols stop it in one line, before the notebook starts.
-RECORDS ?= $(shell sed -n 's/^out_root: *//p' configs/experiment/$(or $(PRESET),quick).yaml)
+# (its out_root; default quick: the committed quick table; OUT=DIR: the same under DIR), or RECORDS=dir1:dir2. The
+# figures go beside the records (jal.figures.figures_dir: a preset's runs/ gets figures/ next to it,
+# results/quick/runs -> results/quick/figures; any other directory figures/ inside it, outputs -> outputs/figures),
+# or into FIGURES=dir; a line names each figure written. Records of two protocols stop it in one line.
+RECORDS ?= $(patsubst results/%,$(or $(OUT),results)/%,$(shell sed -n 's/^out_root: *//p' \
+	configs/experiment/$(or $(PRESET),quick).yaml))
 notebooks: install  ## run notebooks/results.ipynb on $(RECORDS), its figures beside them
 	$(PYTHON) -m jal.figures $(subst :, ,$(RECORDS)) $(if $(FIGURES),--out $(FIGURES))
 

@@ -10,6 +10,7 @@ LOSSES=${LOSSES:-nce,amse,agce_mae,nce_mae,jal_ce}
 SEEDS=${SEEDS:-123,124,125}
 A_VALUES=${A_VALUES:-1,3,5,7,9,12,20,30,50}
 ROOT=$RESULTS/ablation
+RECORDS=$ROOT TABLE=$ROOT  # the losses' runs in runs/, the a sweep's in a_sweep/runs/
 
 multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=symmetric noise.rate=0.4,0.8 "out_root=$ROOT/runs"
 multirun dataset=cifar10 "loss=$LOSSES" "seed=$SEEDS" noise=asymmetric noise.rate=0.2,0.4 "out_root=$ROOT/runs"

@@ -9,8 +9,8 @@
 # ANL-FL, JAL-CE, JAL-FL at symmetric 0.4, 0.8 and asymmetric 0.2, 0.4), one seed after another (123 first).
 source "$(dirname "$0")/sweep.sh"
 
-RECORDS=$RUNS/cifar10 TABLE=results/cifar10
-if [ "$PRESET" = quick ]; then TABLE=results/quick; fi  # the quick table: results/quick's own
+RECORDS=$RUNS/cifar10 TABLE=$RESULTS/cifar10
+if [ "$PRESET" = quick ]; then TABLE=$RESULTS; fi  # the quick table: results/quick's own (OUT: DIR/quick)
 
 if [ "${CELLS:-all}" = headline ]; then
   LOSSES=${LOSSES:-ce,nce_rce,anl_ce,anl_fl,jal_ce,jal_fl}

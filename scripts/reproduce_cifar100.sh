@@ -5,8 +5,9 @@
 source "$(dirname "$0")/sweep.sh"
 
 SEEDS=${SEEDS:-123,124,125}
+RECORDS=$RUNS/cifar100 TABLE=$RESULTS/cifar100
 
 # every row the published tables have; the JAL paper's comparison at its cells first (sweep.sh)
 table_sweeps cifar100 "0.4,0.6" "0.3,0.4"
 run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
-"$PYTHON" -m jal.tables "$RUNS/cifar100" --out "$RESULTS/cifar100" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"
+"$PYTHON" -m jal.tables "$RECORDS" --out "$TABLE" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"

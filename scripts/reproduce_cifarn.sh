@@ -15,8 +15,9 @@ case "$DATASET" in
 esac
 LOSSES=${LOSSES:-ce,gce,sce,agce,nce_rce,nce_agce,anl_ce,anl_fl,jal_ce,jal_fl}
 SEEDS=${SEEDS:-123,124,125}
+RECORDS=$RUNS/$DATASET TABLE=$RESULTS/${DATASET}n
 
 multirun "dataset=$DATASET" "loss=$LOSSES" "seed=$SEEDS" noise=human "noise.labels=$LABELS"
 run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
-"$PYTHON" -m jal.tables $(for labels in ${LABELS//,/ }; do echo "$RUNS/$DATASET/human_$labels"; done) \
-  --out "$RESULTS/${DATASET}n" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"
+"$PYTHON" -m jal.tables $(for labels in ${LABELS//,/ }; do echo "$RECORDS/human_$labels"; done) --out "$TABLE" \
+  --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"

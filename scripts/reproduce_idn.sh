@@ -8,8 +8,9 @@ DATASET=${1:-}
 case "$DATASET" in cifar10|cifar100) ;; *) echo "error: $0 DATASET: give cifar10 or cifar100" >&2; exit 2;; esac
 LOSSES=${LOSSES:-ce,gce,sce,nce_rce,nce_agce,ldr_kl,ce_eps_mae,anl_ce,jal_ce,jal_fl}
 SEEDS=${SEEDS:-123,124,125}
+RECORDS=$RUNS/$DATASET TABLE=$RESULTS/${DATASET}_idn
 
 multirun "dataset=$DATASET" "loss=$LOSSES" "seed=$SEEDS" noise=instance noise.rate=0.2,0.4,0.6
 run_sweeps  # the plan, then the sweeps above (DRY_RUN=1: the plan only)
-"$PYTHON" -m jal.tables "$RUNS/$DATASET/instance_0.2" "$RUNS/$DATASET/instance_0.4" "$RUNS/$DATASET/instance_0.6" \
-  --out "$RESULTS/${DATASET}_idn" --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"
+"$PYTHON" -m jal.tables "$RECORDS/instance_0.2" "$RECORDS/instance_0.4" "$RECORDS/instance_0.6" --out "$TABLE" \
+  --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"

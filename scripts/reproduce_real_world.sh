@@ -14,8 +14,9 @@ case "$DATASET" in
 esac
 LOSSES=${LOSSES:-ce,fl,gce,sce,agce,ldr_kl,nce_rce,nce_agce,anl_ce,anl_fl,ce_eps_mae,jal_ce,jal_fl}
 SEEDS=${SEEDS:-123}
+RECORDS=$RUNS/$DATASET TABLE=$RESULTS/$DATASET
 
 multirun "dataset=$DATASET" "loss=$LOSSES" "seed=$SEEDS"
 run_sweeps  # the plan, then the sweep (DRY_RUN=1: the plan only)
-"$PYTHON" -m jal.tables "$RUNS/$DATASET" --out "$RESULTS/$DATASET" \
+"$PYTHON" -m jal.tables "$RECORDS" --out "$TABLE" \
   --expect-seeds "$(echo "$SEEDS" | tr ',' '\n' | wc -l)"

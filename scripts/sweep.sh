@@ -18,6 +18,8 @@
 #              for every sweep (each word becomes hydra.launcher.WORD)
 #   MINUTES=N: time-boxed: every run pauses at its first epoch end past N minutes from now (trainer.stop_at,
 #              one deadline for the whole sweep); the same command later continues where it stopped
+#   OUT=DIR: DIR in place of results/, in its layout: the runs train into DIR/runs (quick: DIR/quick/runs), their
+#            tables go to DIR/<table>; results/ is neither trained into nor tabulated. Default: results
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
@@ -39,20 +41,30 @@ if [ "$CUDA" = 1 ]; then
   PRESET=${PRESET:-paper} LAUNCHER=${LAUNCHER:-basic} JOBS=${JOBS:-2} THREADS=${THREADS:-}
 else
   # A CPU takes about 17 h per run of the paper's protocol: parallel single-threaded runs of the CPU-sized one.
-  if [ -z "${PRESET:-}" ]; then
-    PRESET=quick
-    echo "No CUDA device: the CPU-sized preset (PRESET=quick, results/quick). PRESET=paper forces the paper's protocol."
-  fi
+  if [ -z "${PRESET:-}" ]; then PRESET=quick; SAY_QUICK=1; fi
   LAUNCHER=${LAUNCHER:-joblib} JOBS=${JOBS:-$CORES}
   if [ "$LAUNCHER" = joblib ]; then THREADS=${THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}; fi
   THREADS=${THREADS:-}
 fi
 
-# Where the preset's runs land (the out_root of its experiment config) and, one folder up, its tables go
+# Where the preset's runs land (the out_root of its experiment config, under results/) and, one folder up, its
+# tables go; OUT=DIR puts DIR in results/'s place (a folder inside results/ would mix a user's runs into the
+# committed ones: refused).
 PRESET_CONFIG="$(dirname "${BASH_SOURCE[0]}")/../configs/experiment/$PRESET.yaml"
 if [ ! -f "$PRESET_CONFIG" ]; then echo "error: PRESET=$PRESET: choose paper or quick" >&2; exit 2; fi
 RUNS=$(sed -n 's/^out_root: *//p' "$PRESET_CONFIG")
+OUT=${OUT:-results}
+COMMITTED=$(realpath -m "$(dirname "${BASH_SOURCE[0]}")/../results")
+case "$(realpath -m "$OUT")" in
+  "$COMMITTED") OUT=results ;;
+  "$COMMITTED"/*) echo "error: OUT=$OUT lies inside results/, beside the committed records and tables: give a" \
+                       "folder outside it, e.g. OUT=my_results" >&2; exit 2 ;;
+esac
+if [ "$OUT" != results ]; then RUNS=$OUT/${RUNS#results/}; fi
 RESULTS=$(dirname "$RUNS")
+if [ -n "${SAY_QUICK:-}" ]; then
+  echo "No CUDA device: the CPU-sized preset (PRESET=quick, $RESULTS). PRESET=paper forces the paper's protocol."
+fi
 
 SWEEPS=()  # one multirun's overrides per entry, shell-quoted
 
@@ -70,14 +82,23 @@ multirun() {
   if [ -n "$THREADS" ]; then settings+=("trainer.threads=$THREADS"); fi
   if [ -n "${PRECISION:-}" ]; then settings+=("trainer.precision=$PRECISION"); fi
   if [ -n "$STOP_AT" ]; then settings+=("trainer.stop_at=$STOP_AT"); fi
+  # OUT: the runs into its folder, unless the sweep names its own out_root (the ablation's, under RESULTS)
+  if [ "$OUT" != results ] && [[ " $* " != *" out_root="* ]]; then settings+=("out_root=$RUNS"); fi
   SWEEPS+=("$(printf '%q ' "${settings[@]}" "$@")")
 }
 
-# run_sweeps: the plan of the queued sweeps (it stops at a missing data file); then, unless DRY_RUN=1, the
-# sweeps themselves.
+# run_sweeps: where the runs and the table go (the script's RECORDS and TABLE), the plan of the queued sweeps
+# (it stops at a missing data file); then, unless DRY_RUN=1, the sweeps themselves.
 run_sweeps() {
   local download=--download  # a data file torchvision can fetch: fetched before the sweep, not by parallel runs
   if [ "$DRY_RUN" != 0 ]; then download=; fi
+  if [ -n "${TABLE:-}" ]; then
+    if [ "$OUT" = results ]; then
+      echo "Runs into $RECORDS, the table into $TABLE (OUT=DIR: both under DIR instead)."
+    else
+      echo "OUT=$OUT: runs into $RECORDS, the table into $TABLE; results/ is left as it is."
+    fi
+  fi
   "$PYTHON" -m jal.plan --name "$(basename "$0" .sh)" --fuse "$FUSE" $download "${SWEEPS[@]}"
   if [ "$DRY_RUN" != 0 ]; then
     echo "DRY_RUN=$DRY_RUN: stopping before the first run."

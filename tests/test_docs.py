@@ -204,3 +204,208 @@ def test_the_readme_layout_names_every_module():
     named = set(re.findall(r"(?:^|/ )(jal/\w+\.py)\b", layout, re.M))  # one a line, or a family: a.py / b.py
     modules = {f"jal/{p.name}" for p in (REPO / "jal").glob("*.py") if p.name != "__init__.py"}
     assert sorted(modules - named) == [] and sorted(named - modules) == []
+
+
+# ----------------------------------------------------------------------------- names cited resolve
+
+# jal.<module>[.<name>...] and jal/<module>.py, as text cites them; names that are neither (resolvers, loggers)
+# are told apart below, from what the code registers.
+CITED_NAME = re.compile(r"(?<![\w.])jal\.(\w+(?:\.\w+)*)")
+EXAMPLE_NAMES = {"jal.losses.MyLoss"}  # the class docs/losses.md shows how to add
+CITED_MODULE_FILE = re.compile(r"(?<![\w./-])jal/(\w+)\.py\b")
+
+
+def cited_names(text: str) -> set[str]:
+    """The jal.<module>[.<name>] and jal/<module>.py a text cites, each as a dotted name (jal/noise.py: jal.noise).
+    A trailing dot ends a sentence, not the name; `jal.x.py` cites the file."""
+    names = {m.group(0).removesuffix(".py") for m in CITED_NAME.finditer(text)}
+    return names | {f"jal.{m}" for m in CITED_MODULE_FILE.findall(text)}
+
+
+def test_cited_names_are_read_as_written():
+    text = "see jal.losses.AMSE. and jal.theory.amse_min_a, `jal/noise.py` and python -m jal.train; not myjal.x"
+    assert cited_names(text) == {"jal.losses.AMSE", "jal.theory.amse_min_a", "jal.noise", "jal.train"}
+    assert cited_names("${jal.l1:${loss},${dataset}} (jal.losses.AMSE.per_sample)") == {
+        "jal.l1", "jal.losses.AMSE.per_sample"}
+    assert resolves("jal.losses.AMSE.per_sample") and resolves("jal.noise") and resolves("jal.__version__") == hasattr(
+        __import__("jal"), "__version__")
+    assert not resolves("jal.losses.AMSEE") and not resolves("jal.no_such_module") and not resolves("jal.noise.x.y")
+
+
+def resolves(name: str) -> bool:
+    """jal.<module> is importable and every name after it an attribute (jal.step.Learner.step)."""
+    import importlib
+
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):  # the longest importable module, then attributes
+        try:
+            found = importlib.import_module(".".join(parts[:end]))
+        except ModuleNotFoundError as missing:
+            if missing.name != ".".join(parts[:end]) and not ".".join(parts[:end]).startswith(missing.name or "-"):
+                raise  # the module exists and imports something missing: not a stale citation, a broken module
+            continue
+        for attribute in parts[end:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
+
+
+def test_every_jal_name_the_configs_docs_scripts_and_messages_cite_resolves():
+    """Every jal.<module>.<name> (and jal.<module>, jal/<module>.py) in configs/, docs/, README.md, scripts/ and
+    jal/ (its messages, docstrings and comments) is a module that imports and an attribute it has; the
+    resolvers the configs call (${jal.l1:...}) and the loggers they route (jal.epochs) are what the code
+    registers under those names."""
+    from omegaconf import OmegaConf
+
+    import jal.resolvers  # noqa: F401  (registers the configs' resolvers)
+
+    loggers = {n for n in OmegaConf.load(REPO / "configs" / "train.yaml").hydra.job_logging.loggers if "jal." in n}
+    scope = ("configs/", "docs/", "scripts/", "jal/", "README.md")
+    stale, examples = {}, set()
+    for name in product_files():
+        if not name.startswith(scope):
+            continue
+        for cited in sorted(cited_names((REPO / name).read_text(errors="replace"))):
+            if cited in EXAMPLE_NAMES:
+                examples.add(cited)
+            elif not (OmegaConf.has_resolver(cited) or cited in loggers or resolves(cited)):
+                stale.setdefault(cited, []).append(name)
+    assert stale == {}
+    assert sorted(EXAMPLE_NAMES - examples) == []  # an example no longer cited: drop it, lest it hide a stale one
+    assert loggers and not any(resolves(name) for name in loggers)  # a channel's name is no module's
+
+
+# ----------------------------------------------------------------------------- the README's first screen
+
+
+def readme_first_screen() -> str:
+    """The README up to its first section: what a reader sees before scrolling."""
+    return (REPO / "README.md").read_text().split("\n## ", 1)[0]
+
+
+def test_the_readme_first_screen_is_one_screen_with_the_commands():
+    screen = readme_first_screen()
+    assert len(screen.splitlines()) <= 40
+    (block, *_) = re.findall(r"```bash\n(.*?)```", screen, re.S)
+    lines = [line.split("  #")[0].strip() for line in block.splitlines()]
+    assert lines[0] == "make install && source .venv/bin/activate"
+    assert lines[1].startswith("python -m jal.train ")
+    assert lines[2:] == ["make reproduce-cifar10", "make test"]
+    for module in ("train", "step", "losses", "noise"):
+        assert f"`jal/{module}.py`" in screen
+    assert re.search(r"^\s+for epoch in ", (REPO / "jal" / "train.py").read_text(), re.M)  # the loop is there
+
+
+def test_the_readme_formula_is_the_configured_jal_ce_and_computes_what_the_loss_does():
+    """JAL-CE as the first screen writes it, with its CIFAR-10 values, is the loss config's (composed) and gives
+    the loss's value: alpha * -log p_y / -sum_k log p_k + beta * (1/K) ||a e_y - p||^2 on random logits."""
+    import torch
+    from hydra.utils import instantiate
+
+    from jal.util import compose_run
+
+    screen = " ".join(readme_first_screen().split())
+    assert "**JAL-CE = α·NCE + β·AMSE(a)**" in screen and "L1 penalty λ·Σ|θ| on every weight in place of L2" in screen
+    assert "NCE = −log p_y / (−Σ_k log p_k)" in screen and "AMSE(a) = (1/K)·‖a·e_y − p‖²" in screen
+    alpha, beta, a, l1 = map(float, re.search(r"CIFAR-10: α = (\S+), β = (\S+), a = (\S+), λ = ([^;\s]+);",
+                                              screen).groups())
+    cfg = compose_run(["loss=jal_ce", "dataset=cifar10"])
+    assert (cfg.loss.active._target_, cfg.loss.passive._target_) == ("jal.losses.NCE", "jal.losses.AMSE")
+    assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.passive.a) == (alpha, beta, a)
+    assert (cfg.optim.l1, cfg.optim.weight_decay) == (l1, 0)
+    loss = instantiate(cfg.loss)
+    logits, labels = torch.randn(5, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), \
+        torch.tensor([0, 3, 3, 9, 1])
+    p = logits.softmax(dim=1)
+    nce = -p.log()[range(5), labels] / -p.log().sum(dim=1)
+    amse = (a * torch.nn.functional.one_hot(labels, 10) - p).square().sum(dim=1) / 10
+    # float64 throughout: the two differ by rounding only (1e-12 against values of order 1 to 100)
+    assert torch.allclose(loss(logits, labels), (alpha * nce + beta * amse).mean(), rtol=0, atol=1e-12)
+
+
+def test_the_readme_run_and_its_closing_line_are_what_the_command_does():
+    """The run the first screen shows: its description is its config's, and its closing line is the one
+    jal.train prints (Hydra's log format, jal.run.ending's words, then the run directory the command composes)."""
+    import numpy as np
+
+    from jal.noise import make_noisy_labels
+    from jal.run import ending
+    from jal.util import compose_run
+
+    screen = readme_first_screen()
+    (command,) = [line for line in screen.splitlines() if line.startswith("python -m jal.train ")]
+    overrides = command.split("  #")[0].split()[3:]
+    cfg = compose_run(overrides)
+    said = " ".join(screen.split())
+    assert (f"for {cfg.trainer.epochs} epochs on {cfg.dataset.subset:,} CIFAR-10 images with "
+            f"{cfg.noise.rate:.0%} of their labels flipped") in said and cfg.dataset.name == "cifar10"
+    # the subset is class-balanced, and exact counts per class flip that share of it (on 2,000 images: 36%)
+    clean = np.repeat(np.arange(cfg.dataset.num_classes), cfg.dataset.subset // cfg.dataset.num_classes)
+    noisy = make_noisy_labels(clean, cfg.noise.type, cfg.noise.rate, cfg.dataset.num_classes, cfg.seed)
+    assert len(clean) == cfg.dataset.subset and (noisy != clean).mean() == cfg.noise.rate
+    (closing,) = [body.strip() for language, body in re.findall(r"^```(\w*)\n(.*?)^```$", screen, re.S | re.M)
+                  if not language]
+    line = re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[jal\.console\]\[INFO\] - (.*) -> (\S+)", closing)
+    assert line, closing
+    accuracy = float(re.search(r"test accuracy ([\d.]+)%", line[1])[1])
+    assert line[1] == ending({"status": "finished", "last_test_acc": accuracy, "epochs": cfg.trainer.epochs})
+    assert line[2] == str(cfg.hydra.run.dir)
+
+
+def planned_sweeps(script: str, tmp_path, **env: str) -> list[dict]:
+    """The sweeps a table script plans, each as its overrides (name -> value, lists comma-separated), read from
+    its jal.plan call as a stand-in python echoes it (and answers the script's device probe: no CUDA)."""
+    import os
+
+    python = tmp_path / "python"
+    python.write_text('#!/bin/bash\ncase "$1 $2" in "-m jal.plan") echo "$@";; "-c "*) echo 0 4;; *) exit 9;; esac\n')
+    python.chmod(0o755)
+    kept = {k: v for k, v in os.environ.items() if k not in ("PRESET", "SEEDS", "LOSSES", "CELLS", "OUT", "FUSE")}
+    done = subprocess.run(["bash", f"scripts/{script}"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**kept, "PYTHON": str(python), "LAUNCHER": "basic", "DRY_RUN": "1", **env})
+    assert done.returncode == 0, done.stderr
+    (plan,) = [line for line in done.stdout.splitlines() if line.startswith("-m jal.plan ")]
+    return [dict(a.split("=", 1) for a in sweep.split() if "=" in a)
+            for sweep in plan.replace("\\", "").split(" experiment=")[1:]]
+
+
+def grid(sweeps: list[dict]) -> tuple[set, dict, int]:
+    """The losses, the seeds per noise setting ((type, rate)) and the number of runs of planned sweeps."""
+    losses, seeds, runs = set(), {}, 0
+    for sweep in sweeps:
+        rates = sweep.get("noise.rate", "0").split(",")
+        losses |= set(sweep["loss"].split(","))
+        for rate in rates:
+            seeds.setdefault((sweep["noise"], float(rate)), set()).update(sweep["seed"].split(","))
+        runs += len(sweep["loss"].split(",")) * len(rates) * len(sweep["seed"].split(","))
+    return losses, seeds, runs
+
+
+def test_the_readme_gives_each_protocols_grid_as_its_script_sweeps_it(tmp_path):
+    """The CIFAR-10 table's losses, noise settings, seeds and runs in each protocol, counted from what
+    scripts/reproduce_cifar10.sh plans, and the quick preset's subset and epochs from its config."""
+    from omegaconf import OmegaConf
+
+    text = " ".join((REPO / "README.md").read_text().split("\n## The tables\n", 1)[1].split("\n## ", 1)[0].split())
+    paper_losses, paper_seeds, paper_runs = grid(planned_sweeps("reproduce_cifar10.sh", tmp_path, PRESET="paper"))
+    (seeds,) = {len(s) for s in paper_seeds.values()}
+    epochs = OmegaConf.load(REPO / "configs" / "dataset" / "cifar10.yaml").epochs
+    assert (f"{len(paper_losses)} losses x {len(paper_seeds)} noise settings x {seeds} seeds = {paper_runs} runs "
+            f"of the 8-layer CNN for {epochs} epochs") in text
+
+    losses, quick_seeds, runs = grid(planned_sweeps("reproduce_cifar10.sh", tmp_path, PRESET="quick"))
+    assert losses < paper_losses and set(quick_seeds) < set(paper_seeds)
+    named = [("clean", [r for t, r in quick_seeds if t == "none"]),
+             ("symmetric", sorted(r for t, r in quick_seeds if t == "symmetric")),
+             ("asymmetric", sorted(r for t, r in quick_seeds if t == "asymmetric"))]
+    settings = ", ".join(kind if kind == "clean" else f"{kind} " + " and ".join(f"{r:g}" for r in rates)
+                         for kind, rates in named if rates)
+    noisy = {len(s) for (kind, _), s in quick_seeds.items() if kind != "none"}
+    clean = {len(s) for (kind, _), s in quick_seeds.items() if kind == "none"}
+    (noisy,), (clean,) = noisy, clean
+    quick = OmegaConf.load(REPO / "configs" / "experiment" / "quick.yaml")
+    assert (f"{len(losses)} of the {len(paper_losses)} losses at {len(quick_seeds)} of the {len(paper_seeds)} noise "
+            f"settings ({settings}) with {noisy} seeds (clean: {clean}), {runs} runs, each on a "
+            f"{quick.dataset.subset:,}-image training subset for {quick.trainer.epochs} epochs") in text
