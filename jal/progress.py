@@ -85,7 +85,7 @@ class Progress(Callback):
         if run_dir in self.finished_before:
             return True
         path = Path(run_dir) / records.RESULT
-        return path.exists() and path.stat().st_mtime >= self.started and self.status(run_dir)[0] in ENDED
+        return path.exists() and path.stat().st_mtime >= self.started and records.status(Path(run_dir))[0] in ENDED
 
     def ended(self) -> list[str]:
         """The runs of this sweep that have ended."""

@@ -181,17 +181,25 @@ def this_host() -> str:
 RESTART_FIX = "trainer.restart=true moves it aside and trains the run from scratch"  # a run's damaged file
 
 
-class UnreadableRecord(ConfigError):
-    """result.json cannot be read (`permission`: this user may not) or parsed (damaged): one line naming it and
-    the fix (jal.util.unreadable)."""
+class DirectoryConflict(ConfigError):
+    """A run directory holds another experiment, or a file in it cannot be read: one line, and the way out.
+    `permission`: this user may not read the file (it is not damaged: never moved aside)."""
+    permission = False
 
-    def __init__(self, path: Path, err: BaseException):
-        super().__init__(unreadable(path, err, RESTART_FIX))
+
+class UnreadableRecord(DirectoryConflict):
+    """result.json cannot be read (`permission`: this user may not) or parsed (damaged): one line naming it and
+    the fix (jal.util.unreadable); `damaged` and `elsewhere` say what to do in the reader's words."""
+
+    def __init__(self, path: Path, err: BaseException, damaged: str = RESTART_FIX,
+                 elsewhere: str = "give out_root a folder of your own"):
+        super().__init__(unreadable(path, err, damaged, elsewhere))
         self.permission = permission_denied(err)
 
 
-def read(run_dir: Path) -> Record | None:
-    """The directory's result.json, None if there is none; one that cannot be read raises UnreadableRecord."""
+def read(run_dir: Path, **advice) -> Record | None:
+    """The directory's result.json, None if there is none; one that cannot be read raises UnreadableRecord (with
+    `advice`: its damaged= and elsewhere= fixes)."""
     path = Path(run_dir) / RESULT
     if not path.exists():
         return None
@@ -201,7 +209,7 @@ def read(run_dir: Path) -> Record | None:
             raise ValueError("not a JSON object")
         return Record.from_json(data, Path(run_dir))
     except (OSError, ValueError, TypeError) as err:
-        raise UnreadableRecord(path, err) from None
+        raise UnreadableRecord(path, err, **advice) from None
 
 
 def write(run_dir: Path, record: Record) -> None:
@@ -225,9 +233,9 @@ def status(run_dir: Path, checkpoint: str = "checkpoint.pt") -> tuple[Status, Re
 # Scanning: every record under some folders, and where each came from
 
 
-def scan(folders, warn=lambda line: print(line, file=sys.stderr)) -> list[Record]:
+def scan(folders, warn=lambda line: print(line, file=sys.stderr), **advice) -> list[Record]:
     """Every readable record under the folders (recursively), each once, in path order; an unreadable one is
-    named by `warn` and left out."""
+    named by `warn` (with `advice`, as read's) and left out."""
     records, seen = [], set()
     for folder in map(Path, [folders] if isinstance(folders, (str, os.PathLike)) else folders):
         for path in sorted(folder.rglob(RESULT)):
@@ -235,7 +243,7 @@ def scan(folders, warn=lambda line: print(line, file=sys.stderr)) -> list[Record
                 continue
             seen.add(path.resolve())
             try:
-                record = read(path.parent)
+                record = read(path.parent, **advice)
             except UnreadableRecord as err:
                 warn(f"skipping {err}")
                 continue

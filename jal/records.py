@@ -227,7 +227,8 @@ def load_records(dirs):
             raise SystemExit(f"jal.tables: no result.json under {directory} "
                              "(each training run writes <run_dir>/result.json)")
     found = []
-    for r in records.scan(dirs, warn=lambda line: print(f"jal.tables: {line}", file=sys.stderr)):
+    for r in records.scan(dirs, warn=lambda line: print(f"jal.tables: {line}", file=sys.stderr),
+                          damaged="trainer.restart=true trains its run again", elsewhere="tabulate a copy"):
         if None in (r.dataset, r.loss, r.noise_type):
             print(f"jal.tables: skipping {r.run_dir / records.RESULT}: no dataset/loss/noise_type", file=sys.stderr)
             continue

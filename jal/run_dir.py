@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jal.config import ConfigError
 from jal.experiment import differences, identity_of
-from jal.record import RESTART_FIX, RESULT
+from jal.record import RESTART_FIX, RESULT, DirectoryConflict
 from jal.util import (
     CannotWrite,
     atomic_save,
@@ -43,10 +42,6 @@ class RunBusy(Exception):
     """Another process holds the run's lock."""
 
 
-class DirectoryConflict(ConfigError):
-    """The directory holds another experiment, or a file in it cannot be read: one line, and the way out.
-    `permission`: this user may not read the file (it is not damaged: never moved aside)."""
-    permission = False
 
 
 
