@@ -1,13 +1,13 @@
-"""Every loss of the paper, as small nn.Modules on logits.
+"""Every loss of the paper, as small nn.Modules on logits; a library for any PyTorch loop (docs/losses.md).
 
 Notation (docs/protocol.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y.
 Each single loss implements `per_sample(logits, targets) -> (N,)`; `forward` returns the batch mean,
 always computed in at least float32 (also under bf16 autocast) so that logits up to +-100 stay finite;
-float64 logits (trainer.precision=fp64) stay float64.
+float64 logits (trainer.precision=fp64) stay float64. Both take targets of any integer dtype, and refuse
+logits whose class count is not the loss's in one line (from shapes alone: no device read, no sync).
 
-Combinations are not separate classes: `ActivePassive(active, passive, alpha, beta)` is
-alpha * active + beta * passive, e.g. JAL-CE = ActivePassive(NCE, AMSE(a)). The configs in
-configs/loss/ spell out each combination of the paper.
+Combinations are `ActivePassive(active, passive, alpha, beta)`, alpha * active + beta * passive, spelt out in
+configs/loss/; the paper's own two are also classes, `JALCE` and `JALFL`, with the paper's values per dataset.
 
 Where the reference implementation differs from the papers (the focal factor taken as a constant, NCE's
 normaliser kept in the graph, ...), this module follows the reference: docs/protocol.md section 5 lists every
@@ -20,19 +20,33 @@ training with the noisy training labels, `set_generator` before each epoch with 
 epoch (so a resumed run draws exactly what an uninterrupted one would). Only NLNL uses them.
 """
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jal.paper_values import PAPER_VALUES, PaperValues, paper_values  # noqa: F401 (from jal.losses import ...)
+
 
 class Loss(nn.Module):
-    """Base class: subclasses define `per_sample`; forward is the batch mean in float32 (or float64)."""
+    """Base class: subclasses define `per_sample`; forward is the batch mean in float32 (or float64).
+    num_classes: K, the number of columns the logits must have (the model's output size)."""
 
     def __init__(self, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "per_sample" in vars(cls):  # each class's own per_sample, a new loss's too, checks what it is given
+            raw = vars(cls)["per_sample"]
+            @functools.wraps(raw)
+            def per_sample(self, logits: Tensor, targets: Tensor) -> Tensor:
+                return raw(self, logits, checked_targets(self, logits, targets))
+
+            cls.per_sample = per_sample
 
     def per_sample(self, logits: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
@@ -49,6 +63,20 @@ class Loss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")
+
+
+def checked_targets(loss: Loss, logits: Tensor, targets: Tensor) -> Tensor:
+    """targets as int64, once logits are (N, num_classes), targets (N,) of an integer dtype; reads no tensor."""
+    name, shape = type(loss).__name__, tuple(logits.shape)
+    if len(shape) != 2 or shape[1] != loss.num_classes:
+        got = f"{shape[1]} columns" if len(shape) == 2 else f"shape {shape}"
+        raise ValueError(f"{name} was built for num_classes={loss.num_classes} but the logits have {got}: build "
+                         f"it with the model's number of classes, or give it logits (N, {loss.num_classes})")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"{name} takes targets as class indices of an integer dtype, not {targets.dtype}")
+    if targets.shape != shape[:1]:
+        raise ValueError(f"{name} takes targets ({shape[0]},) for logits {shape}, not {tuple(targets.shape)}")
+    return targets.long()  # itself when it is int64 already: no copy
 
 
 def _pick(values: Tensor, targets: Tensor) -> Tensor:
@@ -215,16 +243,17 @@ class AEL(Loss):
 class AMSE(Loss):
     """Asymmetric mean square error, the paper's passive loss: (1/K) ||a e_y - p||^2, a >= 1.
 
-    AMSE is asymmetric (robust) when a clears the bound of jal.theory.amse_min_a. The exponent q (the
-    reference's `AMSE_with_q`, for the paper's ablation) generalises it to (1/K) sum_k |a e_k - p_k|^q;
-    q = 2 is AMSE. The reference computes |(p_k - a e_k)^q|, which is the same for integer q and NaN for
-    fractional q (a negative base); we take |.|^q, defined for every q > 0.
+    a has no default: the paper's values are 30 (CIFAR-10, WebVision), 20 (CIFAR-100) and 5 (Clothing1M);
+    a = 1 is plain MSE. AMSE is asymmetric (robust) when a clears the bound of jal.theory.amse_min_a. The
+    exponent q (the reference's `AMSE_with_q`, for the paper's ablation) generalises it to
+    (1/K) sum_k |a e_k - p_k|^q; q = 2 is AMSE. The reference computes |(p_k - a e_k)^q|, which is the same
+    for integer q and NaN for fractional q (a negative base); we take |.|^q, defined for every q > 0.
     """
 
-    def __init__(self, num_classes: int, a: float = 1.0, q: float = 2.0):
+    def __init__(self, num_classes: int, a: float, q: float = 2.0):
         super().__init__(num_classes)
-        if a < 1:
-            raise ValueError(f"AMSE needs a >= 1, got a={a}: set loss a to 1 (plain MSE) or more")
+        if not (math.isfinite(a) and a >= 1):
+            raise ValueError(f"AMSE needs a finite a >= 1, got a={a}: the paper's a is 30 on CIFAR-10 (1 is plain MSE)")
         self.a, self.q = a, q
 
     def per_sample(self, logits, targets):
@@ -366,17 +395,20 @@ class NLNL(Loss):
 
 
 class ActivePassive(Loss):
-    """alpha * active + beta * passive: NCE+RCE, ANL-CE (NCE+NNCE), JAL-CE (NCE+AMSE), SCE (CE+RCE), ..."""
+    """alpha * active + beta * passive: NCE+RCE, ANL-CE (NCE+NNCE), JAL-CE (NCE+AMSE), SCE (CE+RCE), ...; alpha
+    and beta default to 1, JAL-CE's and NCE+RCE's on CIFAR-10 (the others: docs/protocol.md section 2)."""
 
     def __init__(self, active: Loss, passive: Loss, alpha: float = 1.0, beta: float = 1.0):
+        if active.num_classes != passive.num_classes:
+            raise ValueError(f"ActivePassive's terms differ in num_classes: {type(active).__name__} "
+                             f"{active.num_classes}, {type(passive).__name__} {passive.num_classes}")
         super().__init__(active.num_classes)
         self.active, self.passive = active, passive
         self.alpha, self.beta = alpha, beta
 
     def per_sample(self, logits, targets):
-        return self.alpha * self.active.per_sample(logits, targets) + self.beta * self.passive.per_sample(
-            logits, targets
-        )
+        active, passive = self.active.per_sample(logits, targets), self.passive.per_sample(logits, targets)
+        return self.alpha * active + self.beta * passive
 
     def fit_labels(self, labels):
         self.active.fit_labels(labels)
@@ -388,3 +420,28 @@ class ActivePassive(Loss):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}"
+
+
+class JALCE(ActivePassive):
+    """JAL-CE = alpha * NCE + beta * AMSE(a), the paper's loss; no defaults. `JALCE.paper(dataset)`: as the
+    paper trains it, which is with an L1 penalty on every parameter and no L2 (`paper_values(dataset).l1`)."""
+
+    def __init__(self, num_classes: int, alpha: float, beta: float, a: float):
+        super().__init__(NCE(num_classes), AMSE(num_classes, a=a), alpha, beta)
+
+    @classmethod
+    def paper(cls, dataset: str) -> "JALCE":
+        v = paper_values(dataset)
+        return cls(v.num_classes, v.alpha, v.beta, v.a)
+
+
+class JALFL(ActivePassive):
+    """JAL-FL = alpha * NFL(gamma) + beta * AMSE(a), gamma 0.5 the paper's everywhere; `paper` as JALCE's."""
+
+    def __init__(self, num_classes: int, alpha: float, beta: float, a: float, gamma: float = 0.5):
+        super().__init__(NFL(num_classes, gamma=gamma), AMSE(num_classes, a=a), alpha, beta)
+
+    @classmethod
+    def paper(cls, dataset: str) -> "JALFL":
+        v = paper_values(dataset)
+        return cls(v.num_classes, v.alpha, v.beta, v.a, v.gamma)

@@ -204,3 +204,84 @@ def test_the_readme_layout_names_every_module():
     named = set(re.findall(r"(?:^|/ )(jal/\w+\.py)\b", layout, re.M))  # one a line, or a family: a.py / b.py
     modules = {f"jal/{p.name}" for p in (REPO / "jal").glob("*.py") if p.name != "__init__.py"}
     assert sorted(modules - named) == [] and sorted(named - modules) == []
+
+
+# ----------------------------------------------------------------------------- docs/losses.md, as written
+
+
+def losses_section(heading: str) -> str:
+    return (REPO / "docs" / "losses.md").read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_library_example_is_a_twelve_line_loop_that_trains_jal_ce_with_l1_and_no_l2():
+    """The example of docs/losses.md, exec'd as written on a tiny batch (float64, so that the L1 term's share of
+    one step, lr * 5e-5 = 5e-7 per weight, stands far above rounding): its step is the step worked out here,
+    with JAL-CE written out (1.0 NCE + 1.0 AMSE(a=30)), the L1 penalty 5e-5 sum |theta| added, the clip at norm 5,
+    SGD at lr 0.01 whose first momentum step is the gradient, and no L2."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    (example,) = re.findall(r"```python\n(.*?)```", losses_section("The losses as a library"), re.S)
+    assert len(example.splitlines()) <= 12
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(12, 10).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    images = torch.randn(8, 12, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 10, (8,), generator=g, dtype=torch.int32)  # not int64: any integer dtype will do
+    before = copy.deepcopy(model)
+    namespace = {"model": model, "loader": [(images, labels)]}
+    exec(compile(example, "docs/losses.md", "exec"), namespace)
+
+    def one_step(l1: float, weight_decay: float) -> tuple[float, list]:
+        m = copy.deepcopy(before)
+        log_p = F.log_softmax(m(images), dim=1)
+        y = labels.long()
+        nce = log_p.gather(1, y[:, None])[:, 0] / log_p.sum(1)
+        amse = ((30.0 * F.one_hot(y, 10) - log_p.exp()) ** 2).mean(1)
+        loss = (nce + amse).mean() + l1 * sum(p.abs().sum() for p in m.parameters())
+        loss.backward()
+        grads = [p.grad for p in m.parameters()]
+        scale = min(1.0, 5.0 / (torch.cat([g.flatten() for g in grads]).norm().item() + 1e-6))  # the clip
+        return loss.item(), [p.detach() - 0.01 * (scale * p.grad + weight_decay * p.detach()) for p in m.parameters()]
+
+    loss, expected = one_step(l1=5e-5, weight_decay=0.0)
+    assert namespace["loss"].item() == pytest.approx(loss, rel=1e-12)
+    trained = [p.detach() for p in model.parameters()]
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(trained, expected))
+    for other in (one_step(l1=0.0, weight_decay=0.0)[1], one_step(l1=5e-5, weight_decay=1e-4)[1]):  # no L1; L2
+        assert max((a - b).abs().max().item() for a, b in zip(trained, other)) > 1e-8
+
+
+def test_the_library_table_is_paper_values():
+    from jal.losses import PAPER_VALUES
+
+    header, *rows = markdown_table((REPO / "docs" / "losses.md").read_text(), "## The losses as a library")
+    assert header == ["dataset", "K", "α", "β", "a", "L1 (`l1`)", "L2 (`weight_decay`)"]
+    table = {row[0]: [float(cell) for cell in row[1:]] for row in rows}
+    assert table == {name: [v.num_classes, v.alpha, v.beta, v.a, v.l1, v.weight_decay]
+                     for name, v in PAPER_VALUES.items()}
+
+
+def test_every_loss_class_and_its_arguments_are_in_the_library_table():
+    """One row per class of jal.losses, headed by its signature as Python has it, each argument explained."""
+    import inspect
+
+    from jal import losses
+
+    rows = {}
+    for line in losses_section("The losses as a library").splitlines():
+        if line.startswith("| `"):
+            signature, _, arguments = [cell.strip() for cell in line.strip("|").split(" | ")]
+            rows[signature.strip("`").split("(")[0]] = (signature.strip("`"), arguments)
+    classes = {name: c for name, c in vars(losses).items()
+               if isinstance(c, type) and issubclass(c, losses.Loss) and c is not losses.Loss}
+    assert sorted(rows) == sorted(classes)
+    for name, cls in classes.items():
+        params = list(inspect.signature(cls).parameters.values())
+        written = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params)
+        assert rows[name][0] == f"{name}({written})"
+        assert [p.name for p in params if p.name != "num_classes" and f"`{p.name}`" not in rows[name][1]] == [], name
