@@ -1,23 +1,18 @@
 """Every loss of the paper, as small nn.Modules on logits; a library for any PyTorch loop (docs/losses.md).
 
-Notation (docs/protocol.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y.
-Each single loss implements `per_sample(logits, targets) -> (N,)`; `forward` returns the batch mean,
-always computed in at least float32 (also under bf16 autocast) so that logits up to +-100 stay finite;
-float64 logits (trainer.precision=fp64) stay float64. Both take targets of any integer dtype, and refuse
-logits whose class count is not the loss's in one line (from shapes alone: no device read, no sync).
+Notation (docs/protocol.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y. Each single loss
+implements `per_sample(logits, targets) -> (N,)`; `forward` is the batch mean, computed in at least float32
+(also under bf16 autocast: logits up to +-100 stay finite; float64 stays float64). Both take targets of any
+integer dtype and refuse, in one line, logits of another class count (from shapes: no device read, no sync).
+Combinations are `ActivePassive(active, passive, alpha, beta)` = alpha * active + beta * passive (configs/loss/);
+the paper's own two are also classes, `JALCE` and `JALFL`, with the paper's values per dataset.
 
-Combinations are `ActivePassive(active, passive, alpha, beta)`, alpha * active + beta * passive, spelt out in
-configs/loss/; the paper's own two are also classes, `JALCE` and `JALFL`, with the paper's values per dataset.
-
-Where the reference implementation differs from the papers (the focal factor taken as a constant, NCE's
-normaliser kept in the graph, ...), this module follows the reference: docs/protocol.md section 5 lists every
-such place. The baselines of the published tables that are not active/passive sums (LDR-KL, CE+LC, the
-eps-Softmax losses, NLNL) are single classes here, each following the reference's class of the same loss;
-where that differs from its paper, the docstring says how.
-
-Two optional hooks serve losses that need more than (logits, targets): `fit_labels` is called once before
-training with the noisy training labels, `set_generator` before each epoch with the run's generator for that
-epoch (so a resumed run draws exactly what an uninterrupted one would). Only NLNL uses them.
+Where the reference implementation differs from the papers (the focal factor a constant, NCE's normaliser
+in the graph, ...), this module follows the reference: docs/protocol.md section 5 lists every such place. The
+baselines that are not active/passive sums (LDR-KL, CE+LC, the eps-Softmax losses, NLNL) each follow the
+reference's class of the same loss; where that differs from its paper, the docstring says how.
+Two optional hooks: `fit_labels(noisy training labels)`, called once before training, and `set_generator`,
+before each epoch with the run's generator for it (a resumed run draws what an uninterrupted one would).
 """
 
 import functools
@@ -243,11 +238,11 @@ class AEL(Loss):
 class AMSE(Loss):
     """Asymmetric mean square error, the paper's passive loss: (1/K) ||a e_y - p||^2, a >= 1.
 
-    a has no default: the paper's values are 30 (CIFAR-10, WebVision), 20 (CIFAR-100) and 5 (Clothing1M);
-    a = 1 is plain MSE. AMSE is asymmetric (robust) when a clears the bound of jal.theory.amse_min_a. The
-    exponent q (the reference's `AMSE_with_q`, for the paper's ablation) generalises it to
-    (1/K) sum_k |a e_k - p_k|^q; q = 2 is AMSE. The reference computes |(p_k - a e_k)^q|, which is the same
-    for integer q and NaN for fractional q (a negative base); we take |.|^q, defined for every q > 0.
+    a has no default: the paper's are 30 (CIFAR-10, WebVision), 20 (CIFAR-100), 5 (Clothing1M); 1 is plain MSE.
+    AMSE is asymmetric (robust) when a clears the bound of jal.theory.amse_min_a. The exponent q (the
+    reference's `AMSE_with_q`, the paper's ablation) makes it (1/K) sum_k |a e_k - p_k|^q; q = 2 is AMSE. The
+    reference's |(p_k - a e_k)^q| is the same for integer q and NaN for fractional q (a negative base); we
+    take |.|^q, defined for every q > 0.
     """
 
     def __init__(self, num_classes: int, a: float, q: float = 2.0):
@@ -274,13 +269,10 @@ class MSE(AMSE):
 
 
 class LDRKL(Loss):
-    """LDR-KL (Zhu et al., ICML 2023), as the reference's `LDRLoss_V1`:
+    """LDR-KL (Zhu et al., ICML 2023), as the reference's `LDRLoss_V1`: with margin c (`threshold`), temperature
+    lambda and scores s = softplus(z) / mean_k softplus(z_k) (the reference's; the paper scores raw logits),
 
-        s = softplus(z) / mean_k softplus(z_k),  d_k = (c [k != y] + s_k - s_y) / lambda,
-        LDR-KL = lambda * log((1/K) sum_k exp(d_k)),
-
-    with margin c (`threshold`) and temperature lambda. The scores are softplus-normalised logits, as in
-    the reference, not the raw logits of the paper's definition.
+        d_k = (c [k != y] + s_k - s_y) / lambda,   LDR-KL = lambda * log((1/K) sum_k exp(d_k)).
     """
 
     def __init__(self, num_classes: int, threshold: float = 0.1, lam: float = 1.0):
@@ -351,17 +343,13 @@ class EFL(Loss):
 class NLNL(Loss):
     """Negative learning (Kim et al., ICCV 2019), the NL stage only, as the reference's `NLNL` class computes
     it: for each sample a complementary label ybar = (y + r) mod K, r uniform in {1, ..., K-1}, drawn anew
-    every step, and
+    every step (from `set_generator`'s generator, else torch's global one), and
 
         NLNL = -w_y log clamp(1 - p_ybar, 1e-5, 1),   w_k = max_j n_j / n_k,
 
     n_k the number of training samples whose noisy label is k (`fit_labels`). The reference also adds a
-    class-weighted CE over no samples (every label set to the ignore index), which is 0 * nan = nan in
-    current PyTorch; we leave it out, which is the value it was meant to have (0). The original method's
-    further stages (selective NL, then selective PL) are not part of it.
-
-    The complementary labels are drawn from the generator `set_generator` gives (the run's per-epoch
-    generator), else from torch's global one.
+    class-weighted CE over no samples (every label the ignore index), 0 * nan = nan in current PyTorch; we
+    leave it out, the value it was meant to have (0). The method's later stages (selective NL, PL) are not in it.
     """
 
     def __init__(self, num_classes: int, min_prob: float = 1e-5):

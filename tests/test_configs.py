@@ -190,9 +190,9 @@ def test_every_expectation_is_a_loss_option_in_one_table():
 
 def test_a_loss_without_expectations_fails_in_one_line_naming_the_table():
     with pytest.raises(pytest.fail.Exception) as missing:
-        expectation("my_loss")
-    assert str(missing.value) == ("add my_loss to tests/test_configs.py::SINGLES (a single loss) or ::COMBOS (an "
-                                  "ActivePassive sum): docs/losses.md, Add a loss")
+        expectation("loss_of_no_table")  # not my_loss: docs/losses.md's recipe adds that one to SINGLES
+    assert str(missing.value) == ("add loss_of_no_table to tests/test_configs.py::SINGLES (a single loss) or ::COMBOS "
+                                  "(an ActivePassive sum): docs/losses.md, Add a loss")
     assert not missing.value.pytrace  # pytest shows the line alone, without the traceback
 
 

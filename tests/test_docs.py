@@ -267,10 +267,12 @@ def test_the_library_table_is_paper_values():
 
 
 def test_every_loss_class_and_its_arguments_are_in_the_library_table():
-    """One row per class of jal.losses, headed by its signature as Python has it, each argument explained."""
+    """A row per class of jal.losses that the published tables train (read from their configs: a loss added by
+    the recipe below may have a row or not) and per class of the library, JALCE and JALFL; each row headed by the
+    class's signature as Python has it, and each argument explained."""
     import inspect
 
-    from jal import losses
+    from jal import losses, tables
 
     rows = {}
     for line in losses_section("The losses as a library").splitlines():
@@ -279,9 +281,79 @@ def test_every_loss_class_and_its_arguments_are_in_the_library_table():
             rows[signature.strip("`").split("(")[0]] = (signature.strip("`"), arguments)
     classes = {name: c for name, c in vars(losses).items()
                if isinstance(c, type) and issubclass(c, losses.Loss) and c is not losses.Loss}
-    assert sorted(rows) == sorted(classes)
-    for name, cls in classes.items():
+    published = {name for loss in {r["loss"] for r in tables.load_published()}
+                 for name in re.findall(r"_target_: jal\.losses\.(\w+)",
+                                        (REPO / "configs" / "loss" / f"{loss}.yaml").read_text())}
+    assert sorted((published | {"JALCE", "JALFL"}) - set(rows)) == [] and sorted(set(rows) - set(classes)) == []
+    for name, cls in ((name, classes[name]) for name in rows):
         params = list(inspect.signature(cls).parameters.values())
         written = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params)
         assert rows[name][0] == f"{name}({written})"
         assert [p.name for p in params if p.name != "num_classes" and f"`{p.name}`" not in rows[name][1]] == [], name
+
+
+def apply_the_add_a_loss_recipe(root) -> None:
+    """docs/losses.md's "Add a loss" as a reader follows it: each block, its heading line included, into the file
+    its heading names, where it says (at the end, a new file, before or after a line that starts as quoted)."""
+    from test_configs import recipe_steps
+
+    for path, where, line, block in recipe_steps():
+        file = root / path
+        if where == "a new file":
+            assert not file.exists(), path
+            file.write_text(block)
+            continue
+        text = file.read_text()
+        if where == "at the end":
+            file.write_text(text.rstrip("\n") + "\n\n\n" + block)
+            continue
+        lines = text.splitlines(keepends=True)
+        found = [i for i, text in enumerate(lines) if text.startswith(line)]
+        assert len(found) == 1, f"{path}: {len(found)} lines start with {line!r}"
+        at = found[0] + 1 if where == "after" else found[0]
+        lines[at:at] = [block if where == "after" else block + "\n\n"]
+        file.write_text("".join(lines))
+
+
+@pytest.mark.slow  # about 3 CPU minutes: the loss and config test files take most of it
+def test_the_add_a_loss_recipe_as_written_trains_and_leaves_the_loss_and_config_tests_green(tmp_path):
+    """The recipe applied, exactly as docs/losses.md writes it, to a copy of this checkout's tracked files: a run
+    of loss=my_loss trains, and the loss and config test files (tests/test_losses.py, test_configs.py,
+    test_published_losses.py) pass there, my_loss among the losses they test, as do the module-size and
+    documents' tests (test_imports.py, test_docs.py) that the new class and files meet."""
+    import json
+    import os
+    import shutil
+    import sys
+    import xml.etree.ElementTree as ET
+
+    copy = tmp_path / "repo"
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in filter(None, listed.stdout.split("\0")):
+        if (REPO / name).is_file():  # tracked and still there (as this checkout has it, edits included)
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    apply_the_add_a_loss_recipe(copy)
+    for git in (["init", "-q"], ["add", "-A"]):  # a checkout, as the reader's (the docs tests list its files)
+        subprocess.run(["git", *git], cwd=copy, check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(copy), "WANDB_MODE": "disabled"}
+
+    train = [sys.executable, "-m", "jal.train", "loss=my_loss", "dataset=synthetic", "logger=none",
+             "trainer.epochs=1", "trainer.progress=false", f"out_root={tmp_path / 'runs'}"]
+    done = subprocess.run(train, cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = (tmp_path / "runs" / "synthetic" / "clean" / "my_loss").rglob("result.json")
+    assert json.loads(record.read_text())["status"] == "finished"
+
+    report = tmp_path / "report.xml"
+    tests = ["tests/test_losses.py", "tests/test_configs.py", "tests/test_published_losses.py",
+             "tests/test_imports.py", "tests/test_docs.py"]  # and the module sizes, the documents' checks
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                           f"--junitxml={report}", *tests], cwd=copy, env=env, capture_output=True, text=True,
+                          timeout=3600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    cases = ET.parse(report).getroot().iter("testcase")
+    mine = [case.get("name") for case in cases if "my_loss" in case.get("name")]
+    assert len(mine) >= 10 and "test_my_loss_by_hand" in mine, mine
