@@ -62,16 +62,18 @@ class Loss(nn.Module):
 
 def checked_targets(loss: Loss, logits: Tensor, targets: Tensor) -> Tensor:
     """targets as int64, once logits are (N, num_classes), targets (N,) of an integer dtype; reads no tensor."""
-    name, shape = type(loss).__name__, tuple(logits.shape)
-    if len(shape) != 2 or shape[1] != loss.num_classes:
-        got = f"{shape[1]} columns" if len(shape) == 2 else f"shape {shape}"
-        raise ValueError(f"{name} was built for num_classes={loss.num_classes} but the logits have {got}: build "
-                         f"it with the model's number of classes, or give it logits (N, {loss.num_classes})")
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise ValueError(f"{name} takes targets as class indices of an integer dtype, not {targets.dtype}")
-    if targets.shape != shape[:1]:
-        raise ValueError(f"{name} takes targets ({shape[0]},) for logits {shape}, not {tuple(targets.shape)}")
-    return targets.long()  # itself when it is int64 already: no copy
+    shape, name, k = logits.shape, type(loss).__name__, loss.num_classes  # every step: a few microseconds
+    if len(shape) != 2 or shape[1] != k:
+        got = f"{shape[1]} columns" if len(shape) == 2 else f"shape {tuple(shape)}"
+        raise ValueError(f"{name} was built for num_classes={k} but the logits have {got}: build it with the "
+                         f"model's number of classes, or give it logits (N, {k})")
+    if targets.dtype is not torch.int64:
+        if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype is torch.bool:
+            raise ValueError(f"{name} takes targets as class indices of an integer dtype, not {targets.dtype}")
+        targets = targets.long()
+    if targets.ndim != 1 or targets.shape[0] != shape[0]:
+        raise ValueError(f"{name} takes targets ({shape[0]},) for logits {tuple(shape)}, not {tuple(targets.shape)}")
+    return targets
 
 
 def _pick(values: Tensor, targets: Tensor) -> Tensor:
@@ -129,10 +131,8 @@ class NFL(Loss):
 
 
 class NNCE(Loss):
-    """Normalized negative cross entropy (Active Negative Loss, Ye et al. 2023).
-
-    With A = -log m and v_k = A + log clamp(p_k, m, 1) >= 0: NNCE = 1 - v_y / sum_k v_k.
-    """
+    """Normalized negative cross entropy (Active Negative Loss, Ye et al. 2023): with A = -log m and
+    v_k = A + log clamp(p_k, m, 1) >= 0, NNCE = 1 - v_y / sum_k v_k."""
 
     def __init__(self, num_classes: int, min_prob: float = 1e-8):
         super().__init__(num_classes)
@@ -145,10 +145,8 @@ class NNCE(Loss):
 
 
 class NNFL(Loss):
-    """Normalized negative focal loss: NNCE's construction on the focal terms f_k = -(1-p_k)^g log p_k.
-
-    With log p clamped at log m and A = -(1 - m)^g log m: NNFL = 1 - (A - f_y) / (K A - sum_k f_k).
-    """
+    """Normalized negative focal loss: NNCE's construction on the focal terms f_k = -(1-p_k)^g log p_k; with
+    log p clamped at log m and A = -(1 - m)^g log m, NNFL = 1 - (A - f_y) / (K A - sum_k f_k)."""
 
     def __init__(self, num_classes: int, gamma: float = 0.5, min_prob: float = 1e-8):
         super().__init__(num_classes)
@@ -327,9 +325,8 @@ class ECE(Loss):
 
 
 class EFL(Loss):
-    """Focal loss on the eps-Softmax probabilities (the reference's `EFocalLoss`):
-    -(1 - p^eps_y)^gamma log p^eps_y, p^eps clamped at 1e-8, focal factor detached, gamma 0.1 (the
-    reference's default inside `EFLandMAE`, not FL's 0.5)."""
+    """Focal loss on the eps-Softmax probabilities (the reference's `EFocalLoss`): -(1 - p^eps_y)^gamma log p^eps_y,
+    p^eps clamped at 1e-8, focal factor detached, gamma 0.1 (the default in `EFLandMAE`, not FL's 0.5)."""
 
     def __init__(self, num_classes: int, m: float = 1e5, gamma: float = 0.1):
         super().__init__(num_classes)
