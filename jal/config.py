@@ -328,7 +328,7 @@ class GCEConfig(LossConfig):
 
 @dataclass
 class AMSEConfig(LossConfig):
-    a: float = 1.0
+    a: float = MISSING  # no default, as jal.losses.AMSE: each config gives the paper's a (30 on CIFAR-10)
     q: float = 2.0  # the exponent; 2 is AMSE, others are the paper's ablation (the reference's AMSE_with_q)
 
     def __post_init__(self):  # a = 1 is plain MSE; a < 1 is not in the family (docs/protocol.md section 2)
@@ -420,8 +420,7 @@ class ActivePassiveConfig:  # alpha * active + beta * passive
         require_positive("beta", self.beta, 1.0, strict=False)
 
 
-# Stored as schema/<name>: kept out of the groups' own options, so `loss=...` lists only the YAML files.
-SCHEMAS = {
+SCHEMAS = {  # stored as schema/<name>: out of the groups' own options, so `loss=...` lists only the YAML files
     "train": RunConfig,
     "dataset": DatasetConfig, "dataset_synthetic": SyntheticDatasetConfig,
     "dataset_real_world": RealWorldDatasetConfig,

@@ -1,38 +1,47 @@
-"""Every loss of the paper, as small nn.Modules on logits.
+"""Every loss of the paper, as small nn.Modules on logits; a library for any PyTorch loop (docs/losses.md).
 
-Notation (docs/protocol.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y.
-Each single loss implements `per_sample(logits, targets) -> (N,)`; `forward` returns the batch mean,
-always computed in at least float32 (also under bf16 autocast) so that logits up to +-100 stay finite;
-float64 logits (trainer.precision=fp64) stay float64.
+Notation (docs/protocol.md section 2): logits z in R^K, p = softmax(z), label y, one-hot e_y. Each single loss
+implements `per_sample(logits, targets) -> (N,)`; `forward` is the batch mean, computed in at least float32
+(also under bf16 autocast: logits up to +-100 stay finite; float64 stays float64). Both take targets of any
+integer dtype and refuse, in one line, logits of another class count (from shapes: no device read, no sync).
+Combinations are `ActivePassive(active, passive, alpha, beta)` = alpha * active + beta * passive (configs/loss/);
+the paper's own two are also classes, `JALCE` and `JALFL`, with the paper's values per dataset.
 
-Combinations are not separate classes: `ActivePassive(active, passive, alpha, beta)` is
-alpha * active + beta * passive, e.g. JAL-CE = ActivePassive(NCE, AMSE(a)). The configs in
-configs/loss/ spell out each combination of the paper.
-
-Where the reference implementation differs from the papers (the focal factor taken as a constant, NCE's
-normaliser kept in the graph, ...), this module follows the reference: docs/protocol.md section 5 lists every
-such place. The baselines of the published tables that are not active/passive sums (LDR-KL, CE+LC, the
-eps-Softmax losses, NLNL) are single classes here, each following the reference's class of the same loss;
-where that differs from its paper, the docstring says how.
-
-Two optional hooks serve losses that need more than (logits, targets): `fit_labels` is called once before
-training with the noisy training labels, `set_generator` before each epoch with the run's generator for that
-epoch (so a resumed run draws exactly what an uninterrupted one would). Only NLNL uses them.
+Where the reference implementation differs from the papers (the focal factor a constant, NCE's normaliser
+in the graph, ...), this module follows the reference: docs/protocol.md section 5 lists every such place. The
+baselines that are not active/passive sums (LDR-KL, CE+LC, the eps-Softmax losses, NLNL) each follow the
+reference's class of the same loss; where that differs from its paper, the docstring says how.
+Two optional hooks: `fit_labels(noisy training labels)`, called once before training, and `set_generator`,
+before each epoch with the run's generator for it (a resumed run draws what an uninterrupted one would).
 """
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jal.paper_values import PAPER_VALUES, PaperValues, paper_values  # noqa: F401 (from jal.losses import ...)
+
 
 class Loss(nn.Module):
-    """Base class: subclasses define `per_sample`; forward is the batch mean in float32 (or float64)."""
+    """Base class: subclasses define `per_sample`; forward is the batch mean in float32 (or float64).
+    num_classes: K, the number of columns the logits must have (the model's output size)."""
 
     def __init__(self, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "per_sample" in vars(cls):  # each class's own per_sample, a new loss's too, checks what it is given
+            raw = vars(cls)["per_sample"]
+            @functools.wraps(raw)
+            def per_sample(self, logits: Tensor, targets: Tensor) -> Tensor:
+                return raw(self, logits, checked_targets(self, logits, targets))
+
+            cls.per_sample = per_sample
 
     def per_sample(self, logits: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
@@ -49,6 +58,22 @@ class Loss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")
+
+
+def checked_targets(loss: Loss, logits: Tensor, targets: Tensor) -> Tensor:
+    """targets as int64, once logits are (N, num_classes), targets (N,) of an integer dtype; reads no tensor."""
+    shape, name, k = logits.shape, type(loss).__name__, loss.num_classes  # every step: a few microseconds
+    if len(shape) != 2 or shape[1] != k:
+        got = f"{shape[1]} columns" if len(shape) == 2 else f"shape {tuple(shape)}"
+        raise ValueError(f"{name} was built for num_classes={k} but the logits have {got}: build it with the "
+                         f"model's number of classes, or give it logits (N, {k})")
+    if targets.dtype is not torch.int64:
+        if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype is torch.bool:
+            raise ValueError(f"{name} takes targets as class indices of an integer dtype, not {targets.dtype}")
+        targets = targets.long()
+    if targets.ndim != 1 or targets.shape[0] != shape[0]:
+        raise ValueError(f"{name} takes targets ({shape[0]},) for logits {tuple(shape)}, not {tuple(targets.shape)}")
+    return targets
 
 
 def _pick(values: Tensor, targets: Tensor) -> Tensor:
@@ -106,10 +131,8 @@ class NFL(Loss):
 
 
 class NNCE(Loss):
-    """Normalized negative cross entropy (Active Negative Loss, Ye et al. 2023).
-
-    With A = -log m and v_k = A + log clamp(p_k, m, 1) >= 0: NNCE = 1 - v_y / sum_k v_k.
-    """
+    """Normalized negative cross entropy (Active Negative Loss, Ye et al. 2023): with A = -log m and
+    v_k = A + log clamp(p_k, m, 1) >= 0, NNCE = 1 - v_y / sum_k v_k."""
 
     def __init__(self, num_classes: int, min_prob: float = 1e-8):
         super().__init__(num_classes)
@@ -122,10 +145,8 @@ class NNCE(Loss):
 
 
 class NNFL(Loss):
-    """Normalized negative focal loss: NNCE's construction on the focal terms f_k = -(1-p_k)^g log p_k.
-
-    With log p clamped at log m and A = -(1 - m)^g log m: NNFL = 1 - (A - f_y) / (K A - sum_k f_k).
-    """
+    """Normalized negative focal loss: NNCE's construction on the focal terms f_k = -(1-p_k)^g log p_k; with
+    log p clamped at log m and A = -(1 - m)^g log m, NNFL = 1 - (A - f_y) / (K A - sum_k f_k)."""
 
     def __init__(self, num_classes: int, gamma: float = 0.5, min_prob: float = 1e-8):
         super().__init__(num_classes)
@@ -215,16 +236,17 @@ class AEL(Loss):
 class AMSE(Loss):
     """Asymmetric mean square error, the paper's passive loss: (1/K) ||a e_y - p||^2, a >= 1.
 
+    a has no default: the paper's are 30 (CIFAR-10, WebVision), 20 (CIFAR-100), 5 (Clothing1M); 1 is plain MSE.
     AMSE is asymmetric (robust) when a clears the bound of jal.theory.amse_min_a. The exponent q (the
-    reference's `AMSE_with_q`, for the paper's ablation) generalises it to (1/K) sum_k |a e_k - p_k|^q;
-    q = 2 is AMSE. The reference computes |(p_k - a e_k)^q|, which is the same for integer q and NaN for
-    fractional q (a negative base); we take |.|^q, defined for every q > 0.
+    reference's `AMSE_with_q`, the paper's ablation) makes it (1/K) sum_k |a e_k - p_k|^q; q = 2 is AMSE. The
+    reference's |(p_k - a e_k)^q| is the same for integer q and NaN for fractional q (a negative base); we
+    take |.|^q, defined for every q > 0.
     """
 
-    def __init__(self, num_classes: int, a: float = 1.0, q: float = 2.0):
+    def __init__(self, num_classes: int, a: float, q: float = 2.0):
         super().__init__(num_classes)
-        if a < 1:
-            raise ValueError(f"AMSE needs a >= 1, got a={a}: set loss a to 1 (plain MSE) or more")
+        if not (math.isfinite(a) and a >= 1):
+            raise ValueError(f"AMSE needs a finite a >= 1, got a={a}: the paper's a is 30 on CIFAR-10 (1 is plain MSE)")
         self.a, self.q = a, q
 
     def per_sample(self, logits, targets):
@@ -245,13 +267,10 @@ class MSE(AMSE):
 
 
 class LDRKL(Loss):
-    """LDR-KL (Zhu et al., ICML 2023), as the reference's `LDRLoss_V1`:
+    """LDR-KL (Zhu et al., ICML 2023), as the reference's `LDRLoss_V1`: with margin c (`threshold`), temperature
+    lambda and scores s = softplus(z) / mean_k softplus(z_k) (the reference's; the paper scores raw logits),
 
-        s = softplus(z) / mean_k softplus(z_k),  d_k = (c [k != y] + s_k - s_y) / lambda,
-        LDR-KL = lambda * log((1/K) sum_k exp(d_k)),
-
-    with margin c (`threshold`) and temperature lambda. The scores are softplus-normalised logits, as in
-    the reference, not the raw logits of the paper's definition.
+        d_k = (c [k != y] + s_k - s_y) / lambda,   LDR-KL = lambda * log((1/K) sum_k exp(d_k)).
     """
 
     def __init__(self, num_classes: int, threshold: float = 0.1, lam: float = 1.0):
@@ -306,9 +325,8 @@ class ECE(Loss):
 
 
 class EFL(Loss):
-    """Focal loss on the eps-Softmax probabilities (the reference's `EFocalLoss`):
-    -(1 - p^eps_y)^gamma log p^eps_y, p^eps clamped at 1e-8, focal factor detached, gamma 0.1 (the
-    reference's default inside `EFLandMAE`, not FL's 0.5)."""
+    """Focal loss on the eps-Softmax probabilities (the reference's `EFocalLoss`): -(1 - p^eps_y)^gamma log p^eps_y,
+    p^eps clamped at 1e-8, focal factor detached, gamma 0.1 (the default in `EFLandMAE`, not FL's 0.5)."""
 
     def __init__(self, num_classes: int, m: float = 1e5, gamma: float = 0.1):
         super().__init__(num_classes)
@@ -322,17 +340,13 @@ class EFL(Loss):
 class NLNL(Loss):
     """Negative learning (Kim et al., ICCV 2019), the NL stage only, as the reference's `NLNL` class computes
     it: for each sample a complementary label ybar = (y + r) mod K, r uniform in {1, ..., K-1}, drawn anew
-    every step, and
+    every step (from `set_generator`'s generator, else torch's global one), and
 
         NLNL = -w_y log clamp(1 - p_ybar, 1e-5, 1),   w_k = max_j n_j / n_k,
 
     n_k the number of training samples whose noisy label is k (`fit_labels`). The reference also adds a
-    class-weighted CE over no samples (every label set to the ignore index), which is 0 * nan = nan in
-    current PyTorch; we leave it out, which is the value it was meant to have (0). The original method's
-    further stages (selective NL, then selective PL) are not part of it.
-
-    The complementary labels are drawn from the generator `set_generator` gives (the run's per-epoch
-    generator), else from torch's global one.
+    class-weighted CE over no samples (every label the ignore index), 0 * nan = nan in current PyTorch; we
+    leave it out, the value it was meant to have (0). The method's later stages (selective NL, PL) are not in it.
     """
 
     def __init__(self, num_classes: int, min_prob: float = 1e-5):
@@ -366,17 +380,20 @@ class NLNL(Loss):
 
 
 class ActivePassive(Loss):
-    """alpha * active + beta * passive: NCE+RCE, ANL-CE (NCE+NNCE), JAL-CE (NCE+AMSE), SCE (CE+RCE), ..."""
+    """alpha * active + beta * passive: NCE+RCE, ANL-CE (NCE+NNCE), JAL-CE (NCE+AMSE), SCE (CE+RCE), ...; alpha
+    and beta default to 1, JAL-CE's and NCE+RCE's on CIFAR-10 (the others: docs/protocol.md section 2)."""
 
     def __init__(self, active: Loss, passive: Loss, alpha: float = 1.0, beta: float = 1.0):
+        if active.num_classes != passive.num_classes:
+            raise ValueError(f"ActivePassive's terms differ in num_classes: {type(active).__name__} "
+                             f"{active.num_classes}, {type(passive).__name__} {passive.num_classes}")
         super().__init__(active.num_classes)
         self.active, self.passive = active, passive
         self.alpha, self.beta = alpha, beta
 
     def per_sample(self, logits, targets):
-        return self.alpha * self.active.per_sample(logits, targets) + self.beta * self.passive.per_sample(
-            logits, targets
-        )
+        active, passive = self.active.per_sample(logits, targets), self.passive.per_sample(logits, targets)
+        return self.alpha * active + self.beta * passive
 
     def fit_labels(self, labels):
         self.active.fit_labels(labels)
@@ -388,3 +405,28 @@ class ActivePassive(Loss):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}"
+
+
+class JALCE(ActivePassive):
+    """JAL-CE = alpha * NCE + beta * AMSE(a), the paper's loss; no defaults. `JALCE.paper(dataset)`: as the
+    paper trains it, which is with an L1 penalty on every parameter and no L2 (`paper_values(dataset).l1`)."""
+
+    def __init__(self, num_classes: int, alpha: float, beta: float, a: float):
+        super().__init__(NCE(num_classes), AMSE(num_classes, a=a), alpha, beta)
+
+    @classmethod
+    def paper(cls, dataset: str) -> "JALCE":
+        v = paper_values(dataset)
+        return cls(v.num_classes, v.alpha, v.beta, v.a)
+
+
+class JALFL(ActivePassive):
+    """JAL-FL = alpha * NFL(gamma) + beta * AMSE(a), gamma 0.5 the paper's everywhere; `paper` as JALCE's."""
+
+    def __init__(self, num_classes: int, alpha: float, beta: float, a: float, gamma: float = 0.5):
+        super().__init__(NFL(num_classes, gamma=gamma), AMSE(num_classes, a=a), alpha, beta)
+
+    @classmethod
+    def paper(cls, dataset: str) -> "JALFL":
+        v = paper_values(dataset)
+        return cls(v.num_classes, v.alpha, v.beta, v.a, v.gamma)

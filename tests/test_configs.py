@@ -84,7 +84,6 @@ def test_grid_covers_every_dataset_noise_pair():
     assert pairs == {(d, n) for d in DATASETS for n in NOISES}
     for loss in LOSS_NAMES:
         assert len({grid_noise(loss, d) for d in DATASETS}) == 3
-    assert len(LOSS_NAMES) == 32
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -171,9 +170,31 @@ COMBOS = {
 EPS_SOFTMAX_LOSSES = {"ce_eps_mae": "ECE", "fl_eps_mae": "EFL"}
 
 
-def test_every_loss_option_has_expectations():
-    assert set(SINGLES) | set(COMBOS) | set(EPS_SOFTMAX_LOSSES) == set(LOSS_NAMES)
+def expectation(loss_name: str):
+    """The expected classes and values of a loss option, or a one-line failure naming the table to add it to."""
+    for table in (SINGLES, COMBOS, EPS_SOFTMAX_LOSSES):
+        if loss_name in table:
+            return table[loss_name]
+    pytest.fail(f"add {loss_name} to tests/test_configs.py::SINGLES (a single loss) or ::COMBOS (an ActivePassive "
+                f"sum): docs/losses.md, Add a loss", pytrace=False)
+
+
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_every_loss_option_has_expectations(loss_name):
+    expectation(loss_name)
+
+
+def test_every_expectation_is_a_loss_option_in_one_table():
+    assert sorted((set(SINGLES) | set(COMBOS) | set(EPS_SOFTMAX_LOSSES)) - set(LOSS_NAMES)) == []
     assert not set(SINGLES) & set(COMBOS)
+
+
+def test_a_loss_without_expectations_fails_in_one_line_naming_the_table():
+    with pytest.raises(pytest.fail.Exception) as missing:
+        expectation("loss_of_no_table")  # not my_loss: docs/losses.md's recipe adds that one to SINGLES
+    assert str(missing.value) == ("add loss_of_no_table to tests/test_configs.py::SINGLES (a single loss) or ::COMBOS "
+                                  "(an ActivePassive sum): docs/losses.md, Add a loss")
+    assert not missing.value.pytrace  # pytest shows the line alone, without the traceback
 
 
 def assert_module(module, class_name, attrs, where):
@@ -187,15 +208,16 @@ def assert_module(module, class_name, attrs, where):
 def test_hyperparameters_come_from_composition(loss_name, dataset):
     loss = hydra.utils.instantiate(grid_cfg(loss_name, dataset).loss)
     where = f"{dataset}/{loss_name}"
+    expected = expectation(loss_name)
     if loss_name in SINGLES:
-        class_name, attrs = SINGLES[loss_name]
+        class_name, attrs = expected
         attrs = attrs.get(dataset, attrs) if C10 in attrs else attrs
         assert_module(loss, class_name, attrs, where)
     elif loss_name in EPS_SOFTMAX_LOSSES:
-        assert type(loss.active) is getattr(losses, EPS_SOFTMAX_LOSSES[loss_name]), where
+        assert type(loss.active) is getattr(losses, expected), where
         assert type(loss.passive) is losses.MAE and loss.passive.scale == 2.0, where
     else:
-        active_cls, active_attrs, passive_cls, per_dataset = COMBOS[loss_name]
+        active_cls, active_attrs, passive_cls, per_dataset = expected
         alpha, beta, passive_attrs = per_dataset[dataset]
         assert type(loss) is losses.ActivePassive, where
         assert (loss.alpha, loss.beta) == (pytest.approx(alpha, rel=1e-12), pytest.approx(beta, rel=1e-12)), where
@@ -221,6 +243,36 @@ def test_cifar100_specialisation_changes_the_loss_value():
     torch.testing.assert_close(loss(z, y), expected)
 
 
+# ----------------------------------------------------------------------------- the library's paper values
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "webvision", "clothing1m"])
+@pytest.mark.parametrize("loss_name, library", [("jal_ce", losses.JALCE), ("jal_fl", losses.JALFL)])
+def test_the_library_builds_jal_as_the_configs_compose_it(loss_name, library, dataset):
+    """JALCE.paper / JALFL.paper and paper_values (docs/losses.md) against the runs' own composition: the same
+    terms, weights, a and gamma, the same values on a batch, and the regularisation the run resolves."""
+    cfg = compose_cfg(f"loss={loss_name}", f"dataset={dataset}")
+    composed, ours, paper = hydra.utils.instantiate(cfg.loss), library.paper(dataset), losses.paper_values(dataset)
+    assert ours.num_classes == composed.num_classes == paper.num_classes == cfg.dataset.num_classes
+    assert [type(m) for m in ours.children()] == [type(m) for m in composed.children()]
+    assert (ours.alpha, ours.beta) == (composed.alpha, composed.beta) == (paper.alpha, paper.beta)
+    assert (ours.passive.a, ours.passive.q) == (composed.passive.a, composed.passive.q) == (paper.a, 2.0)
+    assert getattr(ours.active, "gamma", None) == getattr(composed.active, "gamma", None)
+    if loss_name == "jal_fl":
+        assert ours.active.gamma == paper.gamma
+    assert (resolved(cfg, "optim.l1"), resolved(cfg, "optim.weight_decay")) == (paper.l1, paper.weight_decay)
+    g = torch.Generator().manual_seed(3)
+    z, y = torch.randn(8, paper.num_classes, generator=g), torch.randint(0, paper.num_classes, (8,), generator=g)
+    assert torch.equal(ours(z, y), composed(z, y))
+
+
+def test_the_library_knows_the_papers_four_datasets_only():
+    assert set(losses.PAPER_VALUES) == {"cifar10", "cifar100", "webvision", "clothing1m"}
+    with pytest.raises(ValueError, match=r"^the paper trains JAL on cifar10, cifar100, webvision, clothing1m, not "
+                                         r"'synthetic': on your own data give JALCE\(num_classes, alpha, beta, a\)"):
+        losses.JALCE.paper("synthetic")
+
+
 # ----------------------------------------------------------------------------- regularisation rule (section 1)
 
 L1_LOSSES = {
@@ -235,10 +287,17 @@ L1_LOSSES = {
 L2 = {C10: 1e-4, C100: 1e-5, "synthetic": 1e-4}
 
 
+def has_an_l1_term(loss: torch.nn.Module) -> bool:
+    return any(type(m) in (losses.AMSE, losses.NNCE, losses.NNFL) for m in loss.modules())
+
+
 @pytest.mark.parametrize("dataset", [C10, C100, "synthetic"])  # synthetic follows CIFAR-10
 @pytest.mark.parametrize("loss_name", LOSS_NAMES)
 def test_regularisation_rule(loss_name, dataset):
     cfg = grid_cfg(loss_name, dataset)
+    if loss_name not in L1_LOSSES and has_an_l1_term(hydra.utils.instantiate(cfg.loss)):
+        pytest.fail(f"add {loss_name} to tests/test_configs.py::L1_LOSSES: a term of it is AMSE, NNCE or NNFL, which "
+                    f"train with L1 (docs/losses.md, Add a loss)", pytrace=False)
     l1, weight_decay = resolved(cfg, "optim.l1"), resolved(cfg, "optim.weight_decay")
     if loss_name in L1_LOSSES:
         expected_l1 = L1_LOSSES[loss_name][1 if dataset == C100 else 0]
@@ -338,18 +397,33 @@ def test_every_group_option_is_typed_by_a_schema(group):
 # ----------------------------------------------------------------------------- the recipe for a loss, the warning
 
 
-def readme_blocks(section: str, language: str) -> list[str]:
+def doc_blocks(section: str, language: str) -> list[str]:
     """The code blocks of a section of docs/losses.md, where the README sends a reader who adds a loss."""
     text = (CONFIG_DIR.parent / "docs" / "losses.md").read_text()
     body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{language}\n(.*?)```", body, re.S)
 
 
+# The heading line of each block of the recipe: the file it goes in, and where.
+RECIPE_STEP = re.compile(r'# (\S+): (at the end|a new file|(before|after) the line "([^"]+)")')
+
+
+def recipe_steps() -> list[tuple[str, str, str | None, str]]:
+    """docs/losses.md's "Add a loss" as (file, at-the-end / a-new-file / before / after, the line, the block)."""
+    steps = []
+    for block in doc_blocks("Add a loss", "(?:python|yaml)"):
+        step = RECIPE_STEP.match(block)
+        assert step, f"a block of docs/losses.md's Add a loss does not say where it goes: {block.splitlines()[0]}"
+        steps.append((step[1], step[3] or step[2], step[4], block))
+    return steps
+
+
 def test_the_readme_recipe_for_a_loss_types_and_checks_its_settings(tmp_path, monkeypatch):
     """The class, its schema and its YAML file as docs/losses.md writes them: `loss.t=abc` fails while Hydra
     composes, `loss.t=-1` at the value rules, both in one line, and `loss.t=2` trains with t = 2."""
-    loss_class, schema = readme_blocks("Add a loss", "python")
-    [yaml] = readme_blocks("Add a loss", "yaml")
+    steps = {(file, where): block for file, where, _, block in recipe_steps()}
+    loss_class, schema = steps["jal/losses.py", "at the end"], steps["jal/config.py", "before"]
+    yaml = steps["configs/loss/my_loss.yaml", "a new file"]
     namespace = vars(losses) | {}
     exec(loss_class, namespace)
     monkeypatch.setattr(losses, "MyLoss", namespace["MyLoss"], raising=False)

@@ -409,3 +409,156 @@ def test_the_readme_gives_each_protocols_grid_as_its_script_sweeps_it(tmp_path):
     assert (f"{len(losses)} of the {len(paper_losses)} losses at {len(quick_seeds)} of the {len(paper_seeds)} noise "
             f"settings ({settings}) with {noisy} seeds (clean: {clean}), {runs} runs, each on a "
             f"{quick.dataset.subset:,}-image training subset for {quick.trainer.epochs} epochs") in text
+
+
+# ----------------------------------------------------------------------------- docs/losses.md, as written
+
+
+def losses_section(heading: str) -> str:
+    return (REPO / "docs" / "losses.md").read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_library_example_is_a_twelve_line_loop_that_trains_jal_ce_with_l1_and_no_l2():
+    """The example of docs/losses.md, exec'd as written on a tiny batch (float64, so that the L1 term's share of
+    one step, lr * 5e-5 = 5e-7 per weight, stands far above rounding): its step is the step worked out here,
+    with JAL-CE written out (1.0 NCE + 1.0 AMSE(a=30)), the L1 penalty 5e-5 sum |theta| added, the clip at norm 5,
+    SGD at lr 0.01 whose first momentum step is the gradient, and no L2."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    (example,) = re.findall(r"```python\n(.*?)```", losses_section("The losses as a library"), re.S)
+    assert len(example.splitlines()) <= 12
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(12, 10).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    images = torch.randn(8, 12, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 10, (8,), generator=g, dtype=torch.int32)  # not int64: any integer dtype will do
+    before = copy.deepcopy(model)
+    namespace = {"model": model, "loader": [(images, labels)]}
+    exec(compile(example, "docs/losses.md", "exec"), namespace)
+
+    def one_step(l1: float, weight_decay: float) -> tuple[float, list]:
+        m = copy.deepcopy(before)
+        log_p = F.log_softmax(m(images), dim=1)
+        y = labels.long()
+        nce = log_p.gather(1, y[:, None])[:, 0] / log_p.sum(1)
+        amse = ((30.0 * F.one_hot(y, 10) - log_p.exp()) ** 2).mean(1)
+        loss = (nce + amse).mean() + l1 * sum(p.abs().sum() for p in m.parameters())
+        loss.backward()
+        grads = [p.grad for p in m.parameters()]
+        scale = min(1.0, 5.0 / (torch.cat([g.flatten() for g in grads]).norm().item() + 1e-6))  # the clip
+        return loss.item(), [p.detach() - 0.01 * (scale * p.grad + weight_decay * p.detach()) for p in m.parameters()]
+
+    loss, expected = one_step(l1=5e-5, weight_decay=0.0)
+    assert namespace["loss"].item() == pytest.approx(loss, rel=1e-12)
+    trained = [p.detach() for p in model.parameters()]
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(trained, expected))
+    for other in (one_step(l1=0.0, weight_decay=0.0)[1], one_step(l1=5e-5, weight_decay=1e-4)[1]):  # no L1; L2
+        assert max((a - b).abs().max().item() for a, b in zip(trained, other)) > 1e-8
+
+
+def test_the_library_table_is_paper_values():
+    from jal.losses import PAPER_VALUES
+
+    header, *rows = markdown_table((REPO / "docs" / "losses.md").read_text(), "## The losses as a library")
+    assert header == ["dataset", "K", "α", "β", "a", "L1 (`l1`)", "L2 (`weight_decay`)"]
+    table = {row[0]: [float(cell) for cell in row[1:]] for row in rows}
+    assert table == {name: [v.num_classes, v.alpha, v.beta, v.a, v.l1, v.weight_decay]
+                     for name, v in PAPER_VALUES.items()}
+
+
+def test_every_loss_class_and_its_arguments_are_in_the_library_table():
+    """A row per class of jal.losses that the published tables train (read from their configs: a loss added by
+    the recipe below may have a row or not) and per class of the library, JALCE and JALFL; each row headed by the
+    class's signature as Python has it, and each argument explained."""
+    import inspect
+
+    from jal import losses, tables
+
+    rows = {}
+    for line in losses_section("The losses as a library").splitlines():
+        if line.startswith("| `"):
+            signature, _, arguments = [cell.strip() for cell in line.strip("|").split(" | ")]
+            rows[signature.strip("`").split("(")[0]] = (signature.strip("`"), arguments)
+    classes = {name: c for name, c in vars(losses).items()
+               if isinstance(c, type) and issubclass(c, losses.Loss) and c is not losses.Loss}
+    published = {name for loss in {r["loss"] for r in tables.load_published()}
+                 for name in re.findall(r"_target_: jal\.losses\.(\w+)",
+                                        (REPO / "configs" / "loss" / f"{loss}.yaml").read_text())}
+    assert sorted((published | {"JALCE", "JALFL"}) - set(rows)) == [] and sorted(set(rows) - set(classes)) == []
+    for name, cls in ((name, classes[name]) for name in rows):
+        params = list(inspect.signature(cls).parameters.values())
+        written = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params)
+        assert rows[name][0] == f"{name}({written})"
+        assert [p.name for p in params if p.name != "num_classes" and f"`{p.name}`" not in rows[name][1]] == [], name
+
+
+def apply_the_add_a_loss_recipe(root) -> None:
+    """docs/losses.md's "Add a loss" as a reader follows it: each block, its heading line included, into the file
+    its heading names, where it says (at the end, a new file, before or after a line that starts as quoted)."""
+    from test_configs import recipe_steps
+
+    for path, where, line, block in recipe_steps():
+        file = root / path
+        if where == "a new file":
+            assert not file.exists(), path
+            file.write_text(block)
+            continue
+        text = file.read_text()
+        if where == "at the end":
+            file.write_text(text.rstrip("\n") + "\n\n\n" + block)
+            continue
+        lines = text.splitlines(keepends=True)
+        found = [i for i, text in enumerate(lines) if text.startswith(line)]
+        assert len(found) == 1, f"{path}: {len(found)} lines start with {line!r}"
+        at = found[0] + 1 if where == "after" else found[0]
+        lines[at:at] = [block if where == "after" else block + "\n\n"]
+        file.write_text("".join(lines))
+
+
+@pytest.mark.slow  # about 3 CPU minutes: the loss and config test files take most of it
+def test_the_add_a_loss_recipe_as_written_trains_and_leaves_the_loss_and_config_tests_green(tmp_path):
+    """The recipe applied, exactly as docs/losses.md writes it, to a copy of this checkout's tracked files: a run
+    of loss=my_loss trains, and the loss and config test files (tests/test_losses.py, test_configs.py,
+    test_published_losses.py) pass there, my_loss among the losses they test, as do the module-size and
+    documents' tests (test_imports.py, test_docs.py) that the new class and files meet."""
+    import json
+    import os
+    import shutil
+    import sys
+    import xml.etree.ElementTree as ET
+
+    copy = tmp_path / "repo"
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in filter(None, listed.stdout.split("\0")):
+        if (REPO / name).is_file():  # tracked and still there (as this checkout has it, edits included)
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    apply_the_add_a_loss_recipe(copy)
+    for git in (["init", "-q"], ["add", "-A"]):  # a checkout, as the reader's (the docs tests list its files)
+        subprocess.run(["git", *git], cwd=copy, check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(copy), "WANDB_MODE": "disabled"}
+
+    train = [sys.executable, "-m", "jal.train", "loss=my_loss", "dataset=synthetic", "logger=none",
+             "trainer.epochs=1", "trainer.progress=false", f"out_root={tmp_path / 'runs'}"]
+    done = subprocess.run(train, cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = (tmp_path / "runs" / "synthetic" / "clean" / "my_loss").rglob("result.json")
+    assert json.loads(record.read_text())["status"] == "finished"
+
+    report = tmp_path / "report.xml"
+    tests = ["tests/test_losses.py", "tests/test_configs.py", "tests/test_published_losses.py",
+             "tests/test_imports.py", "tests/test_docs.py"]  # and the module sizes, the documents' checks
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                           f"--junitxml={report}", *tests], cwd=copy, env=env, capture_output=True, text=True,
+                          timeout=3600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    cases = ET.parse(report).getroot().iter("testcase")
+    mine = [case.get("name") for case in cases if "my_loss" in case.get("name")]
+    assert len(mine) >= 10 and "test_my_loss_by_hand" in mine, mine

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_configs import LOSS_NAMES, grid_cfg  # tests/ is on sys.path: one shared compose cache
 
+from jal import losses
 from jal.losses import (
     AEL,
     AGCE,
@@ -27,6 +28,8 @@ from jal.losses import (
     CE,
     FL,
     GCE,
+    JALCE,
+    JALFL,
     MAE,
     NCE,
     NFL,
@@ -492,3 +495,103 @@ def test_forward_is_batch_mean_of_per_sample(loss_name):
     # and the mean really is over samples: a batch of one sample gives that sample's value
     if not isinstance(loss, NLNL):  # NLNL draws per sample: a batch of one draws the first sample's number
         torch.testing.assert_close(loss(z[4:5], y[4:5]), per_sample[4])
+
+
+# ----------------------------------------------------------------------------- what every loss takes and refuses
+
+
+def every_loss() -> dict:
+    """Every loss config (CIFAR-10: K = 10) and the library's JALCE and JALFL (docs/losses.md), by name."""
+    built = {name: instantiate(name, "cifar10")[1] for name in LOSS_NAMES}
+    return built | {"JALCE.paper": JALCE.paper("cifar10"), "JALFL.paper": JALFL.paper("cifar10")}
+
+
+def test_every_loss_class_of_the_module_is_among_those_checked_below():
+    exercised = {type(m) for loss in every_loss().values() for m in loss.modules()}
+    classes = {c for c in vars(losses).values() if isinstance(c, type) and issubclass(c, Loss) and c is not Loss}
+    assert sorted(c.__name__ for c in classes - exercised) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
+def test_targets_of_any_integer_dtype_give_the_int64_values(dtype):
+    z, y = random_batch(10, 3.0, seed=41, n=16)
+    z = z.float()
+    for name, loss in every_loss().items():
+        expected, expected_per_sample = same_draws(loss)(z, y), same_draws(loss).per_sample(z, y)
+        assert torch.equal(same_draws(loss)(z, y.to(dtype)), expected), name
+        assert torch.equal(same_draws(loss).per_sample(z, y.to(dtype)), expected_per_sample), name
+
+
+@pytest.mark.parametrize("columns", [4, 11])
+def test_logits_of_another_class_count_are_refused_in_one_line_naming_both(columns):
+    """NCE(4) on 10-column logits once computed a number; every loss now refuses, in forward and per_sample."""
+    z, y = torch.zeros(3, columns), torch.tensor([0, 1, 2])
+    for name, loss in every_loss().items():
+        for call in (loss, loss.per_sample):
+            with pytest.raises(ValueError) as refused:
+                call(z, y)
+            assert str(refused.value) == (
+                f"{type(loss).__name__} was built for num_classes=10 but the logits have {columns} columns: build it "
+                f"with the model's number of classes, or give it logits (N, 10)"), name
+    with pytest.raises(ValueError, match=r"^NCE was built for num_classes=4 but the logits have 10 columns: "):
+        NCE(4)(torch.zeros(2, 10), torch.tensor([0, 1]))
+
+
+def test_targets_that_are_not_class_indices_are_refused_in_one_line():
+    z = torch.zeros(3, 10)
+    for name, loss in every_loss().items():
+        kind = type(loss).__name__
+        for targets, message in [
+            (torch.tensor([0.0, 1.0, 2.0]), f"{kind} takes targets as class indices of an integer dtype, not "
+                                            f"torch.float32"),
+            (torch.tensor([True, False, True]), f"{kind} takes targets as class indices of an integer dtype, not "
+                                                f"torch.bool"),
+            (torch.tensor([0, 1]), f"{kind} takes targets (3,) for logits (3, 10), not (2,)"),
+            (torch.tensor([[0], [1], [2]]), f"{kind} takes targets (3,) for logits (3, 10), not (3, 1)"),
+        ]:
+            with pytest.raises(ValueError) as refused:
+                loss(z, targets)
+            assert str(refused.value) == message, name
+        with pytest.raises(ValueError, match=rf"^{kind} was built for num_classes=10 but the logits have shape "
+                                             r"\(3, 10, 1\): "):
+            loss(z[..., None], torch.tensor([0, 1, 2]))
+
+
+def test_the_checks_read_nothing_back_from_the_device():
+    """The checks compare shapes and dtypes only: a step's loss and backward read no tensor back (jal.gpu_check's
+    HostReads, the CPU stand-in for CUDA's sync debug mode), so they add no host-device sync to the step."""
+    from jal.gpu_check import HostReads
+
+    z, y = random_batch(10, 3.0, seed=43, n=16)
+    for name, loss in every_loss().items():
+        logits = z.float().requires_grad_(True)
+        with HostReads() as reads:
+            same_draws(loss)(logits, y.int()).backward()
+        assert reads.calls == [], name
+    with HostReads() as reads:  # the control: a read is seen
+        NCE(10)(z, y).item()
+    assert reads.calls == ["item"]
+
+
+def test_amse_has_no_default_a():
+    with pytest.raises(TypeError, match="required positional argument: 'a'"):
+        AMSE(10)
+    for a in (math.nan, math.inf):
+        with pytest.raises(ValueError, match=r"^AMSE needs a finite a >= 1, got a="):
+            AMSE(10, a=a)
+
+
+def test_jal_ce_and_jal_fl_classes_by_hand():
+    """At p = (1/3, 1/3, 1/3), label 0: NCE = NFL = 1/3, AMSE(a) = ((a - 1/3)^2 + 2/9) / 3."""
+    z, y = torch.zeros(1, 3), torch.tensor([0])
+    amse20 = ((20 - 1 / 3) ** 2 + 2 / 9) / 3
+    torch.testing.assert_close(JALCE(3, alpha=5.0, beta=0.5, a=20.0)(z, y), torch.tensor(5 / 3 + 0.5 * amse20))
+    torch.testing.assert_close(JALFL(3, alpha=5.0, beta=0.5, a=20.0)(z, y), torch.tensor(5 / 3 + 0.5 * amse20))
+    assert JALFL(3, 1.0, 1.0, 30.0).active.gamma == 0.5 and JALFL(3, 1.0, 1.0, 30.0, gamma=1.0).active.gamma == 1.0
+    with pytest.raises(TypeError):
+        JALCE(3, alpha=1.0, beta=1.0)  # no a: nothing is filled in
+
+
+def test_active_passive_refuses_terms_of_different_class_counts():
+    with pytest.raises(ValueError, match=r"^ActivePassive's terms differ in num_classes: NCE 10, AMSE 4$"):
+        ActivePassive(NCE(10), AMSE(4, a=30.0))
