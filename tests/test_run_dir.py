@@ -363,7 +363,7 @@ def test_a_damaged_newest_checkpoint_costs_one_epoch_not_the_run(tmp_path, one_t
     monkeypatch.setattr(jal_run, "save_checkpoint", save)
     cut(tmp_path / "resumed" / "checkpoint.pt")
     resumed = jal_train.train(cfg, tmp_path / "resumed")
-    assert resumed["history"][0] == torch.load(tmp_path / "resumed" / "checkpoint.pt",
+    assert resumed.history[0] == torch.load(tmp_path / "resumed" / "checkpoint.pt",
                                                weights_only=True)["history"][0]
     strip = lambda h: [{k: v for k, v in e.items() if k not in ("images_per_second", "seconds")} for e in h]
     assert strip(resumed.history) == strip(uninterrupted.history)
