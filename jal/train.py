@@ -24,10 +24,20 @@ resumes from there. A run alone ends with the line `finished: test accuracy 64.3
 directory>` (a sweep's runs: their progress lines, jal/progress.py and jal/fuse.py).
 """
 
-if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
-    from jal.config_check import check_command_line
+if __name__ == "__main__":  # `python -m jal.train`, jal-train: the command, its signals handled to its end
+    from jal.stops import command
 
-    check_command_line()
+    def command_line() -> None:
+        from jal.config_check import check_command_line
+
+        check_command_line()  # a wrong setting fails in one line before torch loads
+        # main from the importable module jal.train, not from __main__: cluster launchers (submitit) pickle the
+        # task function, which then travels by reference instead of dragging this whole module along
+        from jal.train import run_command_line
+
+        run_command_line()
+
+    command(command_line)  # exits: the rest of this file is the module jal.train
 
 import contextlib
 import logging
@@ -104,6 +114,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
             if received is not None and stops.first is None:  # another rank's signal, taken as this rank's own:
                 stops.request_stop(received)  # rank 0 hands it on to the launcher (submitit requeues from rank 0)
             if reason:
+                stops.closing = True  # a second SIGTERM from here on is only recorded: the pause is written
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
                     paused = paused_record(m.cell, epoch, epochs, reason, wall(m, started))
@@ -133,7 +144,10 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
         return [results[m] for m in members]
     except BaseException as err:
         progress.close()  # the lines that follow start on a line of their own
-        close_unended(fusion.members, results, err, epoch, epochs, fused)
+        stopped = distributed.lost_peer(err) or err  # another rank's process ended: the run stopped, not failed
+        close_unended(fusion.members, results, stopped, epoch, epochs, fused)
+        if stopped is not err:
+            raise stopped from None
         raise
 
 
@@ -145,7 +159,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
     `stops`: the stop signals received (default: this process's); one that comes meanwhile pauses the runs
     at the next epoch end, and under SLURM then requeues the job (jal.stops.restore_handlers)."""
     stops = stops or stop_signals.PROCESS_STOPS
-    signalled_before, previous = len(stops.received), stops.install()
+    previous = stops.install()
     members = []  # (index, Member) of the runs prepared to train here
     try:
         for cfg in cfgs:
@@ -169,14 +183,32 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
                 for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], stops)):
                     results[i] = result
         return [results[first[Path(run_dir)]] for run_dir in run_dirs]
-    except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
-        for _, m in members:
-            log.warning("%s %s", m.name, run.interrupted(m), extra=about(m.run_dir))
+    except KeyboardInterrupt as err:  # Ctrl-C, a second SIGTERM, a lost rank: each run says where it stopped
+        say_where_stopped(err, [m for _, m in members])
         raise
     except CannotWrite as err:  # a full disk: one line, with where the same command resumes once there is room
         raise run.unwritable(err, [m for _, m in members]) from None
+    except Exception as err:  # another rank's process ended while rank 0 prepared the runs: they stopped
+        if (lost := distributed.lost_peer(err)) is None:
+            raise
+        say_where_stopped(lost, [m for _, m in members])
+        raise lost from None
     finally:
-        restore_handlers(previous, stops, signalled_before)
+        restore_handlers(previous, stops)
+
+
+def say_where_stopped(err: KeyboardInterrupt, members: list[Member]) -> None:
+    """One line per run stopped at once: rank 0's (the rank that writes: its last checkpoint is the run's), and
+    on another rank, when it lost a peer, that it stopped. The command then adds no line (jal.stops.command)."""
+    if members:
+        stop_signals.reported(err)  # first: a Ctrl-C handed on meanwhile (torchrun's) adds no line of its own
+    cause = f" ({err.cause})" if getattr(err, "cause", None) else ""
+    for m in members:
+        if distributed.is_main():
+            log.warning("%s %s%s", m.name, run.interrupted(m), cause, extra=about(m.run_dir))
+        elif isinstance(err, distributed.PeerLost):
+            log.warning("%s stopped on rank %d%s: rank 0 keeps its last checkpoint, the same command resumes it",
+                        m.name, distributed.rank(), cause, extra=about(m.run_dir))
 
 
 def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals | None = None) -> dict:
@@ -219,16 +251,14 @@ def main(cfg: DictConfig) -> float | None:
     return result.get("last_test_acc")  # None when paused
 
 
-if __name__ == "__main__":
+def run_command_line() -> None:
+    """`python -m jal.train ARGS` once its command line is checked (jal.stops.command runs it: stop signals,
+    Ctrl-C and a lost rank end it in words)."""
     # Hydra prints a failed composition (a wrong type, key or option) over several lines; with
     # HYDRA_FULL_ERROR it raises instead, and the error is printed here as one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    # Call main from the importable module jal.train, not from __main__: cluster launchers (submitit) pickle
-    # the task function, which then travels by reference instead of dragging this whole module along.
-    from jal.train import main as importable_main
-
     try:
-        importable_main()
+        main()
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(f"error: {one_line(err)}")
     except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
@@ -237,6 +267,3 @@ if __name__ == "__main__":
         from jal.launch import failed_job
 
         sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
-    except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped (train_fusion); no traceback
-        sys.exit(130)  # the shell's status for a command ended by SIGINT
-
