@@ -18,10 +18,11 @@ Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after
 (SLURM's warning before its time limit, preemption, submitit's signal), the run (a whole fusion) pauses:
 checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped. Under
 SLURM the job is then requeued instead, whichever signal came first (jal.stops.restore_handlers), and the
-requeued job continues it.
-Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit status 130; started again, it
-resumes from there. A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its
-directory>` (a sweep's runs: their progress lines, jal/progress.py and jal/fuse.py).
+requeued job continues it. Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit
+status 130; started again, it resumes from there. So does a second SIGTERM before the pause (exit 143; not
+under SLURM). The command handles these from its first line to its last (jal.stops.command).
+A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its directory>` (a sweep's
+runs: their progress lines, jal/progress.py and jal/fuse.py).
 """
 
 if __name__ == "__main__":  # `python -m jal.train`, jal-train: the command, its signals handled to its end

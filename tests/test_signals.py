@@ -104,6 +104,7 @@ def test_a_stop_signal_while_the_command_line_is_composed_ends_it_with_its_pause
         assert [count(done, f"[fusion {n}/2] synthetic/clean/ce/seed{n}/") for n in (1, 2)] == [1, 1]
         assert count(done, f": not started: {stop} (") == 2  # each fusion's line (then the sweep's ETA)
         assert count(done, "Fused sweep summary: 2 runs trained here: 0 finished, 0 failed, 2 paused") == 1
+        assert count(done, f"stopped by {stop}: the same command continues the sweep") == 1
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -147,6 +148,7 @@ def test_a_stop_between_two_runs_ends_the_sweep_with_its_pause_lines_and_summary
     else:
         assert count(done, f"[fusion 2/2] {second.relative_to(tmp_path / 'out')}: not started: {stop}") == 1
         assert count(done, "Fused sweep summary: 2 runs trained here: 1 finished, 0 failed, 1 paused") == 1
+        assert count(done, f"stopped by {stop}: the same command continues the sweep") == 1
 
 
 def test_a_second_stop_after_the_pause_is_only_recorded(tmp_path):
