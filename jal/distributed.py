@@ -149,7 +149,12 @@ def on_rank_zero(fn: Callable, *args):
             box[0] = ("value", fn(*args))
         except Exception as err:
             box[0] = ("error", _error_to_send(err))
-    dist.broadcast_object_list(box, src=0)
+    try:
+        dist.broadcast_object_list(box, src=0)
+    except RuntimeError as err:  # another rank's process ended while rank 0 prepared the run: it stopped
+        if (lost := lost_peer(err)) is None:
+            raise
+        raise lost from None
     kind, value = box[0]
     if kind == "error":
         raise value
@@ -306,6 +311,19 @@ class PeerLost(KeyboardInterrupt):
     def __init__(self, error: str):
         super().__init__(error)
         self.cause = f"another rank's process ended: {error}"
+        self.how = f"stopped ({self.cause})"  # jal.stops.no_run_line
+
+
+def where_stopped(err: KeyboardInterrupt, where: str) -> str | None:
+    """What this rank says of a run stopped at once, `where` being rank 0's words for its last checkpoint: rank 0
+    says where, and why when the stop has a cause (a second SIGTERM, a lost rank); another rank, which writes
+    no checkpoint, only that it lost a peer when it did, else nothing."""
+    cause = f" ({err.cause})" if getattr(err, "cause", None) else ""
+    if is_main():
+        return where + cause
+    if isinstance(err, PeerLost):
+        return f"stopped on rank {rank()}{cause}: rank 0 keeps its last checkpoint, the same command resumes it"
+    return None
 
 
 def lost_peer(err: BaseException) -> PeerLost | None:

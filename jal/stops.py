@@ -44,7 +44,8 @@ class Terminated(KeyboardInterrupt):
     checkpoint kept, no record written: it is no failure), and the command exits as a shell expects of a
     command ended by SIGTERM."""
     exit_status = 128 + signal.SIGTERM
-    cause = "a second SIGTERM stops at once"
+    cause = "a second SIGTERM stops at once"  # at the end of each run's line (jal.train.say_where_stopped)
+    how = "stopped by a second SIGTERM"  # the command's line, when no run was training (no_run_line)
 
 
 class StopSignals:
@@ -168,15 +169,16 @@ def was_reported(err: BaseException | None) -> bool:
 
 
 def exit_status(err: KeyboardInterrupt, stops: StopSignals) -> int:
-    """A lost rank's own status, else the stop at once's that came (a second SIGTERM's, even when Ctrl-C's
-    KeyboardInterrupt was raised over it inside a write, jal.util.atomic_save), else Ctrl-C's."""
+    """A lost rank's own status, else that of the stop at once that came (a second SIGTERM's, also when
+    jal.util.atomic_save raised a plain KeyboardInterrupt in its place), else Ctrl-C's."""
     return getattr(err, "exit_status", None) or getattr(stops.stopped_by, "exit_status", None) or CTRL_C
 
 
 def no_run_line(err: KeyboardInterrupt) -> str:
-    """The line of a stop at once while no run of the command was training (its loading, between runs)."""
-    what = getattr(err, "cause", None) or "interrupted (Ctrl-C)"
-    return f"{what} while no run was training: nothing is lost; the same command starts again, skipping what finished"
+    """The line of a stop at once while no run was training in this process (the command starting, between
+    two runs of a sweep, the parent of a sweep whose runs train in worker processes)."""
+    return (f"{getattr(err, 'how', 'interrupted (Ctrl-C)')} while no run was training in this process: the same "
+            "command continues (finished runs are skipped, the others resume from their last checkpoint)")
 
 
 # ---------------------------------------------------------------------------------------------------

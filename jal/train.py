@@ -20,25 +20,14 @@ checkpoint kept, result.json status "paused", exit 0. Started again, it continue
 SLURM the job is then requeued instead, whichever signal came first (jal.stops.restore_handlers), and the
 requeued job continues it. Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit
 status 130; started again, it resumes from there. So does a second SIGTERM before the pause (exit 143; not
-under SLURM). The command handles these from its first line to its last (jal.stops.command).
-A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its directory>` (a sweep's
-runs: their progress lines, jal/progress.py and jal/fuse.py).
+under SLURM); all from the command's first line to its last (jal.stops). A run alone ends with the line
+`finished: test accuracy 64.32% (epoch 120) -> <its directory>` (a sweep's runs: their progress lines).
 """
 
-if __name__ == "__main__":  # `python -m jal.train`, jal-train: the command, its signals handled to its end
-    from jal.stops import command
+if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
+    from jal.config_check import check_command_line
 
-    def command_line() -> None:
-        from jal.config_check import check_command_line
-
-        check_command_line()  # a wrong setting fails in one line before torch loads
-        # main from the importable module jal.train, not from __main__: cluster launchers (submitit) pickle the
-        # task function, which then travels by reference instead of dragging this whole module along
-        from jal.train import run_command_line
-
-        run_command_line()
-
-    command(command_line)  # exits: the rest of this file is the module jal.train
+    check_command_line()  # its stop signals and Ctrl-C handled already (jal/__init__.py, jal.stops)
 
 import contextlib
 import logging
@@ -185,31 +174,16 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
                     results[i] = result
         return [results[first[Path(run_dir)]] for run_dir in run_dirs]
     except KeyboardInterrupt as err:  # Ctrl-C, a second SIGTERM, a lost rank: each run says where it stopped
-        say_where_stopped(err, [m for _, m in members])
+        if members:
+            stop_signals.reported(err)  # first: a Ctrl-C handed on meanwhile (torchrun's) adds no line of its own
+        for _, m in members:
+            if line := distributed.where_stopped(err, run.interrupted(m)):  # rank 0's (it writes the checkpoints)
+                log.warning("%s %s", m.name, line, extra=about(m.run_dir))
         raise
     except CannotWrite as err:  # a full disk: one line, with where the same command resumes once there is room
         raise run.unwritable(err, [m for _, m in members]) from None
-    except Exception as err:  # another rank's process ended while rank 0 prepared the runs: they stopped
-        if (lost := distributed.lost_peer(err)) is None:
-            raise
-        say_where_stopped(lost, [m for _, m in members])
-        raise lost from None
     finally:
         restore_handlers(previous, stops)
-
-
-def say_where_stopped(err: KeyboardInterrupt, members: list[Member]) -> None:
-    """One line per run stopped at once: rank 0's (the rank that writes: its last checkpoint is the run's), and
-    on another rank, when it lost a peer, that it stopped. The command then adds no line (jal.stops.command)."""
-    if members:
-        stop_signals.reported(err)  # first: a Ctrl-C handed on meanwhile (torchrun's) adds no line of its own
-    cause = f" ({err.cause})" if getattr(err, "cause", None) else ""
-    for m in members:
-        if distributed.is_main():
-            log.warning("%s %s%s", m.name, run.interrupted(m), cause, extra=about(m.run_dir))
-        elif isinstance(err, distributed.PeerLost):
-            log.warning("%s stopped on rank %d%s: rank 0 keeps its last checkpoint, the same command resumes it",
-                        m.name, distributed.rank(), cause, extra=about(m.run_dir))
 
 
 def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals | None = None) -> dict:
@@ -252,19 +226,24 @@ def main(cfg: DictConfig) -> float | None:
     return result.get("last_test_acc")  # None when paused
 
 
-def run_command_line() -> None:
-    """`python -m jal.train ARGS` once its command line is checked (jal.stops.command runs it: stop signals,
-    Ctrl-C and a lost rank end it in words)."""
+if __name__ == "__main__":
     # Hydra prints a failed composition (a wrong type, key or option) over several lines; with
     # HYDRA_FULL_ERROR it raises instead, and the error is printed here as one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    try:
-        main()
-    except (HydraException, OmegaConfBaseException) as err:
-        sys.exit(f"error: {one_line(err)}")
-    except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
-        if not type(err).__module__.startswith("submitit"):
-            raise
-        from jal.launch import failed_job
+    # Call main from the importable module jal.train, not from __main__: cluster launchers (submitit) pickle
+    # the task function, which then travels by reference instead of dragging this whole module along.
+    from jal.train import main as importable_main
 
-        sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
+    def command_line() -> None:
+        try:
+            importable_main()
+        except (HydraException, OmegaConfBaseException) as err:
+            sys.exit(f"error: {one_line(err)}")
+        except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
+            if not type(err).__module__.startswith("submitit"):
+                raise
+            from jal.launch import failed_job
+
+            sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
+
+    stop_signals.command(command_line)  # Ctrl-C, a second SIGTERM, a lost rank: one line and its exit status

@@ -83,8 +83,8 @@ def written(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name in RECORDS]
 
 
-NO_RUN = "interrupted (Ctrl-C) while no run was training: nothing is lost; the same command starts again, skipping " \
-         "what finished"
+NO_RUN = ("interrupted (Ctrl-C) while no run was training in this process: the same command continues (finished runs "
+          "are skipped, the others resume from their last checkpoint)")
 
 
 @pytest.mark.parametrize("name, stop", [("run", "SIGTERM"), ("sweep", "SIGUSR1"), ("fusions", "SIGUSR2")])
