@@ -214,3 +214,26 @@ def test_a_second_sigterm_in_one_epoch_stops_at_once_and_the_run_resumes_to_the_
     resumed = jal_train.train(cfg, run_dir)
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, run_dir)
+
+
+def test_under_slurm_a_stop_before_training_requeues_the_job_too(synthetic_run, tmp_path, monkeypatch):
+    """A SLURM batch job signalled while its command starts (USR2, the time limit near): its run is not started
+    and the job is requeued, as when the signal comes mid-epoch (jal.stops.restore_handlers: whichever signal
+    came first, once). Before: only a signal during the run's training was handed on; this one ended the job
+    with its run not started and never requeued. scontrol: a stand-in that records its calls."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.calls\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    stops = jal_stops.StopSignals()
+    stops.request_stop(signal.SIGUSR2)  # before train_fusion installs its handlers
+    cfg = synthetic_run()
+    with pytest.raises(SystemExit) as left:
+        jal_train.train(cfg, tmp_path / "run", stops)
+    assert left.value.code == 0 and (tmp_path / "scontrol.calls").read_text().splitlines() == [
+        "show job -o 42", "requeue 42"]
+    assert not written(tmp_path)
+    later = synthetic_run("seed=5")  # the process's later runs: not started, and no second requeue
+    assert jal_train.train(later, tmp_path / "later", stops)["epoch"] is None
+    assert len((tmp_path / "scontrol.calls").read_text().splitlines()) == 2
