@@ -17,12 +17,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from jal import stops
 from jal.config import ConfigError
 from jal.config_check import one_line
 from jal.multirun import ANOTHER, Run, epochs_done, plan_runs, read_status, runs_
 from jal.records import noise_gap
 from jal.run_dir import RESULT, differences, held_elsewhere, identity_of
-from jal.stops import PROCESS_STOPS
 from jal.util import CannotWrite, duration, writable
 
 ENDED = ("finished", "failed", "paused")  # the statuses train.py writes into result.json
@@ -60,7 +60,7 @@ def bar_postfix(histories: list[list[dict]]) -> str:
 
 def stop_signal() -> str | None:
     """The stop signal this process received (a sweep through the basic launcher), by name, if one came."""
-    return signal.Signals(PROCESS_STOPS.first).name if PROCESS_STOPS.first is not None else None
+    return signal.Signals(stops.PROCESS_STOPS.first).name if stops.PROCESS_STOPS.first is not None else None
 
 
 class Progress(Callback):
@@ -170,7 +170,7 @@ class Progress(Callback):
             raise SystemExit(1)
 
     def summary(self) -> None:
-        if self.runs is None or self.summarised or PROCESS_STOPS.interrupted:  # Ctrl-C: its one line only
+        if self.runs is None or self.summarised or stops.PROCESS_STOPS.interrupted:  # Ctrl-C: its one line only
             return
         self.summarised = True
         statuses = {d: self.status(d) for d in self.runs}
