@@ -147,10 +147,16 @@ def command(body: Callable[[], object]) -> NoReturn:
         body()
     except KeyboardInterrupt as err:  # Ctrl-C, a second SIGTERM, a lost rank
         PROCESS_STOPS.interrupted = True  # later Ctrl-Cs are ignored, a sweep's summary is not printed
-        if not was_reported(err) and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 says it
+        if not was_reported(err) and speaks_for_the_run():
             print(no_run_line(err), flush=True)
         sys.exit(exit_status(err, PROCESS_STOPS))
     sys.exit(0)
+
+
+def speaks_for_the_run() -> bool:
+    """A process alone, or rank 0 of a run across processes (torchrun's RANK, a SLURM job step's SLURM_PROCID:
+    jal.distributed.launched), which says what the command's line says for all ranks."""
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
 
 
 def reported(err: BaseException) -> None:
