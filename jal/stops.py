@@ -44,7 +44,7 @@ class Terminated(KeyboardInterrupt):
     checkpoint kept, no record written: it is no failure), and the command exits as a shell expects of a
     command ended by SIGTERM."""
     exit_status = 128 + signal.SIGTERM
-    cause = "a second SIGTERM stops at once"  # at the end of each run's line (jal.train.say_where_stopped)
+    cause = "a second SIGTERM stops at once"  # at the end of each run's line (jal.distributed.where_stopped)
     how = "stopped by a second SIGTERM"  # the command's line, when no run was training (no_run_line)
 
 
