@@ -8,6 +8,7 @@ a fused sweep (jal.fuse) prints the same ETA.
 """
 
 import atexit
+import signal
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from jal import stops
 from jal.config import ConfigError
 from jal.config_check import one_line
 from jal.multirun import ANOTHER, Run, epochs_done, plan_runs, read_status, runs_
@@ -54,6 +56,11 @@ def bar_postfix(histories: list[list[dict]]) -> str:
         return ""
     low, high = min(accs), max(accs)
     return f"test {high:.2f}%" if low == high else f"test {low:.2f}-{high:.2f}%"
+
+
+def stop_signal() -> str | None:
+    """The stop signal this process received (a sweep through the basic launcher), by name, if one came."""
+    return signal.Signals(stops.PROCESS_STOPS.first).name if stops.PROCESS_STOPS.first is not None else None
 
 
 class Progress(Callback):
@@ -140,8 +147,8 @@ class Progress(Callback):
             except Exception as err:
                 what = f"failed before writing a record: {type(err).__name__}: {err}"
             else:  # a run that finds the sweep stopping (stop_at passed, a stop signal) exits before it starts
-                what = ("not started: the sweep is stopping (trainer.stop_at passed or a stop signal)"
-                        if status == "new" and value is None
+                why = stop_signal() or "trainer.stop_at passed or a stop signal"
+                what = (f"not started: the sweep is stopping ({why})" if status == "new" and value is None
                         else f"ended without a record ({status}), returning {value}")
         eta = "sweep done" if ended == total else self.eta()
         print(f"[{ended}/{total}] {self.runs.get(run_dir, run_dir)}: {what} ({eta})", flush=True)
@@ -162,7 +169,7 @@ class Progress(Callback):
             raise SystemExit(1)
 
     def summary(self) -> None:
-        if self.runs is None or self.summarised:
+        if self.runs is None or self.summarised or stops.PROCESS_STOPS.interrupted:  # Ctrl-C: its one line only
             return
         self.summarised = True
         statuses = {d: self.status(d) for d in self.runs}
@@ -186,4 +193,6 @@ class Progress(Callback):
             elsewhere = held_elsewhere(Path(d))
             print(f"  not run to an end  {self.runs[d]} "
                   + (f"(running elsewhere: {elsewhere})" if elsewhere else f"({statuses[d][0]})"))
+        if (by["paused"] or other) and (name := stop_signal()):
+            print(f"  stopped by {name}: starting the sweep again continues it")
         print(flush=True)
