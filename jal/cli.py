@@ -15,8 +15,9 @@ def train() -> None:
 
 def fuse() -> None:
     from jal.fuse import main
+    from jal.stops import command
 
-    main()
+    command(main)  # as `python -m jal.fuse`: its stop signals and Ctrl-C handled to its end
 
 
 def plan() -> None:

@@ -20,6 +20,9 @@ The rules (docs/clusters.md, "Several GPUs for one run"):
   records, labels, checkpoints, train.log and W&B run. A stop (a signal to any rank, trainer.stop_at) is
   agreed on at each epoch end: all ranks pause after the same epoch.
 - A fusion of K > 1 runs and a loss that draws random numbers (NLNL) are refused under N > 1.
+- A rank whose process ends mid-run (killed, out of memory) stops the others at their next collective: the
+  run stopped, it did not fail (PeerLost: no failed record; rank 0 names its last checkpoint, from which the
+  same command resumes it). Under Ctrl-C rank 0 alone says where the run stopped.
 """
 
 import atexit
@@ -146,7 +149,12 @@ def on_rank_zero(fn: Callable, *args):
             box[0] = ("value", fn(*args))
         except Exception as err:
             box[0] = ("error", _error_to_send(err))
-    dist.broadcast_object_list(box, src=0)
+    try:
+        dist.broadcast_object_list(box, src=0)
+    except RuntimeError as err:  # another rank's process ended while rank 0 prepared the run: it stopped
+        if (lost := lost_peer(err)) is None:
+            raise
+        raise lost from None
     kind, value = box[0]
     if kind == "error":
         raise value
@@ -287,6 +295,48 @@ def sync_buffers(members: list) -> None:
     for m in members:
         for buffer in m.model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+# What a collective raises when another rank's process has ended: gloo's closed or reset connection, NCCL's
+# remote error (with a dead peer NCCL may instead wait for its timeout, whose watchdog then ends the process).
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+             "remote process exited or there was a network error")
+
+
+class PeerLost(KeyboardInterrupt):
+    """Another rank's process ended: this rank stops as after Ctrl-C (nothing a run catches as its error, no
+    failed record: its last checkpoint resumes it), and its command exits with status 1."""
+    exit_status = 1
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.cause = f"another rank's process ended: {error}"
+        self.how = f"stopped ({self.cause})"  # jal.stops.no_run_line
+
+
+def where_stopped(err: KeyboardInterrupt, where: str) -> str | None:
+    """What this rank says of a run stopped at once, `where` being rank 0's words for its last checkpoint: rank 0
+    says where, and why when the stop has a cause (a second SIGTERM, a lost rank); another rank, which writes
+    no checkpoint, only that it lost a peer when it did, else nothing."""
+    cause = f" ({err.cause})" if getattr(err, "cause", None) else ""
+    if is_main():
+        return where + cause
+    if isinstance(err, PeerLost):
+        return f"stopped on rank {rank()}{cause}: rank 0 keeps its last checkpoint, the same command resumes it"
+    return None
+
+
+def lost_peer(err: BaseException) -> PeerLost | None:
+    """The PeerLost that `err` is, when it is a collective's error after another rank's process ended."""
+    if size() == 1 or not isinstance(err, RuntimeError):
+        return None
+    text = str(err)
+    found = next((gone for gone in PEER_GONE if gone in text), None)
+    if found is None:
+        return None
+    # gloo's line: `[.../pair.cc:561] Connection closed by peer [127.0.0.1]:55451. This is typically ...`
+    said = text[text.index(found):].split(". ")[0].rstrip(".")
+    return PeerLost(f"{dist.get_backend()}: {said}")
 
 
 def agreed_stop(reason: str | None, received: int | None) -> tuple[str | None, int | None]:

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
     from jal import multirun  # the plan's imports load here, after the arguments: --help answers sooner
-    from jal.progress import Progress
+    from jal.progress import Progress, stop_signal
 
     results = []
     try:
@@ -272,14 +272,17 @@ def main(argv: list[str] | None = None) -> None:
                     results.append(result)
     except (ConfigError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as err:
         raise SystemExit(f"error: {one_line(err)}") from None
-    except KeyboardInterrupt:  # Ctrl-C: each member has said where it stopped (jal.train); no traceback
-        raise SystemExit(130) from None
+    # Ctrl-C, a second SIGTERM: each member has said where it stopped (jal.train), jal.stops.command exits
     counts = {s: sum(r.status == s for r in results) for s in ENDED}
     print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
         f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")
+    if counts[Status.PAUSED] and (name := stop_signal()):  # a stop signal came (before, or between the fusions)
+        print(f"  stopped by {name}: the same command continues the sweep")
     if counts[Status.FAILED]:
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    from jal.stops import command
+
+    command(main)  # its stop signals and Ctrl-C handled to its end (jal-fuse: jal.cli.fuse)

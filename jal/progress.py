@@ -8,6 +8,7 @@ a fused sweep (jal.fuse) prints the same ETA.
 """
 
 import atexit
+import signal
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jal import record as records
+from jal import stops
 from jal.config import ConfigError
 from jal.config_check import one_line
 from jal.experiment import differences
@@ -25,6 +27,11 @@ from jal.record import ENDED, Record, Status, ending
 from jal.records import noise_gap
 from jal.run_dir import held_elsewhere
 from jal.util import CannotWrite, duration, write_refusal
+
+
+def stop_signal() -> str | None:
+    """The stop signal this process received (a sweep through the basic launcher), by name, if one came."""
+    return signal.Signals(stops.PROCESS_STOPS.first).name if stops.PROCESS_STOPS.first is not None else None
 
 
 class Progress(Callback):
@@ -109,8 +116,8 @@ class Progress(Callback):
             except Exception as err:
                 what = f"failed before writing a record: {type(err).__name__}: {err}"
             else:  # a run that finds the sweep stopping (stop_at passed, a stop signal) exits before it starts
-                what = ("not started: the sweep is stopping (trainer.stop_at passed or a stop signal)"
-                        if status == Status.NEW and value is None
+                why = stop_signal() or "trainer.stop_at passed or a stop signal"
+                what = (f"not started: the sweep is stopping ({why})" if status == Status.NEW and value is None
                         else f"ended without a record ({status}), returning {value}")
         eta = "sweep done" if ended == total else self.eta()
         print(f"[{ended}/{total}] {self.runs.get(run_dir, run_dir)}: {what} ({eta})", flush=True)
@@ -131,7 +138,7 @@ class Progress(Callback):
             raise SystemExit(1)
 
     def summary(self) -> None:
-        if self.runs is None or self.summarised:
+        if self.runs is None or self.summarised or stops.PROCESS_STOPS.interrupted:  # Ctrl-C: its one line only
             return
         self.summarised = True
         statuses = {d: self.status(d) for d in self.runs}
@@ -156,4 +163,6 @@ class Progress(Callback):
             elsewhere = held_elsewhere(Path(d))
             print(f"  not run to an end  {self.runs[d]} "
                   + (f"(running elsewhere: {elsewhere})" if elsewhere else f"({statuses[d][0]})"))
+        if (paused or other) and (name := stop_signal()):
+            print(f"  stopped by {name}: starting the sweep again continues it")
         print(flush=True)

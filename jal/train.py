@@ -18,16 +18,16 @@ Time-boxed: at the first epoch end past trainer.stop_at (unix seconds), or after
 (SLURM's warning before its time limit, preemption, submitit's signal), the run (a whole fusion) pauses:
 checkpoint kept, result.json status "paused", exit 0. Started again, it continues where it stopped. Under
 SLURM the job is then requeued instead, whichever signal came first (jal.stops.restore_handlers), and the
-requeued job continues it.
-Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit status 130; started again, it
-resumes from there. A run alone ends with the line `finished: test accuracy 64.32% (epoch 120) -> <its
-directory>` (a sweep's runs: their progress lines, jal/progress.py and jal/fuse.py).
+requeued job continues it. Ctrl-C stops it at once: a line names the epoch of its last checkpoint, exit
+status 130; started again, it resumes from there. So does a second SIGTERM before the pause (exit 143; not
+under SLURM); all from the command's first line to its last (jal.stops). A run alone ends with the line
+`finished: test accuracy 64.32% (epoch 120) -> <its directory>` (a sweep's runs: their progress lines).
 """
 
 if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
     from jal.config_check import check_command_line
 
-    check_command_line()
+    check_command_line()  # its stop signals and Ctrl-C handled already (jal/__init__.py, jal.stops)
 
 import contextlib
 import logging
@@ -104,6 +104,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
             if received is not None and stops.first is None:  # another rank's signal, taken as this rank's own:
                 stops.request_stop(received)  # rank 0 hands it on to the launcher (submitit requeues from rank 0)
             if reason:
+                stops.closing = True  # a second SIGTERM from here on is only recorded: the pause is written
                 progress.close()  # before an epoch = at the last one's end, its checkpoint written
                 for m in fusion.members:  # the whole fusion pauses
                     paused = paused_record(m, epoch, reason, wall(m, started))
@@ -133,7 +134,10 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
         return [results[m] for m in members]
     except BaseException as err:
         progress.close()  # the lines that follow start on a line of their own
-        close_unended(fusion.members, results, err, epoch, fused)
+        stopped = distributed.lost_peer(err) or err  # another rank's process ended: the run stopped, not failed
+        close_unended(fusion.members, results, stopped, epoch, fused)
+        if stopped is not err:
+            raise stopped from None
         raise
 
 
@@ -145,7 +149,7 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
     `stops`: the stop signals received (default: this process's); one that comes meanwhile pauses the runs
     at the next epoch end, and under SLURM then requeues the job (jal.stops.restore_handlers)."""
     stops = stops or stop_signals.PROCESS_STOPS
-    signalled_before, previous = len(stops.received), stops.install()
+    previous = stops.install()
     members = []  # (index, Member) of the runs prepared to train here
     try:
         for cfg in cfgs:
@@ -169,14 +173,17 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
                 for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], stops)):
                     results[i] = result
         return [results[first[Path(run_dir)]] for run_dir in run_dirs]
-    except KeyboardInterrupt:  # Ctrl-C: each run says where it stopped (the command line exits with 130)
+    except KeyboardInterrupt as err:  # Ctrl-C, a second SIGTERM, a lost rank: each run says where it stopped
+        if members:
+            stop_signals.reported(err)  # first: a Ctrl-C handed on meanwhile (torchrun's) adds no line of its own
         for _, m in members:
-            log.warning("%s %s", m.name, run.interrupted(m), extra=about(m.run_dir))
+            if line := distributed.where_stopped(err, run.interrupted(m)):  # rank 0's (it writes the checkpoints)
+                log.warning("%s %s", m.name, line, extra=about(m.run_dir))
         raise
     except CannotWrite as err:  # a full disk: one line, with where the same command resumes once there is room
         raise run.unwritable(err, [m for _, m in members]) from None
     finally:
-        restore_handlers(previous, stops, signalled_before)
+        restore_handlers(previous, stops)
 
 
 def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals | None = None) -> Record:
@@ -227,16 +234,16 @@ if __name__ == "__main__":
     # the task function, which then travels by reference instead of dragging this whole module along.
     from jal.train import main as importable_main
 
-    try:
-        importable_main()
-    except (HydraException, OmegaConfBaseException) as err:
-        sys.exit(f"error: {one_line(err)}")
-    except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
-        if not type(err).__module__.startswith("submitit"):
-            raise
-        from jal.launch import failed_job
+    def command_line() -> None:
+        try:
+            importable_main()
+        except (HydraException, OmegaConfBaseException) as err:
+            sys.exit(f"error: {one_line(err)}")
+        except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
+            if not type(err).__module__.startswith("submitit"):
+                raise
+            from jal.launch import failed_job
 
-        sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
-    except KeyboardInterrupt:  # Ctrl-C: the run has said where it stopped (train_fusion); no traceback
-        sys.exit(130)  # the shell's status for a command ended by SIGINT
+            sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
 
+    stop_signals.command(command_line)  # Ctrl-C, a second SIGTERM, a lost rank: one line and its exit status

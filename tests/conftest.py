@@ -168,3 +168,28 @@ class CEThatIsWarnedThenPreemptedInEpoch1(CE):
         if self.calls in (1, 2):
             os.kill(os.getpid(), signal.SIGUSR2 if self.calls == 1 else signal.SIGTERM)
         return super().forward(logits, targets)
+
+
+class CEThatSignalsAsTold(CE):
+    """CE that sends signals at the training steps (calls) $JAL_TEST_SIGNALS names, counted in each process:
+    `3:SIGTERM,4:SIGTERM` (two SIGTERMs in the second epoch of a run of 2 steps an epoch), `7:SIGKILL@1` (on
+    rank 1 only, of a run across processes), `7:SIGINT@1:parent` (to its parent: Ctrl-C in the terminal reaches
+    torchrun, which hands it on to its workers). Without the variable it is CE: the same command started again
+    (the same experiment, in the same directory) trains on untouched (tests/test_signals.py and
+    tests/test_distributed.py)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes)
+        self.calls, self.signals = 0, {}
+        for item in filter(None, os.environ.get("JAL_TEST_SIGNALS", "").split(",")):
+            call, what, *to = item.split(":")
+            name, _, rank = what.partition("@")
+            self.signals[int(call)] = (getattr(signal, name), int(rank) if rank else None, to == ["parent"])
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        if self.calls in self.signals:
+            sig, rank, to_parent = self.signals[self.calls]
+            if rank is None or (torch.distributed.is_initialized() and torch.distributed.get_rank() == rank):
+                os.kill(os.getppid() if to_parent else os.getpid(), sig)
+        return super().forward(logits, targets)

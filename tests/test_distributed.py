@@ -20,6 +20,7 @@ by design: each rank normalises with its own batch statistics (docs/clusters.md)
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -158,14 +159,37 @@ def initial_weights() -> dict:
     return {k: v.double() for k, v in conftest.TinyNet(10).state_dict().items()}
 
 
-def test_torchrun_two_processes_give_the_one_process_result(tmp_path, one_process):
-    one, one_dir = one_process
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]))
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "jal.train",
-                           *SETTINGS, f"out_root={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+# torchrun's runs: their loss sends the signals $JAL_TEST_SIGNALS names (conftest.CEThatSignalsAsTold), plain CE
+# without it
+TORCHRUN = [s for s in SETTINGS if not s.startswith("loss._target_")] + ["loss._target_=conftest.CEThatSignalsAsTold"]
+
+
+def torchrun(out_root: Path, log_dir: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=2 -m jal.train TORCHRUN out_root=...`; with `log_dir`, each rank's output in
+    its own files there (rank_output)."""
+    logs = ["--log-dir", str(log_dir), "--redirects", "3"] if log_dir else []
+    path = os.pathsep.join([str(REPO / "tests"), str(REPO)])
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *logs, "-m",
+                           "jal.train", *TORCHRUN, f"out_root={out_root}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **env))
+
+
+def rank_output(log_dir: Path, rank: int) -> str:
+    """What rank `rank` printed (stdout and stderr), from torchrun's --log-dir."""
+    return "".join(p.read_text() for name in ("stdout.log", "stderr.log")
+                   for p in log_dir.glob(f"*/attempt_0/{rank}/{name}"))
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The uninterrupted torchrun run on 2 processes."""
+    root = tmp_path_factory.mktemp("torchrun")
+    return torchrun(root), root / compose_train(TORCHRUN + [f"out_root={root}"]).run_name
+
+
+def test_torchrun_two_processes_give_the_one_process_result(two_processes, one_process):
+    (one, one_dir), (done, run_dir) = one_process, two_processes
     assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = tmp_path / compose_train(SETTINGS + [f"out_root={tmp_path}"]).run_name
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "finished"
     assert_close_weights(run_dir, one_dir, TOLERANCE)
@@ -174,6 +198,42 @@ def test_torchrun_two_processes_give_the_one_process_result(tmp_path, one_proces
     assert [log.count(f"epoch {e}/3:") for e in (1, 2, 3)] == [1, 1, 1]
     assert "training across 2 processes (DistributedDataParallel, gloo): global batch 16, 8 per process" in log
     assert (done.stdout + done.stderr).count("finished: test accuracy") == 1  # rank 0's closing line alone
+
+
+def test_torchrun_a_rank_killed_mid_run_stops_it_and_the_same_command_resumes_it(tmp_path, two_processes):
+    """Rank 1 killed (SIGKILL) at its 7th step, in epoch 2: rank 0 loses its peer in the step's all-reduce. The
+    run stopped, it did not fail: no `failed` record, one line from rank 0 naming its checkpoint of epoch 1
+    (exit 1, then torchrun's own report of the killed rank); the same command resumes it to the uninterrupted
+    run's history and weights, bit for bit. Before: rank 0 wrote a failed record with gloo's error."""
+    killed = torchrun(tmp_path, tmp_path / "logs", JAL_TEST_SIGNALS="7:SIGKILL@1")
+    run_dir = tmp_path / compose_train(TORCHRUN + [f"out_root={tmp_path}"]).run_name
+    said = rank_output(tmp_path / "logs", 0)
+    assert killed.returncode != 0 and not (run_dir / "result.json").exists(), said
+    line = re.compile(r"interrupted after its checkpoint of epoch 1/3: the same command resumes it from there "
+                      r"\(another rank's process ended: gloo: Connection (closed|reset) by peer[^)]*\)$")
+    assert [bool(line.search(s)) for s in said.splitlines() if "interrupted" in s] == [True], said
+    assert "Traceback" not in said and "failed" not in said and not rank_output(tmp_path / "logs", 1)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+    resumed = torchrun(tmp_path)
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout + resumed.stderr, resumed.stderr[-3000:]
+    record, uninterrupted = (json.loads((d / "result.json").read_text()) for d in (run_dir, two_processes[1]))
+    assert record["status"] == "finished" and history(record) == history(uninterrupted)
+    assert_close_weights(run_dir, two_processes[1], 0)
+
+
+def test_torchrun_ctrl_c_rank_0_alone_says_where_the_run_stopped(tmp_path):
+    """Ctrl-C in the terminal reaches torchrun, which hands it on to each rank (here: sent to torchrun from rank
+    1's 7th step, in epoch 2). Before: each rank said where the run stopped, rank 1 wrongly (it writes no
+    checkpoint): "before its first checkpoint"."""
+    torchrun(tmp_path, tmp_path / "logs", JAL_TEST_SIGNALS="7:SIGINT@1:parent")
+    run_dir = tmp_path / compose_train(TORCHRUN + [f"out_root={tmp_path}"]).run_name
+    epoch = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]  # 1, or 2 if torchrun was slow
+    said = [rank_output(tmp_path / "logs", r) for r in (0, 1)]
+    assert [s for s in said[0].splitlines() if "interrupted" in s][0].endswith(
+        f"interrupted after its checkpoint of epoch {epoch}/3: the same command resumes it from there"), said[0]
+    assert said[0].count("interrupted") == 1 and "Traceback" not in said[0] and not said[1], said
+    assert not (run_dir / "result.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------------
