@@ -120,7 +120,7 @@ def test_wandb_offline_run_holds_every_epoch_under_the_id_its_directory_keeps(sy
     ((run, rows),) = wandb_runs(run_dir_of(cfg))
     assert run["id"] == run_id
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
+    assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result.history])
     assert all(EPOCH_KEYS <= set(r) for r in rows)
 
 
@@ -198,11 +198,11 @@ def test_each_member_of_a_fusion_logs_to_its_own_wandb_run_and_says_so_once(synt
     said = [r.getMessage() for r in caplog.records if r.name == "jal.console" and "W&B run" in r.getMessage()]
     assert len(said) == 2
     for run_dir, result in zip(run_dirs, results):
-        assert result["status"] == "finished", result.get("error")
+        assert result.status == "finished", result.error
         ((run, rows),) = wandb_runs(run_dir)
         assert run["id"] == kept_id(run_dir)
         assert [r["epoch"] for r in rows] == [1, 2]
-        assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result["history"]])
+        assert [r["test_acc"] for r in rows] == pytest.approx([h["test_acc"] for h in result.history])
         assert sum(f"W&B run {run['id']} (new), offline in {run_dir}/wandb/offline-run-" in line for line in said) == 1
 
 
@@ -233,7 +233,7 @@ def test_wandb_mode_disabled_needs_no_wandb_package_and_keeps_no_id(synthetic_ru
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` would fail, as on a bare GPU host
     cfg = synthetic_run("logger=wandb", "trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=32")
-    assert jal_train.train(cfg, run_dir_of(cfg))["status"] == "finished"
+    assert jal_train.train(cfg, run_dir_of(cfg)).status == "finished"
     assert not (run_dir_of(cfg) / "wandb").exists() and not (run_dir_of(cfg) / WANDB_ID).exists()
 
 
