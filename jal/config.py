@@ -12,9 +12,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-class ConfigError(ValueError):
-    """A wrong setting: reported as one line that names the fix."""
+from jal.errors import ConfigError  # noqa: F401  (config.ConfigError: its home was here)
 
 
 class BadValue(ConfigError):

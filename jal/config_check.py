@@ -15,14 +15,15 @@ import typing
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from jal.config import REAL_WORLD, BadValue, ConfigError, require
+from jal.errors import boundary
 from jal.experiment import PRECOMPUTED_INSTANCE_RATES, TORCHVISION, check_out_root, data_files, given_settings
 from jal.resolvers import L1_TERMS, loss_terms
-from jal.util import CONFIG_DIR, CannotWrite, check_data_folder, compose_run, writable
+from jal.util import CONFIG_DIR, check_data_folder, compose_run, writable
 
 # CIFAR-N label sets per dataset (configs/noise/human.yaml)
 HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
@@ -233,13 +234,11 @@ def check_command_line(argv: list[str] | None = None) -> None:
         answer_without_training()
     if any(arg.startswith("-") for arg in argv):
         return
-    try:
+    with boundary():
         cfg = compose_run(argv)  # Hydra's runtime set: logger.tags name the loss through ${hydra:...}
         check_config(cfg)
         check_data_files(cfg)
         check_run_writable(cfg)
-    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError, CannotWrite) as err:
-        sys.exit(f"error: {one_line(err)}")
 
 
 def share_config_store() -> None:

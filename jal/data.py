@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jal.util import CannotWrite, atomic_save_npz, check_data_folder, unreadable
+from jal.errors import CannotWrite, DataError
+from jal.util import atomic_save_npz, check_data_folder, unreadable
 
 
 @dataclass
@@ -27,10 +28,6 @@ class ImageData:
     y_train: np.ndarray  # int64 (N,)
     x_test: np.ndarray
     y_test: np.ndarray
-
-
-class DataError(ValueError):
-    """A data file that cannot be used as it is: one line naming the file and what to do."""
 
 
 # Size and sha256 of the published data files (docs/protocol.md section 6). A file of one of these names and

@@ -35,13 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict, read_write
-from omegaconf.errors import OmegaConfBaseException
 
 from jal import launch
 from jal.config import ConfigError
-from jal.config_check import one_line
+from jal.errors import boundary, failed_job, one_line
 from jal.record import ENDED, Record, Status, ending
 from jal.util import CONFIG_DIR, LogFile, duration
 
@@ -229,7 +227,7 @@ def launch_fusions(tasks: list[FusionTask], launcher: dict):
         try:
             jobs = launch.submit(tasks, launcher)
         except submitit.core.utils.FailedJobError as err:  # sbatch refused: its reason in one line
-            raise ConfigError(f"sbatch refused the fusions: {launch.failed_job(err)}") from None
+            raise ConfigError(f"sbatch refused the fusions: {failed_job(err)}") from None
         ids = ", ".join(sorted({job.job_id.split("_")[0] for job in jobs}))  # a SLURM array: one id
         print(f"submitted {len(jobs)} fusion{'s' * (len(jobs) != 1)}: job {ids} (logs in "
               f"{jobs[0].paths.folder.parent})", flush=True)
@@ -239,7 +237,7 @@ def launch_fusions(tasks: list[FusionTask], launcher: dict):
             try:
                 yield task, job.result()[1]
             except Exception as err:  # the task itself failed (killed, out of memory, out of requeues)
-                error = f"its task {job.job_id} failed: {launch.failed_job(err)}"
+                error = f"its task {job.job_id} failed: {failed_job(err)}"
                 yield task, [Record(status=Status.FAILED, error=error) for _ in task.cfgs]
 
 
@@ -253,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     from jal.progress import Progress, stop_signal
 
     results = []
-    try:
+    with boundary():
         # job_name: the job's name as `python -m jal.train` has it (its train.log, a SLURM job's name)
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
             runs = multirun.plan_runs(args.overrides)
@@ -270,8 +268,6 @@ def main(argv: list[str] | None = None) -> None:
                 for name, result in zip(task.names, ended):  # in the words of a run alone's closing line
                     print(f"[fusion {task.number}/{task.of}] {name}: {ending(result)} ({eta})", flush=True)
                     results.append(result)
-    except (ConfigError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as err:
-        raise SystemExit(f"error: {one_line(err)}") from None
     # Ctrl-C, a second SIGTERM: each member has said where it stopped (jal.train), jal.stops.command exits
     counts = {s: sum(r.status == s for r in results) for s in ENDED}
     print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(

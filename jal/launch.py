@@ -106,27 +106,6 @@ def submit(tasks: list, launcher: dict) -> list:
     return executor.submit_array(tasks)
 
 
-def failed_job(err: Exception) -> str:
-    """submitit's error for a task that failed, in one line: why, and where its log is. Its FailedJobError
-    (the task raised) ends its traceback with the reason; its UncompletedJobError (the task left no result:
-    killed, out of memory, out of time with no requeue left) names the job's state."""
-    text = str(err)
-    logs = re.findall(r"^\s+- (\S+_log\.err)$", text, re.M)
-    if "failed during processing with trace" in text:
-        trace = text.split("-" * 22)[1].strip().splitlines() if text.count("-" * 22) >= 2 else []
-        reason = trace[-1].strip() if trace else text.splitlines()[0]
-    elif match := re.search(r"^Job (\S+) \(task: \d+\) with path (\S+)_result\.pkl\s+has not produced any output "
-                            r"\(state: ([^)]*)\)", text, re.M | re.S):
-        reason = (f"SLURM job {match[1]} ended {match[3]} without a result (killed, out of memory, or out of "
-                  "time with no requeue left)")
-        logs = [f"{match[2]}_log.err"]
-    elif refused := re.findall(r"^\S*: error: .*$", text, re.M):  # sbatch refused the job
-        reason = refused[-1].strip()
-    else:
-        reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return reason + (f"; its log: {logs[0]}" if logs else "")
-
-
 def check_fits(launcher: dict) -> None:
     """On a SLURM cluster (sinfo answers), before anything is submitted: the partition exists and its nodes
     have the GPUs, CPUs and memory each task asks for; else a ConfigError naming the setting to change

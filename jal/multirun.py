@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from jal import record as records
 from jal.config_check import check_config
+from jal.errors import AnotherExperiment
 from jal.experiment import (
     NOT_THE_EXPERIMENT,
     Experiment,
@@ -181,13 +182,13 @@ def check_directories(runs: list[Run]) -> None:
         if run.dir in first_of:
             other = first_of[run.dir]
             if other.identity() != run.identity():
-                raise DirectoryConflict(
+                raise AnotherExperiment(
                     f"two runs of different experiments would share {run.dir}: [{job_line(other)}] and "
                     f"[{job_line(run)}] ({differences(other.identity(), run.identity())}): give each its own "
                     "out_root")
             if differ := not_the_experiment_swept(other, run):
                 values = [" ".join(f"{key}={pair[i]}" for key, pair in differ.items()) for i in (0, 1)]
-                raise DirectoryConflict(
+                raise AnotherExperiment(
                     f"{values[0]} and {values[1]} are one run of the sweep ({run.dir}): {', '.join(differ)} does not "
                     "change the experiment, so one would train and the other be skipped; to compare them, run each "
                     "value with its own out_root")

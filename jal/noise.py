@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from jal.errors import ConfigError, DataError
+
 # Class-conditional flips of the asymmetric noise, for each number of classes
 # that has a defined mapping: {K: {true class: noisy class}}. CIFAR-100 is not
 # listed pair by pair; it follows the block rule in asymmetric_mapping().
@@ -220,16 +222,16 @@ def load_instance_labels(path, rate: float, num_samples: int | None = None, num_
     available = {float(key.split("_", 1)[1]): key for key in data if key.startswith("rate_")}
     matches = [key for value, key in available.items() if abs(value - rate) < 1e-9]
     if not matches:
-        raise ValueError(
+        raise DataError(
             f"no instance-dependent labels for rate {rate} in {path}: "
             f"available rates are {sorted(available)}"
         )
     labels = data[matches[0]]
     if num_samples is not None and len(labels) != num_samples:
-        raise ValueError(f"labels of the wrong length: {path} has {len(labels)} at rate {rate}, the training set "
+        raise DataError(f"labels of the wrong length: {path} has {len(labels)} at rate {rate}, the training set "
                          f"{num_samples}; use the label file made for this dataset")
     if num_classes is not None and labels.max(initial=0) >= num_classes:
-        raise ValueError(f"{path}: rate_{rate} holds class {labels.max()}, beyond the dataset's {num_classes} "
+        raise DataError(f"{path}: rate_{rate} holds class {labels.max()}, beyond the dataset's {num_classes} "
                          "classes; use the label file made for this dataset")
     return labels.astype(np.int64)
 
@@ -241,26 +243,26 @@ def load_human_labels(path, name: str, clean_labels) -> np.ndarray:
     clean_label must equal ``clean_labels`` exactly, so both are in the same sample order.
     """
     if name not in HUMAN_LABEL_KEYS:
-        raise ValueError(f"unknown human label set {name!r}: use one of {list(HUMAN_LABEL_KEYS)}")
+        raise ConfigError(f"unknown human label set {name!r}: use one of {list(HUMAN_LABEL_KEYS)}")
     clean_labels = check_inputs(clean_labels)
     data = read_label_file(path, "CIFAR-N labels (cifar10n_labels.npz or cifar100n_labels.npz)")
     key = HUMAN_LABEL_KEYS[name]
     if key not in data or "clean_label" not in data:
         names_here = [n for n, k in HUMAN_LABEL_KEYS.items() if k in data]
-        raise ValueError(f"{path} has no {name!r} labels or no clean_label: this file provides {names_here}")
+        raise DataError(f"{path} has no {name!r} labels or no clean_label: this file provides {names_here}")
     file_clean = data["clean_label"]
     if len(file_clean) != len(clean_labels):
-        raise ValueError(
+        raise DataError(
             f"labels of the wrong length: {path} has {len(file_clean)}, the dataset {len(clean_labels)}; "
             "pass the full training set's labels"
         )
     if not np.array_equal(file_clean, clean_labels):
-        raise ValueError(
+        raise DataError(
             f"the file's clean labels do not match the dataset's order ({path}): "
             "load the training set in its canonical order, unshuffled"
         )
     if data[key].max(initial=0) > file_clean.max(initial=0):
-        raise ValueError(f"{path}: {key} holds class {data[key].max()}, beyond the classes of clean_label")
+        raise DataError(f"{path}: {key} holds class {data[key].max()}, beyond the classes of clean_label")
     return data[key].astype(np.int64)
 
 

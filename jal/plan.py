@@ -21,19 +21,18 @@ from functools import partial
 from pathlib import Path
 
 from hydra import initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
-from omegaconf.errors import OmegaConfBaseException
 
 from jal import launch
 from jal import record as records
-from jal.config import REAL_WORLD, ConfigError
-from jal.config_check import one_line, share_config_store
+from jal.config import REAL_WORLD
+from jal.config_check import share_config_store
 from jal.device import device_name, run_device
+from jal.errors import boundary
 from jal.experiment import choose, data_files
 from jal.multirun import SHOWN_ABOVE, Run, fusions, plan_runs, runs_
 from jal.record import Status
-from jal.util import CONFIG_DIR, CannotWrite, duration
+from jal.util import CONFIG_DIR, duration
 
 # ---------------------------------------------------------------------------------------------------
 # This machine: speed
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = [shlex.split(sweep) for sweep in args.sweeps]
     share_config_store()
-    try:
+    with boundary():
         composed = {}  # the sweeps share their compositions
         sweeps, notes = [], []
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
@@ -252,8 +251,6 @@ def main(argv: list[str] | None = None) -> None:
         print_plan(overrides, sweeps, args.name, args.fuse)
         for note in notes:
             print(f"not there yet: {note}")
-    except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError, CannotWrite) as err:  # one line
-        raise SystemExit(f"error: {one_line(err)}") from None
 
 
 if __name__ == "__main__":

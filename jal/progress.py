@@ -12,21 +12,18 @@ import signal
 import time
 from pathlib import Path
 
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from jal import record as records
 from jal import stops
-from jal.config import ConfigError
-from jal.config_check import one_line
+from jal.errors import boundary
 from jal.experiment import differences
 from jal.multirun import Run, plan_runs, runs_
 from jal.record import ENDED, Record, Status, ending
 from jal.records import noise_gap
 from jal.run_dir import held_elsewhere
-from jal.util import CannotWrite, duration, write_refusal
+from jal.util import duration, write_refusal
 
 
 def stop_signal() -> str | None:
@@ -48,12 +45,10 @@ class Progress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
         overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-        try:
+        # a wrong setting in any run of the sweep: one line before anything trains (Hydra turns an Exception from
+        # a callback into a warning; the boundary's SystemExit passes through)
+        with boundary():
             runs = plan_runs(overrides, config.hydra.job.config_name)
-        except (ConfigError, HydraException, OmegaConfBaseException, CannotWrite) as err:
-            # a wrong setting in any run of the sweep: one line before anything trains (Hydra turns an
-            # Exception from a callback into a warning; SystemExit passes through)
-            raise SystemExit(f"error: {one_line(err)}") from None
         self.start(runs)
         if refused := write_refusal(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to
             # train there); Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from jal import distributed
 from jal.config import LAYOUTS, REAL_WORLD, missing_line
-from jal.data import DataError, normalize
+from jal.data import normalize
+from jal.errors import DataError
 from jal.util import unreadable
 
 ELSEWHERE = "give dataset.root a copy you can read"  # a file of the dataset this user may not read

@@ -20,7 +20,7 @@ from enum import Enum
 from functools import cache
 from pathlib import Path
 
-from jal.config import ConfigError
+from jal.errors import UnreadableFile
 from jal.experiment import Cell, identity_of
 from jal.util import REPO_ROOT, atomic_write_json, permission_denied, unreadable
 
@@ -181,13 +181,7 @@ def this_host() -> str:
 RESTART_FIX = "trainer.restart=true moves it aside and trains the run from scratch"  # a run's damaged file
 
 
-class DirectoryConflict(ConfigError):
-    """A run directory holds another experiment, or a file in it cannot be read: one line, and the way out.
-    `permission`: this user may not read the file (it is not damaged: never moved aside)."""
-    permission = False
-
-
-class UnreadableRecord(DirectoryConflict):
+class UnreadableRecord(UnreadableFile):
     """result.json cannot be read (`permission`: this user may not) or parsed (damaged): one line naming it and
     the fix (jal.util.unreadable); `damaged` and `elsewhere` say what to do in the reader's words."""
 

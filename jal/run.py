@@ -21,6 +21,7 @@ from jal import record as records
 from jal.config import ConfigError
 from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
 from jal.device import PARAMETER_DTYPE, device_name, set_determinism
+from jal.errors import RunDiverged
 from jal.experiment import Experiment, experiment, hydra_node
 from jal.losses import AMSE
 from jal.real_world import is_real_world, load_files
@@ -321,10 +322,6 @@ def drop_diverged(fusion: Fusion, data: TrainingData, sums: list, epoch: int, re
 
 # ---------------------------------------------------------------------------------------------------
 # Records: each epoch's, and the run's last
-
-
-class RunDiverged(Exception):
-    """A non-finite training loss: the run fails (its record says so), the last good checkpoint stays."""
 
 
 def wall(m: Member, started: float) -> float:

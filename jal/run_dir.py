@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jal.errors import AnotherExperiment, DirectoryConflict, UnreadableFile
 from jal.experiment import differences, identity_of
-from jal.record import RESTART_FIX, RESULT, DirectoryConflict
+from jal.record import RESTART_FIX, RESULT
 from jal.util import (
     CannotWrite,
     atomic_save,
@@ -46,9 +47,9 @@ class RunBusy(Exception):
 
 
 
-def cannot_read(path: Path, err: BaseException) -> DirectoryConflict:
+def cannot_read(path: Path, err: BaseException) -> UnreadableFile:
     """The one line for a run's file that could not be read or parsed (jal.util.unreadable)."""
-    conflict = DirectoryConflict(unreadable(path, err, RESTART_FIX))
+    conflict = UnreadableFile(unreadable(path, err, RESTART_FIX))
     conflict.permission = permission_denied(err)
     return conflict
 
@@ -61,10 +62,10 @@ def check_same(recorded: dict | None, asked: dict, path: Path) -> None:
     """Raise unless the file at `path` (a record or a checkpoint), whose experiment is `recorded`
     (jal.experiment.identity_of; None: it says none), belongs to the asked experiment."""
     if recorded is None:
-        raise DirectoryConflict(f"{path} says nothing of the experiment that wrote it: move the directory away, "
+        raise AnotherExperiment(f"{path} says nothing of the experiment that wrote it: move the directory away, "
                                 "or trainer.restart=true to move its files aside and train from scratch")
     if recorded != asked:
-        raise DirectoryConflict(f"{path.parent} holds another experiment ({differences(recorded, asked)}): "
+        raise AnotherExperiment(f"{path.parent} holds another experiment ({differences(recorded, asked)}): "
                                 "give the run its own out_root or override, or trainer.restart=true to move "
                                 "its files aside and train this one from scratch")
 
@@ -100,7 +101,7 @@ def latest_checkpoint(run_dir: Path, asked: dict, warn=print, mend: bool = True)
             newest = run_dir / CHECKPOINT
     try:
         state = load_checkpoint(newest)
-    except DirectoryConflict as damaged:
+    except UnreadableFile as damaged:
         if newest == previous or not previous.exists() or damaged.permission:  # not damaged: kept as it is
             raise
         warn(f"{damaged}; resuming from {previous} instead")
@@ -299,5 +300,5 @@ def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.nd
     except Exception as err:  # a cut or foreign file: zipfile, KeyError, ValueError...
         raise cannot_read(path, err) from None
     if not same:
-        raise DirectoryConflict(f"{path} holds other labels than this run draws (another experiment or another "
+        raise AnotherExperiment(f"{path} holds other labels than this run draws (another experiment or another "
                                 "data file): trainer.restart=true moves it aside and trains the run from scratch")

@@ -39,22 +39,20 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from jal import distributed, run
 from jal import stops as stop_signals
-from jal.config_check import check_config, one_line
+from jal.config_check import check_config
 from jal.device import run_device
+from jal.errors import RunDiverged, boundary
 from jal.experiment import check_fusable
 from jal.progress_bar import BAR_FORMAT, bar_postfix
 from jal.record import Record, Status, ending
 from jal.run import (
     Member,
-    RunDiverged,
     about,
     build_member,
     check_same_epoch,
@@ -205,16 +203,14 @@ def main(cfg: DictConfig) -> float | None:
     wrong setting, a missing file, a directory of another experiment) stops in one line; one that fails or is
     trained elsewhere ends a single run with an error but lets the other runs of a multirun go on."""
     alone = HydraConfig.get().mode != RunMode.MULTIRUN
-    try:
-        result = train(cfg, HydraConfig.get().runtime.output_dir)
-    except (ValueError, FileNotFoundError, HydraException) as err:  # wrong settings, missing files, a class
-        # that refuses its arguments (Hydra's `Error in call to target`): one line, no traceback
-        raise SystemExit(f"error: {one_line(err)}") from None
-    except RunDiverged as err:  # its record says failed; the sweep's summary lists it
-        if alone:
-            raise SystemExit(f"error: {err}") from None
-        log.error("%s", err)
-        return None
+    with boundary():  # wrong settings, missing files, a class that refuses its arguments: one line
+        try:
+            result = train(cfg, HydraConfig.get().runtime.output_dir)
+        except RunDiverged as err:  # its record says failed; a sweep goes on, and its summary lists it
+            if alone:
+                raise
+            log.error("%s", err)
+            return None
     if result.status == Status.RUNNING_ELSEWHERE:
         if alone:
             raise SystemExit(f"not started: {result.reason}")
@@ -235,15 +231,7 @@ if __name__ == "__main__":
     from jal.train import main as importable_main
 
     def command_line() -> None:
-        try:
+        with boundary():  # what Hydra raises composing, a SLURM task's failure: one line
             importable_main()
-        except (HydraException, OmegaConfBaseException) as err:
-            sys.exit(f"error: {one_line(err)}")
-        except Exception as err:  # a SLURM task failed, or sbatch refused (submitit): its reason and log, one line
-            if not type(err).__module__.startswith("submitit"):
-                raise
-            from jal.launch import failed_job
-
-            sys.exit(f"error: a SLURM task of the sweep failed: {failed_job(err)}")
 
     stop_signals.command(command_line)  # Ctrl-C, a second SIGTERM, a lost rank: one line and its exit status

@@ -15,9 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
-
+from jal.errors import CannotWrite
+from jal.paths import CONFIG_DIR, REPO_ROOT  # noqa: F401  (jal.util.CONFIG_DIR: where many read it)
 
 # ---------------------------------------------------------------------------------------------------
 # Files written atomically: a reader, or a crash mid-write, never sees half a file
@@ -28,18 +27,6 @@ FULL = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "the disk quota
 REFUSED = {errno.EROFS: "a read-only file system", errno.EACCES: "not writable", errno.EPERM: "not writable",
            errno.ENOTDIR: "a file stands where a folder should be",
            errno.EISDIR: "a folder stands where the file should be"}
-
-
-class CannotWrite(ValueError):
-    """A file that its folder refuses (a full disk, a read-only or unwritable folder): one line naming the
-    folder and the fix. `fix` says what to do, in the words of the setting that chose the folder."""
-
-    def __init__(self, what: str, reason: str, fix: str, full: bool = False):
-        self.what, self.reason, self.full = what, reason, full
-        super().__init__(f"cannot write {what}: {reason}; {fix}")
-
-    def with_fix(self, fix: str) -> "CannotWrite":
-        return CannotWrite(self.what, self.reason, fix, self.full)
 
 
 def write_fault(err: BaseException) -> OSError | None:

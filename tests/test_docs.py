@@ -327,11 +327,11 @@ def test_the_readme_formula_is_the_configured_jal_ce_and_computes_what_the_loss_
 
 def test_the_readme_run_and_its_closing_line_are_what_the_command_does():
     """The run the first screen shows: its description is its config's, and its closing line is the one
-    jal.train prints (Hydra's log format, jal.run.ending's words, then the run directory the command composes)."""
+    jal.train prints (Hydra's log format, jal.record.ending's words, then the run directory the command composes)."""
     import numpy as np
 
     from jal.noise import make_noisy_labels
-    from jal.run import ending
+    from jal.record import Record, Status, ending
     from jal.util import compose_run
 
     screen = readme_first_screen()
@@ -350,7 +350,7 @@ def test_the_readme_run_and_its_closing_line_are_what_the_command_does():
     line = re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[jal\.console\]\[INFO\] - (.*) -> (\S+)", closing)
     assert line, closing
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", line[1])[1])
-    assert line[1] == ending({"status": "finished", "last_test_acc": accuracy, "epochs": cfg.trainer.epochs})
+    assert line[1] == ending(Record(status=Status.FINISHED, last_test_acc=accuracy, epochs=cfg.trainer.epochs))
     assert line[2] == str(cfg.hydra.run.dir)
 
 

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jal.config import ConfigError
-from jal.config_check import check_config, one_line
+from jal.config_check import check_config
+from jal.errors import one_line
 
 SYN = "dataset=synthetic"
 

@@ -6,7 +6,7 @@ import os
 import pytest
 from conftest import compose_train
 
-from jal import launch
+from jal import errors, launch
 
 CORES = len(os.sched_getaffinity(0))
 ELSEWHERE = "(runs on the machines it submits to: no estimate here)"
@@ -40,14 +40,14 @@ def test_a_failed_slurm_task_is_one_line_with_its_reason_and_its_log():
                             "----------------------\nYou can check full logs with 'job.stderr(0)' and "
                             "'job.stdout(0)'or at paths:\n  - /o/.submitit/7_0/7_0_0_log.err\n  - /o/.submitit/7_0/"
                             "7_0_0_log.out")
-    assert launch.failed_job(raised) == "ValueError: loss.a=0.1 is too small; its log: /o/.submitit/7_0/7_0_0_log.err"
+    assert errors.failed_job(raised) == "ValueError: loss.a=0.1 is too small; its log: /o/.submitit/7_0/7_0_0_log.err"
     killed = UncompletedJobError("Job 9_1 (task: 0) with path /o/.submitit/9_1/9_1_0_result.pkl\nhas not produced "
                                  "any output (state: FAILED)\nError stream produced:\n----\nlots\nof lines")
-    assert launch.failed_job(killed) == ("SLURM job 9_1 ended FAILED without a result (killed, out of memory, or out "
+    assert errors.failed_job(killed) == ("SLURM job 9_1 ended FAILED without a result (killed, out of memory, or out "
                                          "of time with no requeue left); its log: /o/.submitit/9_1/9_1_0_log.err")
     refused = FailedJobError("Job has failed with error message:\nsbatch: error: Invalid generic resource (gres) "
                              "specification\n")
-    assert launch.failed_job(refused) == "sbatch: error: Invalid generic resource (gres) specification"
+    assert errors.failed_job(refused) == "sbatch: error: Invalid generic resource (gres) specification"
 
 
 def test_the_slurm_launcher_asks_for_no_more_than_the_nodes_have(tmp_path, monkeypatch):
