@@ -1,29 +1,18 @@
-"""Checking a composed config and the command line, before anything runs, and every error as one line.
-
-Hydra checks types and keys while it composes (`noise.rate=abc`, `trainer.epoch=3` fail there); the value
-rules in each schema's __post_init__ (jal/config.py) run when `check_config` turns the composed config into
-these objects, before any data loads. Every failure reads as one line: `one_line(err)` for any error composing
-or checking. `python -m jal.train` composes and checks once before torch loads (check_command_line), so a wrong
-setting fails in a fraction of a second and Hydra makes no run directory for it; so does a missing data file.
+"""A composed config checked before anything runs: each schema's value rules (their __post_init__, jal/config.py),
+the rules across sections (a setting nothing would read, real-world data with synthetic noise, a human label
+set the dataset lacks, a CUDA device this machine lacks). Hydra checks types and keys while it composes; every
+failure is one line (jal.errors). The command line's checks before torch loads: jal/preflight.py.
 """
 
 import dataclasses
-import os
-import socket
-import sys
-import typing
-from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import OmegaConfBaseException
 
 from jal.config import REAL_WORLD, BadValue, ConfigError, require
-from jal.errors import boundary
-from jal.experiment import PRECOMPUTED_INSTANCE_RATES, TORCHVISION, check_out_root, data_files, given_settings
+from jal.experiment import PRECOMPUTED_INSTANCE_RATES, check_out_root, given_settings
 from jal.resolvers import L1_TERMS, loss_terms
-from jal.util import CONFIG_DIR, check_data_folder, compose_run, writable
 
 # CIFAR-N label sets per dataset (configs/noise/human.yaml)
 HUMAN_LABEL_SETS = {"cifar10": ("aggre", "worst", "rand1", "rand2", "rand3"), "cifar100": ("noisy",)}
@@ -124,139 +113,9 @@ def check_nothing_ignored(cfg) -> None:
             raise ConfigError(f"{setting}={given[setting]} is ignored by {why}")
 
 
-TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def expected_type(schema, key: str) -> str:
-    """What the schema's field `key` holds, in words ("a number or null"), from the dataclass's type hints."""
-    hint = typing.get_type_hints(schema).get(key) if dataclasses.is_dataclass(schema) else None
-    optional = type(None) in typing.get_args(hint)
-    if optional:  # Optional[float] = Union[float, None]
-        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
-    return TYPE_NAMES.get(hint, "of another type") + (" or null" if optional else "")
-
-
-def one_line(err: BaseException) -> str:
-    """The one line to print for an error composing or checking a config (Hydra's own spans a screen)."""
-    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
-    if isinstance(err, MissingConfigException) and err.options is not None:  # loss=foo
-        group, _, option = (err.missing_cfg_file or "").rpartition("/")
-        return f"unknown {group} {option!r}; choose one of: {', '.join(sorted(err.options))}"
-    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.parent_node is not None:  # trainer.epoch=3
-        section = cause.full_key.rpartition(".")[0]
-        valid = set(cause.parent_node.keys())
-        if not section:  # the top level: its keys and the config groups
-            valid |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
-        where = f"in {section}" if section else "at the top level"
-        return f"unknown setting {cause.full_key!r}; valid keys {where}: {', '.join(sorted(valid - {'hydra'}))}"
-    if isinstance(cause, ValidationError) and cause.parent_node is not None:  # noise.rate=abc
-        wanted = expected_type(OmegaConf.get_type(cause.parent_node), cause.key)
-        try:  # the parent still holds the value the override tried to replace: an example of the right type
-            example = cause.parent_node[cause.key]
-        except OmegaConfBaseException:  # an interpolation that does not resolve here: as written
-            example = OmegaConf.to_container(cause.parent_node, resolve=False)[cause.key]
-        example = "null" if example is None else example
-        value = "null" if cause.value is None else repr(cause.value)
-        return f"{cause.full_key}={value} is not {wanted}: e.g. {cause.full_key}={example}"
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    parts = [lines[0] if lines else type(err).__name__]
-    innermost = err  # Hydra wraps the error that stopped it (`Error in call to target ...:`): its cause says why
-    while innermost.__cause__ is not None:
-        innermost = innermost.__cause__
-    if innermost is not err and (inner_lines := str(innermost).strip().splitlines()):
-        parts.append(f"{type(innermost).__name__}: {inner_lines[0]}")
-    parts += [line.split(". ", 1)[-1].lower() for line in lines[1:] if "--multirun" in line]  # Hydra's hint
-    return "; ".join(part.rstrip(":") for part in parts)
-
-
-def check_data_files(cfg) -> None:
-    """The files a run of `cfg` reads first are there (jal.experiment.data_files): a missing one raises
-    FileNotFoundError naming it; missing CIFAR images are downloaded, as a run would, or raise naming what goes
-    where. Their contents are checked as the run reads them."""
-    for file in data_files(cfg):
-        if file.path.exists():
-            continue
-        if not file.downloadable:
-            raise FileNotFoundError(file.missing())
-        name, folder = cfg.dataset.name, file.path.parent
-        check_data_folder(file.path)
-        if not (folder / TORCHVISION[name]).is_dir() and not can_reach(CIFAR_HOST):  # sooner than torchvision
-            raise FileNotFoundError(f"{file.path} is missing and {name} could not be downloaded (no connection to "
-                                    f"{CIFAR_HOST}); put {name}.npz (x_train, y_train, x_test, y_test) in {folder} "
-                                    "or point JAL_DATA_DIR at a folder holding it")
-        from jal.data import _download_and_prepare  # torchvision: only when the images must be fetched
-
-        _download_and_prepare(name, file.path)
-
-
-CIFAR_HOST = "www.cs.toronto.edu"  # where torchvision downloads CIFAR-10 and CIFAR-100 from
-
-
-def can_reach(host: str, timeout: float = 3.0) -> bool:
-    """Whether a connection to host:443 opens (true behind a proxy, which only a download can tell)."""
-    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
-        return True
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def check_run_writable(cfg) -> None:
-    """A run that must write into its directory where no file can be made (a read-only out_root) is refused in
-    one line before Hydra opens its train.log there; a finished run of this experiment is still skipped."""
-    from jal import record as records
-    from jal.run_dir import check_writable
-
-    run_dir = Path(cfg.hydra.run.dir)
-    if writable(run_dir):
-        return
-    record = records.read(run_dir)  # the run itself checks it is this experiment (jal.run.finished_already)
-    if record is None or record.status != records.Status.FINISHED:
-        check_writable(run_dir)
-
-
-# Hydra's flags that compose the config and print something, training nothing: --help, --hydra-help, --cfg,
-# --info and shell completion (-sc install=bash, and the query each Tab sends).
-HYDRA_PRINT_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
-
-
-def check_command_line(argv: list[str] | None = None) -> None:
-    """`python -m jal.train ARGS` and `jal-train ARGS`: compose and check the run's config first, exiting with one
-    line when it is wrong. This runs before torch loads and before Hydra makes the run's directory: a wrong
-    setting costs a fraction of a second and leaves nothing behind. Hydra's printing flags (HYDRA_PRINT_FLAGS)
-    are answered here too, by Hydra itself but without torch (a Tab's completion must not wait for it);
-    sweeps (-m) and Hydra's other flags are left to Hydra in jal.train."""
-    argv = sys.argv[1:] if argv is None else argv
-    share_config_store()
-    if any(arg.split("=", 1)[0] in HYDRA_PRINT_FLAGS for arg in argv):
-        answer_without_training()
-    if any(arg.startswith("-") for arg in argv):
-        return
-    with boundary():
-        cfg = compose_run(argv)  # Hydra's runtime set: logger.tags name the loss through ${hydra:...}
-        check_config(cfg)
-        check_data_files(cfg)
-        check_run_writable(cfg)
-
-
 def share_config_store() -> None:
     """Hydra deep-copies its config repository, the ConfigStore with every schema included, at each composition
     and for each config group that --help or a Tab's completion lists (two thirds of a --help's time). The
     store is read only through ConfigStore.load, which returns a copy of the node it loads, so the copies can
     share the one store: a composition yields the same config, sooner."""
     ConfigStore.__deepcopy__ = lambda self, memo: self
-
-
-def answer_without_training() -> typing.NoReturn:
-    """Hydra's app on sys.argv with a task function that never runs: Hydra prints what a printing flag asks
-    for and returns. Named as jal.train's main so that the help's title and the job's name are the same."""
-    import hydra
-
-    def main(cfg) -> None:
-        raise SystemExit("error: no run here: only Hydra's printing flags come this way (jal.config_check)")
-
-    main.__module__, main.__qualname__ = "jal.train", "main"  # Hydra names the app and job after the module
-    hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(main)()
-    sys.exit(0)

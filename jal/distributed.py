@@ -219,10 +219,7 @@ def check_batches(batch_size: int, n_train: int, world_size: int) -> None:
 def draws_random_numbers(criterion: torch.nn.Module) -> bool:
     """A loss that draws from the epoch generator in its step (NLNL's complementary labels) draws for its
     rank's part of the batch, which would make the run depend on the number of processes."""
-    from jal.losses import ActivePassive, Loss
-
-    return any(type(m).set_generator is not Loss.set_generator and not isinstance(m, ActivePassive)
-               for m in criterion.modules() if isinstance(m, Loss))
+    return any(getattr(m, "draws_random_numbers", False) for m in criterion.modules())
 
 
 class DistributedStep(DistributedDataParallel):

@@ -12,7 +12,8 @@ in the graph, ...), this module follows the reference: docs/protocol.md section 
 baselines that are not active/passive sums (LDR-KL, CE+LC, the eps-Softmax losses, NLNL) each follow the
 reference's class of the same loss; where that differs from its paper, the docstring says how.
 Two optional hooks: `fit_labels(noisy training labels)`, called once before training, and `set_generator`,
-before each epoch with the run's generator for it (a resumed run draws what an uninterrupted one would).
+before each epoch with the run's generator for it (a resumed run draws what an uninterrupted one would); a
+loss that draws in its step says so (`draws_random_numbers = True`): a run across processes refuses it.
 """
 
 import functools
@@ -28,6 +29,7 @@ from jal.paper_values import PAPER_VALUES, PaperValues, paper_values  # noqa: F4
 class Loss(nn.Module):
     """Base class: subclasses define `per_sample`; forward is the batch mean in float32 (or float64).
     num_classes: K, the number of columns the logits must have (the model's output size)."""
+    draws_random_numbers = False  # in its step, from the epoch's generator (set_generator): NLNL
 
     def __init__(self, num_classes: int):
         super().__init__()
@@ -348,6 +350,8 @@ class NLNL(Loss):
     class-weighted CE over no samples (every label the ignore index), 0 * nan = nan in current PyTorch; we
     leave it out, the value it was meant to have (0). The method's later stages (selective NL, PL) are not in it.
     """
+
+    draws_random_numbers = True
 
     def __init__(self, num_classes: int, min_prob: float = 1e-5):
         super().__init__(num_classes)

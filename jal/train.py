@@ -25,7 +25,7 @@ under SLURM); all from the command's first line to its last (jal.stops). A run a
 """
 
 if __name__ == "__main__":  # `python -m jal.train`: a wrong setting fails in one line before torch loads
-    from jal.config_check import check_command_line
+    from jal.preflight import check_command_line
 
     check_command_line()  # its stop signals and Ctrl-C handled already (jal/__init__.py, jal.stops)
 

@@ -24,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from jal import config, config_check, losses
+from jal.errors import one_line
 from jal.experiment import hydra_node
 from jal.models import CNN8, ResNet34
 from jal.util import compose_run
@@ -436,7 +437,7 @@ def test_the_readme_recipe_for_a_loss_types_and_checks_its_settings(tmp_path, mo
     assert hydra.utils.instantiate(compose_run([search, "loss=my_loss", "loss.t=2"]).loss).t == 2.0
     with pytest.raises(hydra.errors.HydraException) as untyped:
         compose_run([search, "loss=my_loss", "loss.t=abc"])
-    assert config_check.one_line(untyped.value) == "loss.t='abc' is not a number: e.g. loss.t=1.0"
+    assert one_line(untyped.value) == "loss.t='abc' is not a number: e.g. loss.t=1.0"
     with pytest.raises(config.ConfigError) as negative:
         config_check.check_config(compose_run([search, "loss=my_loss", "loss.t=-1"]))
     assert str(negative.value) == "loss.t=-1.0 must be finite and > 0: e.g. loss.t=1.0"

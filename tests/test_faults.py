@@ -21,9 +21,9 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 from jal import fuse, multirun, plan
 from jal import train as jal_train
-from jal.config_check import check_command_line
 from jal.data import load_dataset
 from jal.experiment import hydra_node, plain_config
+from jal.preflight import check_command_line
 from jal.progress import Progress
 from jal.run_dir import DirectoryConflict
 from jal.util import CannotWrite

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from test_configs import LOSS_NAMES, compose_cfg, grid_cfg, resolved
 
-from jal import config, config_check, losses, resolvers, tables
+from jal import config, losses, preflight, resolvers, tables
 from jal import run as jal_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
@@ -315,12 +315,12 @@ def test_eps_softmax_without_reference_values_fails_in_one_line(dataset, noise, 
     args = ["loss=ce_eps_mae", f"dataset={dataset}", f"noise={noise}", f"data_dir={tmp_path}"] + (
         [f"noise.rate={rate}"] if rate else [])
     with pytest.raises(SystemExit) as err:
-        config_check.check_command_line(args)
+        preflight.check_command_line(args)
     message = str(err.value.code)
     assert message.startswith("error: the reference gives no eps-Softmax hyperparameters")
     assert f"dataset={dataset} noise={noise}" in message and "loss.active.m" in message
     assert "\n" not in message
-    config_check.check_command_line(args + ["loss.alpha=0.01", "loss.beta=5", "loss.active.m=1e5"])  # set by hand: runs
+    preflight.check_command_line(args + ["loss.alpha=0.01", "loss.beta=5", "loss.active.m=1e5"])  # set by hand: runs
 
 
 # ----------------------------------------------------------------------------- the regularisation rule
