@@ -1,5 +1,6 @@
-"""The package reads top to bottom: no import cycle among jal's modules (counting imports inside functions,
-which only hide a cycle until the function runs) and no module too long to read in one sitting."""
+"""The package reads top to bottom: its modules stand in layers, each importing only from its own layer or the
+ones below (counting imports inside functions, which only hide a dependency until the function runs), and no
+import cycle among them. Where code lives is decided by what it is, not by how long a file has grown."""
 
 import ast
 from collections import deque
@@ -8,8 +9,28 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "jal"
-MAX_LINES = 450  # any module
-MAX_TRAIN_LINES = 250  # jal/train.py: the entrypoint, the loop itself lives in the modules it imports
+
+# The layers, lowest first (README.md's Layout names them). A module may import from its own layer and the
+# ones before it; a new module is placed here, or the test names it.
+LAYERS = {
+    "platform": {"paths", "errors", "util", "config", "device", "distributed", "stops"},
+    "maths": {"losses", "paper_values", "theory", "models", "noise", "data", "real_world"},
+    "experiment": {"experiment", "record", "run_dir", "config_check", "resolvers"},
+    "run": {"step", "run", "train", "preflight", "progress_bar", "wandb_run"},
+    "sweeps": {"multirun", "plan", "estimate", "progress", "launch", "fuse"},
+    "reports": {"records", "tables", "fidelity", "figures", "precision_report", "bench", "timing",
+                "reference_pipeline", "gpu_check"},
+    "commands": {"cli"},
+}
+# Rules the layers imply, each said in its own words, and one they cannot: modules of one layer that must not
+# reach each other.
+RULES = [
+    ("the loop never imports the planner", {"train", "run", "step"}, {"multirun", "plan", "estimate", "progress"}),
+    ("config checks never read run directories", {"config_check", "resolvers"}, {"run_dir", "record"}),
+    ("the plan never imports the benchmark", {"plan", "estimate", "multirun", "progress"},
+     {"bench", "timing", "reference_pipeline"}),
+    ("the platform layer never imports losses", LAYERS["platform"], {"losses"}),
+]
 
 
 def modules() -> dict[str, Path]:
@@ -92,8 +113,38 @@ def test_no_import_cycle_among_jals_modules():
     assert found == [], "import cycles:\n" + "\n".join(found)
 
 
-def test_every_module_is_short_enough_to_read_in_one_sitting():
-    lines = {f"jal/{name}.py": len(path.read_text().splitlines()) for name, path in modules().items()}
-    too_long = {name: n for name, n in lines.items() if n > MAX_LINES}
-    assert too_long == {}, f"over {MAX_LINES} lines: " + ", ".join(f"{name} {n}" for name, n in too_long.items())
-    assert lines["jal/train.py"] < MAX_TRAIN_LINES, f"jal/train.py has {lines['jal/train.py']} lines"
+def layer_of(module: str) -> int | None:
+    return next((n for n, members in enumerate(LAYERS.values()) if module in members), None)
+
+
+def breaks(graph: dict[str, dict[str, int]]) -> list[str]:
+    """Each import that climbs to a higher layer or breaks a rule, as `a -> b (jal/a.py:12): why`."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        for target, line in sorted(targets.items()):
+            where = f"{module} -> {target} (jal/{module}.py:{line})"
+            if layer_of(target) > layer_of(module):
+                names = list(LAYERS)
+                found.append(f"{where}: {names[layer_of(module)]} imports {names[layer_of(target)]}, a layer above")
+            found += [f"{where}: {rule}" for rule, importers, imported in RULES
+                      if module in importers and target in imported]
+    return found
+
+
+def test_every_module_has_a_layer():
+    unplaced = sorted(set(modules()) - set().union(*LAYERS.values()))
+    assert unplaced == [], f"place these in tests/test_imports.py LAYERS (and README's Layout): {unplaced}"
+
+
+def test_every_import_goes_down_the_layers_and_keeps_the_rules():
+    found = breaks(import_graph())
+    assert found == [], "imports that break the layers:\n" + "\n".join(found)
+
+
+def test_the_layer_check_finds_a_climb_and_a_broken_rule():
+    graph = {"train": {"plan": 3}, "config_check": {"run_dir": 7}, "util": {"errors": 1}, "plan": {}, "run_dir": {},
+             "errors": {}}
+    assert breaks(graph) == [
+        "config_check -> run_dir (jal/config_check.py:7): config checks never read run directories",
+        "train -> plan (jal/train.py:3): run imports sweeps, a layer above",
+        "train -> plan (jal/train.py:3): the loop never imports the planner"]
