@@ -206,12 +206,13 @@ def test_eta_counts_the_epochs_of_runs_in_flight(tmp_path):
     paused = runs[3].dir / "result.json"
     paused.write_text(json.dumps(dict(status="paused")))
     os.utime(paused, (time.time() - 3600,) * 2)
-    torch.save({"epoch": 1}, runs[3].dir / "checkpoint.pt")
+    # checkpoints of their own experiment (the plan reads them as the run does, jal.multirun.Run.checkpoint)
+    torch.save({"epoch": 1, **runs[3].experiment().as_dict()}, runs[3].dir / "checkpoint.pt")
     progress = Progress()
     progress.start(runs)
     progress.started -= 100  # the sweep has run for 100 s: the first run finished, the second is in epoch 2
     (runs[0].dir / "result.json").write_text(json.dumps(dict(status="finished", last_test_acc=50.0)))
-    torch.save({"epoch": 1}, runs[1].dir / "checkpoint.pt")
+    torch.save({"epoch": 1, **runs[1].experiment().as_dict()}, runs[1].dir / "checkpoint.pt")
     done, left = (epoch_1 + epoch_2) + epoch_1, epoch_2 + (epoch_1 + epoch_2) + epoch_2
     assert progress.ended() == [str(runs[0].dir)]
     assert progress.eta() == f"ETA {duration(100 * left / done)}" == "ETA 2 min"
