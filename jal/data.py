@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jal.errors import CannotWrite, DataError
+from jal.errors import CannotWrite, ConfigError, DataError
 from jal.util import atomic_save_npz, check_data_folder, unreadable
 
 
@@ -87,7 +87,7 @@ def load_dataset(name: str, data_dir: str | Path, *, num_classes: int = 10, trai
     if name == "synthetic":
         return synthetic_dataset(train_size, test_size, num_classes)
     if name not in ("cifar10", "cifar100"):
-        raise ValueError(f"unknown dataset {name!r}: choose one of cifar10, cifar100, synthetic")
+        raise ConfigError(f"unknown dataset {name!r}: choose one of cifar10, cifar100, synthetic")
     path = Path(data_dir) / f"{name}.npz"
     if not path.exists():
         _download_and_prepare(name, path)
@@ -141,7 +141,7 @@ def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) 
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
         if len(members) < per_class:
-            raise ValueError(f"dataset.subset={size} needs {per_class} images of class {c}, found {len(members)}")
+            raise ConfigError(f"dataset.subset={size} needs {per_class} images of class {c}, found {len(members)}")
         picks.append(rng.choice(members, per_class, replace=False))
     return np.sort(np.concatenate(picks))
 

@@ -306,8 +306,8 @@ def read_label_file(path, what: str) -> dict[str, np.ndarray]:
     lengths = {len(labels) if labels.ndim == 1 else None for labels in data.values()}
     for key, labels in data.items():
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(lengths) > 1:
-            raise ValueError(f"{path}: {key} is {labels.dtype} {labels.shape}; every array of a label file must be "
+            raise DataError(f"{path}: {key} is {labels.dtype} {labels.shape}; every array of a label file must be "
                              "1-D integer class indices, all of one length")
         if labels.size and labels.min() < 0:
-            raise ValueError(f"{path}: {key} holds label {labels.min()}; class indices start at 0")
+            raise DataError(f"{path}: {key} holds label {labels.min()}; class indices start at 0")
     return data

@@ -102,9 +102,10 @@ BAD_SETTINGS = [
     ("cifar-100 not downloadable", ["dataset=cifar100", "data_dir={tmp}/empty"], "put cifar100.npz (x_train, y_train, "
                                                                                  "x_test, y_test) in {tmp}/empty"),
     ("human label file missing", ["dataset=cifar10", "noise=human", "data_dir={tmp}/images_only"],
-     "{tmp}/images_only/cifar10n_labels.npz not found: put the CIFAR-N labels (cifar10n_labels.npz) there"),
+     "{tmp}/images_only/cifar10n_labels.npz is missing: put cifar10n_labels.npz (the CIFAR-10N labels; "
+     "docs/protocol.md section 6) there or point JAL_DATA_DIR at a folder holding it"),
     ("instance label file missing", ["dataset=cifar10", "noise=instance", "data_dir={tmp}/images_only"],
-     "{tmp}/images_only/cifar10_idn_labels.npz not found"),
+     "{tmp}/images_only/cifar10_idn_labels.npz is missing: put cifar10_idn_labels.npz"),
     ("truncated cifar10.npz", ["dataset=cifar10", "data_dir={tmp}/truncated"], "truncated/cifar10.npz is damaged "
                                                                                "(BadZipFile"),
     ("images of the wrong shape", ["dataset=cifar10", "data_dir={tmp}/grey"], "x_train is uint8 (20, 32, 32), not "
