@@ -14,7 +14,7 @@ def train() -> None:
 
 
 def fuse() -> None:
-    from jal.fuse import main
+    from jal.fuse.command import main
     from jal.stops import command
 
     command(main)  # as `python -m jal.fuse`: its stop signals and Ctrl-C handled to its end

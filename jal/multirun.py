@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from jal import record as records
 from jal.config_check import check_config
-from jal.errors import AnotherExperiment
+from jal.errors import AnotherExperiment, DirectoryConflict
 from jal.experiment import (
     NOT_THE_EXPERIMENT,
     Experiment,
@@ -32,15 +32,14 @@ from jal.experiment import (
     hydra_node,
     within,
 )
+from jal.fuse.rejoin import rejoined_epochs
 from jal.record import Record, Status
 from jal.run_dir import (
     CHECKPOINT,
     PREVIOUS,
-    DirectoryConflict,
     check_same,
     check_writable,
     latest_checkpoint,
-    rejoined_epochs,
 )
 from jal.util import CONFIG_DIR
 
@@ -220,7 +219,7 @@ def not_the_experiment_swept(first: Run, second: Run) -> dict[str, tuple[str, st
 def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
     """The runs still to train, in launch order, grouped into fusions of at most `fuse` runs that can train
     together (jal.train.train_fusion): the same fixed settings and the same epoch reached, the members of a
-    fusion killed between their checkpoint writes back at their common epoch (jal.run_dir.rejoined_epochs).
+    fusion killed between their checkpoint writes back at their common epoch (jal.fuse.rejoin.rejoined_epochs).
     A run named twice (`seed=1,1`) is one run."""
     todo = {}  # directory -> run, in launch order
     for run in runs:

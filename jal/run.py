@@ -34,9 +34,7 @@ from jal.run_dir import (
     check_same,
     latest_checkpoint,
     move_aside,
-    rejoined_epochs,
     remove_temp_files,
-    roll_back,
     save_checkpoint,
 )
 from jal.step import Fusion, Learner, TrainingData, build_training
@@ -271,25 +269,6 @@ def unwritable(err: CannotWrite, members: list[Member]) -> CannotWrite:
                         f"{'resumes it' if m.checkpointed else 'starts it again'}")
 
 
-def rejoin(members: list[Member]) -> None:
-    """Members a kill left an epoch ahead of the others of their fusion (its checkpoints are written one member
-    after another) go back to the others' epoch, on disk too: the same fusion trains that epoch again."""
-    done = {m.name: (m.state["epoch"], m.state.get("fusion", [])) if m.state else (0, []) for m in members}
-    epochs = rejoined_epochs(done)
-    for m in members:
-        if (epoch := epochs[m.name]) != done[m.name][0]:
-            m.state = roll_back(m.run_dir, m.exp.identity, epoch)
-            log.info("%s was killed an epoch ahead of the runs fused with it: back to epoch %d to train on with them",
-                     m.name, epoch, extra=about(m.run_dir))
-
-
-def check_same_epoch(members: list[Member]) -> None:
-    epochs_at = {m.start_epoch for m in members}
-    if len(epochs_at) > 1:
-        raise ConfigError(f"runs fused together must be at the same epoch; these are at epochs {sorted(epochs_at)}: "
-                          "train them apart, or the ones behind first")
-
-
 def close_unended(members: list[Member], results: dict, err: BaseException, epoch: int, fused: int) -> None:
     """After a crash or an interruption, for each member not ended yet: a failed record after a crash (an
     interruption leaves its checkpoint to resume from), and its W&B run closed."""
@@ -361,7 +340,7 @@ def write_last_record(m: Member, record: Record, fused: int) -> Record:
 def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_test: int, lr: float,
               train_seconds: float, epoch_start: float, started: float, fusion: list[str]) -> None:
     """The member's epoch record: into its history, its train.log line, W&B, and its checkpoint (naming the
-    `fusion` that trained the epoch: its members' run names, jal.run_dir.rejoined_epochs)."""
+    `fusion` that trained the epoch: its members' run names, jal.fuse.rejoin.rejoined_epochs)."""
     loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums
     n_train, n_corrupted, epochs = m.n_train, m.n_corrupted, m.cfg.trainer.epochs
     pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jal.errors import AnotherExperiment, DirectoryConflict, UnreadableFile
+from jal.errors import AnotherExperiment, UnreadableFile
 from jal.experiment import differences, identity_of
 from jal.record import RESTART_FIX, RESULT
 from jal.util import (
@@ -155,36 +155,6 @@ def remove_temp_files(run_dir: Path) -> list[str]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp.name)
     return removed
-
-
-# A fusion's members write their checkpoints one after another: a kill between two writes leaves the members
-# written an epoch ahead of the others. Each checkpoint names the fusion that trained its epoch (`fusion`: its
-# members' run names; a run alone: its own), so the plan and the next start bring those ahead back to the
-# common epoch and the same fusion trains on, instead of two fusions that never rejoin.
-
-
-def rejoined_epochs(done: dict[str, tuple[int, list]]) -> dict[str, int]:
-    """run name -> the epoch it resumes from, given run name -> (epochs done, the fusion of its checkpoint):
-    a run whose fusion holds a run named here one epoch behind goes back to that epoch."""
-    return {name: epoch - 1 if any(done.get(other, (None,))[0] == epoch - 1 for other in fusion if other != name)
-            else epoch for name, (epoch, fusion) in done.items()}
-
-
-def roll_back(run_dir: Path, asked: dict, epoch: int) -> dict | None:
-    """Make the run's checkpoint of `epoch` its newest (checkpoint.prev.pt renamed over checkpoint.pt; epoch 0:
-    none, the run starts afresh), the one ahead of it dropped. Returns that checkpoint (None for epoch 0)."""
-    newest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
-    if epoch == 0:
-        newest.unlink(missing_ok=True)
-        previous.unlink(missing_ok=True)
-        return None
-    state = load_checkpoint(previous) if previous.exists() else {"epoch": None}
-    if state["epoch"] != epoch:
-        raise DirectoryConflict(f"{run_dir} is an epoch ahead of the runs it was fused with, and {previous} does not "
-                                f"hold their epoch {epoch}: train it apart, or trainer.restart=true")
-    check_same(identity_of(state), asked, previous)
-    os.replace(previous, newest)
-    return state
 
 
 def move_aside(run_dir: Path) -> list[str]:

@@ -49,20 +49,19 @@ from jal.config_check import check_config
 from jal.device import run_device
 from jal.errors import RunDiverged, boundary
 from jal.experiment import check_fusable
+from jal.fuse.rejoin import check_same_epoch, rejoin
 from jal.progress_bar import BAR_FORMAT, bar_postfix
 from jal.record import Record, Status, ending
 from jal.run import (
     Member,
     about,
     build_member,
-    check_same_epoch,
     close_unended,
     drop_diverged,
     end_epoch,
     finished_record,
     load_training_data,
     paused_record,
-    rejoin,
     wall,
     write_last_record,
 )

@@ -19,13 +19,14 @@ from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf, open_dict, read_write
 
-from jal import fuse, multirun, plan
+from jal import multirun, plan
 from jal import train as jal_train
 from jal.data import load_dataset
+from jal.errors import DirectoryConflict
 from jal.experiment import hydra_node, plain_config
+from jal.fuse import command as fuse
 from jal.preflight import check_command_line
 from jal.progress import Progress
-from jal.run_dir import DirectoryConflict
 from jal.util import CannotWrite
 
 TINY = ["dataset=synthetic", "dataset.train_size=32", "dataset.test_size=32", "trainer.batch_size=32", "logger=none",
@@ -320,7 +321,7 @@ def test_a_log_line_the_full_disk_refuses_is_dropped_without_a_logging_error(tmp
     closing the file with that line still buffered."""
     from hydra.utils import get_class
 
-    from jal.fuse import RunLog
+    from jal.fuse.logs import RunLog
 
     disk = tmpfs("1m")
     fill(disk)

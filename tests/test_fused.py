@@ -438,7 +438,8 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     from conftest import CONFIG_DIR
     from hydra import initialize_config_dir
 
-    from jal import fuse, launch, multirun
+    from jal import launch, multirun
+    from jal.fuse import tasks as fuse
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -475,7 +476,7 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
 def test_a_members_train_log_takes_its_own_records_and_those_about_no_member_but_not_submitits(tmp_path):
     import logging
 
-    from jal.fuse import RunLog
+    from jal.fuse.logs import RunLog
     from jal.run import about
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -527,7 +528,8 @@ def test_a_run_named_twice_in_a_fused_sweep_is_planned_trained_and_logged_once(t
     from conftest import CONFIG_DIR
     from hydra import initialize_config_dir
 
-    from jal import fuse, multirun
+    from jal import multirun
+    from jal.fuse import tasks as fuse
 
     overrides = [*TINY, f"out_root={tmp_path}", "loss=ce", "seed=1,1", "trainer.precision=fp32"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):

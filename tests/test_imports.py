@@ -16,8 +16,9 @@ LAYERS = {
     "platform": {"paths", "errors", "util", "config", "device", "distributed", "stops"},
     "maths": {"losses", "paper_values", "theory", "models", "noise", "data", "real_world"},
     "experiment": {"experiment", "record", "run_dir", "config_check", "resolvers"},
-    "run": {"step", "run", "train", "preflight", "progress_bar", "wandb_run"},
-    "sweeps": {"multirun", "plan", "estimate", "progress", "launch", "fuse"},
+    "run": {"step", "run", "train", "preflight", "progress_bar", "wandb_run", "fuse.rejoin"},
+    "sweeps": {"multirun", "plan", "estimate", "progress", "launch", "fuse", "fuse.command", "fuse.tasks",
+               "fuse.logs", "fuse.__main__"},
     "reports": {"records", "tables", "fidelity", "figures", "precision_report", "bench", "timing",
                 "reference_pipeline", "gpu_check"},
     "commands": {"cli"},
@@ -34,25 +35,38 @@ RULES = [
 
 
 def modules() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"}
+    """jal's modules by their dotted name under jal: `train`, `fuse` (a package's __init__), `fuse.tasks`."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name:  # jal/__init__.py itself: the package's face
+            found[name] = path
+    return found
 
 
 def imports_of(path: Path, names: set[str]) -> dict[str, int]:
     """The jal modules a file imports, anywhere in it (top level or inside a function): {module: first line}.
-    `import jal.x`, `from jal.x import y`, `from jal import x` and their relative forms."""
+    `import jal.x`, `from jal.x import y`, `from jal import x`, `from jal.x import y` where y is a module
+    (x.y), and their relative forms; a name that is no module counts as its module."""
+    own = ".".join(path.relative_to(PACKAGE).with_suffix("").parts) if path.is_relative_to(PACKAGE) else path.stem
     found = {}
+
+    def module_of(dotted: str) -> str | None:  # the longest module that `dotted` (under jal) names or lies in
+        parts = dotted.split(".")
+        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in names), None)
+
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         targets = []
         if isinstance(node, ast.Import):
-            targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("jal.")]
+            targets = [module_of(a.name.removeprefix("jal.")) for a in node.names if a.name.startswith("jal.")]
         elif isinstance(node, ast.ImportFrom):
             module = ".".join(["jal"] * (node.level == 1) + [node.module or ""]).strip(".")  # "from . import" is jal
-            if module.startswith("jal."):
-                targets = [module.split(".")[1]]
-            elif module == "jal":  # from jal import x: x a module, or a name of jal/__init__.py
-                targets = [a.name for a in node.names]
+            if module == "jal" or module.startswith("jal."):
+                base = module.removeprefix("jal").lstrip(".")
+                targets = [module_of(f"{base}.{a.name}".lstrip(".")) for a in node.names]
         for target in targets:
-            if target in names and target != path.stem:
+            if target is not None and target in names and target != own.removesuffix(".__init__"):
                 found[target] = min(found.get(target, node.lineno), node.lineno)
     return found
 
@@ -92,7 +106,7 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 
 def describe(graph: dict[str, dict[str, int]], cycle: list[str]) -> str:
     """config -> train (config.py:12) -> config (train.py:40)"""
-    steps = [f"{b} (jal/{a}.py:{graph[a][b]})" for a, b in zip(cycle, cycle[1:])]
+    steps = [f"{b} (jal/{a.replace('.', '/')}.py:{graph[a][b]})" for a, b in zip(cycle, cycle[1:])]
     return " -> ".join([cycle[0], *steps])
 
 
@@ -100,6 +114,8 @@ def test_the_graph_reader_sees_every_form_of_import(tmp_path):
     (tmp_path / "a.py").write_text("import jal.b\nfrom jal.c import f\nfrom jal import d, not_a_module\n"
                                    "def g():\n    from . import e\n    from .f import h\n    import json\n")
     assert imports_of(tmp_path / "a.py", {"a", "b", "c", "d", "e", "f"}) == {"b": 1, "c": 2, "d": 3, "e": 5, "f": 6}
+    (tmp_path / "b.py").write_text("from jal.p import q\nfrom jal.p.r import x\nfrom jal import p\nimport jal.p.q\n")
+    assert imports_of(tmp_path / "b.py", {"p", "p.q", "p.r"}) == {"p.q": 1, "p.r": 2, "p": 3}  # a package's modules
     graph = {"a": {"b": 1}, "b": {"c": 4}, "c": {"a": 9, "d": 2}, "d": {}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
     assert describe(graph, ["a", "b", "c", "a"]) == "a -> b (jal/a.py:1) -> c (jal/b.py:4) -> a (jal/c.py:9)"
@@ -122,7 +138,7 @@ def breaks(graph: dict[str, dict[str, int]]) -> list[str]:
     found = []
     for module, targets in sorted(graph.items()):
         for target, line in sorted(targets.items()):
-            where = f"{module} -> {target} (jal/{module}.py:{line})"
+            where = f"{module} -> {target} (jal/{module.replace('.', '/')}.py:{line})"
             if layer_of(target) > layer_of(module):
                 names = list(LAYERS)
                 found.append(f"{where}: {names[layer_of(module)]} imports {names[layer_of(target)]}, a layer above")

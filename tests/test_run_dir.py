@@ -20,8 +20,9 @@ from omegaconf import open_dict, read_write
 from jal import experiment, multirun, run_dir
 from jal import run as jal_run
 from jal import train as jal_train
+from jal.errors import DirectoryConflict
 from jal.progress import Progress
-from jal.run_dir import DirectoryConflict, RunLock
+from jal.run_dir import RunLock
 
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "logger=none",
         "trainer.progress=false"]

@@ -1,0 +1,54 @@
+"""Train a sweep's runs fused, at most K at a time: `python -m jal.fuse --fuse K <overrides>` (jal-fuse).
+
+The sweep's runs are planned as `python -m jal.train -m <overrides>` plans them, grouped into fusions, launched
+(jal.fuse.tasks), and a line per member says how it ended, with the sweep's ETA; then a summary."""
+
+import argparse
+import logging
+import sys
+
+from hydra import initialize_config_dir
+
+from jal import launch
+from jal.errors import boundary
+from jal.fuse.logs import CONSOLE_FORMAT
+from jal.fuse.tasks import fusion_tasks, launch_fusions
+from jal.record import ENDED, Status, ending
+from jal.util import CONFIG_DIR
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jal.fuse", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fuse", type=int, default=8, help="at most this many runs per fusion (default 8)")
+    parser.add_argument("overrides", nargs="*", help="the overrides of `python -m jal.train -m`")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
+    from jal import multirun  # the plan's imports load here, after the arguments: --help answers sooner
+    from jal.progress import Progress, stop_signal
+
+    results = []
+    with boundary():
+        # job_name: the job's name as `python -m jal.train` has it (its train.log, a SLURM job's name)
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+            runs = multirun.plan_runs(args.overrides)
+            groups = multirun.fusions(runs, args.fuse)
+            launcher = launch.settings(runs[0].cfg)
+            print(f"{multirun.runs_(len(runs))}: {len(runs) - sum(map(len, groups))} finished already, "
+                  f"{len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train, "
+                  f"{launch.how_fusions_run(runs[0].cfg)}", flush=True)
+            tasks = fusion_tasks(groups)
+            progress = Progress()  # the sweep's ETA from its runs' checkpoints, as a plain sweep's
+            progress.start(runs)
+            for task, ended in launch_fusions(tasks, launcher):
+                eta = progress.eta()
+                for name, result in zip(task.names, ended):  # in the words of a run alone's closing line
+                    print(f"[fusion {task.number}/{task.of}] {name}: {ending(result)} ({eta})", flush=True)
+                    results.append(result)
+    # Ctrl-C, a second SIGTERM: each member has said where it stopped (jal.train), jal.stops.command exits
+    counts = {s: sum(r.status == s for r in results) for s in ENDED}
+    print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
+        f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")
+    if counts[Status.PAUSED] and (name := stop_signal()):  # a stop signal came (before, or between the fusions)
+        print(f"  stopped by {name}: the same command continues the sweep")
+    if counts[Status.FAILED]:
+        sys.exit(1)
