@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from jal.config import ConfigError
 
 
-def settings(cfg: DictConfig) -> dict:
-    """The run's Hydra launcher config (configs/hydra/launcher/ and its overrides), resolved."""
-    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+def settings(hydra: DictConfig) -> dict:
+    """A run's Hydra launcher config (configs/hydra/launcher/ and its overrides), resolved, from its Hydra node."""
+    return OmegaConf.to_container(hydra.launcher, resolve=True)
 
 
 def kind(launcher: dict) -> str:
@@ -46,11 +46,10 @@ def how_runs_run(launcher: dict) -> str:
     return f"{launcher['_target_'].rsplit('.', 1)[-1]} (runs on the machines it submits to: no estimate here)"
 
 
-def how_fusions_run(cfg: DictConfig) -> str:
-    """How the fusions of a sweep with this config train, in words (the plan and jal.fuse say it); raises
-    ConfigError for a launcher jal.fuse cannot launch fusions with."""
-    launcher = settings(cfg)
-    name, threads = kind(launcher), cfg.trainer.threads
+def how_fusions_run(launcher: dict, threads: int | None) -> str:
+    """How the fusions of a sweep train with this launcher (settings) and torch threads per fusion, in words (the
+    plan and jal.fuse say it); raises ConfigError for a launcher jal.fuse cannot launch fusions with."""
+    name = kind(launcher)
     each = f"{threads} torch thread{'s' * (threads != 1)} each" if threads else "torch's default threads each"
     if name == "basic":
         return f"one at a time in one process (the basic launcher), {each}"

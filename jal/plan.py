@@ -164,7 +164,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     runs = [run for sweep in sweeps for run in sweep]
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
-    launcher = launch.settings(first)
+    launcher = launch.settings(first.hydra)
     if launch.kind(launcher) == "slurm":  # what sbatch would refuse, said before the first sweep is submitted
         launch.check_fits(launcher)
     threads = first.trainer.threads
@@ -174,7 +174,7 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     precisions = sorted({choose(run.cfg)[1:] for run in runs})
     print(f"  precision  {'; '.join(f'{name} ({reason})' for name, reason in precisions)}")
     if fuse > 1:
-        print(f"  launcher   fusions {launch.how_fusions_run(first)}")
+        print(f"  launcher   fusions {launch.how_fusions_run(launcher, threads)}")
     else:
         print(f"  launcher   {launch.how_runs_run(launcher)}, torch threads per run: "
               f"{threads if threads else 'all cores (trainer.threads=null)'}")

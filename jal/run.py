@@ -22,7 +22,7 @@ from jal.config import ConfigError
 from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
 from jal.device import PARAMETER_DTYPE, device_name, set_determinism
 from jal.errors import RunDiverged
-from jal.experiment import Experiment, experiment, hydra_node
+from jal.experiment import Experiment, experiment
 from jal.losses import AMSE
 from jal.real_world import is_real_world, load_files
 from jal.record import Record, Status
@@ -229,8 +229,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     m.state = None  # loaded: its memory (a model's worth) is not kept
     if not cfg.noise.rate:  # human noise: its rate is what its labels measure (clean data: 0)
         m.cell = dataclasses.replace(m.exp.cell, noise_rate=float(m.summary["rate"]))
-    with hydra_node(cfg):  # the logger's tags read ${hydra:...}
-        m.wandb_run = start_wandb(cfg, m.run_dir, m.precision) if m.writes else None
+    m.wandb_run = start_wandb(m.exp, m.run_dir) if m.writes else None
 
 
 def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,

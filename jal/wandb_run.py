@@ -24,9 +24,6 @@ import secrets
 import string
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from jal.experiment import plain_config
 from jal.run_dir import WANDB_ID
 from jal.util import atomic_write_text
 
@@ -68,20 +65,22 @@ def wandb_run_id(run_dir: Path, run_name: str) -> tuple[str, bool]:
     return run_id, False
 
 
-def protocol(cfg: DictConfig, precision: str) -> list[str]:
-    """What a cell's figures depend on beyond the cell and its settings: epochs, the training and test subsets and
-    the precision that trains (`auto` resolved), e.g. ["120 ep", "train full", "test full", "fp32"]."""
-    return [f"{cfg.trainer.epochs} ep", f"train {cfg.dataset.get('subset') or 'full'}",
-            f"test {cfg.dataset.get('test_subset') or 'full'}", precision]
+def protocol(config: dict, precision: str) -> list[str]:
+    """What a cell's figures depend on beyond the cell and its settings (of a run's resolved config, as records
+    store it): epochs, the training and test subsets and the precision that trains (`auto` resolved), e.g.
+    ["120 ep", "train full", "test full", "fp32"]."""
+    dataset = config["dataset"]
+    return [f"{config['trainer']['epochs']} ep", f"train {dataset.get('subset') or 'full'}",
+            f"test {dataset.get('test_subset') or 'full'}", precision]
 
 
-def group_and_tags(cfg: DictConfig, precision: str) -> tuple[str, list[str]]:
+def group_and_tags(config: dict, precision: str) -> tuple[str, list[str]]:
     """The W&B group, logger.group then the protocol ("cifar10 | 120 ep | train full | test full | fp32"), so a
     smoke run never sits in a group of another protocol, whatever logger.group says; the tags, logger.tags and the
     protocol's (each cut to W&B's 64 characters)."""
-    steps = protocol(cfg, precision)
-    tags = [str(tag)[:WANDB_TAG_MAX] for tag in cfg.logger.tags]
-    return " | ".join([str(cfg.logger.group), *steps]), list(dict.fromkeys(tags + steps))
+    steps, logger = protocol(config, precision), config["logger"]
+    tags = [str(tag)[:WANDB_TAG_MAX] for tag in logger["tags"]]
+    return " | ".join([str(logger["group"]), *steps]), list(dict.fromkeys(tags + steps))
 
 
 def offline_parts(run_dir: Path, run_id: str) -> list[Path]:
@@ -99,27 +98,29 @@ def where(run, run_dir: Path, continued: bool) -> str:
             f"{Path(run_dir) / 'wandb' / f'offline-run-*-{run.id}'}")
 
 
-def start_wandb(cfg: DictConfig, run_dir: Path, precision: str):
-    """The W&B run of this training of `run_dir` (trained in `precision`), started and said on the console; None
-    when the run logs to no W&B."""
-    if (cfg.logger.name != "wandb" or cfg.logger.mode == "disabled"
+def start_wandb(exp, run_dir: Path):
+    """The W&B run of this training of `run_dir`, a run of the experiment `exp` (jal.experiment.Experiment: its
+    name, resolved config and the precision that trains), started and said on the console; None when the run
+    logs to no W&B."""
+    logger = exp.config["logger"]
+    if (logger["name"] != "wandb" or logger.get("mode") == "disabled"
             or os.environ.get("WANDB_MODE") == "disabled"):  # e.g. a bare GPU host: no wandb package needed
         return None
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")  # its own lines: the one below says what they said
-    run_id, continued = wandb_run_id(run_dir, cfg.run_name)
+    run_id, continued = wandb_run_id(run_dir, exp.name)
     unsynced = [p for p in offline_parts(run_dir, run_id) if not list(p.glob("*.wandb.synced"))]
-    if continued and cfg.logger.mode == "online" and unsynced:  # W&B would drop their rows once synced after these
+    if continued and logger["mode"] == "online" and unsynced:  # W&B would drop their rows once synced after these
         console.warning("W&B run %s continues online, but %d offline part(s) of it are not uploaded yet: W&B drops "
                         "their epochs if they are synced after this; `wandb sync %s` first, or keep "
                         "WANDB_MODE=offline", run_id, len(unsynced), " ".join(map(str, unsynced)),
                         extra={"run_dir": str(run_dir)})
-    group, tags = group_and_tags(cfg, precision)
-    name = cfg.run_name if len(cfg.run_name) <= WANDB_NAME_MAX else cfg.run_name[:WANDB_NAME_MAX - 1] + "…"
+    group, tags = group_and_tags(exp.config, exp.precision)
+    name = exp.name if len(exp.name) <= WANDB_NAME_MAX else exp.name[:WANDB_NAME_MAX - 1] + "…"
     run = wandb.init(
-        project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, group=group, tags=tags,
-        name=name, dir=str(run_dir), config=plain_config(cfg), id=run_id, resume="allow",
+        project=logger["project"], entity=logger["entity"], mode=logger["mode"], group=group, tags=tags,
+        name=name, dir=str(run_dir), config=exp.config, id=run_id, resume="allow",
         # create_new: a fusion holds one W&B run per member in this process, and one's start must not finish
         # another's (each run is finished by its member, jal.run.write_last_record / close_unended)
         reinit="create_new",

@@ -454,11 +454,11 @@ def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resour
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
         runs = multirun.plan_runs(TINY + [f"out_root={tmp_path}", *SWEEP, "hydra/launcher=slurm",
                                           "hydra.launcher.partition=a100", "hydra.launcher.timeout_min=30"])
-    assert launch.how_fusions_run(runs[0].cfg) == (
+    assert launch.how_fusions_run(launch.settings(runs[0].cfg.hydra), runs[0].cfg.trainer.threads) == (
         "one SLURM task each (submitit: a job array, at most 64 tasks at a time; partition=a100, nodes=1, "
         "gpus_per_node=1, cpus_per_task=8, mem_gb=32, timeout_min=30)")
     tasks = fuse.fusion_tasks(multirun.fusions(runs, 2))
-    launcher = launch.settings(runs[0].cfg)
+    launcher = launch.settings(runs[0].cfg.hydra)
     assert launch.submitit_settings(launcher)[1] == dict(folder=f"{tmp_path}/.submitit/%j", slurm_max_num_timeout=20)
     jobs = launch.submit(tasks, launcher)
     script = (tmp_path / "sbatch.sh").read_text()

@@ -26,10 +26,10 @@ ELSEWHERE = "(runs on the machines it submits to: no estimate here)"
 ])
 def test_each_launcher_has_its_kind_its_runs_at_once_here_and_its_words(overrides, kind, at_once, runs, fusions):
     cfg = compose_train(["dataset=synthetic", "trainer.threads=1", *overrides])
-    launcher = launch.settings(cfg)
+    launcher = launch.settings(cfg.hydra)
     assert (launch.kind(launcher), launch.at_once(launcher), launch.how_runs_run(launcher)) == (kind, at_once, runs)
     each = "" if kind == "slurm" else ", 1 torch thread each"  # a SLURM task's threads: its cpus_per_task
-    assert launch.how_fusions_run(cfg) == fusions + each
+    assert launch.how_fusions_run(launcher, cfg.trainer.threads) == fusions + each
 
 
 def test_a_failed_slurm_task_is_one_line_with_its_reason_and_its_log():
@@ -56,7 +56,7 @@ def test_the_slurm_launcher_asks_for_no_more_than_the_nodes_have(tmp_path, monke
     (tmp_path / "sinfo").write_text("#!/bin/sh\necho 'debug*|(null)|2|16000'\n")
     (tmp_path / "sinfo").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    launcher = launch.settings(compose_train(["hydra/launcher=slurm", "hydra.launcher.partition=debug"]))
+    launcher = launch.settings(compose_train(["hydra/launcher=slurm", "hydra.launcher.partition=debug"]).hydra)
     with pytest.raises(launch.ConfigError, match=r"^hydra.launcher.gpus_per_node=1: the nodes of partition debug "
                                                  r"have 0 GPUs at most \(sinfo\); set gpus_per_node=0 or fewer"):
         launch.check_fits(launcher)

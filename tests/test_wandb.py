@@ -18,6 +18,7 @@ from conftest import REPO, compose_train
 
 from jal import train as jal_train
 from jal import wandb_run as jal_wandb
+from jal.experiment import experiment, plain_config
 from jal.run_dir import WANDB_ID
 
 pytest.importorskip("wandb")
@@ -212,15 +213,16 @@ def test_each_member_of_a_fusion_logs_to_its_own_wandb_run_and_says_so_once(synt
 
 def test_group_and_tags_name_the_protocol_so_a_smoke_run_never_joins_the_papers_group(synthetic_run, offline):
     paper = compose_train(["dataset=cifar10", "loss=jal_ce", "noise=symmetric", "noise.rate=0.8"])
-    assert jal_wandb.group_and_tags(paper, "fp32") == (
+    assert jal_wandb.group_and_tags(plain_config(paper), "fp32") == (
         "cifar10 | 120 ep | train full | test full | fp32",
         ["cifar10", "symmetric", "jal_ce", "120 ep", "train full", "test full", "fp32"])
     quick = compose_train(["experiment=quick", "logger=wandb", "loss=jal_ce"])
-    assert jal_wandb.group_and_tags(quick, "bf16")[0] == "cifar10 | 12 ep | train 10000 | test full | bf16"
+    group = jal_wandb.group_and_tags(plain_config(quick), "bf16")[0]
+    assert group == "cifar10 | 12 ep | train 10000 | test full | bf16"
     smoke = compose_train(["dataset=cifar10", "dataset.subset=2000", "trainer.epochs=3"])
-    assert jal_wandb.group_and_tags(smoke, "fp32")[0] == "cifar10 | 3 ep | train 2000 | test full | fp32"
+    assert jal_wandb.group_and_tags(plain_config(smoke), "fp32")[0] == "cifar10 | 3 ep | train 2000 | test full | fp32"
     ours = compose_train(["dataset=cifar10", "logger.group=mine", "dataset.test_subset=1000"])
-    assert jal_wandb.group_and_tags(ours, "fp32")[0] == "mine | 120 ep | train full | test 1000 | fp32"
+    assert jal_wandb.group_and_tags(plain_config(ours), "fp32")[0] == "mine | 120 ep | train full | test 1000 | fp32"
 
     cfg = synthetic_run(*TINY, "trainer.epochs=1", "trainer.precision=fp64")  # the W&B run itself says it
     jal_train.train(cfg, run_dir_of(cfg))
@@ -253,11 +255,11 @@ def test_continuing_online_warns_of_offline_parts_not_uploaded(synthetic_run, mo
     (run_dir / WANDB_ID).write_text("synthetic-clean-ce-seed123-abcd1234\n")
     warnings = lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     with caplog.at_level(logging.INFO, logger="jal.console"):
-        jal_wandb.start_wandb(cfg, run_dir, "fp32")
+        jal_wandb.start_wandb(experiment(cfg), run_dir)
         assert started[-1]["id"] == "synthetic-clean-ce-seed123-abcd1234" and started[-1]["resume"] == "allow"
         assert len(warnings()) == 1 and "1 offline part(s) of it are not uploaded yet: W&B drops their epochs" in (
             warnings()[0]) and f"wandb sync {part}" in warnings()[0]
         (part / "run-synthetic-clean-ce-seed123-abcd1234.wandb.synced").write_bytes(b"")  # `wandb sync`'s mark
         caplog.clear()
-        jal_wandb.start_wandb(cfg, run_dir, "fp32")
+        jal_wandb.start_wandb(experiment(cfg), run_dir)
         assert warnings() == []

@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
             runs = multirun.plan_runs(args.overrides)
             groups = multirun.fusions(runs, args.fuse)
-            launcher = launch.settings(runs[0].cfg)
+            launcher = launch.settings(runs[0].cfg.hydra)
             print(f"{multirun.runs_(len(runs))}: {len(runs) - sum(map(len, groups))} finished already, "
                   f"{len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train, "
-                  f"{launch.how_fusions_run(runs[0].cfg)}", flush=True)
+                  f"{launch.how_fusions_run(launcher, runs[0].cfg.trainer.threads)}", flush=True)
             tasks = fusion_tasks(groups)
             progress = Progress()  # the sweep's ETA from its runs' checkpoints, as a plain sweep's
             progress.start(runs)

@@ -2,27 +2,26 @@
 console line per fusion epoch with the fusion's ETA."""
 
 import contextlib
-import copy
 import logging
 import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from jal.util import LogFile, duration
 
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default job logging's
 
 
-def run_log(cfg: DictConfig, run_dir: Path) -> tuple[str, logging.Formatter] | None:
-    """The file and format of the log a run alone writes under Hydra's job logging (hydra.job_logging's file
-    handler: ${hydra.runtime.output_dir}/${hydra.job.name}.log, train.log), or None without one."""
-    if "hydra" not in cfg or "file" not in cfg.hydra.job_logging.get("handlers", {}):
+def run_log(hydra: DictConfig | None, run_dir: Path) -> tuple[str, logging.Formatter] | None:
+    """The file and format of the log a run alone writes under Hydra's job logging (from the run's Hydra node:
+    hydra.job_logging's file handler, ${hydra.runtime.output_dir}/${hydra.job.name}.log, train.log), or None
+    without one."""
+    if hydra is None or "file" not in hydra.job_logging.get("handlers", {}):
         return None
-    node = copy.deepcopy(cfg)  # the run's config, its Hydra node's output_dir set as Hydra's run_job sets it
-    with read_write(node.hydra), open_dict(node.hydra):
-        node.hydra.runtime.output_dir = str(run_dir)
+    node = OmegaConf.create({"hydra": OmegaConf.to_container(hydra)})  # its interpolations read `hydra.`
+    node.hydra.runtime.output_dir = str(run_dir)  # as Hydra's run_job sets it
     node = node.hydra
     spec = node.job_logging.handlers.file
     formatter = node.job_logging.formatters.get(spec.get("formatter", ""), {})
@@ -99,7 +98,7 @@ def fusion_logging(task):
         if str(run_dir) in logged:  # a run named twice trains once (jal.train.train_fusion): one log
             continue
         logged.add(str(run_dir))
-        if (spec := run_log(cfg, run_dir)) is not None:
+        if (spec := run_log(cfg.get("hydra"), run_dir)) is not None:
             handler = RunLog(spec[0], run_dir, members)
             handler.setFormatter(spec[1])
             handlers.append(handler)
