@@ -31,7 +31,7 @@ CLOSEST = $(shell python3 -c 'import difflib, sys; m = difflib.get_close_matches
 $(if $(UNKNOWN),$(error $(UNKNOWN)=$($(UNKNOWN)) is not a setting$(if $(CLOSEST),: did you mean \
 	$(CLOSEST)=$($(UNKNOWN))?,.) Settings: $(SWEEP_SETTINGS); also $(OTHER_SETTINGS) (docs/sweeps.md)))
 
-.PHONY: install test test-all test-slurm lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn \
+.PHONY: install test test-all test-full test-slurm lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn \
 	reproduce-cifar100-idn reproduce-cifar10n reproduce-cifar100n reproduce-ablation reproduce-webvision reproduce-clothing1m \
 	notebooks bench gpu-check clean
 
@@ -42,13 +42,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev,slurm,parallel]'
 	touch $@
 
-# Two pytest-xdist workers, each a whole test file at a time (a file's module fixtures are trained once)
+# Two test tiers (pyproject.toml's markers), each in two pytest-xdist workers, a whole test file at a time (a
+# file's module fixtures are trained once). make test: the tests that stay in this process, under two minutes;
+# make test-all: those and the tests marked full, slow or slurm (processes, signals, tmpfs, torchrun, notebooks,
+# real data, long runs; the slurm ones skip without a cluster); make test-full: those alone (.ci/run).
 TEST_IN_PARALLEL := -n 2 --dist loadfile
 test: install
 	$(PYTHON) -m pytest $(TEST_IN_PARALLEL)
 
-test-all: install  ## the slow tests too (and the slurm tests, which skip without a cluster)
+test-all: install
 	$(PYTHON) -m pytest $(TEST_IN_PARALLEL) -m ''
+
+test-full: install
+	$(PYTHON) -m pytest $(TEST_IN_PARALLEL) -m 'full or slow or slurm'
 
 # A single-node SLURM cluster on this machine (root; scripts/slurm/start.sh installs it), then the tests that
 # run the README's cluster commands against it (tests/test_slurm.py); the cluster is left running

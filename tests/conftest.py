@@ -1,7 +1,10 @@
-"""Shared test helpers: compose the training config the way `python -m jal.train` does."""
+"""Shared test helpers: compose the training config the way `python -m jal.train` does; the guard of the test
+tiers (`make test` in-process, `make test-all` the rest: pyproject.toml's markers)."""
 
+import _posixsubprocess
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +23,76 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: pytest-xdist, a worker
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
+# ---------------------------------------------------------------------------------------------------
+# The two tiers. `make test` runs the tests not marked full, slow or slurm, in this process: a test there that
+# starts a process or sends a signal fails, naming what it started (the guard cannot go stale as a list of
+# tests would). Exempt: `git`, the record's commit (jal.util.git_commit, a few ms, in every training run).
+
+FULL_TIER = ("full", "slow", "slurm")  # markers of the tests only `make test-all` runs
+SPAWNS = {"os.system", "os.posix_spawn", "os.spawn", "os.exec", "os.fork", "os.forkpty"}
+SIGNALS = {"os.kill", "os.killpg", "signal.pthread_kill"}
+_guard = {"on": False, "seen": []}
+
+
+def _audit(event: str, args: tuple) -> None:
+    if not _guard["on"]:
+        return
+    if event == "subprocess.Popen":  # (executable, args, cwd, env); args a list, or a string with shell=True
+        argv = args[1].split() if isinstance(args[1], (str, bytes)) else list(args[1])
+        if Path(os.fsdecode(argv[0])).name != "git":
+            _guard["seen"].append(f"started {' '.join(map(os.fsdecode, argv))}")
+    elif event in SPAWNS:
+        _guard["seen"].append(f"started a process ({event} {args})")
+    elif event in SIGNALS:
+        _guard["seen"].append(f"sent a signal ({event} {args})")
+
+
+def _fork_exec(*args, _real=_posixsubprocess.fork_exec):
+    """multiprocessing's and joblib's (loky) worker processes start here, with no audit event of their own
+    (subprocess.Popen has its own and its own reference to the real function)."""
+    if _guard["on"]:
+        _guard["seen"].append(f"started a worker process: {' '.join(map(os.fsdecode, args[0]))}")
+    return _real(*args)
+
+
+sys.addaudithook(_audit)
+_posixsubprocess.fork_exec = _fork_exec
+
+
+def _fast_tier_phase(item):
+    """Around a fast-tier test's setup, call or teardown (its module fixtures included): no process, no signal."""
+    if any(item.get_closest_marker(name) for name in FULL_TIER):
+        return (yield)
+    _guard.update(on=True, seen=[])
+    try:
+        result = yield
+    finally:
+        _guard["on"] = False
+    if _guard["seen"]:
+        pytest.fail(f"{item.nodeid} is in make test's in-process tier but {'; '.join(_guard['seen'])[:600]}: "
+                    f"mark it @pytest.mark.full (make test-all) or keep it in this process", pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _fast_tier_phase(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _fast_tier_phase(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _fast_tier_phase(item))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+
+
 def shared_data_dir() -> Path | None:
     """$JAL_DATA_DIR when it is set and holds the real CIFAR-10 (docs/protocol.md section 6), else None."""
     candidate = os.environ.get("JAL_DATA_DIR")
@@ -34,6 +107,17 @@ def small_cifar10(n: int = 20) -> dict:
     labels = np.arange(n, dtype=np.uint8) % 10
     images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     return dict(x_train=images, y_train=labels, x_test=images, y_test=labels)
+
+
+@pytest.fixture
+def cifar10_file_for_the_plan(tmp_path_factory, monkeypatch):
+    """The table scripts' plan (python -m jal.plan) stops when $JAL_DATA_DIR/cifar10.npz is missing, before it
+    plans anything, and never reads the file: without the real one, a stand-in of small_cifar10() there lets a
+    test of the scripts' commands run on a fresh clone. $JAL_DATA_DIR as it is when the real one is there."""
+    if shared_data_dir() is None:
+        folder = tmp_path_factory.mktemp("stand_in_data")
+        np.savez(folder / "cifar10.npz", **small_cifar10())
+        monkeypatch.setenv("JAL_DATA_DIR", str(folder))
 
 
 compose_train = compose_run  # the composed config of one run, with Hydra's runtime set as in a real launch

@@ -30,6 +30,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.full  # trains
 def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))  # no cifar10.npz: synthetic images
     monkeypatch.setattr(jal_device, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU: auto = fp32
@@ -62,6 +63,7 @@ def test_tiny_cpu_run_writes_report(tmp_path, monkeypatch, one_thread):
         assert v["images_per_second"] == pytest.approx(v["fused"] * 2 * 4 / v["seconds"])
 
 
+@pytest.mark.full  # trains
 def test_cpu_report_names_bf16_where_the_cpu_has_amx(tmp_path, monkeypatch, one_thread, capsys):
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))
     monkeypatch.setattr(jal_device, "cpu_flags", lambda: {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"})
@@ -84,6 +86,7 @@ def test_full_run_needs_cuda_and_matrix_options_are_checked():
     assert (args.precisions, args.compiles, args.fusion) == (["fp32", "tf32", "bf16"], [False, True], [1, 4])
 
 
+@pytest.mark.full  # trains every variant
 def test_matrix_on_cpu_measures_every_precision_compile_and_fusion_variant(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "no_data"))
     out = tmp_path / "bench"
@@ -128,6 +131,7 @@ def test_reference_l1_penalty_and_ours_give_the_same_gradients():
         assert not torch.equal(p_ours.grad, g0) or not p_ours.detach().any()  # the penalty did something
 
 
+@pytest.mark.full  # trains
 def test_ours_breakdown_times_train_epoch_itself_and_leaves_it_unchanged(monkeypatch, tmp_path, one_thread):
     """The breakdown's hooks only time: the steps it times train exactly as jal.step.train_steps alone does,
     and its three phases take each step's time."""

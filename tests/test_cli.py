@@ -8,6 +8,7 @@ import subprocess
 import sys
 from importlib import import_module
 
+import pytest
 from conftest import REPO
 
 # Runs a command's entry in this interpreter, as its console script would (sys.argv[0] the script's name),
@@ -49,6 +50,7 @@ def test_every_console_script_names_a_command_of_the_package():
                                                                "precision_report", "gpu_check"}
 
 
+@pytest.mark.full  # python processes
 def test_help_answers_without_torch_through_both_commands():
     for done in (jal_train("--help"), python_m_jal_train("--help")):
         assert done.returncode == 0, done.stderr[-2000:]
@@ -56,6 +58,7 @@ def test_help_answers_without_torch_through_both_commands():
         assert done.stdout.rstrip().endswith("torch imported: False")
 
 
+@pytest.mark.full  # the console script
 def test_a_wrong_setting_fails_in_one_line_without_torch_through_the_console_script():
     done = jal_train("loss=jal_c")
     assert done.returncode == 1
@@ -63,6 +66,7 @@ def test_a_wrong_setting_fails_in_one_line_without_torch_through_the_console_scr
     assert done.stdout.strip() == "torch imported: False"
 
 
+@pytest.mark.full  # the console script
 def test_shell_completion_installs_for_the_console_script_and_completes_without_torch():
     done = jal_train("-sc", "install=bash")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -235,6 +235,7 @@ def test_synthetic_takes_the_cifar10_hyperparameters(loss_name):
     assert syn == c10
 
 
+@pytest.mark.full  # over 1 s of CPU
 def test_cifar100_specialisation_changes_the_loss_value():
     """Behaviour, not just attributes: JAL-CE on CIFAR-100 is 5 NCE + AMSE(20), not NCE + AMSE(30)."""
     loss = hydra.utils.instantiate(grid_cfg("jal_ce", C100).loss)
@@ -361,6 +362,7 @@ def test_model_override_beats_the_dataset_default():
 # ----------------------------------------------------------------------------- command line beats specialisation
 
 
+@pytest.mark.full  # over 1 s of CPU
 def test_command_line_beats_the_specialisation():
     cfg = compose_cfg("loss=jal_ce", "dataset=cifar100", "loss.passive.a=12", "loss.alpha=3")
     loss = hydra.utils.instantiate(cfg.loss)
@@ -382,6 +384,7 @@ def test_command_line_beats_the_specialisation():
 
 
 @pytest.mark.parametrize("group", ["dataset", "noise", "logger", "loss"])
+@pytest.mark.full  # over 1 s of CPU: composes every option of the group
 def test_every_group_option_is_typed_by_a_schema(group):
     """A config file without its schema would compose untyped and skip every value rule."""
     for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
@@ -419,6 +422,7 @@ def recipe_steps() -> list[tuple[str, str, str | None, str]]:
     return steps
 
 
+@pytest.mark.full  # over 1 s of CPU
 def test_the_readme_recipe_for_a_loss_types_and_checks_its_settings(tmp_path, monkeypatch):
     """The class, its schema and its YAML file as docs/losses.md writes them: `loss.t=abc` fails while Hydra
     composes, `loss.t=-1` at the value rules, both in one line, and `loss.t=2` trains with t = 2."""
@@ -472,6 +476,7 @@ print(json.dumps(dict(where=jal.__file__, a=OmegaConf.get_type(plain.loss.passiv
 """
 
 
+@pytest.mark.full  # python processes, pip's view of the install
 def test_the_configs_compose_from_any_folder_and_resolve_on_their_own(tmp_path):
     """From a folder outside the checkout, the installed package's plugin registers the schemas (an editable
     install's import hook once hid it from Hydra's plugin scan), and a composed config resolves whole."""

@@ -22,6 +22,7 @@ TINY = 48  # training images of the CPU runs: one step per epoch
 @pytest.mark.cuda
 @CUDA
 @pytest.mark.parametrize("name", list(gpu_check.CHECKS))
+@pytest.mark.full  # on a GPU, 16 s
 def test_cuda_check_passes(name, tmp_path):
     """determinism: two runs with one seed agree; resume: paused and continued == uninterrupted; bf16: loss
     values within BF16_TOLERANCE of fp32; host_sync: the training epoch never syncs with the host."""
@@ -34,12 +35,14 @@ def test_cuda_check_passes(name, tmp_path):
 # The same checks on the CPU
 
 
+@pytest.mark.full  # trains
 def test_determinism_check_on_cpu_finds_two_identical_runs(tmp_path, one_torch_thread):
     report = gpu_check.check_determinism("cpu", tmp_path, size=TINY)
     assert report["passed"] and list(report) == ["default", "passed"]  # no second pair needed
     assert report["default"]["max_weight_diff"] == 0.0 and report["default"]["max_history_diff"] == 0.0
 
 
+@pytest.mark.full  # trains
 def test_determinism_check_measures_how_far_runs_differ(tmp_path, one_torch_thread):
     a_cfg = gpu_check.short_run("cpu", tmp_path, "seed=1", size=TINY)
     a = jal_train.train(a_cfg, tmp_path / "a")
@@ -49,11 +52,13 @@ def test_determinism_check_measures_how_far_runs_differ(tmp_path, one_torch_thre
     assert not report["identical"] and report["max_weight_diff"] > 0 and report["max_history_diff"] > 0
 
 
+@pytest.mark.full  # trains
 def test_resume_check_on_cpu(tmp_path, one_torch_thread):
     report = gpu_check.check_resume("cpu", tmp_path, size=TINY)
     assert report["passed"] and report["paused_epoch"] == 1 and report["max_weight_diff"] == 0.0
 
 
+@pytest.mark.full  # trains
 def test_bf16_check_reports_each_loss_in_both_precisions(tmp_path, one_torch_thread):
     report = gpu_check.check_bf16("cpu", tmp_path, batch_size=16, losses=("ce", "jal_ce"))
     assert set(report["losses"]) == {"ce", "jal_ce"}
@@ -63,6 +68,7 @@ def test_bf16_check_reports_each_loss_in_both_precisions(tmp_path, one_torch_thr
     assert report["passed"]
 
 
+@pytest.mark.full  # trains
 def test_host_sync_check_passes_our_step_and_catches_a_planted_read(tmp_path, monkeypatch, one_torch_thread):
     assert gpu_check.check_host_sync("cpu", tmp_path / "ours", size=TINY)["passed"]
     real = jal_step.train_step
@@ -89,6 +95,7 @@ def test_host_reads_sees_boolean_mask_indexing_but_not_device_ops():
     assert reads.calls == ["__getitem__", "__float__"]
 
 
+@pytest.mark.full  # trains
 def test_gpu_check_writes_its_report_and_exit_status(tmp_path, monkeypatch, one_torch_thread):
     assert gpu_check.main(["--device", "cpu", "--no-bench", "--checks", "bf16", "--size", "16",
                            "--out", str(tmp_path)]) == 0

@@ -109,7 +109,8 @@ def test_missing_arrays_and_mismatched_lengths_are_named(tmp_path):
         jal_data.load_dataset("cifar10", tmp_path)
 
 
-@pytest.mark.skipif(shared_data_dir() is None, reason="needs the real CIFAR-10 in JAL_DATA_DIR")
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs cifar10.npz in JAL_DATA_DIR")
+@pytest.mark.full  # reads the real files
 def test_the_shared_files_are_the_published_ones():
     for name, (size, _) in jal_data.PUBLISHED.items():
         path = shared_data_dir() / name
@@ -123,6 +124,7 @@ def test_the_shared_files_are_the_published_ones():
 
 
 @pytest.mark.skipif(shared_data_dir() is None, reason="needs cifar10.npz in JAL_DATA_DIR")
+@pytest.mark.full  # reads the real files
 def test_real_cifar10_with_human_noise_uses_the_cifar10n_labels(tmp_path):
     data_dir = shared_data_dir()
     cfg = compose_train(["dataset=cifar10", "noise=human", "noise.labels=worst", "logger=none", "dataset.subset=100",

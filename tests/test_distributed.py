@@ -106,6 +106,7 @@ def one_process(tmp_path_factory) -> tuple[dict, Path]:
     return jal_train.train(compose_train(SETTINGS + [f"out_root={root}"]), root / "one"), root / "one"
 
 
+@pytest.mark.full  # two processes
 def test_two_processes_train_pause_on_one_ranks_signal_and_resume_on_two_or_one(tmp_path, one_process):
     one, one_dir = one_process
     cfg = compose_train(SETTINGS + [f"out_root={tmp_path}"])
@@ -187,6 +188,7 @@ def two_processes(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     return torchrun(root), root / compose_train(TORCHRUN + [f"out_root={root}"]).run_name
 
 
+@pytest.mark.full  # torchrun
 def test_torchrun_two_processes_give_the_one_process_result(two_processes, one_process):
     (one, one_dir), (done, run_dir) = one_process, two_processes
     assert done.returncode == 0, done.stderr[-3000:]
@@ -269,6 +271,7 @@ def test_batches_that_cannot_be_split_fail_in_one_line():
         distributed.check_batches(16, 35, 4)
 
 
+@pytest.mark.full  # trains
 def test_a_loss_that_draws_random_numbers_is_refused_across_processes(synthetic_run):
     import hydra
 

@@ -218,6 +218,7 @@ def table_runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, args, message", BAD_SETTINGS, ids=[row[0] for row in BAD_SETTINGS])
+@pytest.mark.full  # a python -m jal.train per row
 def test_bad_setting_fails_in_one_line(name, args, message, table_runs):
     tmp, runs = table_runs
     done, seconds = runs[name]
@@ -260,6 +261,7 @@ NUMERIC = {  # setting: (the overrides it needs, values to draw, whether a value
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), key=st.sampled_from(sorted(NUMERIC)))
+@pytest.mark.full  # a compose per value
 def test_numeric_settings_compose_when_valid_and_fail_in_one_line_otherwise(data, key, tmp_path):
     needs, values, valid = NUMERIC[key]
     value = data.draw(values)

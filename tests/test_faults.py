@@ -87,6 +87,7 @@ def full_disk_at(monkeypatch, name: str, call: int) -> None:
 
 
 @pytest.mark.parametrize("name, epoch_kept", [("checkpoint.pt", 1), ("result.json", 2)])
+@pytest.mark.full  # trains
 def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_the_same_command_resumes(
         synthetic_run, tmp_path, monkeypatch, one_torch_thread, name, epoch_kept):
     cfg = synthetic_run(*TINY, "trainer.epochs=2")
@@ -106,6 +107,7 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_the_same
     assert resumed.status == "finished" and [h["epoch"] for h in resumed.history] == [1, 2]
 
 
+@pytest.mark.full  # tmpfs, python -m jal.train
 def test_a_full_disk_ends_the_command_in_one_line(tmpfs):
     disk = tmpfs("20m")  # a checkpoint takes 13 MB: the first fits, the second does not (the first is kept)
     done = jal_train_process(*TINY, "trainer.epochs=2", f"out_root={disk}")
@@ -120,6 +122,7 @@ def test_a_full_disk_ends_the_command_in_one_line(tmpfs):
 # A read-only out_root; a data folder that cannot be written
 
 
+@pytest.mark.full  # tmpfs, python -m jal.train
 def test_a_read_only_out_root_skips_a_finished_run_and_refuses_a_new_one_in_one_line(tmpfs, one_torch_thread):
     out_root = tmpfs("40m")
     finished = ["trainer.epochs=1", f"out_root={out_root}"]
@@ -205,6 +208,7 @@ def test_the_summary_counts_a_directory_of_another_experiment_as_such_and_the_sw
 
 
 @pytest.mark.parametrize("swept", ["trainer.channels_last=true,false", "trainer.threads=1,2"])
+@pytest.mark.full  # plans a sweep
 def test_a_sweep_over_a_setting_that_does_not_change_the_experiment_is_refused_in_its_plan(tmp_path, swept, capsys):
     key, _, values = swept.partition("=")
     first, second = (v.capitalize() if v in ("true", "false") else v for v in values.split(","))  # as Hydra has them

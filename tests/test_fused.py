@@ -112,6 +112,7 @@ def trained(tmp_path_factory):
     return root, fused, alone_rows, fused_rows
 
 
+@pytest.mark.full  # trains
 def test_a_fusion_of_three_trains_the_three_runs_alone(trained):
     root, fused, alone_rows, fused_rows = trained
     assert [r.status for r in fused] == ["finished"] * 3 and [r.fused for r in fused] == [3] * 3
@@ -146,6 +147,7 @@ def largest_gap(a: Path, b: Path) -> float:
                for k in sa if sa[k].is_floating_point())
 
 
+@pytest.mark.full  # the trained fixture
 def test_fp64_fused_and_alone_agree_far_inside_the_tolerance(trained):
     """The margin TOLERANCE is argued from: fused and alone differ by rounding alone, ~1e-13 in float64."""
     root = trained[0]
@@ -154,6 +156,7 @@ def test_fp64_fused_and_alone_agree_far_inside_the_tolerance(trained):
 
 
 @pytest.mark.parametrize("wrong", ["seed", "labels", "l1"])
+@pytest.mark.full  # trains
 def test_a_fused_member_with_another_seed_labels_or_l1_would_fail_the_check(trained, tmp_path, wrong,
                                                                            one_torch_thread):
     """What a fused member would have trained had the fusion given it another seed, other labels or another
@@ -174,6 +177,7 @@ def pausing_after_epoch_1(cfgs: list) -> list:
     return cfgs
 
 
+@pytest.mark.full  # trains
 def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_continue_alone(
         trained, tmp_path, one_torch_thread):
     root = trained[0]
@@ -191,6 +195,7 @@ def test_a_paused_fusion_continues_to_the_uninterrupted_one_and_a_member_can_con
     assert_close_runs(root / "fused" / "ce", tmp_path / "apart" / "ce")
 
 
+@pytest.mark.full  # trains
 def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, one_torch_thread):
     root = trained[0]
     cfgs = configs(root)
@@ -203,6 +208,7 @@ def test_a_run_paused_alone_joins_a_fusion_at_the_same_epoch(trained, tmp_path, 
         assert_close_runs(uninterrupted, joined)
 
 
+@pytest.mark.full  # trains
 def test_a_fusion_of_one_is_the_run_alone_bit_for_bit(trained, tmp_path, one_torch_thread):
     root = trained[0]
     (result,) = jal_train.train_fusion(configs(root)[:1], [tmp_path / "jal_ce"])
@@ -210,6 +216,7 @@ def test_a_fusion_of_one_is_the_run_alone_bit_for_bit(trained, tmp_path, one_tor
     assert_bitwise_runs(root / "alone" / "jal_ce", tmp_path / "jal_ce")
 
 
+@pytest.mark.full  # trains
 def test_finished_and_busy_members_are_not_fused(trained, tmp_path, monkeypatch, one_torch_thread):
     """A finished member is skipped (its record returned), one another process trains is left to it; the
     rest train: here one, a fusion of one, bitwise its run alone."""
@@ -226,6 +233,7 @@ def test_finished_and_busy_members_are_not_fused(trained, tmp_path, monkeypatch,
     assert_bitwise_runs(root / "alone" / "nce_rce", tmp_path / "nce_rce")
 
 
+@pytest.mark.full  # trains
 def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, tmp_path, one_torch_thread):
     root = trained[0]
     cfgs = configs(root)  # the CE member's loss turns NaN in epoch 2 (2 steps an epoch)
@@ -241,6 +249,7 @@ def test_a_diverging_member_fails_alone_and_the_others_finish_as_alone(trained, 
         assert_close_runs(root / "alone" / name, tmp_path / name)
 
 
+@pytest.mark.full  # trains
 def test_a_loss_that_reads_the_labels_and_draws_gets_its_own_in_a_fusion(trained, tmp_path, one_torch_thread):
     """NLNL (class weights from the noisy labels, complementary labels drawn from the epoch's generator) fused
     with CE: its member trains as NLNL alone, from its own labels and its own generator."""
@@ -253,6 +262,7 @@ def test_a_loss_that_reads_the_labels_and_draws_gets_its_own_in_a_fusion(trained
     assert_close_runs(root / "alone" / "ce", tmp_path / "ce")
 
 
+@pytest.mark.full  # composes a sweep
 def test_runs_that_cannot_be_fused_are_refused_in_one_line_before_anything_is_written(tmp_path):
     cfgs = configs(tmp_path)
     cfgs[2] = compose_train(TINY + [f"out_root={tmp_path}", *MEMBERS["nce_rce"], "optim.lr=0.05"])
@@ -262,6 +272,7 @@ def test_runs_that_cannot_be_fused_are_refused_in_one_line_before_anything_is_wr
     assert "\n" not in str(refused.value) and not any(d.exists() for d in dirs(tmp_path))
 
 
+@pytest.mark.full  # trains
 def test_runs_at_different_epochs_are_not_fused(trained, tmp_path, one_torch_thread):
     root = trained[0]
     shutil.copytree(root / "alone" / "ce", tmp_path / "ce")  # finished: skipped, not fused
@@ -293,6 +304,7 @@ def kill_after_first_write(monkeypatch):
 
 
 @pytest.mark.parametrize("epoch", [1, 2])
+@pytest.mark.full  # trains
 def test_a_fusion_killed_between_its_members_checkpoints_comes_back_as_the_same_fusion(
         trained, tmp_path, kill_after_first_write, monkeypatch, epoch, one_torch_thread):
     """Killed after member 1's checkpoint of `epoch`, before the others': member 1 is an epoch ahead. Planned
@@ -319,6 +331,7 @@ def test_a_fusion_killed_between_its_members_checkpoints_comes_back_as_the_same_
 # Sweeps: FUSE=K
 
 
+@pytest.mark.full  # the trained fixture
 def test_a_sweeps_runs_to_train_are_grouped_into_fusions_of_compatible_runs(trained, tmp_path):
     from conftest import CONFIG_DIR
     from hydra import initialize_config_dir
@@ -376,6 +389,7 @@ def assert_same_records(a_root: Path, b_root: Path, cells: list[str]) -> None:
         assert_bitwise_runs(a_root / cell, b_root / cell)
 
 
+@pytest.mark.full  # python -m jal.fuse
 def test_jal_fuse_trains_a_sweep_fused_and_each_member_as_its_run_alone(trained, basic_fused):
     root, stdout = basic_fused
     assert ("4 runs: 0 finished already, 2 fusions of at most 2 to train, one at a time in one process (the basic "
@@ -389,6 +403,7 @@ def test_jal_fuse_trains_a_sweep_fused_and_each_member_as_its_run_alone(trained,
     assert_close_runs(trained[0] / "alone" / "ce", ce)
 
 
+@pytest.mark.full  # python -m jal.fuse
 def test_a_fused_members_train_log_holds_what_a_run_alones_holds(basic_fused):
     """A run alone's train.log (Hydra's job logging): its precision, then a line per epoch; fused, each member
     gets its own, and the console a line per fusion epoch with the fusion's ETA."""
@@ -409,6 +424,7 @@ def test_a_fused_members_train_log_holds_what_a_run_alones_holds(basic_fused):
     assert [eta.split()[0] for *_, eta in lines] == ["ETA", "fusion", "ETA", "fusion"]
 
 
+@pytest.mark.full  # python -m jal.fuse
 def test_joblib_trains_fusions_side_by_side_as_the_basic_launcher_does(basic_fused, tmp_path):
     done = jal_fuse(tmp_path, *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert "2 fusions of at most 2 to train, 2 at a time side by side (joblib, a process each), 1 torch thread " \
@@ -421,6 +437,7 @@ def test_joblib_trains_fusions_side_by_side_as_the_basic_launcher_does(basic_fus
         assert (tmp_path / cell / "train.log").read_text().count("][jal.epochs][INFO] - epoch ") == 2
 
 
+@pytest.mark.full  # python -m jal.fuse
 def test_submitit_trains_a_fusion_per_task_as_the_basic_launcher_does(basic_fused, tmp_path):
     """hydra/launcher=local: submitit's code path for SLURM, its tasks processes on this machine."""
     done = jal_fuse(tmp_path, *SWEEP[1:], "loss=ce", "hydra/launcher=local")
@@ -433,6 +450,7 @@ def test_submitit_trains_a_fusion_per_task_as_the_basic_launcher_does(basic_fuse
     assert_same_records(basic_fused[0], tmp_path, CELLS[:2])
 
 
+@pytest.mark.full  # composes a sweep
 def test_on_slurm_the_fusions_are_one_job_array_with_the_launcher_configs_resources(tmp_path, monkeypatch):
     """No cluster here: sbatch and srun stand-ins record what submitit would submit for SLURM."""
     from conftest import CONFIG_DIR
@@ -498,6 +516,7 @@ def test_a_members_train_log_takes_its_own_records_and_those_about_no_member_but
 # The records of the code before jal/train.py was split into step, run and device (tests/data/golden_runs.json)
 
 
+@pytest.mark.full  # trains
 def test_runs_alone_and_fused_give_the_records_the_code_gave_before_its_split(tmp_path, one_torch_thread):
     """Two tiny fp64 runs, alone and fused, against the histories and final-weight sums that the code before the
     split wrote (commit 944310e; on the machine that split it, fp32 records and weights were equal bit for bit).
@@ -522,6 +541,7 @@ def test_runs_alone_and_fused_give_the_records_the_code_gave_before_its_split(tm
         assert sums == {k: pytest.approx(v, rel=1e-10, abs=1e-10) for k, v in want["weight_sums"].items()}, key
 
 
+@pytest.mark.full  # trains
 def test_a_run_named_twice_in_a_fused_sweep_is_planned_trained_and_logged_once(tmp_path, one_torch_thread):
     """`seed=1,1`: one run, one fusion of one; handed twice to a fusion anyway, it trains once, both names get
     its record (not "running elsewhere": this process holds its lock) and its train.log has each line once."""

@@ -50,6 +50,7 @@ def test_a_failed_slurm_task_is_one_line_with_its_reason_and_its_log():
     assert errors.failed_job(refused) == "sbatch: error: Invalid generic resource (gres) specification"
 
 
+@pytest.mark.full  # runs a stand-in sinfo
 def test_the_slurm_launcher_asks_for_no_more_than_the_nodes_have(tmp_path, monkeypatch):
     """sinfo of a node without GPUs, 2 CPUs and 16 GB (a stand-in: no cluster here): the default launcher's
     GPU is refused in one line naming the setting, before sbatch would refuse it with a traceback."""

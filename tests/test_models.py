@@ -132,6 +132,7 @@ def test_resnet34_stages_keep_then_halve_the_resolution_and_end_in_k_logits():
     assert len(model.stages) == 3 + 4 + 6 + 3
 
 
+@pytest.mark.full  # ResNet-34's backward pass
 def test_resnet34_forward_and_backward_give_a_finite_nonzero_gradient_to_every_parameter():
     model = ResNet34(100).train()
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 17, 42, 99])
@@ -144,6 +145,7 @@ def test_resnet34_forward_and_backward_give_a_finite_nonzero_gradient_to_every_p
         assert p.grad.abs().sum() > 0, name  # no bias before a BN here, so every parameter gets a signal
 
 
+@pytest.mark.full  # trains three epochs
 def test_cnn8_learns_synthetic_data_well_above_chance(tmp_path):
     """Three epochs of the real training loop (CE, clean labels) on the synthetic set, whose classes differ
     by a faint colour offset under pixel noise: test accuracy must end far above chance (10%). About 10 s

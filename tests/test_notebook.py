@@ -75,6 +75,7 @@ def run_notebook(records, figures, monkeypatch):
     return notebook
 
 
+@pytest.mark.full  # a notebook kernel
 def test_notebook_runs_and_writes_figures(tmp_path, monkeypatch):
     write_fake_records(tmp_path / "records")
     notebook = run_notebook([tmp_path / "records"], tmp_path / "figures", monkeypatch)
@@ -229,6 +230,7 @@ def test_a_users_figures_go_beside_the_records_and_the_command_says_where(tmp_pa
     assert all((out / name).stat().st_size > 1000 for name in FIGURES)
 
 
+@pytest.mark.full  # a notebook kernel
 def test_notebook_without_records(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     notebook = run_notebook([tmp_path / "empty"], tmp_path / "figures", monkeypatch)
@@ -243,6 +245,7 @@ def test_committed_notebook_has_no_outputs():
                for cell in notebook.cells if cell.cell_type == "code")
 
 
+@pytest.mark.full  # a notebook kernel
 def test_notebook_refuses_to_pool_two_protocols(tmp_path, monkeypatch):
     write_fake_records(tmp_path / "small", subset=2000)
     write_fake_records(tmp_path / "large", subset=5000)
@@ -292,6 +295,7 @@ def test_committed_figure_sets():
     assert [p.parent.relative_to(REPO).as_posix() for p in COMMITTED] == ["results/figures", "results/quick/figures"]
 
 
+@pytest.mark.full  # a notebook kernel (redrawn)
 def test_committed_figures_plot_their_records(redrawn):
     """What each committed figure plots (figures.json: titles, every line's points, error bars and bands) is what
     the committed notebook draws from the committed records, and nothing else lies in the directory."""
@@ -302,6 +306,7 @@ def test_committed_figures_plot_their_records(redrawn):
     assert ours == theirs
 
 
+@pytest.mark.full  # a notebook kernel (redrawn)
 def test_committed_pngs_are_the_notebooks_drawing(redrawn):
     """The PNGs byte for byte (saved without the Software entry): only under the matplotlib that drew them, since
     another release may place a pixel differently; figures.json above is the check that holds under any."""

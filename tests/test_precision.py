@@ -58,6 +58,7 @@ def test_the_chosen_device_and_precision_follow_the_faked_flags(synthetic_run, m
 
 
 @pytest.mark.parametrize("flags, expected", [(SPR_FLAGS, "bf16"), (AVX2_FLAGS, "fp32")])
+@pytest.mark.full  # trains in bf16
 def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypatch, caplog, one_torch_thread,
                                                        flags, expected):
     monkeypatch.setattr(jal_device, "cpu_flags", lambda: flags)
@@ -82,6 +83,7 @@ def test_the_quick_preset_trains_bf16_only_where_the_cpu_has_bf16_hardware(monke
     assert cfg.run_name == "cifar10/symmetric_0.8/ce/seed123" + suffix
 
 
+@pytest.mark.full  # composes four runs
 def test_a_run_directory_names_the_precision_that_trains_not_how_it_was_asked(monkeypatch):
     from conftest import compose_train
 

@@ -244,6 +244,7 @@ class SeedNotingNLNL(losses.NLNL):
         return super().complementary_labels(targets)
 
 
+@pytest.mark.full  # trains
 def test_nlnl_inside_training_draws_from_the_epoch_generator(synthetic_run, tmp_path):
     """Training hands each epoch's generator to the criterion: its draws are a function of (seed, epoch), so a
     resumed run draws what the uninterrupted one drew."""
@@ -370,6 +371,7 @@ def test_per_dataset_hyperparameters(loss_name, attrs):
 # ----------------------------------------------------------------------------- Hydra's compose API, no import jal
 
 
+@pytest.mark.full  # a python process
 def test_compose_train_like_a_notebook_without_importing_jal():
     """A fresh interpreter (jal not imported) composes `train` through Hydra's compose API and resolves it:
     the schemas and resolvers reach Hydra through hydra_plugins/jal_configs."""
@@ -387,6 +389,7 @@ def test_compose_train_like_a_notebook_without_importing_jal():
     assert result.stdout.split() == ["0.00125", "1e-05"]
 
 
+@pytest.mark.full  # trains
 def test_nlnl_run_killed_after_epoch_1_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch):
     """The complementary labels come from the epoch's generator (train.py's set_generator hook), so a run
     resumed from its checkpoint draws what the uninterrupted run drew: bitwise the same weights."""
@@ -458,6 +461,7 @@ def published_cells(sources):
     ("reproduce_idn.sh cifar100", {"jal2025_idn", "epssoftmax2024_idn"}),
     ("reproduce_cifarn.sh cifar10", {"jal2025_cifarn", "epssoftmax2024_cifarn"}),
     ("reproduce_cifarn.sh cifar100", {"jal2025_cifarn", "epssoftmax2024_cifarn"})])
+@pytest.mark.full  # bash scripts/
 def test_idn_and_cifar_n_sweeps_train_every_published_row(script, sources, tmp_path):
     cells, _ = planned_cells(script, tmp_path)
     dataset = script.split()[1]
@@ -474,6 +478,7 @@ def test_idn_and_cifar_n_sweeps_train_every_published_row(script, sources, tmp_p
 @pytest.mark.parametrize("script", ["reproduce_cifar10.sh", "reproduce_cifar100.sh", "reproduce_idn.sh cifar10",
                                     "reproduce_idn.sh cifar100", "reproduce_cifarn.sh cifar10",
                                     "reproduce_cifarn.sh cifar100", "reproduce_ablation.sh"])
+@pytest.mark.full  # bash scripts/
 def test_table_scripts_tabulate_the_records_their_preset_writes(script, preset, tmp_path):
     """The table is made from the directory the sweep's runs land in: the preset's out_root (configs/experiment),
     and the quick preset's tables stay under results/quick."""
@@ -493,6 +498,7 @@ def test_table_scripts_tabulate_the_records_their_preset_writes(script, preset, 
         assert out.startswith("results/quick") == (preset == "quick"), out
 
 
+@pytest.mark.full  # bash scripts/
 def test_a_preset_without_an_experiment_config_stops_in_one_line():
     done = subprocess.run(["bash", "scripts/reproduce_cifar10.sh"], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHON": sys.executable, "PRESET": "fast", "DRY_RUN": "1"})
@@ -501,6 +507,7 @@ def test_a_preset_without_an_experiment_config_stops_in_one_line():
 
 @pytest.mark.parametrize("script, dataset", [("reproduce_cifar10.sh", "cifar10"),
                                              ("reproduce_cifar100.sh", "cifar100")])
+@pytest.mark.full  # bash scripts/
 def test_table_sweeps_train_every_published_row_the_papers_comparison_first(script, dataset, tmp_path):
     cells, order = planned_cells(script, tmp_path)
     published = {c for c in published_cells({"jal2025_main", "epssoftmax2024_main"}) if c[0] == dataset}
@@ -511,6 +518,7 @@ def test_table_sweeps_train_every_published_row_the_papers_comparison_first(scri
     assert jal_cells <= set(first) and {c[3] for c in first} == set("ce nce_rce anl_ce anl_fl jal_ce jal_fl".split())
 
 
+@pytest.mark.full  # bash scripts/
 def test_ablation_sweep_trains_every_ablation_cell_and_sweeps_a(tmp_path):
     cells, _ = planned_cells("reproduce_ablation.sh", tmp_path)
     assert published_cells({"jal2025_ablation"}) <= cells
@@ -519,6 +527,7 @@ def test_ablation_sweep_trains_every_ablation_cell_and_sweeps_a(tmp_path):
         assert settings >= {("symmetric", 0.4), ("symmetric", 0.8), ("asymmetric", 0.2), ("asymmetric", 0.4)}
 
 
+@pytest.mark.full  # scripts/plot_a_sweep.py
 def test_a_sweep_table_and_figure_mark_the_asymmetry_bound(tmp_path):
     """Runs with loss.passive.a on the command line are one table row per a; the plot marks jal.theory's bound."""
     import json

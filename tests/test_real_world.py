@@ -161,6 +161,7 @@ def test_an_epochs_shards_tile_its_global_batches_and_depend_on_seed_and_epoch_o
     assert len(epoch_batches_of(n, batch, 7, 3, 0, 2)) == 6 and len(epoch_batches_of(n, batch, 7, 3, 0, 4)) == 6
 
 
+@pytest.mark.full  # DataLoader worker processes
 def test_augmented_batches_do_not_depend_on_the_number_of_workers(standins):
     train, _ = load_webvision(standins / "webvision", standins / "imagenet", CLASSES)
     images = ImageFiles(train, transforms_of("webvision", 32, 36, train=True))
@@ -185,6 +186,7 @@ def test_augmented_batches_do_not_depend_on_the_number_of_workers(standins):
 
 
 @pytest.mark.parametrize("dataset", ["webvision", "clothing1m"])
+@pytest.mark.full  # trains ResNet-50
 def test_trains_end_to_end_and_records_top1_top5_on_every_test_set(standins, tmp_path, dataset):
     extra = ["model.pretrained=false"] if dataset == "clothing1m" else []
     cfg = compose_train(overrides(dataset, standins, tmp_path, "loss=jal_ce", *extra))
@@ -203,6 +205,7 @@ def test_trains_end_to_end_and_records_top1_top5_on_every_test_set(standins, tmp
     assert lrs == pytest.approx([0.4, 0.4 * 0.97] if dataset == "webvision" else [5e-3, 5e-3])
 
 
+@pytest.mark.full  # trains
 def test_a_real_world_run_resumes_to_the_uninterrupted_weights(standins, tmp_path):
     """A paused run continued draws the same batches and augmentations: its record is the uninterrupted one."""
     base = overrides("clothing1m", standins, tmp_path, "model=cnn8", "trainer.batch_size=6")
@@ -222,6 +225,7 @@ def test_fusing_real_world_runs_is_refused_in_one_line(standins, tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.full  # python -m jal.train
 def test_the_command_line_names_a_missing_file_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "jal.train", "dataset=webvision", f"data_dir={tmp_path}",
                            f"out_root={tmp_path}/out", "logger=none"], cwd=REPO, capture_output=True, text=True,

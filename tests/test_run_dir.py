@@ -43,6 +43,7 @@ def compose(tmp_path: Path, *overrides: str):
 # Names and identities
 
 
+@pytest.mark.full  # python -m jal.train -m
 def test_a_sweep_of_a_hyperparameter_trains_one_directory_per_value(tmp_path):
     done = jal_train_process("loss=jal_ce", "loss.passive.a=10,30", f"out_root={tmp_path}", multirun=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -56,6 +57,7 @@ def test_a_sweep_of_a_hyperparameter_trains_one_directory_per_value(tmp_path):
     assert "finished already" not in done.stdout + done.stderr
 
 
+@pytest.mark.full  # python -m jal.train
 def test_one_value_written_two_ways_names_one_directory_and_is_found_finished(tmp_path):
     """loss.passive.a=10 and =10.0 set the same value: one directory, one identity, one row of the tables."""
     first = jal_train_process("loss=jal_ce", "loss.passive.a=10", f"out_root={tmp_path}")
@@ -83,6 +85,7 @@ def test_the_readme_smoke_run_and_the_full_run_get_their_own_directories():
     assert smoke.dir == full.dir / "dataset.subset=2000,trainer.epochs=3"
 
 
+@pytest.mark.full  # composes eleven runs
 def test_identity_leaves_out_what_does_not_change_the_numbers_and_keeps_the_precision_that_trains(tmp_path):
     def identity_of(*overrides):
         cfg = compose(tmp_path, *overrides)
@@ -176,6 +179,7 @@ def test_the_directory_name_identity_fusions_and_records_derive_from_one_list():
     assert not set(resolvers.MACHINE_PATHS) & set(experiment.plain_config(cfg))
 
 
+@pytest.mark.full  # python -m jal.train
 def test_every_setting_of_the_exclude_list_is_left_out_of_a_real_launchs_directory(tmp_path):
     """Hydra resolves the derived exclude_keys in a real launch: settings that are not the experiment name no
     directory, one that is names its own."""
@@ -213,6 +217,7 @@ def trained(tmp_path, one_torch_thread):
     ("trainer.epochs=2", "trainer.epochs: 1 in the record, 2 asked"),
     ("model=resnet34", "model._target_: jal.models.CNN8 in the record, jal.models.ResNet34 asked"),
 ])
+@pytest.mark.full  # trains
 def test_a_finished_record_of_another_experiment_is_never_skipped(trained, tmp_path, setting, difference,
                                                                   monkeypatch):
     monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
@@ -222,6 +227,7 @@ def test_a_finished_record_of_another_experiment_is_never_skipped(trained, tmp_p
     assert difference in str(refused.value) and "trainer.restart=true" in str(refused.value)
 
 
+@pytest.mark.full  # trains
 def test_a_checkpoint_of_another_experiment_is_never_resumed(trained, tmp_path, monkeypatch):
     (trained / "result.json").unlink()  # as if the run stopped mid-way: only its checkpoint says what it is
     monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("must not train"))
@@ -229,6 +235,7 @@ def test_a_checkpoint_of_another_experiment_is_never_resumed(trained, tmp_path, 
         jal_train.train(compose(tmp_path, "trainer.epochs=1", "optim.lr=0.02"), trained)
 
 
+@pytest.mark.full  # python -m jal.train
 def test_the_refusal_is_one_line_and_a_failing_exit(tmp_path):
     first = jal_train_process("trainer.epochs=1", f"hydra.run.dir={tmp_path}/run")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -247,12 +254,14 @@ def test_a_sweep_mapping_two_experiments_onto_one_directory_fails_its_plan(tmp_p
         multirun.plan_runs(TINY + [f"out_root={tmp_path}", "optim.lr=0.01,0.05"])  # named apart: fine
 
 
+@pytest.mark.full  # trains
 def test_the_plan_refuses_a_directory_of_another_experiment_before_anything_trains(trained, tmp_path):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         with pytest.raises(DirectoryConflict, match="trainer.epochs: 1 in the record, 2 asked"):
             multirun.plan_runs(TINY + [f"out_root={tmp_path}", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=run"])
 
 
+@pytest.mark.full  # trains
 def test_restart_moves_another_experiments_files_aside_and_trains_this_one(trained, tmp_path):
     cfg = compose(tmp_path, "trainer.epochs=2", "trainer.restart=true")
     result = jal_train.train(cfg, trained)
@@ -265,6 +274,7 @@ def test_restart_moves_another_experiments_files_aside_and_trains_this_one(train
 # One process per run
 
 
+@pytest.mark.full  # python -m jal.train
 def test_a_run_held_by_another_process_is_not_started_and_says_who_holds_it(tmp_path):
     held = tmp_path / "synthetic/clean/ce/seed123" / SETTINGS
     with RunLock(held):  # this test process holds the run
@@ -277,6 +287,7 @@ def test_a_run_held_by_another_process_is_not_started_and_says_who_holds_it(tmp_
     assert {p.name for p in held.iterdir()} == {".lock"}
 
 
+@pytest.mark.full  # two python -m jal.train
 def test_two_processes_started_at_once_train_the_run_once(tmp_path):
     command = [sys.executable, "-m", "jal.train", *TINY[:3], "trainer.epochs=6", *TINY[4:], f"out_root={tmp_path}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -316,6 +327,7 @@ def cut(path: Path) -> None:
 
 @pytest.mark.parametrize("name, says", [("result.json", "is damaged (JSONDecodeError"),
                                         ("checkpoint.pt", "is damaged ("), ("labels.npz", "is damaged (")])
+@pytest.mark.full  # trains
 def test_a_damaged_file_is_named_in_one_line_and_restart_recovers(tmp_path, name, says, one_torch_thread):
     cfg = compose(tmp_path, "trainer.epochs=2")
     done = jal_train.train(cfg, tmp_path / "run")
@@ -332,6 +344,7 @@ def test_a_damaged_file_is_named_in_one_line_and_restart_recovers(tmp_path, name
     assert (tmp_path / "run" / f"{name}.damaged").exists()
 
 
+@pytest.mark.full  # trains
 def test_labels_of_another_draw_are_refused(tmp_path, one_torch_thread):
     cfg = compose(tmp_path, "trainer.epochs=1", "noise=symmetric", "noise.rate=0.4")
     jal_train.train(cfg, tmp_path / "run")
@@ -345,6 +358,7 @@ def test_labels_of_another_draw_are_refused(tmp_path, one_torch_thread):
         jal_train.train(cfg, tmp_path / "run")
 
 
+@pytest.mark.full  # trains
 def test_a_damaged_newest_checkpoint_costs_one_epoch_not_the_run(tmp_path, one_torch_thread, monkeypatch):
     """Killed after epoch 2 of 3 with checkpoint.pt then cut: the run resumes from checkpoint.prev.pt (epoch 1)
     and ends exactly as an uninterrupted run."""
@@ -371,6 +385,7 @@ def test_a_damaged_newest_checkpoint_costs_one_epoch_not_the_run(tmp_path, one_t
     assert (tmp_path / "resumed" / "checkpoint.pt.damaged").exists()
 
 
+@pytest.mark.full  # python -m jal.train
 def test_a_damaged_file_stops_the_command_in_one_line(tmp_path):
     first = jal_train_process("trainer.epochs=1", f"hydra.run.dir={tmp_path}/run")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -380,6 +395,7 @@ def test_a_damaged_file_stops_the_command_in_one_line(tmp_path):
     assert again.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path}/run/result.json is damaged")
 
 
+@pytest.mark.full  # python -m jal.train
 def test_a_diverging_run_ends_in_one_line_and_a_failed_record(tmp_path):
     done = jal_train_process("optim.lr=1e30", f"hydra.run.dir={tmp_path}/run")
     assert done.returncode == 1 and "Traceback" not in done.stderr
@@ -393,6 +409,8 @@ def test_a_diverging_run_ends_in_one_line_and_a_failed_record(tmp_path):
 # The committed records
 
 
+@pytest.mark.full  # bash scripts/
+@pytest.mark.usefixtures("cifar10_file_for_the_plan")  # the plan stops without a cifar10.npz
 def test_the_committed_quick_records_are_still_skipped_by_the_plan():
     """The committed quick table is fp32: PRECISION=fp32 finds it finished on any CPU (the preset's auto
     would train bf16 runs beside it on a CPU with bf16 hardware)."""
@@ -424,6 +442,7 @@ class Killed(BaseException):
     """A SIGKILL, as the process sees it: nothing after it runs (no record), unlike an Exception."""
 
 
+@pytest.mark.full  # trains
 def test_a_run_killed_between_the_renames_of_its_last_checkpoint_keeps_checkpoint_pt(tmp_path, monkeypatch,
                                                                                      one_torch_thread):
     """Killed at the first or second rename of its last epoch's checkpoint save: checkpoint.pt is there (the

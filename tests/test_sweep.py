@@ -58,6 +58,7 @@ def basic_sweep(basic_sweep_run):
     return basic_sweep_run[0]
 
 
+@pytest.mark.full  # python -m jal.train -m (basic_sweep)
 def test_basic_launcher_sweep_writes_one_record_per_cell(basic_sweep):
     records = records_of(basic_sweep)
     # each run's directory is a function of its cell (dataset/noise/loss/seed) and the settings given
@@ -73,6 +74,7 @@ def run_files(out_root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(out_root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
+@pytest.mark.full  # python -m jal.train -m
 def test_sweep_started_again_skips_every_run(basic_sweep):
     before, files = records_of(basic_sweep), run_files(basic_sweep)
     done = multirun(basic_sweep)
@@ -84,6 +86,7 @@ def test_sweep_started_again_skips_every_run(basic_sweep):
     assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in done.stdout
 
 
+@pytest.mark.full  # basic_sweep
 def test_table_of_the_sweep_has_four_cells(basic_sweep, tmp_path):
     assert tables.main([str(basic_sweep), "--out", str(tmp_path), "--expect-seeds", "1"]) in (None, 0)
     rows = tables.summarise(load_records([basic_sweep]), expect_seeds=1)
@@ -99,7 +102,7 @@ def test_table_of_the_sweep_has_four_cells(basic_sweep, tmp_path):
     assert f"| CE [{SETTINGS}] |" in table and f"| JAL-CE [{SETTINGS}] |" in table and "Sym 0.8" in table
 
 
-@pytest.mark.slow  # 25 s; submitit's path is in make test through the fused sweeps (tests/test_fused.py)
+@pytest.mark.slow  # 25 s; submitit's path is also tested through the fused sweeps (tests/test_fused.py)
 def test_submitit_local_launcher_runs_the_same_sweep(tmp_path, basic_sweep):
     done = multirun(tmp_path, "hydra/launcher=local")
     # Each run's line comes from its own submitit process (its log), its n/N counted from the records on disk:
@@ -116,6 +119,7 @@ def test_submitit_local_launcher_runs_the_same_sweep(tmp_path, basic_sweep):
         assert local[name]["history"][0]["train_loss"] == pytest.approx(basic[name]["history"][0]["train_loss"])
 
 
+@pytest.mark.full  # basic_sweep, a notebook kernel
 def test_notebook_runs_on_the_sweep_records(basic_sweep, tmp_path, monkeypatch):
     run_notebook([basic_sweep], tmp_path, monkeypatch)
     written = {p.name for p in Path(tmp_path).iterdir()}
@@ -129,6 +133,7 @@ def test_notebook_runs_on_the_sweep_records(basic_sweep, tmp_path, monkeypatch):
 # The runs planned (jal.multirun) and the progress callback (jal.progress)
 
 
+@pytest.mark.full  # basic_sweep
 def test_plan_is_exactly_the_runs_the_sweep_wrote(basic_sweep):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         runs = plan_runs(TINY + [f"out_root={basic_sweep}"])
@@ -137,6 +142,7 @@ def test_plan_is_exactly_the_runs_the_sweep_wrote(basic_sweep):
     assert {r.dir for r in runs} == {p.parent for p in records_of(basic_sweep)}
 
 
+@pytest.mark.full  # composes every job
 def test_planned_configs_equal_a_full_composition_of_each_job(tmp_path):
     """Jobs that differ only in values share one composition: each must equal its own full composition."""
     overrides = TINY + ["seed=1,2", f"out_root={tmp_path}"]
@@ -150,6 +156,7 @@ def test_planned_configs_equal_a_full_composition_of_each_job(tmp_path):
         assert run.name == full.run_name
 
 
+@pytest.mark.full  # basic_sweep
 def test_progress_line_per_run_and_summary(basic_sweep_run):
     out_root, stdout = basic_sweep_run
     # each run's closing line, in a run alone's words (and no second one from the run: `-> <directory>`)
@@ -162,6 +169,7 @@ def test_progress_line_per_run_and_summary(basic_sweep_run):
     assert "Sweep summary: 4 runs: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
 
 
+@pytest.mark.full  # basic_sweep
 def test_each_run_logs_a_line_per_epoch_into_its_train_log_not_the_console(basic_sweep_run):
     out_root, stdout = basic_sweep_run
     for cell in CELLS:
@@ -221,6 +229,7 @@ def test_eta_counts_the_epochs_of_runs_in_flight(tmp_path):
     assert progress.eta() == "sweep done"
 
 
+@pytest.mark.full  # python -m jal.train -m
 def test_a_diverging_run_fails_alone_and_the_sweep_goes_on(tmp_path):
     """optim.lr=1e30 diverges: its record says failed (with the epoch), one line says why, no traceback, and the
     sweep's other run still trains; the summary lists the failure."""
@@ -271,6 +280,7 @@ def three_of_four_finished(basic_sweep, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the defaults without CUDA")
+@pytest.mark.full  # bash scripts/sweep.sh
 def test_plan_without_cuda_defaults_to_parallel_single_threaded_quick_runs(three_of_four_finished, tmp_path):
     started = time.time()
     out = sweep_script(three_of_four_finished, tmp_path, EXTRA="dataset.subset=60").stdout
@@ -291,6 +301,7 @@ def test_plan_without_cuda_defaults_to_parallel_single_threaded_quick_runs(three
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
+@pytest.mark.full  # bash scripts/sweep.sh
 def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_finished, tmp_path):
     out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic").stdout
     assert out.startswith("Plan of reproduce_tiny: preset paper\n")
@@ -313,6 +324,7 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
+@pytest.mark.full  # bash scripts/sweep.sh
 def test_plan_of_new_cells_estimates_from_the_finished_records_beside_them(three_of_four_finished, tmp_path):
     """Cells none of which has run yet (here symmetric 0.5) take the speed of the other cells' records in the
     same output folder, not a probe."""
@@ -325,6 +337,7 @@ def test_plan_of_new_cells_estimates_from_the_finished_records_beside_them(three
            "device in this precision)\n" in out
 
 
+@pytest.mark.full  # bash scripts/sweep.sh
 def test_plan_of_fused_runs_says_how_the_launcher_trains_the_fusions(three_of_four_finished, tmp_path):
     """FUSE=K with any launcher: the plan counts the fusions and says how they train (jal.fuse)."""
     out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="slurm", FUSE="2",
@@ -336,6 +349,7 @@ def test_plan_of_fused_runs_says_how_the_launcher_trains_the_fusions(three_of_fo
     assert "mean of 3 finished runs' records on this device" in out or torch.cuda.is_available()
 
 
+@pytest.mark.full  # basic_sweep
 def test_resumed_sweep_counts_the_runs_finished_before(three_of_four_finished):
     stdout = multirun(three_of_four_finished).stdout
     assert re.findall(r"^\[\d/4\] .*$", stdout, re.M) == [
@@ -370,6 +384,7 @@ def test_gpu_pool_trains_every_cell_and_seed_and_packs_the_records(tmp_path):
     assert packed.count("result.json") == 4 and "checkpoint.pt" not in packed  # finished: no checkpoint to bring
 
 
+@pytest.mark.full  # bash scripts/gpu_pool.sh
 def test_gpu_pool_starts_nothing_when_the_deadline_is_near(tmp_path):
     done = gpu_pool(tmp_path / "runs", "loss=ce dataset.train_size=64", DEADLINE=str(int(time.time()) + 30),
                     MIN_LEFT="60")
@@ -404,6 +419,7 @@ def test_plan_stops_in_one_line_at_a_missing_data_file(tmp_path, monkeypatch, ca
                                "folder holding it")
 
 
+@pytest.mark.full  # basic_sweep
 def test_plan_on_a_bf16_cpu_counts_the_fp32_records_it_would_retrain(three_of_four_finished, monkeypatch, capsys):
     """trainer.precision=auto on a CPU with bf16 hardware (its flags given, not this machine's): the runs go to
     <cell>/bf16, and the plan says that three of them have a finished fp32 record PRECISION=fp32 would reuse."""
@@ -420,6 +436,7 @@ def test_plan_on_a_bf16_cpu_counts_the_fp32_records_it_would_retrain(three_of_fo
     assert "3 finished already, 1 to train" in out and "  fp32  " not in out
 
 
+@pytest.mark.full  # times ResNet-34 steps
 def test_plan_of_resnet34_runs_on_a_cpu_says_it_is_gpu_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = plan_output(["dataset=synthetic", "model=resnet34", "dataset.train_size=64", "trainer.epochs=200",

@@ -239,6 +239,7 @@ def test_main_writes_tables(record_dir, tmp_path):
     assert not list(out.glob(".table*"))  # no temporary files left behind
 
 
+@pytest.mark.full  # python -m jal.tables
 def test_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no result.json"):
         tables.main([str(tmp_path), "--out", str(tmp_path / "out")])

@@ -36,6 +36,7 @@ def run_dir_of(cfg) -> Path:
     return Path(cfg.out_root) / cfg.run_name
 
 
+@pytest.mark.full  # trains
 def test_two_epoch_run_writes_a_complete_record(synthetic_run):
     cfg = synthetic_run("loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "seed=7")
     result = jal_train.train(cfg, run_dir_of(cfg))
@@ -65,6 +66,7 @@ def test_two_epoch_run_writes_a_complete_record(synthetic_run):
     assert result.config["optim"]["l1"] == 5e-5 and result.config["optim"]["weight_decay"] == 0.0
 
 
+@pytest.mark.full  # trains
 def test_killed_run_resumes_to_the_uninterrupted_result(synthetic_run, tmp_path, monkeypatch):
     overrides = ("loss=nce_rce", "noise=asymmetric", "noise.rate=0.3", "trainer.epochs=3", "dataset.train_size=64",
                  "dataset.test_size=32", "trainer.batch_size=32")
@@ -104,6 +106,7 @@ def assert_same_training(a, a_dir: Path, b, b_dir: Path) -> None:
 # Pausing: trainer.stop_at, stop signals
 
 
+@pytest.mark.full  # trains
 def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_path, one_torch_thread):
     cfg = synthetic_run("loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=3",
                         "dataset.train_size=96", "dataset.test_size=32")
@@ -130,6 +133,7 @@ def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypat
     assert not (run_dir_of(cfg) / "result.json").exists() and not (run_dir_of(cfg) / "checkpoint.pt").exists()
 
 
+@pytest.mark.full  # sends SIGUSR1
 def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(synthetic_run, one_torch_thread):
     """SLURM's warning arrives mid-epoch (after its training steps): the epoch completes, its evaluation and
     checkpoint are done, the run pauses; then the handler that was there before (a launcher's, e.g.
@@ -154,6 +158,7 @@ def test_sigusr1_pauses_at_the_epoch_end_and_is_handed_to_the_previous_handler(s
     assert [p.name for p in run_dir_of(later).iterdir()] == [".lock"] and handed_on == [signal.SIGUSR1]
 
 
+@pytest.mark.full  # sends USR2, TERM
 def test_under_slurm_a_stop_signal_pauses_then_requeues_the_job_whichever_came_first(synthetic_run, tmp_path,
                                                                                      monkeypatch, one_torch_thread):
     """A SLURM batch job ($SLURM_JOB_ID) warned by USR2, then preempted (SIGTERM) in the same epoch: the run
@@ -179,6 +184,7 @@ def test_under_slurm_a_stop_signal_pauses_then_requeues_the_job_whichever_came_f
     assert signal.getsignal(signal.SIGTERM) != stops.request_stop  # handlers put back
 
 
+@pytest.mark.full  # python -m jal.train -m
 def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
     started = time.monotonic()
     done = subprocess.run(
@@ -194,6 +200,7 @@ def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
     assert seconds < 60  # Hydra's start-up and four runs that load nothing (a second or two alone)
 
 
+@pytest.mark.full  # python -m jal.train, SIGTERM
 def test_sigterm_mid_run_leaves_a_resumable_checkpoint_and_the_continued_run_finishes(tmp_path):
     run_dir = tmp_path / "synthetic/clean/ce/seed123/dataset.test_size=32,dataset.train_size=64,trainer.epochs=12"
     command = [sys.executable, "-m", "jal.train", "dataset=synthetic", "dataset.train_size=64",
@@ -278,6 +285,7 @@ def train_command(out_root: Path | str, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("progress", ["true", "false"])
+@pytest.mark.full  # python -m jal.train
 def test_a_run_alone_ends_with_its_accuracy_and_its_directory(tmp_path, progress):
     """Started from any folder (here: the one holding its out_root), the closing line names the directory as
     one can `cd` into it from there; the console only: train.log holds no path of this machine."""
@@ -297,6 +305,7 @@ def test_a_run_alone_ends_with_its_accuracy_and_its_directory(tmp_path, progress
     assert bar == (progress == "true")
 
 
+@pytest.mark.full  # python -m jal.train, SIGINT
 def test_ctrl_c_says_where_the_run_stopped_exits_130_and_the_same_command_resumes(tmp_path):
     # an epoch of one step; 1000 epochs: the run never finishes before Ctrl-C, however fast the machine
     command = train_command(tmp_path, "dataset.train_size=32", "trainer.epochs=1000")
@@ -344,6 +353,7 @@ def test_ctrl_c_says_where_the_run_stopped_exits_130_and_the_same_command_resume
 
 
 @pytest.mark.parametrize("stop_in_epoch", [1, 2])
+@pytest.mark.full  # trains
 def test_an_interrupted_fusion_says_each_members_last_checkpoint(synthetic_run, tmp_path, caplog, stop_in_epoch):
     # one step an epoch; the first member's loss raises KeyboardInterrupt (Ctrl-C) in its epoch `stop_in_epoch`
     stopping = f"loss._target_=conftest.CEThatIsInterruptedInEpoch{stop_in_epoch}"
@@ -357,6 +367,7 @@ def test_an_interrupted_fusion_says_each_members_last_checkpoint(synthetic_run, 
     assert said == [f"{cfg.run_name} {where}" for cfg in cfgs]
 
 
+@pytest.mark.full  # trains
 def test_finished_run_is_skipped(synthetic_run, monkeypatch):
     cfg = synthetic_run("trainer.epochs=1")
     first = jal_train.train(cfg, run_dir_of(cfg))
@@ -364,6 +375,7 @@ def test_finished_run_is_skipped(synthetic_run, monkeypatch):
     assert jal_train.train(cfg, run_dir_of(cfg)) == first
 
 
+@pytest.mark.full  # trains
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run, monkeypatch):
     cfg = synthetic_run("trainer.epochs=3")
     build = jal_step.build_training
@@ -438,6 +450,7 @@ def test_deterministic_asks_torch_for_repeatable_kernels(synthetic_run, monkeypa
 # trainer.compile
 
 
+@pytest.mark.full  # torch.compile
 def test_compiled_model_serves_training_and_evaluation(synthetic_run, monkeypatch, one_torch_thread):
     """trainer.compile=<mode>: the training step and the evaluation both call the torch.compile'd model."""
     calls, modes = [], []
@@ -507,6 +520,7 @@ def test_real_cifar10_subset_learns_well_above_chance(tmp_path):
     assert result.last_test_acc > 30  # chance is 10%
 
 
+@pytest.mark.full  # trains
 def test_eval_every_evaluates_on_schedule_and_the_last_epoch_without_changing_training(synthetic_run):
     """trainer.eval_every=3 over 4 epochs: test accuracy after epochs 3 and 4 only, the same figures as a run that
     evaluates every epoch (evaluation draws no random numbers and leaves the weights alone)."""
@@ -532,6 +546,7 @@ class ThreadCountingCE(CE):
         return super().forward(logits, targets)
 
 
+@pytest.mark.full  # trains
 def test_trainer_threads_sets_torchs_intra_op_threads(synthetic_run):
     """trainer.threads=N: the run computes with N intra-op threads (a CPU sweep runs one-thread jobs side by side);
     null leaves torch's setting alone. The loss, given by the config, reads the count inside the training step."""
