@@ -243,6 +243,23 @@ def launch_fusions(tasks: list[FusionTask], launcher: dict):
                 yield task, [Record(status=Status.FAILED, error=error) for _ in task.cfgs]
 
 
+def summary_lines(runs: list) -> None:
+    """The fused sweep summary's lines after its counts, as a plain sweep's (jal.progress): where the sweep's
+    finished runs trained (those finished before it too: some may have come with the repository), and each run
+    whose realised noise rate is more than 1 pp off the asked one, with the count rule that makes it."""
+    from jal.noise import noise_gap
+    from jal.record import provenance_line
+
+    finished = {run.name: record for run in runs if (record := run.status()[1]) is not None
+                and record.status == Status.FINISHED}
+    if finished:
+        what = "finished run" + "s" * (len(finished) != 1)
+        print(f"  where   {provenance_line(list(finished.values()), what)}")
+    for name, record in finished.items():
+        if gap := noise_gap(record):
+            print(f"  noise   {name}: {gap.line} (more than 1 pp off: its table cell is marked)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuse", type=int, default=8, help="at most this many runs per fusion (default 8)")
@@ -277,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = {s: sum(r.status == s for r in results) for s in ENDED}
     print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
         f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")
+    summary_lines(runs)
     if counts[Status.FAILED]:
         sys.exit(1)
 

@@ -21,8 +21,8 @@ from jal.config import ConfigError
 from jal.config_check import one_line
 from jal.experiment import differences
 from jal.multirun import Run, plan_runs, runs_
-from jal.record import ENDED, Record, Status, ending
-from jal.records import noise_gap
+from jal.noise import noise_gap
+from jal.record import ENDED, Record, Status, ending, provenance_line
 from jal.run_dir import held_elsewhere
 from jal.util import CannotWrite, duration, write_refusal
 
@@ -142,6 +142,9 @@ class Progress(Callback):
         print(f"Sweep summary: {runs_(len(self.runs))}: {len(finished)} finished, {len(failed)} failed, "
               f"{len(paused)} paused, {len(other)} not run to an end"
               + (f", {len(self.not_ours)} {Status.ANOTHER} in its directory" if self.not_ours else ""), flush=True)
+        if finished:  # which of its numbers were trained here: a finished run may have come with the repository
+            what = "finished run" + "s" * (len(finished) != 1)
+            print(f"  where   {provenance_line([statuses[d][1] for d in finished], what)}")
         for d in self.not_ours:
             print(f"  {Status.ANOTHER}  {self.runs[d]}: {self.another(d, statuses[d][1])}")
         for d in failed:
@@ -149,9 +152,8 @@ class Progress(Callback):
         for d in paused:
             print(f"  paused  {self.runs[d]} (starting the sweep again resumes it)")
         for d in finished:
-            if gap := noise_gap(statuses[d][1].to_json()):
-                print(f"  noise   {self.runs[d]}: {gap[0]:.1%} of its training labels changed, {gap[1]:.1%} asked "
-                      "(more than 1 pp off: its table cell is marked)")
+            if gap := noise_gap(statuses[d][1]):
+                print(f"  noise   {self.runs[d]}: {gap.line} (more than 1 pp off: its table cell is marked)")
         for d in other:
             elsewhere = held_elsewhere(Path(d))
             print(f"  not run to an end  {self.runs[d]} "

@@ -50,6 +50,7 @@ from jal import stops as stop_signals
 from jal.config_check import check_config, one_line
 from jal.device import run_device
 from jal.experiment import check_fusable
+from jal.noise import noise_gap
 from jal.progress_bar import BAR_FORMAT, bar_postfix
 from jal.record import Record, Status, ending
 from jal.run import (
@@ -216,6 +217,8 @@ def main(cfg: DictConfig) -> float | None:
         # the console only (train.log ends with the last epoch's line, and holds no path of this machine); in a
         # multirun the sweep's progress line says it (jal.progress.Progress), a paused run has said it already
         console.info("%s -> %s", ending(result), shown_path(HydraConfig.get().runtime.output_dir))
+        if gap := noise_gap(result):  # a sweep's summary says it per run (jal.progress, jal.fuse)
+            console.warning("noise: %s (more than 1 pp off the asked rate)", gap.line)
     return result.last_test_acc  # None when paused
 
 

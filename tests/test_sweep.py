@@ -186,6 +186,7 @@ def test_summary_names_failed_and_paused_runs(tmp_path, capsys):
     progress.summary()
     assert capsys.readouterr().out.splitlines() == [
         "Sweep summary: 4 runs: 1 finished, 1 failed, 1 paused, 1 not run to an end",
+        "  where   1 finished run: 1 trained on another machine",  # a record that names no host
         f"  failed  {CELLS[1]}: FloatingPointError: boom",
         f"  paused  {CELLS[2]} (starting the sweep again resumes it)",
         f"  not run to an end  {CELLS[3]} (new)",
@@ -430,6 +431,11 @@ def test_plan_of_resnet34_runs_on_a_cpu_says_it_is_gpu_work(tmp_path, monkeypatc
 
 
 def test_summary_says_a_realised_noise_rate_off_the_asked_one(tmp_path, capsys):
+    """A run 1 pp or more off the asked rate gets a line naming the count rule that makes it (2,000 images, 200 a
+    class: symmetric 0.2 flips int(0.2/9 x 200) = 4 images to each of 9 classes, 18%; 0.8 flips 17, 76.5%); the
+    summary also says where the finished runs trained (here: this host's records)."""
+    from jal.record import this_host
+
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         runs = plan_runs(TINY + [f"out_root={tmp_path}"])
     progress = Progress()
@@ -439,12 +445,15 @@ def test_summary_says_a_realised_noise_rate_off_the_asked_one(tmp_path, capsys):
         run.dir.mkdir(parents=True)
         (run.dir / "result.json").write_text(json.dumps(dict(
             status="finished", last_test_acc=50.0, noise_type="symmetric", noise_rate=float(run.cfg.noise.rate),
-            realised_noise_rate=rate)))
+            realised_noise_rate=rate, subset=2000, noise_transition=[[0.0] * 10] * 10, host=this_host())))
     progress.summary()
     lines = capsys.readouterr().out.splitlines()
     assert lines[1:] == [
-        f"  noise   {CELLS[2]}: 18.0% of its training labels changed, 20.0% asked (more than 1 pp off: its table "
-        "cell is marked)",
-        f"  noise   {CELLS[3]}: 76.5% of its training labels changed, 80.0% asked (more than 1 pp off: its table "
-        "cell is marked)",
+        "  where   4 finished runs: 4 trained here",
+        f"  noise   {CELLS[2]}: symmetric 0.2 on 2,000 images realises 0.18: exact sampling flips int(0.2/9 x 200) = "
+        "4 images of each class to each other class; noise.sampling=per_sample draws per image (more than 1 pp off: "
+        "its table cell is marked)",
+        f"  noise   {CELLS[3]}: symmetric 0.8 on 2,000 images realises 0.765: exact sampling flips int(0.8/9 x 200) = "
+        "17 images of each class to each other class; noise.sampling=per_sample draws per image (more than 1 pp off: "
+        "its table cell is marked)",
         ""]
