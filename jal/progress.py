@@ -19,12 +19,13 @@ from omegaconf.errors import OmegaConfBaseException
 from jal import record as records
 from jal.config import ConfigError
 from jal.config_check import one_line
+from jal.estimate import eta_words, run_speed
 from jal.experiment import differences
 from jal.multirun import Run, plan_runs, runs_
 from jal.noise import noise_gap
 from jal.record import ENDED, Record, Status, ending, provenance_line
 from jal.run_dir import held_elsewhere
-from jal.util import CannotWrite, duration, write_refusal
+from jal.util import CannotWrite, write_refusal
 
 
 class Progress(Callback):
@@ -71,13 +72,25 @@ class Progress(Callback):
                 for d, work in self.work_after.items()}
 
     def eta(self) -> str:
-        """Time left at the pace of the work done since the sweep started. Counting whole runs instead is
-        off by the number of runs in flight when the first of them ends (parallel runs end together)."""
+        """Time left at the pace of the work done since the sweep started (jal.estimate.eta_words); before any,
+        at the speed jal.estimate gives a run here (no probe), as many at a time as the launcher runs. Counting
+        whole runs instead is off by the number of runs in flight when the first of them ends (parallel runs
+        end together)."""
         now = self.work_left()
         done, left = sum(self.work_at_start.values()) - sum(now.values()), sum(now.values())
         if not left:
             return "sweep done"
-        return f"ETA {duration((time.time() - self.started) * left / done)}" if done > 0 else "ETA unknown"
+        return eta_words(done, left, time.time() - self.started, self.speed() if done <= 0 else None)
+
+    def speed(self) -> float | None:
+        """The sweep's images/s before it has measured its own: a run's speed here times the runs at a time."""
+        from jal import launch
+        from jal.device import device_name, run_device
+
+        runs = list(self.planned.values())
+        cfg = runs[0].cfg
+        measured = run_speed(runs, device_name(run_device(cfg.trainer.device)), probing=False)
+        return measured and measured.images_per_second * min(launch.at_once(launch.settings(cfg)) or 1, len(runs))
 
     def has_ended(self, run_dir: str) -> bool:
         """Finished before this sweep started, or ended since (a run paused before keeps its paused record

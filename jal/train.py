@@ -49,6 +49,7 @@ from jal import distributed, run
 from jal import stops as stop_signals
 from jal.config_check import check_config, one_line
 from jal.device import run_device
+from jal.estimate import work_left_after_each_epoch
 from jal.experiment import check_fusable
 from jal.noise import noise_gap
 from jal.progress_bar import BAR_FORMAT, bar_postfix
@@ -93,10 +94,11 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
     cfg, precision, fused, results = members[0].cfg, members[0].precision, len(members), {}
     fusion, started = Fusion(members), time.perf_counter()
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
+    work = work_left_after_each_epoch(cfg)  # the bar's time left (jal.estimate)
     progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs,
                     disable=not cfg.trainer.progress or not distributed.is_main(),
                     desc=members[0].cell.short_name() if fused == 1 else f"fusion of {fused}",
-                    bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members]) or None,
+                    bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members], work) or None,
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
@@ -128,7 +130,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
                 end_epoch(m, epoch, member_sums, member_correct, len(x_test), lr, train_seconds, epoch_start, started,
                           names)
-            progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
+            progress.set_postfix_str(bar_postfix([m.history for m in fusion.members], work))
         for m in fusion.members:
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
