@@ -568,3 +568,16 @@ def test_the_probe_times_a_pretrained_model_without_its_weights(tmp_path, monkey
     assert probed["batch"] == 4 and probed["steps"] >= 2 and probed["images_per_second"] > 0
     kept = json.loads((tmp_path / "cache" / "jal" / "speeds.json").read_text())
     assert list(kept) == ["this CPU | resnet50_imagenet | fp32 | batch=4 | threads=1"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
+def test_a_sweeps_eta_before_any_of_its_work_is_the_estimate_of_a_run_here(three_of_four_finished, tmp_path,
+                                                                          monkeypatch):
+    """A sweep whose first run ended without training (failed at once): nothing measured yet, so the ETA is the
+    work left at the speed jal.estimate gives a run here (this machine's records), one run at a time (basic)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        runs = plan_runs(TINY + [f"out_root={three_of_four_finished}"])
+    progress = Progress()
+    progress.start(runs)
+    assert progress.eta() == f"ETA about {duration(WORK / own_speed(three_of_four_finished))}"
