@@ -18,7 +18,7 @@ export JAL_DATA_DIR ?= data
 # made from them into DIR/<table> (quick CIFAR-10: DIR/quick), the layout of results/, whose records and tables
 # stay as they are (docs/sweeps.md).
 SWEEP_SETTINGS := PRESET LAUNCHER JOBS THREADS SEEDS LOSSES DRY_RUN MINUTES CELLS FUSE PRECISION SLURM OUT
-SWEEP = PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
+SWEEP = MAKE_TARGET=$@ PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS),$(if $($(v)),$(v)=$($(v))))
 # A variable given on the command line that nothing reads (LOSS=ce for LOSSES=ce, OUTPUT=dir) would be ignored
 # without a word: any that is none of the settings, the other variables below or Make's own stops make in one
 # line, naming the setting it is closest to. A new variable of this Makefile or its scripts goes in one list.

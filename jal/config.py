@@ -210,6 +210,7 @@ class RealWorldDatasetConfig(DatasetConfig):
     def __post_init__(self):
         super().__post_init__()
         require(self.workers >= 0, "workers", self.workers, "must be >= 0 (0: decode in the training process)", 8)
+        require(self.resize >= 8, "resize", self.resize, "must be >= 8 pixels (and >= image_size)", 256)
         require(8 <= self.image_size <= self.resize, "image_size", self.image_size,
                 f"must be in [8, resize={self.resize}]", 224)
         require(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "is outside (0, 1]", 0.97)

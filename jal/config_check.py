@@ -5,13 +5,16 @@ failure is one line (jal.errors). The command line's checks before torch loads: 
 """
 
 import dataclasses
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jal.config import REAL_WORLD, BadValue, ConfigError, require
+from jal.errors import expected_type
 from jal.experiment import PRECOMPUTED_INSTANCE_RATES, check_out_root, given_settings
+from jal.paths import CONFIG_DIR
 from jal.resolvers import L1_TERMS, loss_terms
 
 # CIFAR-N label sets per dataset (configs/noise/human.yaml)
@@ -46,6 +49,7 @@ def check_config(cfg) -> None:
                     raise cause from None
                 raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
     check_nothing_ignored(cfg)
+    check_given_values(cfg)
     kind, name = cfg.noise.type, cfg.dataset.name
     if name in REAL_WORLD and kind != "none":
         raise ConfigError(f"noise={kind} on dataset={name}: its labels are noisy already (real-world noise) and "
@@ -111,6 +115,66 @@ def check_nothing_ignored(cfg) -> None:
     for setting, why in unread.items():
         if setting in given:
             raise ConfigError(f"{setting}={given[setting]} is ignored by {why}")
+
+
+# Settings a config group sets, which no value given alone may change: the group's name for what it is (another
+# name would read another dataset's files, or record another noise than the labels carry), the directory name
+# of the noise (noise.tag follows noise.rate), a loss's class count (the dataset's) and its terms (its config's)
+SET_BY_GROUP = {"dataset.name": "dataset", "noise.type": "noise", "logger.name": "logger",
+                "loss.active": "loss", "loss.passive": "loss"}
+FOLLOWS_DATASET = ("loss.num_classes", "loss.active.num_classes", "loss.passive.num_classes")
+BOOLEANS = ("true", "false")
+
+
+def check_given_values(cfg) -> None:
+    """The values given on the command line that composing lets through but no run could honour: a setting its
+    config group sets (SET_BY_GROUP), a loss's class count, a true/false setting given a number (OmegaConf reads
+    `3` as true), a class (`loss._target_`) that names no class of a module found here."""
+    for key, value in given_settings(cfg).items():
+        group = SET_BY_GROUP.get(key)
+        choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") if group else None
+        if key == "noise.tag":
+            raise ConfigError(f"noise.tag={value} is not a setting: it names the run's directory after the noise "
+                              "asked (noise.type and noise.rate); drop it")
+        if group and value != choice:
+            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+            listed = (f"<one of {', '.join(options)}>" if len(options) <= 8
+                      else f"<one of configs/{group}/'s {len(options)}>")
+            raise ConfigError(f"{key}={value} is set by the {group} config ({group}={choice}), not by itself: "
+                              f"choose {group}={listed} instead")
+        if key in FOLLOWS_DATASET and value != str(cfg.dataset.num_classes):
+            raise ConfigError(f"{key}={value} follows dataset.num_classes ({cfg.dataset.num_classes} classes of "
+                              f"dataset={cfg.dataset.name}): drop it")
+        parent, _, field = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if OmegaConf.is_dict(node) and expected_type(OmegaConf.get_type(node), field) == "true or false" \
+                and value.lower() not in BOOLEANS:
+            raise ConfigError(f"{key}={value} is not true or false: e.g. {key}=false")
+        if field == "_target_" and (missing := missing_class(value)):
+            raise ConfigError(f"{key}={value}: {missing} (a loss's class comes with its config: loss=<name>)")
+
+
+def missing_class(target: str) -> str | None:
+    """Why `module.Class` names no class that can be built here, or None: its module cannot be found, or its
+    source defines no such name (read, not imported: jal.losses would load torch)."""
+    import ast
+    import importlib.util
+
+    module, _, name = target.rpartition(".")
+    try:
+        spec = importlib.util.find_spec(module) if module else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return f"no module {module!r} to take {name!r} from" if module else "not a module.Class path"
+    try:
+        tree = ast.parse(Path(spec.origin).read_text())
+    except (OSError, TypeError, ValueError, SyntaxError):  # no source to read: the run imports it
+        return None
+    defined = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    return None if name in defined else f"{module} defines no {name!r}"
 
 
 def share_config_store() -> None:

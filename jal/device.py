@@ -84,3 +84,9 @@ def set_determinism(device: torch.device, deterministic: bool) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable results
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on an op with no such kernel
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a clock read after it times the work, not its launch)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

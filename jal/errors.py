@@ -103,6 +103,9 @@ def expected_type(schema, key: str) -> str:
     optional = type(None) in typing.get_args(hint)
     if optional:  # Optional[float] = Union[float, None]
         hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is list:  # list[float]: "a list of numbers"
+        named = TYPE_NAMES.get(typing.get_args(hint)[0], "values").replace("an integer", "integers")
+        return "a list of " + named.replace("a number", "numbers").replace("a string", "strings")
     return TYPE_NAMES.get(hint, "of another type") + (" or null" if optional else "")
 
 

@@ -25,6 +25,7 @@ try:
 except ModuleNotFoundError:  # a plain install: the figures come with the dev extras
     raise SystemExit("jal.figures: matplotlib is not installed: make install (pip install -e '.[dev]')") from None
 
+from jal.record import Status, provenance_line
 from jal.records import (
     DATASET_LABELS,
     dataset_sort_key,
@@ -35,6 +36,7 @@ from jal.records import (
     protocol_label,
     record_cell,
     short_loss_labels,
+    written_at,
 )
 from jal.tables import SOURCE_PRIORITY, pick_published, published_protocol, summarise
 from jal.util import REPO_ROOT
@@ -64,8 +66,8 @@ def shown(path):
 def newest(runs):
     """One run per cell and seed, the newest (a rerun replaces the older run, as in the table)."""
     kept = {}
-    for r in sorted(runs, key=lambda r: r["result_mtime"]):
-        kept[record_cell(r), r.get("seed")] = r
+    for r in sorted(runs, key=written_at):
+        kept[record_cell(r), r.seed] = r
     return list(kept.values())
 
 
@@ -73,7 +75,7 @@ def history_curve(runs, key):
     """Epochs, mean and std (unbiased, 0 with one run) over seeds of one per-epoch history field, at the epochs
     where every run has it: the quick preset tests every 3rd epoch (test_acc None between), the training fields
     come every epoch."""
-    series = [{h.get("epoch", i + 1): h[key] for i, h in enumerate(r.get("history") or []) if h.get(key) is not None}
+    series = [{h.get("epoch", i + 1): h[key] for i, h in enumerate(r.history or []) if h.get(key) is not None}
               for r in runs]
     series = [s for s in series if s]
     epochs = sorted(set.intersection(*map(set, series))) if series else []
@@ -125,7 +127,7 @@ class Sweep:
 
     @classmethod
     def of(cls, records, published):
-        finished = newest(r for r in records if r.get("status") == "finished")
+        finished = newest(r for r in records if r.status == Status.FINISHED)
         return cls(summarise(records, published=published) if records else [], finished, one_protocol(records),
                    published)
 
@@ -148,14 +150,15 @@ class Sweep:
 
     def heading_lines(self, dataset, what, runs):
         """A figure's title, a line each: what it shows; the protocol of our runs and how many it draws, by
-        precision; the settings every run of the dataset shares. Every line a figure says about where its
-        numbers came from belongs here."""
+        precision and by where they trained (jal.record.origin); the settings every run of the dataset shares.
+        Every line a figure says about where its numbers came from belongs here."""
         runs = newest(runs)
-        precisions = Counter(r.get("precision") or "precision unrecorded" for r in runs).most_common()
+        precisions = Counter(r.precision or "precision unrecorded" for r in runs).most_common()
         counted = precisions[0][0] if len(precisions) == 1 else ", ".join(f"{n} {p}" for p, n in precisions)
+        where = provenance_line(runs, "").partition(": ")[2]  # 8 trained here, 3 came with the repository
         lines = [f"{DATASET_LABELS.get(dataset, dataset)}: {what}",
                  f"ours: {protocol_label(self.protocols[dataset])}; {len(runs)} run{'s' * (len(runs) != 1)} "
-                 f"({counted})"]
+                 f"({counted}){': ' + where if where else ''}"]
         if shared := short_loss_labels(self.losses(dataset))[1]:
             lines.append(textwrap.shorten(f"settings of every run: {shared}", 110, placeholder=" ..."))
         return lines
@@ -373,7 +376,7 @@ def main(argv=None):
     parser.add_argument("records", nargs="+", help="record directories of one protocol, searched recursively")
     parser.add_argument("--out", default=None, help="where the figures go (default: jal.figures.figures_dir)")
     args = parser.parse_args(argv)
-    one_protocol(load_records(args.records))  # a missing directory, no records, two protocols: one line, here
+    one_protocol(load_records(args.records, "jal.figures"))  # a missing directory, no records, two protocols: here
     out = Path(args.out).resolve() if args.out else figures_dir(args.records)
     import nbformat
     from nbclient import NotebookClient

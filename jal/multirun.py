@@ -11,7 +11,7 @@ import copy
 import json
 import os
 from dataclasses import dataclass
-from itertools import accumulate, product
+from itertools import product
 from pathlib import Path
 
 from hydra import compose
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from jal import record as records
 from jal.config_check import check_config
 from jal.errors import AnotherExperiment, DirectoryConflict
+from jal.estimate import work_left_after_each_epoch
 from jal.experiment import (
     NOT_THE_EXPERIMENT,
     Experiment,
@@ -43,7 +44,6 @@ from jal.run_dir import (
 )
 from jal.util import CONFIG_DIR
 
-TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000}  # the CIFAR test sets (synthetic: dataset.test_size)
 # the settings the plan's header shows (jal.plan.print_plan): left out of a run's overrides where it names one
 SHOWN_ABOVE = ("experiment=", "hydra/", "hydra.", "trainer.threads=", "trainer.progress=")
 
@@ -94,13 +94,8 @@ class Run:
         return self.work_left_after_each_epoch()[from_epoch]
 
     def work_left_after_each_epoch(self) -> list[float]:
-        """work(e) for e = 0, 1, ..., epochs (the last 0)."""
-        cfg = self.cfg
-        train = cfg.dataset.subset or cfg.dataset.train_size
-        test = cfg.dataset.test_subset or TEST_IMAGES.get(cfg.dataset.name, cfg.dataset.get("test_size", 0))
-        epochs, eval_every = cfg.trainer.epochs, cfg.trainer.eval_every
-        per_epoch = [train + ((e + 1) % eval_every == 0 or e + 1 == epochs) * test / 3 for e in range(epochs)]
-        return list(accumulate(reversed(per_epoch), initial=0.0))[::-1]
+        """work(e) for e = 0, 1, ..., epochs (the last 0): jal.estimate's."""
+        return work_left_after_each_epoch(self.cfg)
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:

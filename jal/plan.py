@@ -3,133 +3,33 @@
     python -m jal.plan "loss=ce,jal_ce noise=symmetric noise.rate=0.4,0.8" ["<another multirun's overrides>" ...]
 
 prints what those multiruns (`python -m jal.train -m <overrides>`, one argument each) would do on this
-machine: the preset, the device, the launcher, the number of runs, how many are finished already and the
-time left, at this machine's speed (its finished records, else a probe of a few seconds, kept for the next
-plan). scripts/sweep.sh prints it before every table sweep (DRY_RUN=1 stops there).
+machine: the preset, the device, the launcher, the number of runs, how many are finished already and where
+those were trained (here, with the repository, on another machine), and the time left (jal.estimate: this
+machine's own epochs, else a probe of a few seconds, kept for the next plan, else other machines' records).
+A plan downloads nothing and stops at nothing it can list: the data files and pretrained weights not there yet
+are listed after it. scripts/sweep.sh prints it before every table sweep (DRY_RUN=1 stops there).
 
 The runs are planned by jal.multirun (the directories the sweep writes); their progress during the sweep is
 jal.progress's.
 """
 
 import argparse
-import copy
-import json
-import os
 import shlex
-import time
-from functools import partial
 from pathlib import Path
 
 from hydra import initialize_config_dir
-from omegaconf import DictConfig, open_dict
 
 from jal import launch
 from jal import record as records
-from jal.config import REAL_WORLD
 from jal.config_check import share_config_store
 from jal.device import device_name, run_device
 from jal.errors import boundary
+from jal.estimate import run_speed
 from jal.experiment import choose, data_files
 from jal.multirun import SHOWN_ABOVE, Run, fusions, plan_runs, runs_
-from jal.record import Status
+from jal.preflight import check_group_choices
+from jal.record import Origin, Status, origin
 from jal.util import CONFIG_DIR, duration
-
-# ---------------------------------------------------------------------------------------------------
-# This machine: speed
-
-
-def records_speed(runs: list[Run], device: str | None) -> tuple[float, int, set[str]] | None:
-    """Mean training images/s of the finished records in the runs' output folders (theirs and other cells')
-    that trained with this model, in this precision and with the same threads per run, on this device (None:
-    on any): (images/s, number of records, their devices), or None. A sweep of cells not yet run thus
-    estimates from its siblings."""
-    model, threads = runs[0].cfg.hydra.runtime.choices.model, runs[0].cfg.trainer.threads
-    precision = choose(runs[0].cfg)[1]
-    roots = sorted({Path(run.cfg.hydra.sweep.dir) for run in runs})
-    speeds, devices = [], set()
-    for record in records.scan(roots, warn=lambda line: None):
-        if (record.status == Status.FINISHED and device in (None, record.device_name) and record.model == model
-                and (record.precision or "fp32") == precision  # before records named it: fp32
-                and (record.config or {}).get("trainer", {}).get("threads") == threads):
-            speeds.append(record.images_per_second)
-            devices.add(record.device_name or "unnamed")
-    return (sum(speeds) / len(speeds), len(speeds), devices) if speeds else None
-
-
-PROBE_SECONDS = 5.0  # a probe's timed steps: three steps (~1 s) swung a plan's estimate by 40% between two calls
-
-
-def speeds_file() -> Path:
-    """Where the probes' speeds are kept ($XDG_CACHE_HOME/jal/speeds.json): the next plan reuses them."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jal" / "speeds.json"
-
-
-def probe_key(cfg: DictConfig, device: str) -> str:
-    model, precision, threads = cfg.hydra.runtime.choices.model, choose(cfg)[1], cfg.trainer.threads
-    return f"{device} | {model} | {precision} | threads={threads or 'all'}"
-
-
-def kept_speed(cfg: DictConfig, device: str) -> dict | None:
-    """A probe's speed kept for this device, model, precision and threads, or None."""
-    try:
-        return json.loads(speeds_file().read_text()).get(probe_key(cfg, device))
-    except (OSError, ValueError):
-        return None
-
-
-def probe_speed(cfg: DictConfig, device: str, seconds: float = PROBE_SECONDS) -> dict:
-    """Training images/s of one run of `cfg` here, from train.py's own training steps on random images for
-    about `seconds` (after one step to warm up; uncompiled), timed as jal.bench times them; kept in
-    speeds_file() for the next plans. Returns {images_per_second, steps, batch, seconds, measured}."""
-    import torch
-
-    from jal import bench
-    from jal.data import synthetic_dataset
-    from jal.util import atomic_write_json
-
-    key = probe_key(cfg, device)
-    cfg = copy.deepcopy(cfg)
-    torch_device, precision, _ = choose(cfg)
-    with open_dict(cfg):
-        cfg.trainer.compile = False
-        if torch_device.type != "cuda":  # a CPU is slow
-            cfg.trainer.batch_size = min(32, cfg.trainer.batch_size)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    batch = cfg.trainer.batch_size
-    fused = bench.build_fusion(cfg, synthetic_dataset(batch * 4, 1, cfg.dataset.num_classes), torch_device)
-    step = partial(bench.run_fusion, fused, cfg, precision)
-    _, first = bench.images_per_second(step, 1, 1, torch_device)  # the warm-up, then one step to size the probe
-    steps = max(3, min(200, round(seconds / first)))
-    speed, took = bench.images_per_second(step, steps, 0, torch_device)
-    probe = dict(images_per_second=speed, steps=steps, batch=batch, seconds=round(took, 1),
-                 measured=time.strftime("%Y-%m-%d %H:%M"))
-    try:
-        path = speeds_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = json.loads(path.read_text()) if path.exists() else {}
-        atomic_write_json(path, {**kept, key: probe})
-    except (OSError, ValueError):  # not kept: the next plan measures again
-        pass
-    return probe
-
-
-def run_speed(runs: list[Run], device: str) -> tuple[float, str]:
-    """(training images/s per run, from what): the runs' finished records on this device; else a probe kept
-    from an earlier plan on this machine; else the finished records on other machines; else a probe now."""
-    if measured := records_speed(runs, device):
-        return measured[0], f"mean of {measured[1]} finished runs' records on this device in this precision"
-    cfg = runs[0].cfg
-    if (probe := kept_speed(cfg, device)) is None and (measured := records_speed(runs, None)):
-        return measured[0], (f"mean of {measured[1]} finished runs' records in this precision with these threads "
-                             f"per run, from {', '.join(sorted(measured[2]))}: not this machine, none ran here yet")
-    when = "kept from a probe on"
-    if probe is None:
-        probe, when = probe_speed(cfg, device), "probed just now,"
-    return probe["images_per_second"], (f"{when} {probe['measured']}: {probe['steps']} training steps of "
-                                        f"{probe['batch']} random images in {probe['seconds']} s, kept in "
-                                        f"{speeds_file()}; no finished run here yet")
-
 
 # ---------------------------------------------------------------------------------------------------
 # The plan
@@ -138,10 +38,13 @@ def run_speed(runs: list[Run], device: str) -> tuple[float, str]:
 GPU_MODELS = {"resnet34": "ResNet-34 (CIFAR-100's model)"}  # a run takes days on a CPU
 
 
-def missing_data(runs: list[Run], download: bool = False) -> str | None:
-    """The one line that stops a plan whose runs need a data file that is not there (jal.experiment.data_files),
-    or None. The images torchvision can download: downloaded now with `download`, else named."""
+def not_there_yet(runs: list[Run], download: bool = False) -> tuple[list[str], list[str]]:
+    """(what the runs need that is not here, of it what no sweep can fetch): the data files
+    (jal.experiment.data_files) and a pretrained model's weights, a line each. With `download` (a sweep about to
+    start) the images torchvision can download and the weights are fetched now, once, before parallel runs
+    would each fetch them; without it (DRY_RUN=1) nothing is downloaded: they are listed."""
     needed = {file.path: file for run in runs for file in data_files(run.cfg)}
+    lines, blocking = [], []
     for path, file in needed.items():
         if path.exists():
             continue
@@ -152,15 +55,48 @@ def missing_data(runs: list[Run], download: bool = False) -> str | None:
             print(f"{path} is missing: downloading {name} with torchvision before the sweep", flush=True)
             load_dataset(name, path.parent, num_classes=runs[0].cfg.dataset.num_classes)  # one line if it fails
             continue
-        return file.missing() + ("; without DRY_RUN=1 the sweep first downloads it with torchvision"
-                                 if file.downloadable else "")
-    return None
+        lines.append(file.missing() + ("; the sweep (without DRY_RUN=1) first downloads it with torchvision"
+                                       if file.downloadable else ""))
+        if not file.downloadable:
+            blocking.append(lines[-1])
+    if any(run.cfg.model.get("pretrained") for run in runs) and (weights := pretrained_weights())[0] is not None:
+        path, url = weights
+        if download:
+            import torch
+
+            print(f"{path} is missing: downloading ResNet-50's ImageNet weights before the sweep", flush=True)
+            try:
+                torch.hub.load_state_dict_from_url(url, progress=False)
+            except Exception as err:  # offline: what to put where, in one line
+                blocking.append(f"{path} is missing and could not be downloaded ({type(err).__name__}): put "
+                                f"{url} there ($TORCH_HOME/hub/checkpoints), or model.pretrained=false")
+        else:
+            lines.append(f"{path} is missing: ResNet-50's ImageNet weights ({url}); the sweep (without DRY_RUN=1) "
+                         "first downloads them, or put that file there ($TORCH_HOME/hub/checkpoints)")
+    return lines, blocking
 
 
-def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1) -> None:
+def pretrained_weights() -> tuple[Path | None, str]:
+    """(where torch's cache keeps ResNet-50's ImageNet weights when they are missing, else None; their URL): the
+    file jal.models.resnet50 loads through torchvision's weights API."""
+    import torch
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights.DEFAULT.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return (None if path.exists() else path), url
+
+
+RETRAIN = "out_root=DIR"  # what trains every run of a sweep into a folder of the user's (a table's: make's OUT=DIR)
+
+
+def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1,
+               retrain: str = RETRAIN) -> None:
     """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
     with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make, and how the launcher
-    trains them (jal.launch.how_fusions_run)."""
+    trains them (jal.launch.how_fusions_run). Of the runs finished already it says how many were trained here,
+    came with the repository or from another machine, and, where some were not trained here, `retrain`: what
+    trains every run here instead."""
     runs = [run for sweep in sweeps for run in sweep]
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
@@ -188,6 +124,12 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     for overrides, sweep in zip(sweep_overrides, sweeps):
         cells = " ".join(o for o in overrides if not o.startswith(SHOWN_ABOVE))
         print(f"    {len(sweep):4d} runs, {count(Status.FINISHED, sweep):4d} finished: {cells}")
+    if finished := [statuses[r.dir][1] for r in runs if statuses[r.dir][0] == Status.FINISHED]:
+        elsewhere = any(origin(record) != Origin.HERE for record in finished)
+        what = "finished run" + "s" * (len(finished) != 1)
+        print(f"  finished   {records.provenance_line(finished, what)}"
+              + (f": they count as done; {retrain} trains every run here instead, into a folder of yours"
+                 if elsewhere else ""))
     todo = [r for r in runs if statuses[r.dir][0] != Status.FINISHED]
     twins = [r for r in todo if r.fp32_dir is not None and records.status(r.fp32_dir)[0] == Status.FINISHED]
     if twins:  # e.g. the committed fp32 quick records, planned again on a CPU with bf16 hardware
@@ -208,8 +150,13 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     speed, seconds = {}, 0.0
     for model in models:
         of_model = [r for r in runs if r.cfg.hydra.runtime.choices.model == model]
-        speed[model], source = run_speed(of_model, device_name(device))  # the device name train.py records
-        print(f"  speed      {model}: {speed[model]:.0f} training images/s per run ({source})")
+        measured = run_speed(of_model, device_name(device))  # the device name train.py records
+        if measured is None:
+            print(f"  speed      {model}: unknown (no run here, the probe failed, no records elsewhere)")
+            print("  time left  unknown")
+            return
+        speed[model] = measured.images_per_second
+        print(f"  speed      {model}: {speed[model]:.0f} images/s per run (jal.estimate: {measured.source})")
     work = {r.dir: r.work(r.epochs_done()) for r in todo}
     seconds = sum(work[r.dir] / speed[r.cfg.hydra.runtime.choices.model] for r in todo)
     if (parallel := launch.at_once(launcher)) is None:
@@ -233,24 +180,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweeps", nargs="+", help="one multirun's overrides per argument, shell-quoted")
     parser.add_argument("--name", default="the sweep", help="what the plan is of, e.g. reproduce_cifar10")
     parser.add_argument("--fuse", type=int, default=1, help="K > 1: the fusions of at most K runs (jal.fuse)")
+    parser.add_argument("--retrain", default=RETRAIN,
+                        help=f"what trains every run into a folder of the user's (default {RETRAIN}), e.g. "
+                             "'make reproduce-cifar10 OUT=DIR'")
     parser.add_argument("--download", action="store_true",
-                        help="download the missing images torchvision can download (else: a missing file stops)")
+                        help="the sweep starts next: download the missing images torchvision can download and "
+                             "pretrained weights (else they are listed), and stop at a missing file none can")
     args = parser.parse_args(argv)
     overrides = [shlex.split(sweep) for sweep in args.sweeps]
     share_config_store()
     with boundary():
         composed = {}  # the sweeps share their compositions
-        sweeps, notes = [], []
+        sweeps, notes, blocking = [], [], []
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
             for sweep in overrides:
+                check_group_choices(sweep)
                 sweeps.append(plan_runs(sweep, composed=composed))
-                if missing := missing_data(sweeps[-1], args.download):  # before the other sweeps are planned
-                    if args.download or sweeps[-1][0].cfg.dataset.name not in REAL_WORLD:
-                        raise SystemExit(f"error: {missing}")
-                    notes.append(missing)  # a dry run of a real-world table: its plan, then what is missing
-        print_plan(overrides, sweeps, args.name, args.fuse)
+                missing, cannot = not_there_yet(sweeps[-1], args.download)
+                notes += [line for line in missing if line not in notes]
+                blocking += cannot
+        print_plan(overrides, sweeps, args.name, args.fuse, args.retrain)
         for note in notes:
             print(f"not there yet: {note}")
+        if args.download and blocking:  # the sweep cannot start without it
+            raise SystemExit(f"error: {blocking[0]}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jal.record import Record, Status
 from jal.records import (
     DATASET_ALIASES,
     DATASET_LABELS,
@@ -35,6 +36,7 @@ from jal.records import (
     load_records,
     loss_label,
     noise_column,
+    written_at,
 )
 from jal.util import atomic_write_text
 
@@ -45,16 +47,16 @@ CSV_COLUMNS = ["dataset", "noise_type", "noise_rate", "noise_labels", "loss", "l
                "bf16_images_per_second"]
 
 
-def cell_of(record: dict) -> tuple:
+def cell_of(record: Record) -> tuple:
     """(dataset, noise column, loss, epochs, subset) from the record's own fields; settings beyond the cell
     (a `settings` field naming non-default overrides) keep it apart, except the precision itself."""
-    dataset = DATASET_ALIASES.get(record["dataset"], record["dataset"])
-    column = noise_column(record["noise_type"], record.get("noise_rate") or 0.0, record.get("noise_labels"))
-    settings = record.get("settings") or ""
+    dataset = DATASET_ALIASES.get(record.dataset, record.dataset)
+    column = noise_column(record.noise_type, record.noise_rate or 0.0, record.noise_labels)
+    settings = record.settings or ""
     if isinstance(settings, str):
         settings = ",".join(s for s in settings.split(",") if s and not s.startswith("trainer.precision="))
-    loss = record["loss"] + (f" [{settings}]" if settings else "")
-    return dataset, column, loss, record.get("epochs"), record.get("subset")
+    loss = record.loss + (f" [{settings}]" if settings else "")
+    return dataset, column, loss, record.epochs, record.subset
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -67,32 +69,31 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def pair_cells(records: list[dict], expect_seeds: int = 3, cells: set | None = None) -> list[dict]:
+def pair_cells(records: list[Record], expect_seeds: int = 3, cells: set | None = None) -> list[dict]:
     """One row per cell that has a finished run in either precision (see the module's docstring); with
     `cells`, only those (the cells trained for the check, when the other side's records hold more)."""
     runs = defaultdict(lambda: {p: {} for p in PRECISIONS})  # cell -> precision -> seed -> newest record
     unrecorded = defaultdict(int)
     for r in records:
-        if r.get("status") != "finished" or r.get("last_test_acc") is None:
+        if r.status != Status.FINISHED or r.last_test_acc is None:
             continue
         cell = cell_of(r)
         if cells is not None and cell not in cells:
             continue
-        precision = r.get("precision")
-        if precision not in PRECISIONS:
+        if r.precision not in PRECISIONS:
             unrecorded[cell] += 1
             continue
-        by_seed = runs[cell][precision]
-        old = by_seed.get(r.get("seed"))
-        if old is None or r.get("result_mtime", 0) >= old.get("result_mtime", 0):
-            by_seed[r.get("seed")] = r
+        by_seed = runs[cell][r.precision]
+        old = by_seed.get(r.seed)
+        if old is None or written_at(r) >= written_at(old):
+            by_seed[r.seed] = r
     rows = []
     for cell in sorted(runs, key=lambda c: (cell_sort_key(c[:3]), str(c[3]), str(c[4]))):
         dataset, column, loss, epochs, subset = cell
         sides = runs[cell]
         seeds = sorted(set(sides["fp32"]) & set(sides["bf16"]), key=str)
-        fp32 = [float(sides["fp32"][s]["last_test_acc"]) for s in seeds]
-        bf16 = [float(sides["bf16"][s]["last_test_acc"]) for s in seeds]
+        fp32 = [float(sides["fp32"][s].last_test_acc) for s in seeds]
+        bf16 = [float(sides["bf16"][s].last_test_acc) for s in seeds]
         fp32_mean, fp32_std = _stats(fp32)
         bf16_mean, bf16_std = _stats(bf16)
         paired_mean, paired_std = _stats([b - f for b, f in zip(bf16, fp32)])
@@ -117,10 +118,10 @@ def pair_cells(records: list[dict], expect_seeds: int = 3, cells: set | None = N
             "difference": difference, "bound": bound,
             "within": None if bound is None else bool(abs(difference) <= bound + 1e-9),
             "paired_mean": paired_mean, "paired_std": paired_std,
-            **{f"{p}_wall_seconds": _mean(r.get("wall_seconds") for r in paired_runs[p]) for p in PRECISIONS},
-            **{f"{p}_images_per_second": _mean(r.get("images_per_second") for r in paired_runs[p])
+            **{f"{p}_wall_seconds": _mean(r.wall_seconds for r in paired_runs[p]) for p in PRECISIONS},
+            **{f"{p}_images_per_second": _mean(r.images_per_second for r in paired_runs[p])
                for p in PRECISIONS},
-            "device_names": {p: sorted({str(r.get("device_name")) for r in paired_runs[p]}) for p in PRECISIONS},
+            "device_names": {p: sorted({str(r.device_name) for r in paired_runs[p]}) for p in PRECISIONS},
             "issues": issues,
         })
     return rows
@@ -211,8 +212,9 @@ def main(argv=None) -> dict:
                         help="only the cells with a record under DIR (the side trained for the check, when the "
                         "other side's directory holds a whole table)")
     args = parser.parse_args(argv)
-    cells = {cell_of(r) for r in load_records(args.cells_from)} if args.cells_from else None
-    rows = pair_cells(load_records(args.records), args.expect_seeds, cells)
+    who = "jal.precision_report"
+    cells = {cell_of(r) for r in load_records(args.cells_from, who)} if args.cells_from else None
+    rows = pair_cells(load_records(args.records, who), args.expect_seeds, cells)
     if not rows:
         raise SystemExit("jal.precision_report: no finished runs with a precision field")
     v = write_tables(rows, args.out, args.expect_seeds)

@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 
 from jal.config_check import check_config, share_config_store
-from jal.errors import boundary
+from jal.errors import ConfigError, boundary
 from jal.experiment import TORCHVISION, data_files
 from jal.paths import CONFIG_DIR
 from jal.util import check_data_folder, compose_run, writable
@@ -80,6 +80,8 @@ def check_command_line(argv: list[str] | None = None) -> None:
     share_config_store()
     if any(arg.split("=", 1)[0] in HYDRA_PRINT_FLAGS for arg in argv):
         answer_without_training()
+    with boundary():
+        check_group_choices([arg for arg in argv if not arg.startswith("-")])  # a sweep's too: Hydra's traceback
     if any(arg.startswith("-") for arg in argv):
         return
     with boundary():
@@ -87,6 +89,19 @@ def check_command_line(argv: list[str] | None = None) -> None:
         check_config(cfg)
         check_data_files(cfg)
         check_run_writable(cfg)
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """A config group given a number or true/false (`dataset=3`), which Hydra refuses with a ValueError that
+    names no override: the line an unknown option gets."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        group = override.key_or_group
+        values = getattr(override.value(), "list", [override.value()])  # a sweep's values: a ChoiceSweep's list
+        if (CONFIG_DIR / group).is_dir() and (wrong := [v for v in values if isinstance(v, (int, float, bool))]):
+            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+            raise ConfigError(f"unknown {group} {str(wrong[0]).lower()!r}; choose one of: {', '.join(options)}")
 
 
 def answer_without_training() -> typing.NoReturn:

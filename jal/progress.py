@@ -18,17 +18,29 @@ from omegaconf import DictConfig, OmegaConf
 from jal import record as records
 from jal import stops
 from jal.errors import boundary
+from jal.estimate import eta_words, run_speed
 from jal.experiment import differences
 from jal.multirun import Run, plan_runs, runs_
-from jal.record import ENDED, Record, Status, ending
-from jal.records import noise_gap
+from jal.noise import noise_gap
+from jal.record import ENDED, Record, Status, ending, provenance_line
 from jal.run_dir import held_elsewhere
-from jal.util import duration, write_refusal
+from jal.util import write_refusal
 
 
 def stop_signal() -> str | None:
     """The stop signal this process received (a sweep through the basic launcher), by name, if one came."""
     return signal.Signals(stops.PROCESS_STOPS.first).name if stops.PROCESS_STOPS.first is not None else None
+
+
+def finished_lines(finished: dict[str, Record]) -> list[str]:
+    """A sweep summary's lines on its finished runs (named): where they trained (a finished run may have come
+    with the repository), and each whose realised noise rate is more than 1 pp off the asked one."""
+    if not finished:
+        return []
+    what = "finished run" + "s" * (len(finished) != 1)
+    return [f"  where   {provenance_line(list(finished.values()), what)}"] + [
+        f"  noise   {name}: {gap.line} (more than 1 pp off: its table cell is marked)"
+        for name, record in finished.items() if (gap := noise_gap(record))]
 
 
 class Progress(Callback):
@@ -73,13 +85,25 @@ class Progress(Callback):
                 for d, work in self.work_after.items()}
 
     def eta(self) -> str:
-        """Time left at the pace of the work done since the sweep started. Counting whole runs instead is
-        off by the number of runs in flight when the first of them ends (parallel runs end together)."""
+        """Time left at the pace of the work done since the sweep started (jal.estimate.eta_words); before any,
+        at the speed jal.estimate gives a run here (no probe), as many at a time as the launcher runs. Counting
+        whole runs instead is off by the number of runs in flight when the first of them ends (parallel runs
+        end together)."""
         now = self.work_left()
         done, left = sum(self.work_at_start.values()) - sum(now.values()), sum(now.values())
         if not left:
             return "sweep done"
-        return f"ETA {duration((time.time() - self.started) * left / done)}" if done > 0 else "ETA unknown"
+        return eta_words(done, left, time.time() - self.started, self.speed() if done <= 0 else None)
+
+    def speed(self) -> float | None:
+        """The sweep's images/s before it has measured its own: a run's speed here times the runs at a time."""
+        from jal import launch
+        from jal.device import device_name, run_device
+
+        runs = list(self.planned.values())
+        cfg = runs[0].cfg
+        measured = run_speed(runs, device_name(run_device(cfg.trainer.device)), probing=False)
+        return measured and measured.images_per_second * min(launch.at_once(launch.settings(cfg.hydra)) or 1, len(runs))
 
     def has_ended(self, run_dir: str) -> bool:
         """Finished before this sweep started, or ended since (a run paused before keeps its paused record
@@ -144,16 +168,14 @@ class Progress(Callback):
         print(f"Sweep summary: {runs_(len(self.runs))}: {len(finished)} finished, {len(failed)} failed, "
               f"{len(paused)} paused, {len(other)} not run to an end"
               + (f", {len(self.not_ours)} {Status.ANOTHER} in its directory" if self.not_ours else ""), flush=True)
+        for line in finished_lines({self.runs[d]: statuses[d][1] for d in finished}):
+            print(line)
         for d in self.not_ours:
             print(f"  {Status.ANOTHER}  {self.runs[d]}: {self.another(d, statuses[d][1])}")
         for d in failed:
             print(f"  failed  {self.runs[d]}: {statuses[d][1].error or 'no error recorded'}")
         for d in paused:
             print(f"  paused  {self.runs[d]} (starting the sweep again resumes it)")
-        for d in finished:
-            if gap := noise_gap(statuses[d][1].to_json()):
-                print(f"  noise   {self.runs[d]}: {gap[0]:.1%} of its training labels changed, {gap[1]:.1%} asked "
-                      "(more than 1 pp off: its table cell is marked)")
         for d in other:
             elsewhere = held_elsewhere(Path(d))
             print(f"  not run to an end  {self.runs[d]} "

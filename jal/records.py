@@ -1,6 +1,6 @@
-"""Training records read and placed: every result.json under a directory, the table cell each belongs to
-(dataset, noise column, loss), the protocol its accuracy measures, and the names and order the tables give
-datasets, columns and losses. Also what the realised noise rate of a run says against the one it asked.
+"""Training records placed in tables: the records of some directories (jal.record.scan, as Records), the table
+cell each belongs to (dataset, noise column, loss), the protocol its accuracy measures, and the names and order
+the tables give datasets, columns and losses.
 """
 
 import os
@@ -9,6 +9,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from jal import record as records
+from jal.record import Record, Status
 from jal.util import REPO_ROOT
 
 # config name -> the paper's name; loss_label() falls back to "NCE+NEW" style for names not listed here
@@ -49,55 +51,23 @@ def noise_column(noise_type, noise_rate=0.0, noise_labels=None):
     return (noise_type, round(float(noise_rate), 4), None)
 
 
-NOISE_GAP = 0.01  # a realised noise rate further than this from the one asked is marked (1 pp)
-
-
-def asked_noise_rate(record):
-    """The share of training labels the asked noise changes (None: human noise asks no rate): the rate for
-    symmetric and instance-dependent noise; for asymmetric noise the rate times the share of classes that
-    have a flip (half of CIFAR-10's: 0.4 asks 0.2), the classes being balanced as CIFAR's and our subsets are."""
-    kind, rate = record.get("noise_type"), float(record.get("noise_rate") or 0.0)
-    if kind in ("none", "clean"):
-        return 0.0
-    if kind in ("symmetric", "instance"):
-        return rate
-    if kind == "asymmetric" and record.get("noise_transition"):
-        from jal.noise import asymmetric_mapping
-
-        classes = len(record["noise_transition"])
-        try:
-            return rate * len(asymmetric_mapping(classes)) / classes
-        except ValueError:  # no mapping for this many classes
-            return None
-    return None
-
-
-def noise_gap(record):
-    """(realised, asked) when a run's realised noise rate is more than NOISE_GAP from the asked one, else None.
-    E.g. symmetric 0.4 on 200 images per class changes 36%: `exact` sampling flips int(0.4/9 x 200) = 8, not
-    8.9, images of each class to each other class."""
-    realised, asked = record.get("realised_noise_rate"), asked_noise_rate(record)
-    if realised is None or asked is None or abs(float(realised) - asked) <= NOISE_GAP + 1e-9:
-        return None
-    return float(realised), asked
-
-
-def record_cell(record):
+def record_cell(record: Record):
     """The (dataset, column, loss) cell a training record belongs to. Runs with settings beyond their cell
     (a sweep of loss.passive.a) are other experiments: their loss reads `jal_ce [loss.passive.a=30]`."""
-    dataset = DATASET_ALIASES.get(record["dataset"], record["dataset"])
-    column = noise_column(record["noise_type"], record.get("noise_rate") or 0.0, record.get("noise_labels"))
-    settings = record.get("settings")
-    return dataset, column, record["loss"] + (f" [{settings}]" if settings else "")
+    dataset = DATASET_ALIASES.get(record.dataset, record.dataset)
+    column = noise_column(record.noise_type, record.noise_rate or 0.0, record.noise_labels)
+    return dataset, column, record.loss + (f" [{record.settings}]" if record.settings else "")
 
 
-def protocol(record):
+def protocol(record: Record):
     """What a finished record's accuracy measures: (epochs, training subset, test subset), None = the whole set.
     Runs of two protocols (the quick preset's 12 epochs on 10,000 images, the paper's 120 on all 50,000) must not
     share a cell or a figure. Precision is not part of it: bf16 and fp32 runs of one protocol agree
     (results/precision/), and the table says which cells mix them."""
-    dataset = (record.get("config") or {}).get("dataset") or {}
-    return record.get("epochs"), record.get("subset", dataset.get("subset")), dataset.get("test_subset")
+    dataset = (record.config or {}).get("dataset") or {}
+    finished = record.status == Status.FINISHED  # a finished record says its subset, None for the whole set
+    subset = record.subset if finished or record.subset is not None else dataset.get("subset")
+    return record.epochs, subset, dataset.get("test_subset")
 
 
 def protocol_label(key):
@@ -154,14 +124,14 @@ def short_loss_labels(losses):
     return labels, ", ".join(f"{k}={v}" for k, v in sorted(shared))
 
 
-def one_protocol(records):
+def one_protocol(found_records: list[Record]):
     """{dataset: protocol} of the finished records; a one-line SystemExit naming the protocols and where their
     records lie when one dataset's runs hold two. (Paused and failed records carry no subset: not counted.)"""
     found = defaultdict(lambda: defaultdict(list))  # dataset -> protocol -> the sweep directories of its runs
-    for record in records:
-        if record.get("status") == "finished":
-            run_dir = record["run_dir"]  # a sweep's runs lie in <sweep>/<dataset>/<noise>/<loss>/seed<seed>
-            cut = run_dir.rfind(f"/{record['dataset']}/")
+    for record in found_records:
+        if record.status == Status.FINISHED:
+            run_dir = str(record.run_dir)  # a sweep's runs lie in <sweep>/<dataset>/<noise>/<loss>/seed<seed>
+            cut = run_dir.rfind(f"/{record.dataset}/")
             root = Path(run_dir[:cut] if cut > 0 else run_dir)
             found[record_cell(record)[0]][protocol(record)].append(
                 str(root.relative_to(REPO_ROOT) if root.is_relative_to(REPO_ROOT) else root))
@@ -213,25 +183,28 @@ def cell_sort_key(cell):
     return dataset_sort_key(dataset), loss_sort_key(loss), column_sort_key(column)
 
 
-def load_records(dirs):
-    """Every result.json under the given directories (recursively, jal.record.scan), each as the dict it holds
-    with run_dir and its file's mtime added (to keep the newest of two runs of one seed)."""
-    from jal import record as records
-
+def load_records(dirs, who: str = "jal.tables") -> list[Record]:
+    """Every record under the given directories (recursively, jal.record.scan) that names its cell; a directory
+    that is missing or holds no result.json stops in one line, an unreadable or cell-less record is named and
+    left out."""
     if isinstance(dirs, (str, os.PathLike)):
         dirs = [dirs]
     for directory in map(Path, dirs):
         if not directory.is_dir():
-            raise SystemExit(f"jal.tables: {directory} is not a directory")
+            raise SystemExit(f"{who}: {directory} is not a directory")
         if not any(directory.rglob(records.RESULT)):
-            raise SystemExit(f"jal.tables: no result.json under {directory} "
+            raise SystemExit(f"{who}: no result.json under {directory} "
                              "(each training run writes <run_dir>/result.json)")
     found = []
-    for r in records.scan(dirs, warn=lambda line: print(f"jal.tables: {line}", file=sys.stderr),
+    for r in records.scan(dirs, warn=lambda line: print(f"{who}: {line}", file=sys.stderr),
                           damaged="trainer.restart=true trains its run again", elsewhere="tabulate a copy"):
         if None in (r.dataset, r.loss, r.noise_type):
-            print(f"jal.tables: skipping {r.run_dir / records.RESULT}: no dataset/loss/noise_type", file=sys.stderr)
+            print(f"{who}: skipping {r.run_dir / records.RESULT}: no dataset/loss/noise_type", file=sys.stderr)
             continue
-        found.append(r.to_json() | dict(run_dir=str(r.run_dir),
-                                        result_mtime=(r.run_dir / records.RESULT).stat().st_mtime))
+        found.append(r)
     return found
+
+
+def written_at(record: Record) -> float:
+    """When its result.json was written (its file's mtime): of two runs of one seed, the newer one counts."""
+    return (Path(record.run_dir) / records.RESULT).stat().st_mtime if record.run_dir else 0.0

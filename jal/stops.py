@@ -198,7 +198,7 @@ def stop_reason(cfg: DictConfig, epochs_done: int, stops: StopSignals) -> str | 
         return signal.Signals(stops.first).name
     stop_at = cfg.trainer.get("stop_at")
     if stop_at is not None and time.time() >= stop_at:
-        return f"trainer.stop_at={stop_at} passed"
+        return f"the deadline {time.strftime('%Y-%m-%d %H:%M', time.localtime(stop_at))} (trainer.stop_at) passed"
     pause_after = cfg.trainer.get("pause_after")
     if pause_after is not None and epochs_done >= pause_after:
         return f"trainer.pause_after={pause_after} epochs done"

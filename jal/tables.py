@@ -25,6 +25,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from jal.fidelity import fidelity, findings, render_fidelity, render_findings
+from jal.noise import noise_gap
+from jal.record import Origin, Status, origin, provenance_line
 from jal.records import (
     DATASET_ALIASES,
     DATASET_LABELS,
@@ -37,12 +39,12 @@ from jal.records import (
     loss_label,
     loss_sort_key,
     noise_column,
-    noise_gap,
     protocol,
     protocol_label,
     protocol_name,
     record_cell,
     settings_of,
+    written_at,
 )
 from jal.util import CONFIG_DIR, REPO_ROOT, atomic_write_text
 
@@ -75,7 +77,7 @@ PUBLISHED_CAVEATS = {
 CSV_COLUMNS = ["dataset", "loss", "loss_label", "noise_type", "noise_rate", "noise_labels", "protocol", "mean", "std",
                "runs", "failed", "published", "published_std", "published_source", "difference"]
 
-NOISE_MARK = "ⁿ"  # beside a cell with a run whose realised noise rate is off the asked one (records.noise_gap)
+NOISE_MARK = "ⁿ"  # beside a cell with a run whose realised noise rate is off the asked one (jal.noise.noise_gap)
 OTHER_PROTOCOL = "ᴾ"  # beside a published figure measured under another protocol than the cell's
 
 
@@ -120,7 +122,8 @@ def pick_published(published, dataset, column, loss):
 
 
 def summarise(records, expect_seeds=None, published=None, expect_clean_seeds=None):
-    """One row per (dataset, noise column, loss) cell: mean/std of last_test_acc over seeds, published figure.
+    """One row per (dataset, noise column, loss) cell of the records (jal.record.Record): mean/std of
+    last_test_acc over seeds, published figure, and the finished records it averages (`records`).
 
     Each cell expects the seeds that the records of its sweep have: those of its dataset and settings, whatever
     their loss, noise column or status (a sweep asks every cell for the same seeds), the clean column apart (a
@@ -137,7 +140,7 @@ def summarise(records, expect_seeds=None, published=None, expect_clean_seeds=Non
     for record in records:
         cell = record_cell(record)
         cells[cell].append(record)
-        asked[cell[0], cell[1][0] == "none", record.get("settings") or ""].add(record.get("seed"))
+        asked[cell[0], cell[1][0] == "none", record.settings or ""].add(record.seed)
     present = list(cells)
     for dataset in {d for d, _, _ in present}:
         columns = {c for d, c, _ in present if d == dataset}
@@ -152,30 +155,30 @@ def summarise(records, expect_seeds=None, published=None, expect_clean_seeds=Non
         issues = []
         finished_by_seed, unfinished = defaultdict(list), []
         for record in cells[key]:
-            if record.get("status") == "finished" and record.get("last_test_acc") is not None:
-                finished_by_seed[record.get("seed")].append(record)
+            if record.status == Status.FINISHED and record.last_test_acc is not None:
+                finished_by_seed[record.seed].append(record)
             else:
                 unfinished.append(record)
         finished = []
         for seed, runs in sorted(finished_by_seed.items(), key=lambda item: str(item[0])):
-            runs.sort(key=lambda r: r["result_mtime"])
+            runs.sort(key=written_at)
             finished.append(runs[-1])  # a rerun of a seed replaces the older run rather than counting twice
             if len(runs) > 1:
-                newest = runs[-1]["run_dir"]
+                newest = runs[-1].run_dir
                 issues.append(f"seed {seed}: {len(runs)} finished runs, kept the newest ({newest})")
         # a failed seed that later finished is not a failure of the cell; a paused run (trainer.stop_at, a stop
         # signal) is one still to finish: missing, not failed
-        unfinished = [r for r in unfinished if r.get("seed") not in finished_by_seed]
-        failed = [r for r in unfinished if r.get("status") != "paused"]
+        unfinished = [r for r in unfinished if r.seed not in finished_by_seed]
+        failed = [r for r in unfinished if r.status != Status.PAUSED]
         for record in unfinished:
-            if record.get("status") == "paused":
-                issues.append(f"paused (seed {record.get('seed')}) after epoch {record.get('epoch')} of "
-                              f"{record.get('epochs')}: {record['run_dir']}; run the same command again to continue")
+            if record.status == Status.PAUSED:
+                issues.append(f"paused (seed {record.seed}) after epoch {record.epoch} of "
+                              f"{record.epochs}: {record.run_dir}; run the same command again to continue")
         for record in failed:
-            error = str(record.get("error") or f"status {record.get('status')}, no last_test_acc").strip()
+            error = str(record.error or f"status {record.status}, no last_test_acc").strip()
             error = error.splitlines()[-1] if error else ""  # the last line of a traceback says what broke
-            issues.append(f"failed (seed {record.get('seed')}): {record['run_dir']}: {error[:200]}")
-        accuracies = np.array([float(r["last_test_acc"]) for r in finished])
+            issues.append(f"failed (seed {record.seed}): {record.run_dir}: {error[:200]}")
+        accuracies = np.array([float(r.last_test_acc) for r in finished])
         seeds_asked = None
         if column[0] == "none" and expect_clean_seeds is not None:
             expected, expected_from = expect_clean_seeds, "--expect-clean-seeds"
@@ -188,28 +191,29 @@ def summarise(records, expect_seeds=None, published=None, expect_clean_seeds=Non
         if len(finished) == 0 and not unfinished:
             issues.insert(0, "no runs")
         elif len(finished) < expected:
-            seeds = ", ".join(str(r.get("seed")) for r in finished)
-            unrun = [str(s) for s in seeds_asked or [] if s not in {r.get("seed") for r in cells[key]}]
+            seeds = ", ".join(str(r.seed) for r in finished)
+            unrun = [str(s) for s in seeds_asked or [] if s not in {r.seed for r in cells[key]}]
             issues.insert(0, f"{len(finished)}/{expected} runs finished" + (f" (seeds {seeds})" if seeds else "")
                           + (f"; no run of seed{'s' * (len(unrun) > 1)} {', '.join(unrun)}" if unrun else ""))
         protocols = sorted({protocol(r) for r in finished}, key=str)
         if len(protocols) > 1:
             issues.append("runs of several protocols: " + "; ".join(
-                f"{protocol_label(p)} (seeds {', '.join(str(r.get('seed')) for r in finished if protocol(r) == p)})"
+                f"{protocol_label(p)} (seeds {', '.join(str(r.seed) for r in finished if protocol(r) == p)})"
                 for p in protocols))
-        precisions = sorted({r.get("precision") or "unrecorded" for r in finished})
+        precisions = sorted({r.precision or "unrecorded" for r in finished})
         if len(precisions) > 1:  # bf16 and fp32 runs averaged into one cell: say which seeds are which
-            seeds = {p: ", ".join(str(r.get("seed")) for r in finished if (r.get("precision") or "unrecorded") == p)
+            seeds = {p: ", ".join(str(r.seed) for r in finished if (r.precision or "unrecorded") == p)
                      for p in precisions}
             issues.append("runs differ in precision: " + "; ".join(f"{p} (seeds {seeds[p]})" for p in precisions))
 
-        gaps = [(r.get("seed"), gap) for r in finished if (gap := noise_gap(r))]
+        gaps = [(r.seed, gap) for r in finished if (gap := noise_gap(r))]
         if gaps:
             issues.append("realised noise rate off the one asked by more than 1 pp: " + "; ".join(
-                f"seed {seed} {realised:.1%} of labels changed, {asked:.1%} asked" for seed, (realised, asked) in gaps))
+                f"seed {seed} {gap.realised:.1%} of labels changed, {gap.asked:.1%} asked" for seed, gap in gaps)
+                + f" ({gaps[0][1].line})")
         noise_type, rate, labels = column
         if noise_type == "human":  # report the measured rate of the label set
-            realised = [r.get("realised_noise_rate", r.get("noise_rate")) for r in finished]
+            realised = [r.realised_noise_rate if r.realised_noise_rate is not None else r.noise_rate for r in finished]
             realised = [float(x) for x in realised if x is not None]
             rate = round(float(np.mean(realised)), 4) if realised else None
         mean = float(accuracies.mean()) if len(accuracies) else None
@@ -226,7 +230,7 @@ def summarise(records, expect_seeds=None, published=None, expect_clean_seeds=Non
             "published_source": reference["source"] if reference else None,
             "difference": mean - reference["mean"] if reference and mean is not None else None,
             "column": column, "header": column_header(column),
-            "seeds": [r.get("seed") for r in finished], "protocols": protocols,
+            "seeds": [r.seed for r in finished], "protocols": protocols, "records": finished,
             "protocol": protocols[0] if len(protocols) == 1 else MIXED if protocols else None,
             "precisions": precisions, "noise_gap": bool(gaps),
             "issues": issues,
@@ -260,10 +264,12 @@ def protocol_text(key, table):
 
 def header_lines(table):
     """The lines under a table's heading, what its numbers are: runs, protocol (epochs, training and test subset),
-    precision, and the seeds each cell expects. Every line a table says about where its numbers came from
+    precision, the seeds each cell expects, and where the runs trained (here, with the repository, on another
+    machine: jal.record.origin). Every line a table says about where its numbers came from
     belongs here."""
     runs = sum(r["runs"] for r in table)
     failed = sum(r["failed"] for r in table)
+    finished = [record for r in table for record in r["records"]]
     keys = {p for r in table for p in r["protocols"]}
     epochs = ", ".join(sorted({str(e) for e, _, _ in keys})) or "—"
     subsets = ", ".join(sorted({"full" if s is None else str(s) for _, s, _ in keys})) or "—"
@@ -287,7 +293,15 @@ def header_lines(table):
                if any(r["seeds_asked"] is not None for r in table) else "")
     return [f"{runs} finished runs, {failed} failed; epochs: {epochs}; training subset: {subsets}; "
             f"test subset: {tests}; precision: {precision}.",
-            f"Runs expected per cell: {expected}{derived}."]
+            f"Runs expected per cell: {expected}{derived}.",
+            f"{provenance_line(finished, 'finished runs')}{machines(finished)}."]
+
+
+def machines(finished) -> str:
+    """` (those on <device>; ...)`: the machines that runs not trained here name (records before they named one:
+    none), so that a table says whose numbers it shows."""
+    named = sorted({r.device_name for r in finished if r.device_name and origin(r) != Origin.HERE})
+    return f" (those not trained here on {'; '.join(named)})" if named else ""
 
 
 def render_cell(r, best, other_protocol):
@@ -408,7 +422,7 @@ def main(argv=None):
     t = write_tables(rows, args.out)["table"]
     incomplete = sum(1 for r in rows if r["issues"])
     tau = "n/a" if t["tau"] is None else f"{t['tau']:.2f}"
-    print(f"jal.tables: {len(records)} records -> {len(rows)} cells ({incomplete} with issues); "
+    print(f"jal.tables: {provenance_line(records, 'records')} -> {len(rows)} cells ({incomplete} with issues); "
           f"fidelity: tau {tau}, {t['within_1pp']}/{t['compared']} within 1 pp; "
           f"wrote table.md, table.csv and fidelity.json to {args.out}")
 

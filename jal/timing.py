@@ -8,12 +8,9 @@ import warnings
 
 import torch
 
+from jal.device import sync
+
 PHASES = ("data_bookkeeping", "forward_backward", "optimizer")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class PhaseTimer:

@@ -48,8 +48,10 @@ from jal import stops as stop_signals
 from jal.config_check import check_config
 from jal.device import run_device
 from jal.errors import RunDiverged, boundary
+from jal.estimate import work_left_after_each_epoch
 from jal.experiment import check_fusable
 from jal.fuse.rejoin import check_same_epoch, rejoin
+from jal.noise import noise_gap
 from jal.progress_bar import BAR_FORMAT, bar_postfix
 from jal.record import Record, Status, ending
 from jal.run import (
@@ -89,10 +91,11 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
     cfg, precision, fused, results = members[0].cfg, members[0].precision, len(members), {}
     fusion, started = Fusion(members), time.perf_counter()
     epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
+    work = work_left_after_each_epoch(cfg)  # the bar's time left (jal.estimate)
     progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs,
                     disable=not cfg.trainer.progress or not distributed.is_main(),
                     desc=members[0].cell.short_name() if fused == 1 else f"fusion of {fused}",
-                    bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members]) or None,
+                    bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members], work) or None,
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
@@ -125,7 +128,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):
                 end_epoch(m, epoch, member_sums, member_correct, len(x_test), lr, train_seconds, epoch_start, started,
                           names)
-            progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
+            progress.set_postfix_str(bar_postfix([m.history for m in fusion.members], work))
         for m in fusion.members:
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
@@ -218,6 +221,8 @@ def main(cfg: DictConfig) -> float | None:
         # the console only (train.log ends with the last epoch's line, and holds no path of this machine); in a
         # multirun the sweep's progress line says it (jal.progress.Progress), a paused run has said it already
         console.info("%s -> %s", ending(result), shown_path(HydraConfig.get().runtime.output_dir))
+        if gap := noise_gap(result):  # a sweep's summary says it per run (jal.progress, jal.fuse)
+            console.warning("noise: %s (more than 1 pp off the asked rate)", gap.line)
     return result.last_test_acc  # None when paused
 
 

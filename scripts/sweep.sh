@@ -99,7 +99,10 @@ run_sweeps() {
       echo "OUT=$OUT: runs into $RECORDS, the table into $TABLE; results/ is left as it is."
     fi
   fi
-  "$PYTHON" -m jal.plan --name "$(basename "$0" .sh)" --fuse "$FUSE" $download "${SWEEPS[@]}"
+  # what trains every run here, into a folder of the user's (the plan says it where some came from elsewhere)
+  local retrain="OUT=DIR in the same command"
+  if [ -n "${MAKE_TARGET:-}" ]; then retrain="make $MAKE_TARGET OUT=DIR"; fi
+  "$PYTHON" -m jal.plan --name "$(basename "$0" .sh)" --fuse "$FUSE" --retrain "$retrain" $download "${SWEEPS[@]}"
   if [ "$DRY_RUN" != 0 ]; then
     echo "DRY_RUN=$DRY_RUN: stopping before the first run."
     exit 0

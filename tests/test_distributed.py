@@ -202,6 +202,7 @@ def test_torchrun_two_processes_give_the_one_process_result(two_processes, one_p
     assert (done.stdout + done.stderr).count("finished: test accuracy") == 1  # rank 0's closing line alone
 
 
+@pytest.mark.full  # python -m torch.distributed.run
 def test_torchrun_a_rank_killed_mid_run_stops_it_and_the_same_command_resumes_it(tmp_path, two_processes):
     """Rank 1 killed (SIGKILL) at its 7th step, in epoch 2: rank 0 loses its peer in the step's all-reduce. The
     run stopped, it did not fail: no `failed` record, one line from rank 0 naming its checkpoint of epoch 1
@@ -224,6 +225,7 @@ def test_torchrun_a_rank_killed_mid_run_stops_it_and_the_same_command_resumes_it
     assert_close_weights(run_dir, two_processes[1], 0)
 
 
+@pytest.mark.full  # python -m torch.distributed.run
 def test_torchrun_ctrl_c_rank_0_alone_says_where_the_run_stopped(tmp_path):
     """Ctrl-C in the terminal reaches torchrun, which hands it on to each rank (here: sent to torchrun from rank
     1's 7th step, in epoch 2). Before: each rank said where the run stopped, rank 1 wrongly (it writes no

@@ -133,7 +133,8 @@ def test_every_command_in_the_documents_names_what_exists():
                     if words[i + 1] not in targets:
                         wrong.append(f"{name}: {command}: no Make target {words[i + 1]}")
                 if word == "-m" and i + 1 < len(words) and words[i + 1].startswith("jal."):
-                    if not (REPO / "jal" / f"{words[i + 1][4:]}.py").exists():
+                    module = REPO / "jal" / words[i + 1][4:].replace(".", "/")
+                    if not (module.with_suffix(".py").exists() or (module / "__main__.py").exists()):
                         wrong.append(f"{name}: {command}: no module {words[i + 1]}")
                 setting = re.fullmatch(r"([A-Z][A-Z_]*)=\S*", word)
                 if setting and setting.group(1) not in variables:
@@ -383,6 +384,7 @@ def grid(sweeps: list[dict]) -> tuple[set, dict, int]:
     return losses, seeds, runs
 
 
+@pytest.mark.full  # bash scripts/reproduce_cifar10.sh
 def test_the_readme_gives_each_protocols_grid_as_its_script_sweeps_it(tmp_path):
     """The CIFAR-10 table's losses, noise settings, seeds and runs in each protocol, counted from what
     scripts/reproduce_cifar10.sh plans, and the quick preset's subset and epochs from its config."""

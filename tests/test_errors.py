@@ -290,3 +290,104 @@ def test_the_line_of_a_class_that_refuses_its_arguments_names_the_cause():
     assert "\n" not in line
     assert line.startswith("Error in call to target 'jal.losses.CE'; TypeError: ")
     assert "unexpected keyword argument 'tt'" in line
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every key of every schema, a wrong value of its type and one of another type
+
+
+def schema_mounts() -> dict[str, tuple[list[str], str]]:
+    """schema name -> (the group choice of the first config that names it, the key its fields lie under)."""
+    import re
+
+    from jal.util import CONFIG_DIR
+
+    mounts = {}
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        relative = path.relative_to(CONFIG_DIR)
+        for name, target in re.findall(r"/schema/([\w/]+)@(\w+)", path.read_text()):
+            group = "/".join(relative.parts[:-1])
+            prefix = ".".join(part for part in (group, "" if target in ("_here_", group) else target) if part)
+            mounts.setdefault(name, ([f"{group}={relative.stem}"] if group else [], prefix))
+    return mounts
+
+
+def schema_keys():
+    """(the group choices, key, its type) of every field of every schema, each field once where it is declared
+    (a field a schema inherits is its base's), nested schemas (trainer, optim) by their own fields."""
+    import dataclasses
+    import typing
+
+    from jal.config import SCHEMAS
+
+    def fields(schema, choice, prefix):
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from fields(hints[f.name], choice, key)
+            elif f.name in vars(schema).get("__annotations__", {}):  # declared here, not inherited
+                yield choice, key, hints[f.name]
+
+    seen = set()
+    for name, (choice, prefix) in schema_mounts().items():
+        for row in fields(SCHEMAS[name], choice, prefix):
+            if row[1:] not in seen:
+                seen.add(row[1:])
+                yield row
+
+
+def wrong_values(hint) -> tuple[str, str]:
+    """A value of the field's type that no rule allows, and a value of another type."""
+    import typing
+
+    hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)  # Optional[X] -> X
+    if hint is int:
+        return "-1", "abc"
+    if hint is float:
+        return "-1.5", "abc"
+    if hint is bool:
+        return "maybe", "3"
+    if typing.get_origin(hint) is list:
+        return "[1]", "abc"
+    return "no_such_value", "3" if hint is typing.Any else "[1,2]"
+
+
+# Settings whose value of its type is a free choice (a folder, a W&B project, a run's name): accepted (data_dir on
+# synthetic data, which reads no file)
+FREE_TEXT = {"data_dir", "out_root", "run_name", "logger.project", "logger.entity", "logger.group", "logger.tags"}
+# Settings that set another (their line names that one): the dataset's epochs and lr
+SETS = {"dataset.epochs": "trainer.epochs", "dataset.lr": "optim.lr", "dataset.weight_decay": "optim.weight_decay"}
+
+
+def test_every_wrong_value_of_every_setting_is_one_line(tmp_path, monkeypatch):
+    """Each key of each schema in jal/config.py, given a value of its type outside its rules and a value of another
+    type, as `python -m jal.train` checks its command line before torch loads: one line naming the setting (or the
+    file it names), no traceback; only a free-text setting accepts its value. (`dataset.name=mydata` ended in a
+    KeyError traceback; `trainer.progress=3` and `loss.num_classes=-1` were taken silently.)"""
+    from jal.preflight import check_command_line
+
+    monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "data"))
+    rows = list(schema_keys())
+    assert {"dataset.name", "trainer.progress", "loss.passive", "dataset.root", "loss.a"} <= {k for _, k, _ in rows}
+    accepted, lines = [], {}
+    for choice, key, hint in rows:
+        for value in wrong_values(hint):
+            base = [] if any(c.startswith("dataset=") for c in choice) else [SYN]  # no data file in the way
+            args = [*base, "logger=none", *choice, f"out_root={tmp_path / 'runs'}", f"{key}={value}"]
+            try:
+                check_command_line(args)
+            except SystemExit as exit:
+                lines[key, value] = str(exit.code)
+            else:
+                accepted.append(key)
+    assert sorted(set(accepted)) == sorted(FREE_TEXT)
+    def one_line_naming_it(key, value, line):
+        named = SETS.get(key, key) if value != "abc" else key
+        file_named = key in ("dataset.root", "dataset.imagenet_root") and " is missing" in line
+        return "\n" not in line and line.startswith("error: ") and (
+            f"{named}=" in line or f"'{value}'" in line or file_named)
+
+    assert [(key, value, line) for (key, value), line in lines.items()
+            if not one_line_naming_it(key, value, line)] == []
+    assert not list((tmp_path / "runs").rglob("*"))  # checked before anything is written

@@ -198,6 +198,7 @@ def test_the_summary_counts_a_directory_of_another_experiment_as_such_and_the_sw
         f"[2/2] {runs[1].name}: {another} (sweep done)",
         "Sweep summary: 2 runs: 1 finished, 0 failed, 0 paused, 0 not run to an end, 1 another experiment in its "
         "directory",
+        "  where   1 finished run: 1 trained on another machine",  # a record naming no host (jal.record.origin)
         f"  another experiment  {runs[1].name}: {another}",
         "",
     ]
@@ -290,6 +291,7 @@ ENTRY_POINTS = {"python -m jal.train": ["jal.train", *TINY], "python -m jal.trai
                 "python -m jal.fuse": ["jal.fuse", "--fuse", "2", *SWEEP], "python -m jal.plan": ["jal.plan", *SWEEP]}
 
 
+@pytest.mark.full  # mounts a tmpfs
 @pytest.mark.parametrize("command", ENTRY_POINTS)
 def test_a_disk_full_before_the_command_starts_ends_it_in_one_line(tmpfs, command):
     disk = tmpfs("1m")
@@ -308,6 +310,7 @@ def test_a_disk_full_before_the_command_starts_ends_it_in_one_line(tmpfs, comman
     assert sorted(p.name for p in disk.iterdir()) == ["another_program's_file"]  # nothing written, not even a folder
 
 
+@pytest.mark.full  # mounts a tmpfs
 def test_a_disk_full_at_the_lock_is_one_line(tmpfs, one_torch_thread):
     """The check before (write_refusal) passes, then the disk fills: the lock's holder line is the first write."""
     disk = tmpfs("1m")
@@ -319,6 +322,7 @@ def test_a_disk_full_at_the_lock_is_one_line(tmpfs, one_torch_thread):
         "folder (a finished run is still read where it is)")
 
 
+@pytest.mark.full  # mounts a tmpfs
 def test_a_log_line_the_full_disk_refuses_is_dropped_without_a_logging_error(tmpfs, capfd):
     """train.log's handler as Hydra's job logging makes it for a run alone (configs/train.yaml) and as jal.fuse
     opens it for a fused member: a line the disk refuses prints no `--- Logging error ---` traceback, nor does
@@ -377,6 +381,7 @@ def test_atomic_files_get_the_mode_open_gives_them_under_the_umask(tmp_path, uma
     assert os.stat(tmp_path / "result.json").st_mode & 0o777 == os.stat(tmp_path / "by_open").st_mode & 0o777 == mode
 
 
+@pytest.mark.full  # python -m jal.train
 def test_a_run_in_a_shared_folder_can_be_read_by_another_user():
     """Under umask 022 every file of a run is 0644, as open() makes files (tempfile.mkstemp made them 0600: a
     colleague could read no record). As root, another user (nobody) reads each; otherwise the modes say it."""

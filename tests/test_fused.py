@@ -395,6 +395,15 @@ def test_jal_fuse_trains_a_sweep_fused_and_each_member_as_its_run_alone(trained,
     assert ("4 runs: 0 finished already, 2 fusions of at most 2 to train, one at a time in one process (the basic "
             "launcher), 1 torch thread each") in stdout
     assert "Fused sweep summary: 4 runs trained here: 4 finished, 0 failed, 0 paused, 0 not run to an end" in stdout
+    # then, as a plain sweep's summary: where its finished runs trained, and each run off its asked noise rate (32
+    # images, 3 a class: symmetric 0.2 flips int(0.2/9 x 3) = 0 of each, a clean run under a noisy name)
+    summary = stdout.splitlines()
+    summary = summary[summary.index("Fused sweep summary: 4 runs trained here: 4 finished, 0 failed, 0 paused, 0 not "
+                                    "run to an end") + 1:]
+    assert summary == ["  where   4 finished runs: 4 trained here"] + [
+        f"  noise   {cell}: symmetric 0.2 on 32 images realises 0: exact sampling flips int(0.2/9 x 3) = 0 images of "
+        "each class to each other class; noise.sampling=per_sample draws per image (more than 1 pp off: its table "
+        "cell is marked)" for cell in CELLS]
     ce = root / CELLS[0]
     assert json.loads((ce / "result.json").read_text())["fused"] == 2
     assert re.search(rf"^\[fusion 1/2\] {re.escape(CELLS[0])}: finished: test accuracy [\d.]+% \(epoch 2\) \(ETA ",

@@ -24,6 +24,7 @@ def make_n(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("given, suggested", [("LOSS=ce,gce", "LOSSES=ce,gce"), ("SEED=1", "SEEDS=1"),
                                               ("OUTPUT=my_runs", "OUT=my_runs"), ("out=my_runs", "OUT=my_runs"),
                                               ("colour=red", None)])
+@pytest.mark.full  # make -n
 @pytest.mark.parametrize("target", ["reproduce-cifar10", "notebooks", "lint"])
 def test_a_variable_nothing_reads_stops_make_in_one_line_naming_the_settings(given, suggested, target):
     done = make_n(target, "DRY_RUN=1", given)
@@ -38,6 +39,7 @@ def test_a_variable_nothing_reads_stops_make_in_one_line_naming_the_settings(giv
 
 @pytest.mark.parametrize("given", [f"{v}=1" for v in SWEEP_SETTINGS + OTHER_SETTINGS]
                          + ["MAKEFLAGS=-s", "SHELL=/bin/bash", "-j2"])
+@pytest.mark.full  # make -n
 def test_every_setting_and_makes_own_variables_are_taken(given):
     done = make_n("-o", ".venv/.installed", "reproduce-cifar10", given)
     assert done.returncode == 0 and "not a setting" not in done.stderr, done.stderr
@@ -74,6 +76,7 @@ def commands(done: subprocess.CompletedProcess) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.startswith(("-m jal.", "scripts/"))]
 
 
+@pytest.mark.full  # bash scripts/reproduce_cifar10.sh
 @pytest.mark.parametrize("preset", ["paper", "quick"])
 @pytest.mark.parametrize("script", TABLE_SCRIPTS)
 def test_out_puts_a_tables_runs_and_table_where_results_has_them_under_the_folder_given(script, preset, tmp_path):
@@ -101,6 +104,7 @@ def test_out_puts_a_tables_runs_and_table_where_results_has_them_under_the_folde
         in done.stdout
 
 
+@pytest.mark.full  # bash scripts/reproduce_cifar10.sh
 def test_the_plan_line_says_where_the_runs_and_the_table_go(tmp_path):
     done = script_commands("reproduce_cifar10.sh", tmp_path, PRESET="quick", DRY_RUN="1")
     assert done.returncode == 0, done.stderr
@@ -116,6 +120,7 @@ def test_the_plan_line_says_where_the_runs_and_the_table_go(tmp_path):
     assert not (REPO / "my_runs").exists()
 
 
+@pytest.mark.full  # bash scripts/reproduce_cifar10.sh
 @pytest.mark.parametrize("out", ["results/mine", "results/quick", "./results/runs/../quick"])
 def test_out_inside_results_is_refused_in_one_line(out, tmp_path):
     done = script_commands("reproduce_cifar10.sh", tmp_path, PRESET="quick", OUT=out, DRY_RUN="1")
@@ -124,14 +129,16 @@ def test_out_inside_results_is_refused_in_one_line(out, tmp_path):
                            "folder outside it, e.g. OUT=my_results\n")
 
 
+@pytest.mark.full  # bash scripts/reproduce_cifar10.sh
 def test_out_results_is_the_default(tmp_path):
     default = commands(script_commands("reproduce_cifar10.sh", tmp_path, PRESET="quick"))
     assert commands(script_commands("reproduce_cifar10.sh", tmp_path, PRESET="quick", OUT="./results/")) == default
 
 
+@pytest.mark.full  # make -n
 def test_make_notebooks_reads_the_records_under_out():
     done = make_n("-o", ".venv/.installed", "notebooks", "OUT=my_runs")
     assert done.returncode == 0, done.stderr
-    assert "JAL_RECORDS=my_runs/quick/runs " in done.stdout
+    assert "-m jal.figures my_runs/quick/runs" in done.stdout
     done = make_n("-o", ".venv/.installed", "notebooks", "OUT=my_runs", "PRESET=paper")
-    assert "JAL_RECORDS=my_runs/runs " in done.stdout
+    assert "-m jal.figures my_runs/runs" in done.stdout

@@ -360,3 +360,80 @@ def test_real_cifar10n_rates_and_order_check(cifar10_train_labels):
     permuted = np.random.default_rng(0).permutation(cifar10_train_labels)
     with pytest.raises(ValueError, match="do not match the dataset's order"):
         load_human_labels(path, "aggre", permuted)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The realised rate against the asked one (jal.noise.noise_gap): what the run, the summaries and the tables say
+
+
+def drawn_record(kind, rate, per_class, sampling="exact", num_classes=10):
+    """The record of a run whose labels make_noisy_labels drew on per_class images of each class: its realised
+    rate measured as the run measures it (noise_summary)."""
+    from jal.record import Record, Status
+
+    clean = balanced_labels(num_classes, per_class)
+    noisy = make_noisy_labels(clean, kind, rate, num_classes, seed=123, sampling=sampling)
+    summary = noise_summary(clean, noisy, num_classes)
+    return Record(status=Status.FINISHED, noise_type=kind, noise_rate=rate, realised_noise_rate=summary["rate"],
+                  noise_transition=summary["transition"].tolist(), subset=len(clean),
+                  config={"noise": {"sampling": sampling}, "dataset": {"num_classes": num_classes}})
+
+
+def test_a_gap_names_the_count_rule_that_makes_it():
+    """Symmetric 0.4 on 200 images a class flips int(0.4/9 x 200) = 8 images to each of the 9 other classes: 72 of
+    200, 36%, 4 pp under the 40% asked. On 1,000 a class it flips 44 (39.6%): within 1 pp, nothing said."""
+    from jal.noise import noise_gap
+
+    gap = noise_gap(drawn_record("symmetric", 0.4, 200))
+    assert (gap.realised, gap.asked) == (pytest.approx(0.36, abs=1e-12), 0.4)
+    assert gap.line == ("symmetric 0.4 on 2,000 images realises 0.36: exact sampling flips int(0.4/9 x 200) = 8 "
+                        "images of each class to each other class; noise.sampling=per_sample draws per image")
+    assert noise_gap(drawn_record("symmetric", 0.4, 1000)) is None
+
+
+def test_asymmetric_noise_asks_the_rate_of_the_classes_that_flip():
+    """CIFAR-10's asymmetric 0.4 flips 5 of 10 classes: it asks 0.2 of all labels, and on 200 a class realises it
+    exactly (80 of each flipping class). 0.3 on 5 a class flips int(1.5) = 1 of each: 5 of 50 = 0.1, 0.15 asked."""
+    from jal.noise import asked_noise_rate, noise_gap
+
+    assert asked_noise_rate("asymmetric", 0.4, 10) == pytest.approx(0.2)
+    assert asked_noise_rate("human", None, 10) is None and asked_noise_rate("none", 0.0, 10) == 0.0
+    assert noise_gap(drawn_record("asymmetric", 0.4, 200)) is None
+    gap = noise_gap(drawn_record("asymmetric", 0.3, 5))
+    assert (gap.realised, gap.asked) == (pytest.approx(0.1), pytest.approx(0.15))
+    assert gap.line == ("asymmetric 0.3 on 50 images realises 0.1 where 0.15 is asked (0.3 of the classes that "
+                        "flip): exact sampling flips int(0.3 x 5) = 1 images of each class that flips; "
+                        "noise.sampling=per_sample draws per image")
+
+
+def test_per_sample_draws_are_said_to_land_off_by_chance():
+    """Per-image draws on 20 images a class: the share flipped is a binomial draw, and seed 123 lands off 0.4 by
+    more than 1 pp (checked, not assumed: the line is only said when it does)."""
+    from jal.noise import noise_gap
+
+    record = drawn_record("symmetric", 0.4, 20, sampling="per_sample")
+    assert abs(record.realised_noise_rate - 0.4) > 0.01
+    assert noise_gap(record).line.endswith(": noise.sampling=per_sample draws each image's label, so the share "
+                                           "flipped lands off the rate by chance; noise.sampling=exact flips fixed "
+                                           "counts")
+
+
+@pytest.mark.full  # python -m jal.train
+def test_a_single_run_off_its_rate_says_so_at_its_end(tmp_path):
+    """`python -m jal.train` on 100 synthetic images (10 a class) with symmetric 0.4: int(0.4/9 x 10) = 0 flips, a
+    clean run under a noisy name; its closing line is followed by the one that says why."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-m", "jal.train", "dataset=synthetic", "dataset.subset=100", "noise=symmetric",
+         "trainer.epochs=1", "logger=none", "trainer.progress=false", f"out_root={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    closing = next(i for i, line in enumerate(lines) if "finished: test accuracy" in line)
+    assert lines[closing + 1].endswith(
+        "noise: symmetric 0.4 on 100 images realises 0: exact sampling flips int(0.4/9 x 10) = 0 images of each "
+        "class to each other class; noise.sampling=per_sample draws per image (more than 1 pp off the asked rate)")

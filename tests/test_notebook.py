@@ -16,6 +16,7 @@ from nbclient.exceptions import CellExecutionError
 
 from jal import figures
 from jal.figures import Sweep, figures_dir
+from jal.record import this_host
 from jal.records import load_records, one_protocol, protocol, protocol_label
 from jal.tables import load_published
 
@@ -53,7 +54,7 @@ def write_fake_records(directory, subset=2000):
                           "best_test_acc": max(h["test_acc"] for h in history if h["test_acc"] is not None),
                           "realised_noise_rate": rate,
                           "wall_seconds": 5.0, "images_per_second": 350.0, "device": "cpu",
-                          "precision": "fp32",
+                          "precision": "fp32", "host": this_host() if seed == 123 else "another-host",
                           "git_commit": "test", "subset": subset, "config": {}, "history": history}
                 run_dir = directory / "cifar10" / f"{noise_type}_{rate}" / loss / f"seed{seed}"
                 run_dir.mkdir(parents=True)
@@ -83,6 +84,7 @@ def test_notebook_runs_and_writes_figures(tmp_path, monkeypatch):
         assert (tmp_path / "figures" / name).stat().st_size > 1000, name
     text = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
     assert "17 records (16 finished)" in text and "skipped" not in text
+    assert "16 finished runs: 8 trained here, 8 trained on another machine" in text  # seed 123's named this host
     outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) == len(FIGURES)  # each figure is also shown
@@ -99,7 +101,8 @@ def test_notebook_runs_and_writes_figures(tmp_path, monkeypatch):
     accuracy = drawn["accuracy_vs_noise_cifar10.png"]
     assert accuracy["title"].splitlines() == [
         "CIFAR-10: last-epoch test accuracy against noise rate",
-        "ours: 5 epochs on 2,000 training images, tested on the whole test set; 16 runs (fp32)",
+        "ours: 5 epochs on 2,000 training images, tested on the whole test set; 16 runs (fp32): 8 trained here, 8 "
+        "trained on another machine",
         "published: 120 epochs on the whole training set, tested on the whole test set, the paper's protocol; from "
         "the JAL paper and the ε-Softmax paper"]
     assert [panel["title"] for panel in accuracy["panels"]] == [
@@ -108,7 +111,8 @@ def test_notebook_runs_and_writes_figures(tmp_path, monkeypatch):
     # test accuracy per epoch at the epochs the runs tested (2, 4, 5), the mean over the two finished seeds
     per_epoch = drawn["test_acc_per_epoch_cifar10.png"]
     assert per_epoch["title"].splitlines()[1] == \
-        "ours: 5 epochs on 2,000 training images, tested on the whole test set; 4 runs (fp32)"
+        "ours: 5 epochs on 2,000 training images, tested on the whole test set; 4 runs (fp32): 2 trained here, 2 " \
+        "trained on another machine"
     curves = {line["label"]: line["xy"] for line in per_epoch["panels"][0]["lines"]}
     for loss, label in (("ce", "CE"), ("jal_ce", "JAL-CE")):
         histories = [json.loads((tmp_path / "records" / "cifar10" / "symmetric_0.8" / loss / f"seed{seed}" /
@@ -176,7 +180,8 @@ def test_the_figures_of_a_users_sweep_can_be_read(tmp_path):
         "CE", "JAL-CE a=10", "JAL-CE", "ours (± std over seeds)", "published (± std where given)"]  # the table's order
     assert [ax.get_title() for ax in accuracy.axes] == [
         "ours: symmetric noise", "ours: asymmetric noise", "published: symmetric noise", "published: asymmetric noise"]
-    assert ("ours: 1 epoch on 500 training images, tested on the whole test set; 11 runs (fp32)\npublished: 120 epochs "
+    assert ("ours: 1 epoch on 500 training images, tested on the whole test set; 11 runs (fp32): 11 trained on another "
+            "machine\npublished: 120 epochs "
             "on the whole training set, tested on the whole test set, the paper's protocol") in accuracy.get_suptitle()
 
     def lines(ax):  # (colour, xy) of each line drawn with a line style; errorbar's markers have none
@@ -207,6 +212,7 @@ def test_the_figures_of_a_users_sweep_can_be_read(tmp_path):
         plt.close(fig)
 
 
+@pytest.mark.full  # python -m ipykernel_launcher
 def test_a_users_figures_go_beside_the_records_and_the_command_says_where(tmp_path, monkeypatch, capsys):
     """`make notebooks RECORDS=outputs` draws into outputs/figures (ignored, as the records are), never into a
     new figures/ at the repository's root; the presets' runs/ keep their figures/ beside them; and the command
@@ -260,19 +266,22 @@ def test_notebook_refuses_to_pool_two_protocols(tmp_path, monkeypatch):
 
 
 def test_protocol_is_epochs_and_subsets_not_precision():
-    quick = {"status": "finished", "dataset": "cifar10", "loss": "ce", "noise_type": "none", "epochs": 12,
-             "subset": 10000, "precision": "fp32", "run_dir": "/sweep/cifar10/clean/ce/seed123"}
-    assert protocol(quick) == protocol({**quick, "precision": "bf16"}) == (12, 10000, None)
+    from dataclasses import replace
+
+    from jal.record import Record, Status
+
+    quick = Record(status=Status.FINISHED, dataset="cifar10", loss="ce", noise_type="none", epochs=12, subset=10000,
+                   precision="fp32", run_dir=Path("/sweep/cifar10/clean/ce/seed123"))
+    assert protocol(quick) == protocol(replace(quick, precision="bf16")) == (12, 10000, None)
     assert protocol_label((120, None, None)) == "120 epochs on the whole training set, tested on the whole test set"
     assert protocol_label((1, 500, 2000)) == "1 epoch on 500 training images, tested on 2,000 test images"
-    paused = {"status": "paused", "dataset": "cifar10", "loss": "ce", "noise_type": "none", "epochs": 120,
-              "run_dir": "/other/cifar10/clean/ce/seed124"}  # no subset in a paused record: not counted
-    assert one_protocol([quick, {**quick, "precision": "bf16"}, paused]) == {"cifar10": (12, 10000, None)}
+    paused = Record(status=Status.PAUSED, dataset="cifar10", loss="ce", noise_type="none", epochs=120,
+                    run_dir=Path("/other/cifar10/clean/ce/seed124"))  # no subset in a paused record: not counted
+    assert one_protocol([quick, replace(quick, precision="bf16"), paused]) == {"cifar10": (12, 10000, None)}
     with pytest.raises(SystemExit, match=r"12 epochs on 10,000 training images, tested on the whole test set \(1 runs "
                                          r"in /sweep\), 120 epochs on the whole training set, tested on the whole test "
                                          r"set \(1 runs in /paper\)"):
-        one_protocol([quick, {**quick, "epochs": 120, "subset": None,
-                                     "run_dir": "/paper/cifar10/clean/ce/seed123"}])
+        one_protocol([quick, replace(quick, epochs=120, subset=None, run_dir=Path("/paper/cifar10/clean/ce/seed123"))])
 
 
 # The committed figure sets: each figures.json names the records its figures were drawn from

@@ -3,6 +3,7 @@ and the paired bf16-vs-fp32 table of jal.precision_report (its arithmetic on han
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from jal import device as jal_device
 from jal import precision_report as paired
 from jal import train as jal_train
+from jal.record import Record
 
 # /proc/cpuinfo flags of the two CPU kinds docs/performance.md has figures for (abridged)
 SPR_FLAGS = set("fpu sse2 avx avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile "
@@ -101,8 +103,9 @@ def test_a_run_directory_names_the_precision_that_trains_not_how_it_was_asked(mo
 def record(loss, seed, precision, acc, noise_type="symmetric", rate=0.8, status="finished", **extra):
     fields = dict(status=status, dataset="cifar10", model="cnn8", loss=loss, noise_type=noise_type,
                   noise_rate=rate, noise_labels=None, seed=seed, epochs=12, subset=10000, last_test_acc=acc,
-                  precision=precision, run_dir=f"/runs/{precision}/{loss}/{seed}")
-    return {**fields, **extra}
+                  precision=precision)
+    data = {**fields, **extra}
+    return Record.from_json(data, Path(data.pop("run_dir", f"/runs/{precision}/{loss}/{seed}")))
 
 
 def test_pairs_by_cell_and_precision_and_judges_by_twice_the_larger_std():
@@ -174,7 +177,7 @@ def test_markdown_table_and_files(tmp_path):
 def test_cells_from_the_trained_side_leave_the_rest_of_a_table_out():
     records = [record("ce", 123, "fp32", 27.0), record("ce", 123, "bf16", 27.5),
                record("gce", 123, "fp32", 40.0)]  # the committed fp32 table holds more cells than were checked
-    cells = {paired.cell_of(r) for r in records if r["precision"] == "bf16"}
+    cells = {paired.cell_of(r) for r in records if r.precision == "bf16"}
     rows = paired.pair_cells(records, expect_seeds=1, cells=cells)
     assert [r["loss"] for r in rows] == ["ce"] and rows[0]["difference"] == pytest.approx(0.5)
     # a settings field naming the precision override does not split the pair

@@ -13,8 +13,8 @@ from PIL import Image
 
 from jal import train as jal_train
 from jal.data import DataError, epoch_generator
+from jal.errors import ConfigError
 from jal.real_world import ImageFiles, epoch_batches, load_clothing1m, load_webvision, loader, transforms_of
-from jal.run_dir import ConfigError
 
 CLASSES = 4  # the stand-ins' classes (the configs' 50 and 14 are overridden: fewer folders to write)
 

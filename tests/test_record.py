@@ -53,7 +53,7 @@ def test_a_directory_says_how_its_run_stands(tmp_path):
     (tmp_path / "result.json").write_text('{"status": "running elsewhere"}')  # never written: not a record
     assert record.status(tmp_path) == (Status.UNREADABLE, None)
     (tmp_path / "result.json").write_text("{cut sho")
-    with pytest.raises(ConfigError, match=r"result.json is damaged \(JSONDecodeError.*trainer.restart=true"):
+    with pytest.raises(record.UnreadableRecord, match=r"result.json is damaged \(JSONDecodeError.*restart=true"):
         record.read(tmp_path)
 
 
@@ -64,7 +64,7 @@ def test_an_unreadable_record_is_a_permission_problem_not_damage(tmp_path, monke
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "read_text", refused)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(record.UnreadableRecord) as err:
         record.read(tmp_path)
     assert "cannot be read by user" in str(err.value) and "permission denied" in str(err.value)
     assert "restart" not in str(err.value) and "damaged" not in str(err.value) and err.value.permission

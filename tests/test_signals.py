@@ -87,6 +87,7 @@ NO_RUN = ("interrupted (Ctrl-C) while no run was training in this process: the s
           "are skipped, the others resume from their last checkpoint)")
 
 
+@pytest.mark.full  # python -m jal.train
 @pytest.mark.parametrize("name, stop", [("run", "SIGTERM"), ("sweep", "SIGUSR1"), ("fusions", "SIGUSR2")])
 def test_a_stop_signal_while_the_command_line_is_composed_ends_it_with_its_pause_lines(tmp_path, name, stop):
     """Before: killed by the signal's default action (the handlers came with the first run's training)."""
@@ -107,6 +108,7 @@ def test_a_stop_signal_while_the_command_line_is_composed_ends_it_with_its_pause
         assert count(done, f"stopped by {stop}: the same command continues the sweep") == 1
 
 
+@pytest.mark.full  # python -m jal.train
 @pytest.mark.parametrize("name", COMMANDS)
 def test_ctrl_c_while_the_command_line_is_composed_is_one_line_and_exit_status_130(tmp_path, name):
     """Before: a KeyboardInterrupt traceback of dozens of lines."""
@@ -125,6 +127,7 @@ def test_the_commands_are_told_from_a_librarys_use():
         assert not jal_stops.started_as_command(argv), argv
 
 
+@pytest.mark.full  # python -m jal.train in a driver
 @pytest.mark.parametrize("name, stop", [("sweep", "SIGTERM"), ("fusions", "SIGUSR1"), ("sweep", "SIGINT")])
 def test_a_stop_between_two_runs_ends_the_sweep_with_its_pause_lines_and_summary(tmp_path, name, stop):
     """The signal comes after the first run finished and before the second starts, and again after the second
@@ -151,6 +154,7 @@ def test_a_stop_between_two_runs_ends_the_sweep_with_its_pause_lines_and_summary
         assert count(done, f"stopped by {stop}: the same command continues the sweep") == 1
 
 
+@pytest.mark.full  # python -m jal.train in a driver
 def test_a_second_stop_after_the_pause_is_only_recorded(tmp_path):
     """SIGUSR2 at the first step pauses the run after epoch 1; another comes as it closes. Before: killed by it
     (exit -12) after its paused record."""
@@ -191,6 +195,7 @@ def test_the_second_sigterm_before_the_pause_stops_at_once_outside_slurm(monkeyp
     assert jal_stops.exit_status(KeyboardInterrupt(), closing) == 130
 
 
+@pytest.mark.full  # python -m jal.train
 def test_a_second_sigterm_in_one_epoch_stops_at_once_and_the_run_resumes_to_the_uninterrupted_result(
         tmp_path, monkeypatch, one_torch_thread):
     """Two SIGTERMs at the two steps of epoch 2: the run stops there (exit 143, one line naming the checkpoint
@@ -216,6 +221,7 @@ def test_a_second_sigterm_in_one_epoch_stops_at_once_and_the_run_resumes_to_the_
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, run_dir)
 
 
+@pytest.mark.full  # scontrol show job
 def test_under_slurm_a_stop_before_training_requeues_the_job_too(synthetic_run, tmp_path, monkeypatch):
     """A SLURM batch job signalled while its command starts (USR2, the time limit near): its run is not started
     and the job is requeued, as when the signal comes mid-epoch (jal.stops.restore_handlers: whichever signal

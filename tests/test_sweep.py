@@ -194,6 +194,7 @@ def test_summary_names_failed_and_paused_runs(tmp_path, capsys):
     progress.summary()
     assert capsys.readouterr().out.splitlines() == [
         "Sweep summary: 4 runs: 1 finished, 1 failed, 1 paused, 1 not run to an end",
+        "  where   1 finished run: 1 trained on another machine",  # a record that names no host
         f"  failed  {CELLS[1]}: FloatingPointError: boom",
         f"  paused  {CELLS[2]} (starting the sweep again resumes it)",
         f"  not run to an end  {CELLS[3]} (new)",
@@ -271,6 +272,15 @@ def sweep_script(out_root: Path, tmp_path: Path, **settings: str) -> subprocess.
     return done
 
 
+WORK = 2 * 64 + 2 * 32 / 3  # a TINY run: two epochs of 64 images, each tested on 32 (a third of an image each)
+
+
+def own_speed(out_root: Path) -> float:
+    """The pace of the finished records under out_root: their work over their epochs' seconds (jal.estimate)."""
+    histories = [json.loads(p.read_text())["history"] for p in out_root.rglob("result.json")]
+    return len(histories) * WORK / sum(h["seconds"] for history in histories for h in history)
+
+
 @pytest.fixture
 def three_of_four_finished(basic_sweep, tmp_path):
     out_root = tmp_path / "runs"
@@ -289,15 +299,15 @@ def test_plan_without_cuda_defaults_to_parallel_single_threaded_quick_runs(three
     assert f"  launcher   joblib ({len(os.sched_getaffinity(0))} runs at a time), torch threads per run: 1\n" in out
     # the records trained on the whole set; a subset is another experiment, in its own directories
     assert "  runs       4 in 1 sweep: 0 finished already, 4 to train\n" in out
-    # the records ran with torch's default threads, not one: the speed is probed for seconds, and kept
-    probed = re.search(r"  speed      cnn8: (\d+) training images/s per run \(probed just now, \S+ \S+: (\d+) "
-                       r"training steps of 32 random images in [\d.]+ s, kept in (\S+); no finished run here yet\)",
-                       out)
-    assert probed and int(probed[2]) >= 3 and probed[3] == str(tmp_path / "cache" / "jal" / "speeds.json")
+    # the records ran with torch's default threads, not one: the speed is probed for seconds (in the run's batches:
+    # its 60 images), and kept
+    probed = re.search(r"  speed      cnn8: (\d+) images/s per run \(jal.estimate: probed just now \(\S+ \S+\): "
+                       r"(\d+) training steps of 60 random images in [\d.]+ s, kept in (\S+); no run here yet\)", out)
+    assert probed and int(probed[2]) >= 2 and probed[3] == str(tmp_path / "cache" / "jal" / "speeds.json")
     again = sweep_script(three_of_four_finished, tmp_path, EXTRA="dataset.subset=60").stdout
-    assert f"  speed      cnn8: {probed[1]} training images/s per run (kept from a probe on " in again
+    assert f"  speed      cnn8: {probed[1]} images/s per run (jal.estimate: a probe kept (" in again
     assert not (three_of_four_finished / CELLS[3]).exists()  # nothing ran
-    assert time.time() - started < 60
+    assert time.time() - started < 120  # two plans, one probe: ~40 s on an idle 2-core machine; a busy one is slower
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
@@ -307,17 +317,16 @@ def test_plan_with_settings_given_uses_them_and_the_records_speed(three_of_four_
     assert out.startswith("Plan of reproduce_tiny: preset paper\n")
     assert "  launcher   basic (one run at a time), torch threads per run: all cores (trainer.threads=null)\n" in out
     assert "  runs       4 in 1 sweep: 3 finished already, 1 to train\n" in out and "warning" not in out
-    records = [json.loads((three_of_four_finished / cell / "result.json").read_text()) for cell in CELLS[:3]]
-    speed = sum(r["images_per_second"] for r in records) / 3
+    speed = own_speed(three_of_four_finished)
     assert "  precision  fp32 (trainer.precision=fp32)\n" in out
-    assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
-           "device in this precision)\n" in out
-    work = 2 * 64 + 2 * 32 / 3  # two epochs of 64 images, each evaluated on 32 test images (a third each)
-    assert f"  time left  about {plan.duration(work / speed)}: 1 run, 149 training images" in out
+    assert f"  speed      cnn8: {speed:.0f} images/s per run (jal.estimate: this machine's own: 3 finished runs here " \
+           f"on {jal_device.device_name(torch.device('cpu'))}, same model, precision and threads per run)\n" in out
+    assert "  finished   3 finished runs: 3 trained here\n" in out  # nothing to retrain elsewhere: no hint
+    assert f"  time left  about {duration(WORK / speed)}: 1 run, 149 training images" in out
     # in bf16 the fp32 records are neither its runs (its directories end in bf16) nor its speed
     out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic", PRECISION="bf16").stdout
     assert "  precision  bf16 (trainer.precision=bf16)\n" in out and "0 finished already, 4 to train" in out
-    assert re.search(r"  speed      cnn8: \d+ training images/s per run \(probed just now", out)
+    assert re.search(r"  speed      cnn8: \d+ images/s per run \(jal.estimate: probed just now", out)
     # ... but it says that the fp32 records of three of its cells would do
     assert ("  fp32       3 of the 4 runs to train in bf16 have a finished fp32 record of the same cell (its directory "
             "without /bf16): PRECISION=fp32 (trainer.precision=fp32) would reuse them instead\n") in out
@@ -331,10 +340,8 @@ def test_plan_of_new_cells_estimates_from_the_finished_records_beside_them(three
     out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic",
                        EXTRA="noise.rate=0.5").stdout
     assert "  runs       2 in 1 sweep: 0 finished already, 2 to train\n" in out
-    records = [json.loads((three_of_four_finished / cell / "result.json").read_text()) for cell in CELLS[:3]]
-    speed = sum(r["images_per_second"] for r in records) / 3
-    assert f"  speed      cnn8: {speed:.0f} training images/s per run (mean of 3 finished runs' records on this " \
-           "device in this precision)\n" in out
+    assert f"  speed      cnn8: {own_speed(three_of_four_finished):.0f} images/s per run (jal.estimate: this " \
+           "machine's own: 3 finished runs here" in out
 
 
 @pytest.mark.full  # bash scripts/sweep.sh
@@ -346,7 +353,7 @@ def test_plan_of_fused_runs_says_how_the_launcher_trains_the_fusions(three_of_fo
                      r"time; partition=\S+, nodes=1, gpus_per_node=1, cpus_per_task=8, mem_gb=32, timeout_min=120\)$",
                      out, re.M)
     assert "  fusions    1 of at most 2 runs, each trained as one network (python -m jal.fuse; sizes 2)" in out
-    assert "mean of 3 finished runs' records on this device" in out or torch.cuda.is_available()
+    assert "this machine's own: 3 finished runs here" in out or torch.cuda.is_available()
 
 
 @pytest.mark.full  # basic_sweep
@@ -401,14 +408,20 @@ def plan_output(overrides: list[str], capsys, *extra: str) -> str:
     return capsys.readouterr().out
 
 
-def test_plan_stops_in_one_line_at_a_missing_data_file(tmp_path, monkeypatch, capsys):
+def test_a_plan_lists_a_missing_data_file_and_a_sweep_stops_at_one_it_cannot_fetch(tmp_path, monkeypatch, capsys):
+    """DRY_RUN=1 (no --download): the plan, then the missing images under "not there yet", exit 0, nothing fetched.
+    Before a sweep (--download): a file torchvision cannot fetch (the CIFAR-10N labels) stops it in one line."""
+    from jal import estimate
+
+    monkeypatch.setattr(estimate, "probe", lambda cfg, device: dict(images_per_second=10.0, steps=2, batch=32,
+                                                                   seconds=6.4, measured="2026-12-05 14:02"))
     monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "data"))
-    with pytest.raises(SystemExit) as stop:
-        plan_output(["dataset=cifar100", "loss=ce", f"out_root={tmp_path}"], capsys)
+    out = plan_output(["dataset=cifar100", "loss=ce", f"out_root={tmp_path}"], capsys)
     path = tmp_path / "data" / "cifar100.npz"
-    assert str(stop.value) == (f"error: {path} is missing: put cifar100.npz (the images; docs/protocol.md section 6) "
-                               "there or point JAL_DATA_DIR at a folder holding it; without DRY_RUN=1 the sweep "
-                               "first downloads it with torchvision")
+    assert out.splitlines()[-1] == (
+        f"not there yet: {path} is missing: put cifar100.npz (the images; docs/protocol.md section 6) there or point "
+        "JAL_DATA_DIR at a folder holding it; the sweep (without DRY_RUN=1) first downloads it with torchvision")
+    assert "  time left  about " in out and not (tmp_path / "data").exists()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cifar10.npz").touch()  # the images are there, the CIFAR-10N labels are not
     with pytest.raises(SystemExit) as stop:
@@ -448,6 +461,11 @@ def test_plan_of_resnet34_runs_on_a_cpu_says_it_is_gpu_work(tmp_path, monkeypatc
 
 
 def test_summary_says_a_realised_noise_rate_off_the_asked_one(tmp_path, capsys):
+    """A run 1 pp or more off the asked rate gets a line naming the count rule that makes it (2,000 images, 200 a
+    class: symmetric 0.2 flips int(0.2/9 x 200) = 4 images to each of 9 classes, 18%; 0.8 flips 17, 76.5%); the
+    summary also says where the finished runs trained (here: this host's records)."""
+    from jal.record import this_host
+
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         runs = plan_runs(TINY + [f"out_root={tmp_path}"])
     progress = Progress()
@@ -457,12 +475,130 @@ def test_summary_says_a_realised_noise_rate_off_the_asked_one(tmp_path, capsys):
         run.dir.mkdir(parents=True)
         (run.dir / "result.json").write_text(json.dumps(dict(
             status="finished", last_test_acc=50.0, noise_type="symmetric", noise_rate=float(run.cfg.noise.rate),
-            realised_noise_rate=rate)))
+            realised_noise_rate=rate, subset=2000, noise_transition=[[0.0] * 10] * 10, host=this_host())))
     progress.summary()
     lines = capsys.readouterr().out.splitlines()
     assert lines[1:] == [
-        f"  noise   {CELLS[2]}: 18.0% of its training labels changed, 20.0% asked (more than 1 pp off: its table "
-        "cell is marked)",
-        f"  noise   {CELLS[3]}: 76.5% of its training labels changed, 80.0% asked (more than 1 pp off: its table "
-        "cell is marked)",
+        "  where   4 finished runs: 4 trained here",
+        f"  noise   {CELLS[2]}: symmetric 0.2 on 2,000 images realises 0.18: exact sampling flips int(0.2/9 x 200) = "
+        "4 images of each class to each other class; noise.sampling=per_sample draws per image (more than 1 pp off: "
+        "its table cell is marked)",
+        f"  noise   {CELLS[3]}: symmetric 0.8 on 2,000 images realises 0.765: exact sampling flips int(0.8/9 x 200) = "
+        "17 images of each class to each other class; noise.sampling=per_sample draws per image (more than 1 pp off: "
+        "its table cell is marked)",
         ""]
+
+
+# ----------------------------------------------------------------------------- the estimate and what a plan says
+
+
+@pytest.mark.full  # python -m jal.train -m
+@pytest.mark.skipif(torch.cuda.is_available(), reason="speeds on this CPU")
+def test_plan_estimates_from_this_machines_epochs_then_a_probe_and_never_first_from_other_machines(
+        three_of_four_finished, tmp_path, monkeypatch):
+    """Records of another machine (here: naming another host) count as finished but set no speed while a probe
+    can measure this machine; once an epoch has run here (the fourth run's checkpoint, 2 s for its first epoch)
+    that epoch sets it; without a probe (a sweep's progress lines) the other machines' records do, named."""
+    from jal import estimate
+    from jal.device import device_name
+
+    for path in three_of_four_finished.rglob("result.json"):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "host": "gpu-node-7", "device_name": "NVIDIA H200"}))
+    out = sweep_script(three_of_four_finished, tmp_path, PRESET="paper", LAUNCHER="basic").stdout
+    assert ("  finished   3 finished runs: 3 trained on another machine: they count as done; OUT=DIR in the same "
+            "command trains every run here instead, into a folder of yours\n") in out
+    assert re.search(r"  speed      cnn8: \d+ images/s per run \(jal.estimate: probed just now", out), out
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        runs = plan_runs(TINY + [f"out_root={three_of_four_finished}"])
+    here = device_name(torch.device("cpu"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no_probe"))  # no probe kept
+    other = estimate.run_speed(runs, here, probing=False)
+    assert other.images_per_second == pytest.approx(own_speed(three_of_four_finished))
+    assert other.source == "other machines' records (NVIDIA H200), not this machine: no run here yet and no probe"
+    fourth = runs[3]
+    fourth.dir.mkdir(parents=True)
+    history = [{"epoch": 1, "test_acc": 10.0, "seconds": 2.0, "images_per_second": 40.0}]
+    torch.save({"epoch": 1, "history": history, **fourth.experiment().as_dict()}, fourth.dir / "checkpoint.pt")
+    own = estimate.run_speed(runs, here, probing=False)
+    assert own.images_per_second == pytest.approx((64 + 32 / 3) / 2.0)  # its first epoch: 64 images, 32 tested
+    assert own.source == (f"this machine's own: the epochs of 1 unfinished run here on {here}, same model, precision "
+                          "and threads per run")
+
+
+@pytest.mark.full  # make
+def test_a_fresh_clones_plan_counts_the_records_that_came_with_the_repository_and_downloads_nothing(tmp_path):
+    """`make reproduce-cifar10 DRY_RUN=1` with no data: the plan, how many of the finished runs came with the
+    repository and how to train them here instead, the images under "not there yet"; nothing downloaded."""
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    env.update(JAL_DATA_DIR=str(data), XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    done = subprocess.run(["make", "-o", ".venv/.installed", "reproduce-cifar10", "DRY_RUN=1", "PRESET=quick",
+                           f"PYTHON={sys.executable}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    finished = re.search(r"^  finished   (\d+) finished runs: (\d+) came with the repository: they count as done; "
+                         r"make reproduce-cifar10 OUT=DIR trains every run here instead, into a folder of yours$",
+                         done.stdout, re.M)
+    assert finished and int(finished[1]) == int(finished[2]) >= 30, done.stdout  # the fp32 or the bf16 records
+    assert re.search(rf"^  runs       90 in 4 sweeps: {finished[1]} finished already", done.stdout, re.M)
+    assert f"\nnot there yet: {data / 'cifar10.npz'} is missing: " in done.stdout
+    assert list(data.iterdir()) == []
+
+
+def test_a_real_world_plan_lists_the_pretrained_weights_and_downloads_nothing(tmp_path, monkeypatch, capsys):
+    """`make reproduce-clothing1m DRY_RUN=1` offline: the ImageNet weights join the missing data under "not there
+    yet", the plan ends normally, and nothing asks the network (a download would raise here)."""
+    from jal import estimate
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the plan downloaded something")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(estimate, "probe", lambda cfg, device: dict(images_per_second=10.0, steps=2, batch=32,
+                                                                   seconds=6.4, measured="2026-12-05 14:02"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("JAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    plan.main(["--name", "reproduce_real_world", f"dataset=clothing1m loss=ce,gce out_root={tmp_path / 'runs'}"])
+    out = capsys.readouterr().out
+    assert "  runs       2 in 1 sweep: 0 finished already, 2 to train\n" in out
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    assert (f"not there yet: {weights} is missing: ResNet-50's ImageNet weights (https://download.pytorch.org/models/"
+            "resnet50-11ad3fa6.pth); the sweep (without DRY_RUN=1) first downloads them") in out
+    assert f"not there yet: {tmp_path / 'data' / 'clothing1m' / 'annotations'}" in out
+
+
+def test_the_probe_times_a_pretrained_model_without_its_weights(tmp_path, monkeypatch):
+    """The probe builds the run's model as the run does, but never fetches its ImageNet weights: the same network
+    and step, timed (here ResNet-50 on 32-pixel images, batch 4)."""
+    from torchvision.models import _api
+
+    from jal import estimate
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the probe downloaded the weights")
+
+    monkeypatch.setattr(_api.WeightsEnum, "get_state_dict", no_network)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = compose_train(["dataset=clothing1m", "loss=ce", "logger=none", "dataset.image_size=32",
+                         "dataset.resize=32", "trainer.batch_size=4", "trainer.device=cpu", "trainer.threads=1"])
+    probed = estimate.probe(cfg, "this CPU", seconds=0.5)
+    assert probed["batch"] == 4 and probed["steps"] >= 2 and probed["images_per_second"] > 0
+    kept = json.loads((tmp_path / "cache" / "jal" / "speeds.json").read_text())
+    assert list(kept) == ["this CPU | resnet50_imagenet | fp32 | batch=4 | threads=1"]
+
+
+@pytest.mark.full  # python -m jal.train
+@pytest.mark.skipif(torch.cuda.is_available(), reason="speeds from CPU records")
+def test_a_sweeps_eta_before_any_of_its_work_is_the_estimate_of_a_run_here(three_of_four_finished, tmp_path,
+                                                                          monkeypatch):
+    """A sweep whose first run ended without training (failed at once): nothing measured yet, so the ETA is the
+    work left at the speed jal.estimate gives a run here (this machine's records), one run at a time (basic)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        runs = plan_runs(TINY + [f"out_root={three_of_four_finished}"])
+    progress = Progress()
+    progress.start(runs)
+    assert progress.eta() == f"ETA about {duration(WORK / own_speed(three_of_four_finished))}"

@@ -126,10 +126,12 @@ def test_paused_run_continues_to_the_uninterrupted_result(synthetic_run, tmp_pat
 
 
 def test_run_past_its_stop_at_exits_before_loading_data(synthetic_run, monkeypatch):
-    cfg = synthetic_run(f"trainer.stop_at={int(time.time()) - 1}")
+    deadline = int(time.time()) - 1
+    cfg = synthetic_run(f"trainer.stop_at={deadline}")
     monkeypatch.setattr(jal_run, "load_dataset", lambda *a, **k: pytest.fail("a run past stop_at loads nothing"))
     result = jal_train.train(cfg, run_dir_of(cfg))
-    assert result.status == "not started" and result.reason.startswith("trainer.stop_at=")
+    local = datetime.datetime.fromtimestamp(deadline).strftime("%Y-%m-%d %H:%M")  # the time it was set to, here
+    assert result.status == "not started" and result.reason == f"the deadline {local} (trainer.stop_at) passed"
     assert not (run_dir_of(cfg) / "result.json").exists() and not (run_dir_of(cfg) / "checkpoint.pt").exists()
 
 
@@ -194,7 +196,7 @@ def test_sweep_past_its_stop_at_trains_nothing_and_exits_0_in_seconds(tmp_path):
         text=True, timeout=120)
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (done.stdout + done.stderr).count("not started: trainer.stop_at") == 4
+    assert (done.stdout + done.stderr).count("not started: the deadline ") == 4  # its local time (trainer.stop_at)
     assert done.stdout.count(": not started: the sweep is stopping (trainer.stop_at passed or a stop signal)") == 4
     assert not [p for p in tmp_path.rglob("*") if p.name in ("result.json", "checkpoint.pt", "labels.npz")]
     assert seconds < 60  # Hydra's start-up and four runs that load nothing (a second or two alone)
@@ -250,33 +252,62 @@ def bar_cells(line: str) -> int:
     return len(line.split(" |", 1)[1].split("| ", 1)[0])
 
 
-def history(*test_accs) -> list[dict]:
-    return [dict(epoch=e, test_acc=acc) for e, acc in enumerate(test_accs, 1)]
+def history(*test_accs, seconds: float = 1.0) -> list[dict]:
+    return [dict(epoch=e, test_acc=acc, seconds=seconds) for e, acc in enumerate(test_accs, 1)]
 
 
-def test_progress_bar_shows_the_run_the_bar_and_the_last_accuracy_in_80_columns():
+def evenly(epochs: int) -> list[float]:
+    """Work left after each of `epochs` epochs of one image each (jal.estimate.work_left_after_each_epoch's form)."""
+    return [float(epochs - e) for e in range(epochs + 1)]
+
+
+def test_progress_bar_shows_the_run_the_bar_the_time_left_and_the_last_accuracy_in_80_columns():
+    from jal.estimate import work_left_after_each_epoch
+
     cell = dict(dataset="cifar10", model="cnn8", loss="jal_ce", noise_type="symmetric", noise_rate=0.8,
                 noise_labels=None, seed=123)
     short_name = lambda fields: Cell(**fields).short_name()  # noqa: E731
     assert short_name(cell) == "jal_ce sym0.8 s123"
-    # the last accuracy evaluated, also in an epoch not evaluated (eval_every)
-    line = rendered_bar("jal_ce sym0.8 s123", jal_progress_bar.bar_postfix([history(60.0, 64.321, None)]), 57, 120, 723)
-    assert line.startswith("jal_ce sym0.8 s123 |") and line.endswith("| 57/120 [12:03<13:19, test 64.32%]")
-    assert len(line) == 80 and bar_cells(line) == 25
-    # the longest names there are (loss, human label set), a five-digit seed, 10 h gone, 10 h left: still whole
+    # the quick preset: 10,000 images, 12 epochs, tested after every 3rd (a tested image a third of a trained one):
+    # 3 epochs in 300 s did 10,000 + 10,000 + 13,333 images, 100,000 are left: 900 s at that pace. The last
+    # accuracy evaluated shows in an epoch not evaluated too (eval_every).
+    from omegaconf import OmegaConf
+
+    quick = OmegaConf.create({"dataset": {"name": "cifar10", "subset": 10000, "test_subset": None},
+                              "trainer": {"epochs": 12, "eval_every": 3}})
+    work = work_left_after_each_epoch(quick)
+    assert work[3] == pytest.approx(100000)
+    postfix = jal_progress_bar.bar_postfix([history(None, None, 64.321, seconds=100.0)], work)
+    line = rendered_bar("jal_ce sym0.8 s123", postfix, 3, 12, 300)
+    assert line.startswith("jal_ce sym0.8 s123 |") and line.endswith("| 3/12 [05:00, ETA 15 min, test 64.32%]")
+    assert len(line) == 80 and bar_cells(line) == 21
+    # the longest names there are (loss, human label set), a five-digit seed, 10 h gone, 10 h left: still whole,
+    # the bar a few cells
     longest = max((p.stem for p in (REPO / "configs/loss").glob("*.yaml")), key=len)
     for noise_type, rate, labels in (("human", 0.4, "worst"), ("asymmetric", 0.45, None), ("none", 0.0, None)):
         name = short_name(dict(cell, loss=longest, noise_type=noise_type, noise_rate=rate,
                                          noise_labels=labels, seed=12345))
-        line = rendered_bar(name, jal_progress_bar.bar_postfix([history(100.0)]), 100, 200, 36000)
-        assert len(line) <= 80 and bar_cells(line) >= 5 and line.endswith("[10:00:00<10:00:00, test 100.00%]"), line
+        postfix = jal_progress_bar.bar_postfix([history(*[100.0] * 100, seconds=360.0)], evenly(200))
+        line = rendered_bar(name, postfix, 100, 200, 36000)
+        assert len(line) <= 80 and bar_cells(line) >= 3 and line.endswith("[10:00:00, ETA 10.0 h, test 100.00%]"), line
     assert short_name(dict(cell, noise_type="human", noise_labels="worst")) == "jal_ce human-worst s123"
     assert short_name(dict(cell, noise_type="none", noise_rate=0.0)) == "jal_ce clean s123"
-    # a fusion: its members' range; before the first evaluation, no accuracy
-    line = rendered_bar("fusion of 16", jal_progress_bar.bar_postfix([history(61.2), history(64.32), history(62.0)]),
-                        3, 120, 90)
-    assert line.endswith("| 3/120 [01:30<58:30, test 61.20-64.32%]") and bar_cells(line) == 26
-    assert jal_progress_bar.bar_postfix([history(None)]) == jal_progress_bar.bar_postfix([[]]) == ""
+    # a fusion: its members' range, at the pace of the epochs they train together; before the first epoch nothing
+    members = [history(61.2, seconds=30.0), history(64.32, seconds=30.0), history(62.0, seconds=30.0)]
+    line = rendered_bar("fusion of 16", jal_progress_bar.bar_postfix(members, evenly(120)), 1, 120, 30)
+    assert line.endswith("| 1/120 [00:30, ETA 60 min, test 61.20-64.32%]"), line
+    assert jal_progress_bar.bar_postfix([[]], evenly(3)) == ""
+    assert jal_progress_bar.bar_postfix([history(None)], evenly(3)) == "ETA 2 s"
+
+
+def test_the_bar_and_the_sweeps_lines_give_one_eta():
+    """A sweep of one run: the progress line's ETA (the work done since the sweep started) and the bar's (the run's
+    epochs) are jal.estimate's one formula, so the same pace gives the same words."""
+    from jal.estimate import eta_words
+
+    work = evenly(12)
+    postfix = jal_progress_bar.bar_postfix([history(*[None] * 4, seconds=75.0)], work)
+    assert postfix == eta_words(work[0] - work[4], work[4], 4 * 75.0) == "ETA 10 min"
 
 
 def train_command(out_root: Path | str, *extra: str) -> list[str]:
@@ -395,6 +426,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run,
     assert record["epoch"] == 2
 
 
+@pytest.mark.full  # bash scripts/reproduce_cifar10.sh, make -n
+@pytest.mark.usefixtures("cifar10_file_for_the_plan")  # the plan stops without a cifar10.npz
 def test_minutes_gives_every_run_of_the_sweep_one_deadline_and_headline_runs_seed_123_first(tmp_path):
     """make reproduce-cifar10 MINUTES=3 CELLS=headline: the commands it would run (a stand-in python prints
     the training and table commands instead of running them)."""

@@ -112,6 +112,7 @@ def test_new_wandb_run_ids_read_as_the_cell_are_ones_wandb_accepts_and_never_rep
 # One training, one W&B run
 
 
+@pytest.mark.full  # wandb-core
 def test_wandb_offline_run_holds_every_epoch_under_the_id_its_directory_keeps(synthetic_run, offline):
     # two settings beyond the cell: a ',' in the run's name, which W&B refuses in a run id
     cfg = synthetic_run(*TINY, "trainer.epochs=2", "optim.lr=0.02")
@@ -125,6 +126,7 @@ def test_wandb_offline_run_holds_every_epoch_under_the_id_its_directory_keeps(sy
     assert all(EPOCH_KEYS <= set(r) for r in rows)
 
 
+@pytest.mark.full  # wandb-core
 def test_the_same_cell_in_two_out_roots_is_two_wandb_runs(synthetic_run, offline, tmp_path):
     cfg = synthetic_run(*TINY, "trainer.epochs=1")
     run_dirs = [tmp_path / out_root / cfg.run_name for out_root in ("a", "b")]
@@ -160,6 +162,7 @@ def test_deleted_outputs_give_a_new_wandb_run(synthetic_run, offline):
     assert [r["epoch"] for r in rows] == [1]
 
 
+@pytest.mark.full  # python -m jal.train
 def test_a_paused_run_continued_by_the_same_command_continues_its_wandb_run_with_every_epoch_once(tmp_path):
     """Two commands, as a user runs them: the first pauses after epoch 1 (trainer.pause_after, not part of the
     experiment), the second finishes the run. One W&B id, in two offline parts (one per command) that together

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
     from jal import multirun  # the plan's imports load here, after the arguments: --help answers sooner
-    from jal.progress import Progress, stop_signal
+    from jal.progress import Progress, finished_lines, stop_signal
 
     results = []
     with boundary():
@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     counts = {s: sum(r.status == s for r in results) for s in ENDED}
     print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
         f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")
+    finished = {run.name: record for run in runs if (record := run.status()[1]) is not None
+                and record.status == Status.FINISHED}  # those finished before it too
+    for line in finished_lines(finished):
+        print(line)
     if counts[Status.PAUSED] and (name := stop_signal()):  # a stop signal came (before, or between the fusions)
         print(f"  stopped by {name}: the same command continues the sweep")
     if counts[Status.FAILED]:
