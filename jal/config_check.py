@@ -5,13 +5,14 @@ failure is one line (jal.errors). The command line's checks before torch loads: 
 """
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jal.config import REAL_WORLD, BadValue, ConfigError, require
+from jal.config import REAL_WORLD, BadValue, ConfigError, RunConfig, require
 from jal.errors import expected_type
 from jal.experiment import PRECOMPUTED_INSTANCE_RATES, check_out_root, given_settings
 from jal.paths import CONFIG_DIR
@@ -29,6 +30,11 @@ def check_config(cfg) -> None:
     Raises ConfigError; reads no data."""
     require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0", 123)
     check_out_root(cfg.out_root)
+    if "hydra" in cfg:
+        check_given_once(list(cfg.hydra.overrides.task))
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    if extra := sorted(set(cfg.keys()) - top - {"hydra"}):  # `+foo=1`: no setting of a run reads it
+        raise ConfigError(f"unknown setting '{extra[0]}'; valid keys at the top level: {', '.join(sorted(top))}")
     for section in SECTIONS:
         node = OmegaConf.select(cfg, section)
         if OmegaConf.is_dict(node) and OmegaConf.get_type(node) is not dict:  # a section with a schema
@@ -50,6 +56,7 @@ def check_config(cfg) -> None:
                 raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
     check_nothing_ignored(cfg)
     check_given_values(cfg)
+    check_arguments(cfg)
     kind, name = cfg.noise.type, cfg.dataset.name
     if name in REAL_WORLD and kind != "none":
         raise ConfigError(f"noise={kind} on dataset={name}: its labels are noisy already (real-world noise) and "
@@ -64,6 +71,43 @@ def check_config(cfg) -> None:
         index = int(device.partition(":")[2] or 0)
         require(index < torch.cuda.device_count(), "trainer.device", device,
                 f"is not among this machine's {torch.cuda.device_count()} CUDA devices", "auto")
+
+
+def check_given_once(overrides: list[str]) -> None:
+    """A setting given twice on one command line is refused, naming both values: Hydra would train the last one
+    while the run's directory named both (a sweep: the last values, silently)."""
+    given = {}
+    for line in overrides:
+        key, is_value, value = line.partition("=")
+        if not is_value or key.startswith("~"):
+            continue
+        key = key.lstrip("+")
+        if key in given:
+            raise ConfigError(f"{key} is given twice ({key}={given[key]} and {key}={value}): give it once")
+        given[key] = value
+
+
+def check_arguments(cfg) -> None:
+    """A class built from a section without a schema (the model: `_target_` and its arguments) takes every
+    setting given in it: `+model.foo=1` is refused here, before anything is written, not by the class once the
+    run's directory, lock, config and labels are there. Only sections a setting was given in are looked at (their
+    class is imported: the model's brings torch)."""
+    from hydra.utils import get_object
+
+    for section in sorted({key.rpartition(".")[0] for key in given_settings(cfg) if "." in key}):
+        node = OmegaConf.select(cfg, section)
+        if not OmegaConf.is_dict(node) or OmegaConf.get_type(node) is not dict or "_target_" not in node:
+            continue  # not a class's arguments, or a schema's (checked above)
+        try:
+            target = get_object(node._target_)
+        except Exception:  # noqa: BLE001 (a target that does not import: building the class names it)
+            continue
+        takes = inspect.signature(target).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in takes.values()):
+            continue
+        if extra := sorted(key for key in node.keys() if not str(key).startswith("_") and key not in takes):
+            raise ConfigError(f"unknown setting '{section}.{extra[0]}': {node._target_} takes no argument "
+                              f"{extra[0]!r}; valid keys in {section}: {', '.join(sorted(takes))}")
 
 
 # The noise types whose labels read noise.rate, and the rates of the precomputed instance-dependent label sets

@@ -19,8 +19,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from jal import record as records
-from jal.config_check import check_config
-from jal.errors import AnotherExperiment, DirectoryConflict
+from jal.config_check import check_config, check_given_once
+from jal.errors import AnotherExperiment, ConfigError, DirectoryConflict, UnreadableFile
 from jal.estimate import work_left_after_each_epoch
 from jal.experiment import (
     NOT_THE_EXPERIMENT,
@@ -37,10 +37,13 @@ from jal.fuse.rejoin import rejoined_epochs
 from jal.record import Record, Status
 from jal.run_dir import (
     CHECKPOINT,
+    LABELS,
     PREVIOUS,
     check_same,
     check_writable,
     latest_checkpoint,
+    read_labels,
+    restart_alone,
 )
 from jal.util import CONFIG_DIR
 
@@ -55,6 +58,7 @@ class Run:
     cfg: DictConfig        # the job's composed config, Hydra's node included
     fp32_dir: Path | None = None  # a run in bf16: the directory the same run has in fp32 (trainer.precision=fp32)
     _experiment: Experiment | None = None
+    _blocked: tuple = ()  # (why it is blocked, or None), once worked out
 
     def experiment(self) -> Experiment:
         """The experiment it is (jal.experiment), worked out when needed (its directory is shared or holds
@@ -73,6 +77,34 @@ class Run:
         if record is not None and (recorded := record.identity()) is not None and recorded != self.identity():
             return Status.ANOTHER, record
         return status, record
+
+    def blocked(self) -> str | None:
+        """Why the run cannot train until something is fixed, in one line, or None: a file of its own that is
+        damaged or that this user may not read (its record; its newest checkpoint without a good one before it;
+        its labels.npz), read as the run reads it. The line's restart advice restarts this run alone
+        (jal.run_dir.restart_alone). A finished run is never blocked (it is skipped), nor one trainer.restart=true
+        starts afresh; another experiment's files are not this (the plan refuses them: check_directories)."""
+        if not self._blocked:
+            self._blocked = (self._why_blocked(),)
+        return self._blocked[0]
+
+    def _why_blocked(self) -> str | None:
+        if self.cfg.trainer.restart or not any((self.dir / name).exists()
+                                               for name in (records.RESULT, CHECKPOINT, PREVIOUS, LABELS)):
+            return None  # (the experiment it is takes ~0.1 s to work out: only for a directory with files)
+        try:
+            record = records.read(self.dir)
+            if record is not None and record.status == Status.FINISHED:
+                return None
+            if (self.dir / CHECKPOINT).exists() or (self.dir / PREVIOUS).exists():
+                latest_checkpoint(self.dir, self.identity(), warn=lambda line: None, mend=False)
+            if (self.dir / LABELS).exists():
+                read_labels(self.dir / LABELS)
+        except UnreadableFile as err:
+            return restart_alone(str(err), list(self.cfg.hydra.overrides.task))
+        except AnotherExperiment:
+            return None
+        return None
 
     def checkpoint(self) -> tuple[int, list[str]]:
         """(epochs it resumes from, the run names of the fusion that trained its last epoch), read as the run
@@ -100,15 +132,32 @@ class Run:
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The jobs of `python -m jal.train -m <overrides>`, in launch order, as Hydra's basic sweeper splits them:
-    the cartesian product of each key's values, the first key varying slowest; a key given twice takes its
-    last values."""
+    the cartesian product of each key's values, the first key varying slowest. A key given twice is refused
+    (Hydra would take its last values), as is an override Hydra cannot read, in one line naming it."""
+    check_given_once(overrides)
     choices = {}
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in parse_overrides(overrides):
         key = override.get_key_element()
         values = (override.sweep_string_iterator() if override.is_sweep_override()
                   else [override.get_value_element_as_str()])
         choices[key] = [f"{key}={value}" for value in values]
     return [list(job) for job in product(*choices.values())]
+
+
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parsed overrides; one it cannot read raises ConfigError naming it (Hydra's own error names the
+    grammar's tokens, not the override)."""
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for line in overrides:
+        try:
+            parser.parse_overrides([line])
+        except OverrideParseException as err:
+            said = str(err).strip().splitlines()[0][:100]
+            raise ConfigError(f"{line!r} is no override Hydra can read ({said}): key=value, a sweep as key=a,b "
+                              "(no trailing comma), a value with spaces or commas quoted whole: key='a b'") from None
+    return parser.parse_overrides(overrides)
 
 
 def compose_jobs(jobs: list[list[str]], config_name: str = "train", composed: dict | None = None) -> list[DictConfig]:
@@ -145,7 +194,8 @@ def compose_jobs(jobs: list[list[str]], config_name: str = "train", composed: di
 def plan_runs(overrides: list[str], config_name: str = "train", composed: dict | None = None) -> list[Run]:
     """The runs of one multirun, in launch order, with the directory Hydra's run_job gives each; raises
     ConfigError for a wrong value in any run, two runs of different experiments that would share a directory,
-    or a directory that holds another experiment or a damaged file. `composed`: see compose_jobs."""
+    or a directory that holds another experiment (a damaged file of a run's own blocks that run alone:
+    Run.blocked). `composed`: see compose_jobs."""
     runs = []
     for cfg in compose_jobs(sweep_jobs(overrides), config_name, composed):
         with hydra_node(cfg):  # run_name reads hydra:runtime.choices
@@ -188,6 +238,8 @@ def check_directories(runs: list[Run]) -> None:
                     "value with its own out_root")
             continue
         first_of[run.dir] = run
+        if run.blocked():  # a damaged file of its own: listed as blocked, the other runs train
+            continue
         if not run.cfg.trainer.restart and any((run.dir / name).exists()
                                                for name in (records.RESULT, CHECKPOINT, PREVIOUS)):
             if (record := records.read(run.dir)) is not None:
@@ -215,10 +267,10 @@ def fusions(runs: list[Run], fuse: int) -> list[list[Run]]:
     """The runs still to train, in launch order, grouped into fusions of at most `fuse` runs that can train
     together (jal.train.train_fusion): the same fixed settings and the same epoch reached, the members of a
     fusion killed between their checkpoint writes back at their common epoch (jal.fuse.rejoin.rejoined_epochs).
-    A run named twice (`seed=1,1`) is one run."""
+    A run named twice (`seed=1,1`) is one run; a finished one (this run's experiment) or a blocked one trains not."""
     todo = {}  # directory -> run, in launch order
     for run in runs:
-        if run.dir not in todo and run.status()[0] != Status.FINISHED:  # finished: this run's experiment
+        if run.dir not in todo and run.status()[0] != Status.FINISHED and not run.blocked():
             todo[run.dir] = run
     done = {run.name: (0, []) if run.cfg.trainer.restart else run.checkpoint() for run in todo.values()}
     epochs = rejoined_epochs(done)

@@ -23,7 +23,7 @@ from jal import launch
 from jal import record as records
 from jal.config_check import share_config_store
 from jal.device import device_name, run_device
-from jal.errors import boundary
+from jal.errors import ConfigError, boundary
 from jal.estimate import run_speed
 from jal.experiment import choose, data_files
 from jal.multirun import SHOWN_ABOVE, Run, fusions, plan_runs, runs_
@@ -175,6 +175,15 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
               f"(make gpu-check first)")
 
 
+def split_sweep(sweep: str) -> list[str]:
+    """One multirun's overrides as given in one argument, shell-quoted; a quote left open is named in one line."""
+    try:
+        return shlex.split(sweep)
+    except ValueError as err:  # shlex: "No closing quotation", "No escaped character"
+        raise ConfigError(f"the sweep [{sweep}] cannot be split into overrides ({err}): close its quotes, e.g. "
+                          "\"loss=ce,jal_ce 'noise.rate=0.4,0.8'\"") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", help="one multirun's overrides per argument, shell-quoted")
@@ -187,9 +196,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the sweep starts next: download the missing images torchvision can download and "
                              "pretrained weights (else they are listed), and stop at a missing file none can")
     args = parser.parse_args(argv)
-    overrides = [shlex.split(sweep) for sweep in args.sweeps]
     share_config_store()
     with boundary():
+        overrides = [split_sweep(sweep) for sweep in args.sweeps]
         composed = {}  # the sweeps share their compositions
         sweeps, notes, blocking = [], [], []
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
@@ -200,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
                 notes += [line for line in missing if line not in notes]
                 blocking += cannot
         print_plan(overrides, sweeps, args.name, args.fuse, args.retrain)
+        for run in {run.dir: run for sweep in sweeps for run in sweep}.values():
+            if line := run.blocked():  # a damaged file of its own: the sweep trains the others
+                print(f"{Status.BLOCKED}: {run.name}: {line}")
         for note in notes:
             print(f"not there yet: {note}")
         if args.download and blocking:  # the sweep cannot start without it

@@ -52,7 +52,7 @@ class Progress(Callback):
     def __init__(self) -> None:
         self.runs: dict[str, str] | None = None  # run dir -> run name, in launch order
         self.planned: dict[str, Run] = {}  # run dir -> its run (the experiment it is)
-        self.summarised, self.not_ours = False, []
+        self.summarised, self.not_ours, self.not_done = False, [], []
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
@@ -66,7 +66,7 @@ class Progress(Callback):
             # train there); Hydra's sweeper would fail writing its multirun.yaml into the folder: the summary, and done
             print(f"{config.hydra.sweep.dir}: {refused[0]}: nothing to train, every run is finished there", flush=True)
             self.summary()
-            raise SystemExit(1 if self.not_ours else 0)
+            raise SystemExit(1 if self.not_done else 0)
         # Hydra's sweeper raises when a job failed, before on_multirun_end: the summary must not depend on it.
         atexit.register(self.summary)
 
@@ -125,6 +125,8 @@ class Progress(Callback):
         ended, total = len(self.ended()), len(self.runs)
         if holder := held_elsewhere(Path(run_dir)):
             what = f"running elsewhere ({holder}): not started here"
+        elif status not in ENDED and (blocked := self.blocked(run_dir)):
+            what = f"{Status.BLOCKED}: {blocked}"
         elif status == Status.ANOTHER:
             what = self.another(run_dir, record)
         elif status in ENDED:  # the closing line a run alone prints (its directory: out_root/cell)
@@ -146,6 +148,11 @@ class Progress(Callback):
         run = self.planned.get(run_dir)
         return run.status() if run is not None else records.status(Path(run_dir))
 
+    def blocked(self, run_dir: str) -> str | None:
+        """Why the run cannot train until something is fixed (jal.multirun.Run.blocked), or None."""
+        run = self.planned.get(run_dir)
+        return run.blocked() if run is not None else None
+
     def another(self, run_dir: str, record: Record) -> str:
         differ = differences(record.identity(), self.planned[run_dir].identity(), limit=2)
         return (f"{run_dir} holds {Status.ANOTHER} ({differ}): this sweep's run did not train there; give the "
@@ -153,7 +160,7 @@ class Progress(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self.summary()
-        if self.not_ours:  # a run this sweep asked for has no result of its own: the sweep did not do its work
+        if self.not_done:  # a run failed, is blocked or has no result of its own: exit status 1 (docs/runs.md)
             raise SystemExit(1)
 
     def summary(self) -> None:
@@ -161,17 +168,25 @@ class Progress(Callback):
             return
         self.summarised = True
         statuses = {d: self.status(d) for d in self.runs}
+        for d, (status, _) in statuses.items():
+            if status not in (Status.FINISHED, Status.ANOTHER) and self.blocked(d):  # a paused record stays
+                statuses[d] = Status.BLOCKED, None  # while a damaged file of its own keeps it from training on
         by = {s: [d for d in self.runs if statuses[d][0] == s] for s in ENDED}
         self.not_ours = [d for d in self.runs if statuses[d][0] == Status.ANOTHER]
-        other = [d for d in self.runs if statuses[d][0] not in (*ENDED, Status.ANOTHER)]
+        blocked = [d for d in self.runs if statuses[d][0] == Status.BLOCKED]
+        other = [d for d in self.runs if statuses[d][0] not in (*ENDED, Status.ANOTHER, Status.BLOCKED)]
         finished, failed, paused = by[Status.FINISHED], by[Status.FAILED], by[Status.PAUSED]
+        self.not_done = failed + blocked + self.not_ours
         print(f"Sweep summary: {runs_(len(self.runs))}: {len(finished)} finished, {len(failed)} failed, "
               f"{len(paused)} paused, {len(other)} not run to an end"
+              + (f", {len(blocked)} {Status.BLOCKED}" if blocked else "")
               + (f", {len(self.not_ours)} {Status.ANOTHER} in its directory" if self.not_ours else ""), flush=True)
         for line in finished_lines({self.runs[d]: statuses[d][1] for d in finished}):
             print(line)
         for d in self.not_ours:
             print(f"  {Status.ANOTHER}  {self.runs[d]}: {self.another(d, statuses[d][1])}")
+        for d in blocked:
+            print(f"  {Status.BLOCKED}  {self.runs[d]}: {self.blocked(d)}")
         for d in failed:
             print(f"  failed  {self.runs[d]}: {statuses[d][1].error or 'no error recorded'}")
         for d in paused:

@@ -162,6 +162,8 @@ def ending(record: Record) -> str:
         return f"paused{after}" + (f": {reason}" if reason else "") + "; the same command continues it"
     if status == Status.NOT_STARTED:
         return f"not started: {reason}"
+    if status == Status.BLOCKED:
+        return f"blocked: {reason}"
     return status.value + (f" ({reason})" if reason else "")
 
 

@@ -21,7 +21,7 @@ from jal import record as records
 from jal.config import ConfigError
 from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
 from jal.device import PARAMETER_DTYPE, device_name, set_determinism
-from jal.errors import RunDiverged
+from jal.errors import DirectoryConflict, RunDiverged
 from jal.experiment import Experiment, experiment
 from jal.losses import AMSE
 from jal.real_world import is_real_world, load_files
@@ -35,6 +35,7 @@ from jal.run_dir import (
     latest_checkpoint,
     move_aside,
     remove_temp_files,
+    restart_alone,
     save_checkpoint,
 )
 from jal.step import Fusion, Learner, TrainingData, build_training
@@ -119,6 +120,7 @@ class Member(Learner):
     wandb_run: object = None
     start_epoch: int = 0  # the epochs its checkpoint had done
     checkpointed: int = 0  # the epoch of its last checkpoint written (an interruption says it)
+    fused: int = 0  # the most runs that trained an epoch of it together, in this training and before (its records)
     writes: bool = True  # False on the ranks other than 0 of a run across processes (jal/distributed.py)
 
     def __post_init__(self):
@@ -167,7 +169,46 @@ def finished_already(run_dir: Path, asked: dict) -> Record | None:
     if record.status != Status.FINISHED:
         return None
     console.info("%s is finished already: skipping", run_dir, extra=about(run_dir))
+    if edited := hand_edited(run_dir, record):
+        console.warning("%s", edited, extra=about(run_dir))
     return record
+
+
+def flat(tree, prefix: str = "") -> dict:
+    """A nested config as {dotted key: value}."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix[:-1]: tree}
+    return {key: value for name, branch in tree.items() for key, value in flat(branch, f"{prefix}{name}.").items()}
+
+
+def hand_edited(run_dir: Path, record: Record) -> str | None:
+    """The line for a finished run's config.yaml that says otherwise than its record (edited by hand since): the
+    record wins (it was written with the weights it reports), config.yaml is left as it is. None when they agree."""
+    path = Path(run_dir) / "config.yaml"
+    if record.config is None or not path.is_file():
+        return None
+    try:
+        written = flat(OmegaConf.to_container(OmegaConf.load(path)))
+    except Exception as err:  # not YAML any more, or unreadable: named, not fixed
+        return f"{path} cannot be read back ({type(err).__name__}); its record {records.RESULT} says what trained"
+    recorded = flat(record.config)
+    differ = [key for key in sorted(written.keys() | recorded.keys()) if written.get(key) != recorded.get(key)]
+    if not differ:
+        return None
+    value = lambda tree, key: repr(tree[key]) if key in tree else "absent"  # noqa: E731
+    said = "; ".join(f"{key}: {value(recorded, key)} in the record, {value(written, key)} in config.yaml"
+                     for key in differ[:3])
+    return (f"{path} differs from the run's {records.RESULT} ({said}{'; ...' * (len(differ) > 3)}): the record is "
+            "what trained and what is skipped and tabulated; config.yaml was edited since, and is left as it is")
+
+
+def blocked(cfg: DictConfig, run_dir: Path, err: DirectoryConflict) -> Record:
+    """A run of a fusion that cannot train until a file of its own is mended (damaged, unreadable, another
+    experiment's): one line says so, with the command that restarts it alone, and its fusion trains on without
+    it. Its record (BLOCKED) is never written: nothing of it failed."""
+    line = restart_alone(str(err), list(cfg.hydra.overrides.task) if "hydra" in cfg else [])
+    log.error("%s blocked: %s", experiment(cfg).name, line, extra=about(run_dir))
+    return Record(status=Status.BLOCKED, reason=line)
 
 
 def finished_where_unwritable(cfg: DictConfig, run_dir: Path) -> Record | None:
@@ -176,9 +217,10 @@ def finished_where_unwritable(cfg: DictConfig, run_dir: Path) -> Record | None:
     return finished_already(run_dir, experiment(cfg).identity)
 
 
-def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
+def load_training_data(members: list[Member], blocked=None) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
     """The training images (once), each member's subset and labels (its labels.npz checked or written), and
-    the test set, all on the device."""
+    the test set, all on the device. `blocked(m, err)`: a member whose labels.npz is damaged or another draw's
+    (a DirectoryConflict) is handed to it and left out (the others train on); without it, the error is raised."""
     cfg, device = members[0].cfg, members[0].device
     k = cfg.dataset.num_classes
     if is_real_world(cfg):  # image files through DataLoader workers; a run alone (check_fusable), real noise
@@ -197,7 +239,13 @@ def load_training_data(members: list[Member]) -> tuple[TrainingData, torch.Tenso
         m.summary = label_noise.noise_summary(clean_labels, noisy_labels, k)
         m.n_train, m.n_corrupted = len(subset), int(np.sum(noisy_labels != clean_labels))
         if (m.run_dir / LABELS).exists():
-            check_labels(m.run_dir / LABELS, noisy_labels, clean_labels, subset)
+            try:
+                check_labels(m.run_dir / LABELS, noisy_labels, clean_labels, subset)
+            except DirectoryConflict as err:
+                if blocked is None:
+                    raise
+                blocked(m, err)
+                continue
         else:
             atomic_save_npz(m.run_dir / LABELS, noisy=noisy_labels, clean=clean_labels, indices=subset)
         rows.append(subset), noisy.append(noisy_labels), clean.append(clean_labels)
@@ -225,6 +273,8 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.optimizer.load_state_dict(m.state["optimizer"])
         m.scheduler.load_state_dict(m.state["scheduler"])
         m.history, m.start_epoch, m.wall_before = m.state["history"], m.state["epoch"], m.state["wall_seconds"]
+        # checkpoints from before `fused` was kept: the fusion that trained their last epoch
+        m.fused = m.state.get("fused", len(m.state.get("fusion", [])))
         log.info("resuming %s from epoch %d", m.name, m.start_epoch, extra=about(m.run_dir))
     m.state = None  # loaded: its memory (a model's worth) is not kept
     if not cfg.noise.rate:  # human noise: its rate is what its labels measure (clean data: 0)
@@ -258,9 +308,9 @@ def interrupted(m: Member) -> str:
 def unwritable(err: CannotWrite, members: list[Member]) -> CannotWrite:
     """A full disk or a refusing folder met while training: its one line, saying whose checkpoint is kept and
     that the same command resumes the run once there is room."""
-    if not members:
+    m = next((m for m in members if err.what.endswith(f" in {m.run_dir}")), None)  # whose write it was
+    if m is None:  # not a run's own file (a data folder's): its own fix stands
         return err
-    m = next((m for m in members if err.what.endswith(f" in {m.run_dir}")), members[0])  # whose write it was
     kept = (f"its checkpoint of epoch {m.checkpointed}/{m.cfg.trainer.epochs} is kept" if m.checkpointed else
             "it had no checkpoint yet")
     fix = "free space there" if err.full else "make it writable"
@@ -325,8 +375,10 @@ def failed_record(m: Member, err: Exception, epoch: int) -> Record:
 
 
 def write_last_record(m: Member, record: Record, fused: int) -> Record:
-    """Write the member's last record (with how many runs were fused) and close its W&B run."""
-    record.fused = fused
+    """Write the member's last record and close its W&B run. Its `fused`: the most runs that trained an epoch of it
+    together (Member.fused: a kill, a pause or a damaged file that split its fusion does not lower it), or, where it
+    trained no epoch, the `fused` runs it was to train with."""
+    record.fused = m.fused or fused
     if m.writes:
         records.write(m.run_dir, record)
     if m.wandb_run is not None:
@@ -363,7 +415,8 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
         return
     save_checkpoint(m.run_dir, dict(
         model=m.model.state_dict(), optimizer=m.optimizer.state_dict(), scheduler=m.scheduler.state_dict(),
-        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), fusion=fusion, **m.exp.as_dict(),
+        history=m.history, epoch=epoch + 1, wall_seconds=wall(m, started), fusion=fusion, fused=m.fused,
+        **m.exp.as_dict(),
     ))
     m.checkpointed = epoch + 1
 

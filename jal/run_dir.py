@@ -15,6 +15,7 @@ fingerprint (jal.experiment.identity). Here, what keeps the directory's files tr
 import errno
 import fcntl
 import os
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -52,6 +53,15 @@ def cannot_read(path: Path, err: BaseException) -> UnreadableFile:
     conflict = UnreadableFile(unreadable(path, err, RESTART_FIX))
     conflict.permission = permission_denied(err)
     return conflict
+
+
+def restart_alone(line: str, task: list[str]) -> str:
+    """A line's restart advice (`trainer.restart=true`) for one run of a sweep or a fusion, as the command that
+    restarts that run alone (`task`: its overrides, Hydra's task overrides): given to the sweep or jal.fuse,
+    trainer.restart=true would move every run's files aside and train them all again, finished ones too."""
+    overrides = " ".join(shlex.quote(o) for o in task if o.partition("=")[0].lstrip("+~") != "trainer.restart")
+    return line.replace("trainer.restart=true", f"`python -m jal.train {overrides} trainer.restart=true` (that run "
+                        "alone)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,14 +271,20 @@ def held_elsewhere(run_dir: Path) -> str | None:
 # What the directory holds: the labels it trained on
 
 
-def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
-    """The labels a run trained on so far must be the ones it draws now (they follow from its config)."""
+def read_labels(path: Path) -> dict[str, np.ndarray]:
+    """A run's labels.npz (noisy, clean, indices); a damaged or unreadable one raises its one line."""
     try:
         with np.load(path) as stored:
-            same = all(np.array_equal(stored[key], value)
-                       for key, value in (("noisy", noisy), ("clean", clean), ("indices", subset)))
+            return {key: stored[key] for key in ("noisy", "clean", "indices")}
     except Exception as err:  # a cut or foreign file: zipfile, KeyError, ValueError...
         raise cannot_read(path, err) from None
+
+
+def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
+    """The labels a run trained on so far must be the ones it draws now (they follow from its config)."""
+    stored = read_labels(path)
+    same = all(np.array_equal(stored[key], value) for key, value in (("noisy", noisy), ("clean", clean),
+                                                                      ("indices", subset)))
     if not same:
         raise AnotherExperiment(f"{path} holds other labels than this run draws (another experiment or another "
                                 "data file): trainer.restart=true moves it aside and trains the run from scratch")

@@ -47,7 +47,7 @@ from jal import distributed, run
 from jal import stops as stop_signals
 from jal.config_check import check_config
 from jal.device import run_device
-from jal.errors import RunDiverged, boundary
+from jal.errors import DirectoryConflict, RunDiverged, boundary
 from jal.estimate import work_left_after_each_epoch
 from jal.experiment import check_fusable
 from jal.fuse.rejoin import check_same_epoch, rejoin
@@ -67,6 +67,7 @@ from jal.run import (
     wall,
     write_last_record,
 )
+from jal.run_dir import restart_alone
 from jal.step import Fusion, correct_predictions, train_one_epoch
 from jal.stops import restore_handlers, stop_reason
 from jal.util import CONFIG_DIR, CannotWrite
@@ -81,21 +82,27 @@ def shown_path(path) -> str:
     return str(path) if relative == ".." or relative.startswith(".." + os.sep) else relative
 
 
-def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list[Record]:
-    """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure."""
-    data, x_test, y_test = distributed.rank_zero_first(load_training_data, members)  # rank 0 writes labels.npz
-    for m, y_noisy in zip(members, data.y_noisy):
+def train_locked(members: list[Member], stops: stop_signals.StopSignals, apart: bool = False) -> list[Record]:
+    """Train the prepared members (their locks held) as one fusion to the end, a pause or their failure.
+    `apart`: a member whose labels.npz is damaged is blocked (jal.run.blocked) and the others train on."""
+    results = {}
+    block = (lambda m, err: results.__setitem__(m, run.blocked(m.cfg, m.run_dir, err))) if apart else None
+    data, x_test, y_test = distributed.rank_zero_first(load_training_data, members, block)  # rank 0 writes labels
+    training = [m for m in members if m not in results]
+    if not training:
+        return [results[m] for m in members]
+    for m, y_noisy in zip(training, data.y_noisy):
         build_member(m, y_noisy)
-    check_same_epoch(members)
-    distributed.wrap(members, data.y_noisy.shape[1])  # across processes: DDP; alone, nothing
-    cfg, precision, fused, results = members[0].cfg, members[0].precision, len(members), {}
-    fusion, started = Fusion(members), time.perf_counter()
-    epoch, epochs = members[0].start_epoch, cfg.trainer.epochs
+    check_same_epoch(training)
+    distributed.wrap(training, data.y_noisy.shape[1])  # across processes: DDP; alone, nothing
+    cfg, precision, fused = training[0].cfg, training[0].precision, len(training)
+    fusion, started = Fusion(training), time.perf_counter()
+    epoch, epochs = training[0].start_epoch, cfg.trainer.epochs
     work = work_left_after_each_epoch(cfg)  # the bar's time left (jal.estimate)
     progress = tqdm(range(epoch, epochs), initial=epoch, total=epochs,
                     disable=not cfg.trainer.progress or not distributed.is_main(),
-                    desc=members[0].cell.short_name() if fused == 1 else f"fusion of {fused}",
-                    bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in members], work) or None,
+                    desc=training[0].cell.short_name() if fused == 1 else f"fusion of {fused}",
+                    bar_format=BAR_FORMAT, postfix=bar_postfix([m.history for m in training], work) or None,
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
@@ -111,6 +118,8 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
                     results[m] = write_last_record(m, paused, fused)
                     log.info("%s %s", m.name, ending(results[m]), extra=about(m.run_dir))
                 return [results[m] for m in members]
+            for m in fusion.members:  # this epoch trains them together (a kill, a pause never lowers the count)
+                m.fused = max(m.fused, len(fusion.members))
             epoch_start = time.perf_counter()
             sums = distributed.summed(train_one_epoch(fusion, cfg, precision, data, epoch))
             sums = sums.tolist()  # once per epoch: the only host-device sync of the epoch's training
@@ -141,11 +150,24 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
         raise
 
 
+def by_epoch(members: list) -> list[list]:
+    """(index, Member) pairs grouped by the epoch each resumes from, lowest first: runs planned together that
+    another process advanced meanwhile (a plain run of one of them) train apart, each group a fusion of its own."""
+    groups = {}
+    for i, m in members:
+        groups.setdefault(m.state["epoch"] if m.state else 0, []).append((i, m))
+    if len(groups) > 1:
+        log.warning("runs planned as one fusion are at epochs %s now (another process trained some of them "
+                    "meanwhile): each epoch's runs train as a fusion of their own", sorted(groups))
+    return [groups[epoch] for epoch in sorted(groups)]
+
 
 def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.StopSignals | None = None) -> list[Record]:
     """Train the runs described by `cfgs` into `run_dirs` together, one fused model (see Fusion); returns each
-    one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere, or
-    finished already (skipped, not fused). Each member writes what it would write alone, with `fused: K`.
+    one's record: finished, paused, failed (a non-finite loss fails its member only), running elsewhere,
+    finished already (skipped, not fused), or, of two runs or more, blocked (a damaged file of its own: the
+    others train on; a run alone raises it). Each member writes what it would write alone, with `fused: K`
+    (the most runs that trained an epoch of it together).
     `stops`: the stop signals received (default: this process's); one that comes meanwhile pauses the runs
     at the next epoch end, and under SLURM then requeues the job (jal.stops.restore_handlers)."""
     stops = stops or stop_signals.PROCESS_STOPS
@@ -156,13 +178,18 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
             check_config(cfg)  # before anything is read or written: a wrong setting leaves no record
         check_fusable(cfgs)
         distributed.start(run_device(cfgs[0].trainer.device).type, len(cfgs))  # torchrun, SLURM tasks: a rank each
+        apart = len(set(map(Path, run_dirs))) > 1  # a run's own damaged file blocks it alone
         with contextlib.ExitStack() as locks:
             results, first = {}, {}  # first: the index each directory is first named at (a run named twice: once)
             for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
                 if first.setdefault(run_dir, i) != i:
                     continue
-                # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
-                prepared = distributed.on_rank_zero(run.lock_and_prepare, locks, cfg, run_dir, stops)
+                try:  # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
+                    prepared = distributed.on_rank_zero(run.lock_and_prepare, locks, cfg, run_dir, stops)
+                except DirectoryConflict as err:
+                    if not apart:
+                        raise
+                    prepared = run.blocked(cfg, run_dir, err)
                 if isinstance(prepared, Record):  # finished already, not started (stop_at passed, a signal), busy
                     results[i] = prepared
                 else:
@@ -170,8 +197,9 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
                     members.append((i, prepared))
             if members:
                 rejoin([m for _, m in members])
-                for i, result in zip([i for i, _ in members], train_locked([m for _, m in members], stops)):
-                    results[i] = result
+                for group in by_epoch(members):
+                    for i, result in zip([i for i, _ in group], train_locked([m for _, m in group], stops, apart)):
+                        results[i] = result
         return [results[first[Path(run_dir)]] for run_dir in run_dirs]
     except KeyboardInterrupt as err:  # Ctrl-C, a second SIGTERM, a lost rank: each run says where it stopped
         if members:
@@ -202,8 +230,9 @@ def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """One run's last-epoch test accuracy (None when it did not finish). A run that cannot train here (a
-    wrong setting, a missing file, a directory of another experiment) stops in one line; one that fails or is
-    trained elsewhere ends a single run with an error but lets the other runs of a multirun go on."""
+    wrong setting, a missing file, a directory of another experiment) stops in one line; one that fails, is
+    trained elsewhere or is blocked (a damaged file of its own) ends a single run with an error but lets the other
+    runs of a multirun go on."""
     alone = HydraConfig.get().mode != RunMode.MULTIRUN
     with boundary():  # wrong settings, missing files, a class that refuses its arguments: one line
         try:
@@ -212,6 +241,11 @@ def main(cfg: DictConfig) -> float | None:
             if alone:
                 raise
             log.error("%s", err)
+            return None
+        except DirectoryConflict as err:  # a damaged file of its own: the sweep's other runs go on, and its
+            if alone:  # summary lists this one as blocked (jal.multirun.Run.blocked)
+                raise
+            console.error("%s: %s", Status.BLOCKED, restart_alone(str(err), list(cfg.hydra.overrides.task)))
             return None
     if result.status == Status.RUNNING_ELSEWHERE:
         if alone:

@@ -202,8 +202,9 @@ def table_runs(tmp_path_factory):
     rows = {name: [a.format(tmp=tmp) for a in args] for name, args, _ in BAD_SETTINGS}
     assert len(rows) == len(BAD_SETTINGS), "two rows share a name: one would be checked against the other's run"
     (tmp / "streams").mkdir()
-    table = [(name, ["logger=none", "trainer.progress=false", f"out_root={tmp / 'runs' / name.replace(' ', '_')}",
-                     *args], str(tmp / "streams" / name.replace(" ", "_"))) for name, args in rows.items()]
+    table = [(name, ["logger=none"] * (not any(a.startswith("logger=") for a in args)) +  # given once, or refused
+              ["trainer.progress=false", f"out_root={tmp / 'runs' / name.replace(' ', '_')}", *args],
+              str(tmp / "streams" / name.replace(" ", "_"))) for name, args in rows.items()]
     env = dict(os.environ, JAL_DATA_DIR=str(tmp / "empty"), OMP_NUM_THREADS="1")
     driver = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(table)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_train
+from omegaconf import OmegaConf
 
 from jal import run as jal_run
 from jal import run_dir as jal_run_dir
@@ -273,12 +274,17 @@ def test_runs_that_cannot_be_fused_are_refused_in_one_line_before_anything_is_wr
 
 
 @pytest.mark.full  # trains
-def test_runs_at_different_epochs_are_not_fused(trained, tmp_path, one_torch_thread):
+def test_runs_at_different_epochs_are_trained_apart(trained, tmp_path, one_torch_thread, caplog):
+    """Runs planned as one fusion that another process advanced meanwhile (a plain run of one of them) train
+    apart, each epoch's runs a fusion of their own, each ending as its run alone: none is failed."""
     root = trained[0]
     shutil.copytree(root / "alone" / "ce", tmp_path / "ce")  # finished: skipped, not fused
     (tmp_path / "ce" / "result.json").unlink()  # as if killed after its last epoch: its checkpoint says epoch 2
-    with pytest.raises(jal_run.ConfigError, match=r"must be at the same epoch; these are at epochs \[0, 2\]"):
-        jal_train.train_fusion(configs(root)[:2], dirs(tmp_path)[:2])
+    results = jal_train.train_fusion(configs(root)[:2], dirs(tmp_path)[:2])
+    assert [(r.status, r.fused) for r in results] == [("finished", 1), ("finished", 1)]
+    assert "runs planned as one fusion are at epochs [0, 2] now" in caplog.text
+    for name in ("jal_ce", "ce"):
+        assert_bitwise_runs(root / "alone" / name, tmp_path / name)
 
 
 class Killed(BaseException):
@@ -325,6 +331,108 @@ def test_a_fusion_killed_between_its_members_checkpoints_comes_back_as_the_same_
     for uninterrupted, rerun in zip(dirs(root / "fused"), dirs(tmp_path)):
         assert_bitwise_runs(uninterrupted, rerun)
         assert not list(rerun.glob(".*.pt"))
+
+
+@pytest.fixture(scope="module")
+def killed_after_its_first_record(trained, tmp_path_factory):
+    """The fusion of the three killed right after its first member's last record: jal_ce's result.json written,
+    the others' not, every member's checkpoint of epoch 2 (and of epoch 1, checkpoint.prev.pt) written."""
+    root, real, threads = tmp_path_factory.mktemp("killed"), jal_train.write_last_record, torch.get_num_threads()
+
+    def write_then_die(m, record, fused):
+        real(m, record, fused)
+        raise Killed
+
+    jal_train.write_last_record = write_then_die
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(Killed):
+            jal_train.train_fusion(configs(trained[0]), dirs(root))
+    finally:
+        jal_train.write_last_record = real
+        torch.set_num_threads(threads)
+    assert [(d / "result.json").exists() for d in dirs(root)] == [True, False, False]
+    return root
+
+
+def cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.full  # trains
+def test_a_kill_after_one_members_last_record_leaves_every_record_its_fused_count(
+        trained, killed_after_its_first_record, tmp_path, one_torch_thread):
+    """The members left without a record end with nothing to train: their records say the fusion of 3 that
+    trained every epoch of them, not the 2 that finished them."""
+    root = trained[0]
+    shutil.copytree(killed_after_its_first_record, tmp_path, dirs_exist_ok=True)
+    again = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert [(r.status, r.fused) for r in again] == [("finished", 3)] * 3
+    for uninterrupted, rerun in zip(dirs(root / "fused"), dirs(tmp_path)):
+        assert_bitwise_runs(uninterrupted, rerun)
+        assert json.loads((rerun / "result.json").read_text())["fused"] == 3
+
+
+@pytest.mark.full  # trains
+def test_a_fused_members_damaged_checkpoint_brings_the_fusion_back_to_their_common_epoch(
+        trained, killed_after_its_first_record, tmp_path, one_torch_thread):
+    """Killed after the three checkpoints of epoch 2, then member 2's checkpoint.pt damaged: it resumes from its
+    checkpoint of epoch 1 (checkpoint.prev.pt), the plan and the run bring the others back to epoch 1 with it, and
+    the same fusion of 3 trains epoch 2 again: every member ends as the uninterrupted fusion, bit for bit."""
+    from jal import multirun
+
+    root = trained[0]
+    shutil.copytree(killed_after_its_first_record, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "jal_ce" / "result.json").unlink()  # killed before any last record
+    cut(tmp_path / "ce" / "checkpoint.pt")
+    runs = [multirun.Run(d, cfg.run_name, cfg) for d, cfg in zip(dirs(tmp_path), configs(root))]
+    assert [run.checkpoint()[0] for run in runs] == [2, 1, 2]  # read as the run reads them
+    assert [[r.dir for r in group] for group in multirun.fusions(runs, 3)] == [dirs(tmp_path)]
+    again = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert [(r.status, r.fused) for r in again] == [("finished", 3)] * 3
+    for uninterrupted, rerun in zip(dirs(root / "fused"), dirs(tmp_path)):
+        assert_bitwise_runs(uninterrupted, rerun)
+    assert (tmp_path / "ce" / "checkpoint.pt.damaged").exists()
+
+
+@pytest.mark.full  # trains
+def test_a_member_with_a_damaged_labels_file_is_blocked_and_the_others_train_on(
+        trained, killed_after_its_first_record, tmp_path, one_torch_thread):
+    """Member 2's labels.npz damaged, the three at epoch 1: member 2 is blocked (one line, with the command that
+    restarts it alone; no record: nothing of it failed) and the others train epoch 2 as a fusion of 2, ending
+    as their runs in the fusion of 3 up to the rounding of the smaller batch, their `fused` the 3 of epoch 1."""
+    import shlex
+
+    root = trained[0]
+    shutil.copytree(killed_after_its_first_record, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "jal_ce" / "result.json").unlink()
+    for d in dirs(tmp_path):  # back at epoch 1, as after a pause there
+        os.replace(d / "checkpoint.prev.pt", d / "checkpoint.pt")
+    cut(tmp_path / "ce" / "labels.npz")
+    results = jal_train.train_fusion(configs(root), dirs(tmp_path))
+    assert [(r.status, r.fused) for r in results] == [("finished", 3), ("blocked", None), ("finished", 3)]
+    line = results[1].reason
+    assert line.startswith(f"{tmp_path / 'ce' / 'labels.npz'} is damaged (") and "\n" not in line
+    restart = re.search(r"`python -m jal\.train (.*) trainer\.restart=true` \(that run alone\) moves it aside", line)
+    assert compose_train(shlex.split(restart[1])).run_name == configs(root)[1].run_name  # that run, alone
+    assert not (tmp_path / "ce" / "result.json").exists() and final_state(tmp_path / "ce")["epoch"] == 1
+    for name in ("jal_ce", "nce_rce"):
+        assert_close_runs(root / "fused" / name, tmp_path / name)
+
+
+@pytest.mark.full  # trains
+def test_a_finished_runs_hand_edited_config_is_named_and_its_record_wins(trained, tmp_path, caplog):
+    root = trained[0]
+    shutil.copytree(root / "alone" / "ce", tmp_path / "ce")
+    config = tmp_path / "ce" / "config.yaml"
+    edited = OmegaConf.load(config)
+    edited.optim.lr = 0.5
+    OmegaConf.save(edited, config)
+    record = jal_train.train(configs(root)[1], tmp_path / "ce")
+    assert record == jal_run.records.read(root / "alone" / "ce")  # skipped: its record, as it was
+    assert (f"{config} differs from the run's result.json (optim.lr: 0.01 in the record, 0.5 in config.yaml): the "
+            "record is what trained") in caplog.text
+    assert OmegaConf.load(config).optim.lr == 0.5  # left as it is
 
 
 # ---------------------------------------------------------------------------------------------------

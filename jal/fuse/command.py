@@ -1,7 +1,9 @@
 """Train a sweep's runs fused, at most K at a time: `python -m jal.fuse --fuse K <overrides>` (jal-fuse).
 
 The sweep's runs are planned as `python -m jal.train -m <overrides>` plans them, grouped into fusions, launched
-(jal.fuse.tasks), and a line per member says how it ended, with the sweep's ETA; then a summary."""
+(jal.fuse.tasks), and a line per member says how it ended, with the sweep's ETA; then a summary. Its exit
+status is -m's (docs/runs.md): 1 when a run failed or is blocked (cannot train until something is fixed), 0
+when every run finished, paused or was not started by a stop."""
 
 import argparse
 import logging
@@ -10,10 +12,10 @@ import sys
 from hydra import initialize_config_dir
 
 from jal import launch
-from jal.errors import boundary
+from jal.errors import ConfigError, boundary
 from jal.fuse.logs import CONSOLE_FORMAT
 from jal.fuse.tasks import fusion_tasks, launch_fusions
-from jal.record import ENDED, Status, ending
+from jal.record import ENDED, Record, Status, ending
 from jal.util import CONFIG_DIR
 
 
@@ -22,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fuse", type=int, default=8, help="at most this many runs per fusion (default 8)")
     parser.add_argument("overrides", nargs="*", help="the overrides of `python -m jal.train -m`")
     args = parser.parse_args(argv)
+    if args.fuse < 1:
+        with boundary():
+            raise ConfigError(f"--fuse {args.fuse}: a fusion holds at least one run; e.g. --fuse 8 (--fuse 1 trains "
+                              "each run alone)")
     logging.basicConfig(level=logging.INFO, format=CONSOLE_FORMAT, stream=sys.stdout)
     from jal import multirun  # the plan's imports load here, after the arguments: --help answers sooner
     from jal.progress import Progress, finished_lines, stop_signal
@@ -33,9 +39,13 @@ def main(argv: list[str] | None = None) -> None:
             runs = multirun.plan_runs(args.overrides)
             groups = multirun.fusions(runs, args.fuse)
             launcher = launch.settings(runs[0].cfg.hydra)
-            print(f"{multirun.runs_(len(runs))}: {len(runs) - sum(map(len, groups))} finished already, "
-                  f"{len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train, "
+            blocked = {r.dir: r for r in runs if r.blocked()}.values()  # a run named twice: once
+            print(f"{multirun.runs_(len(runs))}: {len(runs) - sum(map(len, groups)) - len(blocked)} finished "
+                  f"already, {len(groups)} fusion{'s' * (len(groups) != 1)} of at most {args.fuse} to train, "
                   f"{launch.how_fusions_run(launcher, runs[0].cfg.trainer.threads)}", flush=True)
+            for run in blocked:  # a damaged file of its own: the others train on
+                print(f"[{Status.BLOCKED}] {run.name}: {run.blocked()}", flush=True)
+                results.append(Record(status=Status.BLOCKED, reason=run.blocked()))
             tasks = fusion_tasks(groups)
             progress = Progress()  # the sweep's ETA from its runs' checkpoints, as a plain sweep's
             progress.start(runs)
@@ -45,14 +55,17 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"[fusion {task.number}/{task.of}] {name}: {ending(result)} ({eta})", flush=True)
                     results.append(result)
     # Ctrl-C, a second SIGTERM: each member has said where it stopped (jal.train), jal.stops.command exits
-    counts = {s: sum(r.status == s for r in results) for s in ENDED}
+    counts = {s: sum(r.status == s for r in results) for s in (*ENDED, Status.BLOCKED)}
+    blocked = counts.pop(Status.BLOCKED)
     print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
-        f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values())} not run to an end")
+        f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values()) - blocked} not run to an "
+        "end" + (f", {blocked} {Status.BLOCKED} (each said why above; the same command trains it once that is fixed)"
+                 if blocked else ""))
     finished = {run.name: record for run in runs if (record := run.status()[1]) is not None
                 and record.status == Status.FINISHED}  # those finished before it too
     for line in finished_lines(finished):
         print(line)
     if counts[Status.PAUSED] and (name := stop_signal()):  # a stop signal came (before, or between the fusions)
         print(f"  stopped by {name}: the same command continues the sweep")
-    if counts[Status.FAILED]:
+    if counts[Status.FAILED] or blocked:  # the exit status of -m too (jal.progress.Progress.on_multirun_end)
         sys.exit(1)

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from jal import launch
 from jal.config import ConfigError
-from jal.errors import failed_job, one_line
+from jal.errors import DirectoryConflict, JalError, RunDiverged, failed_job, one_line
 from jal.fuse.logs import fusion_logging
 from jal.record import Record, Status
+from jal.run_dir import restart_alone
 
 
 @dataclass
@@ -24,7 +25,10 @@ class FusionTask:
     work: list = field(default_factory=list)
 
     def __call__(self) -> tuple[int, list]:
-        """(number, each member's record). An error of the fusion is its members' (failed), not the sweep's."""
+        """(number, each member's record). An error of the fusion is its members', not the sweep's: one the user
+        can act on (a full disk, a setting, a data file, a damaged file of a fusion of one: jal.errors.JalError)
+        blocks them (one line; nothing of them failed, the same command resumes them once it is fixed), any
+        other fails them (its traceback, and their records say failed where it got so far: train_fusion)."""
         from hydra.core.utils import setup_globals
 
         from jal import train  # torch loads here, in the process that trains
@@ -33,12 +37,16 @@ class FusionTask:
         with fusion_logging(self):
             try:
                 return self.number, train.train_fusion(self.cfgs, self.run_dirs)
-            except Exception as err:  # its members' records say failed where it got so far (train_fusion)
+            except Exception as err:
+                if isinstance(err, (JalError, FileNotFoundError)) and not isinstance(err, RunDiverged):
+                    line = one_line(err)
+                    if isinstance(err, DirectoryConflict):  # a fusion of one: its restart advice, for it alone
+                        line = restart_alone(line, list(self.cfgs[0].hydra.overrides.task)
+                                             if "hydra" in self.cfgs[0] else [])
+                    logging.getLogger("jal.fuse").error("fusion %d/%d: %s", self.number, self.of, line)
+                    return self.number, [Record(status=Status.BLOCKED, reason=line) for _ in self.cfgs]
+                logging.getLogger("jal.fuse").exception("fusion %d/%d", self.number, self.of)
                 error = f"{type(err).__name__}: {one_line(err)}"
-                if isinstance(err, (ValueError, FileNotFoundError)):  # a setting or a file: one line says it
-                    logging.getLogger("jal.fuse").error("fusion %d/%d: %s", self.number, self.of, error)
-                else:
-                    logging.getLogger("jal.fuse").exception("fusion %d/%d", self.number, self.of)
                 return self.number, [Record(status=Status.FAILED, error=error) for _ in self.cfgs]
 
     def checkpoint(self, *args, **kwargs):
