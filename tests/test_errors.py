@@ -375,7 +375,9 @@ def test_every_wrong_value_of_every_setting_is_one_line(tmp_path, monkeypatch):
     for choice, key, hint in rows:
         for value in wrong_values(hint):
             base = [] if any(c.startswith("dataset=") for c in choice) else [SYN]  # no data file in the way
-            args = [*base, "logger=none", *choice, f"out_root={tmp_path / 'runs'}", f"{key}={value}"]
+            logger = [] if any(c.startswith("logger=") for c in choice) else ["logger=none"]  # given once
+            out_root = [] if key == "out_root" else [f"out_root={tmp_path / 'runs'}"]
+            args = [*base, *logger, *choice, *out_root, f"{key}={value}"]
             try:
                 check_command_line(args)
             except SystemExit as exit:

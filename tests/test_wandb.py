@@ -138,6 +138,7 @@ def test_the_same_cell_in_two_out_roots_is_two_wandb_runs(synthetic_run, offline
     assert [r["epoch"] for r in a_rows] == [r["epoch"] for r in b_rows] == [1]
 
 
+@pytest.mark.full  # wandb-core
 def test_trainer_restart_is_a_new_wandb_run(synthetic_run, offline):
     cfg = synthetic_run(*TINY, "trainer.epochs=1")
     run_dir = run_dir_of(cfg)
