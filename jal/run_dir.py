@@ -295,12 +295,13 @@ def held_elsewhere(run_dir: Path) -> str | None:
 # What the directory holds: the labels it trained on
 
 
-def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
-    """The labels a run trained on so far must be the ones it draws now (they follow from its config)."""
+def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray, **held_out) -> None:
+    """The labels a run trained on so far must be the ones it draws now (they follow from its config), and so must
+    the rows it holds out (`val_indices=...`, where it holds some out)."""
     try:
         with np.load(path) as stored:
             same = all(np.array_equal(stored[key], value)
-                       for key, value in (("noisy", noisy), ("clean", clean), ("indices", subset)))
+                       for key, value in (("noisy", noisy), ("clean", clean), ("indices", subset), *held_out.items()))
     except Exception as err:  # a cut or foreign file: zipfile, KeyError, ValueError...
         raise cannot_read(path, err) from None
     if not same:
