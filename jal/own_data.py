@@ -247,8 +247,8 @@ def class_folders(root: Path, setting: str) -> list[str]:
         raise DataError(unreadable(root, err, f"{setting} must follow {FOLDER_LAYOUT}", ELSEWHERE)) from None
     loose = [e.name for e in entries if e.is_file() and is_image(e.name)]
     if loose:
-        raise DataError(f"{root} holds {len(loose)} images outside any class folder (the first: {loose[0]}): "
-                        f"move each into its class's folder ({FOLDER_LAYOUT})")
+        raise DataError(f"{root} holds {len(loose)} image{'s' * (len(loose) > 1)} outside any class folder (the "
+                        f"first: {loose[0]}): move each into its class's folder ({FOLDER_LAYOUT})")
     return [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
 
 
