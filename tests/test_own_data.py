@@ -358,15 +358,19 @@ def test_the_new_settings_at_their_old_values_leave_the_identity_as_it_was(synth
 # The documentation's toy folder
 
 
-def test_the_docs_toy_folder_script_writes_a_few_hundred_images_with_flipped_labels(tmp_path, monkeypatch):
+def test_the_docs_toy_folder_and_its_packing_write_what_the_docs_say(tmp_path, monkeypatch):
     text = (REPO / "docs" / "your-data.md").read_text()
-    script = re.search(r"```python\n(# make_toy\.py.*?)```", text, re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    exec(compile(script, "make_toy.py", "exec"), {})
+    for name in ("make_toy", "pack_toy"):  # as written, in the order the docs give them
+        script = re.search(rf"```python\n(# {name}\.py.*?)```", text, re.S).group(1)
+        exec(compile(script, f"{name}.py", "exec"), {})
     images = sorted((tmp_path / "toy").rglob("*.png"))
     flipped = (tmp_path / "toy" / "flipped.csv").read_text().splitlines()[1:]
-    assert len(images) == 400 and len(describe_folder(tmp_path / "toy" / "train").classes) == 4
-    assert 0.1 < len(flipped) / 320 < 0.2  # 15% of the training images drawn to another class's folder
+    assert len(images) == 400 and describe_folder(tmp_path / "toy" / "train").classes == ("blue", "green", "red",
+                                                                                            "yellow")
+    assert 0.1 < len(flipped) / 320 < 0.2  # 15% of the training images drawn into another class's folder
     for line in flipped:
         file, true, given = line.split(",")
         assert (tmp_path / file).parent.name == given != true
+    packed = describe_arrays(tmp_path / "toy.npz")
+    assert (packed.num_classes, packed.train_size, packed.image_size) == (4, 320, 32)
