@@ -63,8 +63,8 @@ BAD_SETTINGS = [
     # unknown options, groups and keys
     ("unknown loss", [SYN, "loss=foo"], "unknown loss 'foo'; choose one of: ael, agce, agce_mae, amse"),
     ("unknown loss on the default dataset", ["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
-    ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, "
-                                              "clothing1m, synthetic, webvision"),
+    ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: arrays, cifar10, "
+                                              "cifar100, clothing1m, folder, synthetic, webvision"),
     ("unknown loss in a sweep", [SYN, "loss=ce,foo", "-m"], "unknown loss 'foo'; choose one of: ael"),
     # the sweep's plan checks every run before the first trains (its first run here is a valid one)
     ("bad value in the second run of a sweep", [SYN, "loss=gce", "loss.q=0.7,0", "-m"],
