@@ -1,7 +1,8 @@
-"""The schema of every setting: dataclasses in Hydra's ConfigStore, named in the defaults list of each config
-(`- /schema/<name>@_here_`; configs/loss/jal_ce.yaml also types its terms with `@active`, `@passive`), their
-value rules (each __post_init__, run by jal.config_check before any data loads). The rules that pick values
-from other settings (the eps-Softmax table, the regularisation) are jal.resolvers'.
+"""The schema of every setting (the datasets a user brings: jal/own_data.py): dataclasses in Hydra's ConfigStore,
+named in the defaults list of each config (`- /schema/<name>@_here_`; configs/loss/jal_ce.yaml also types its
+terms with `@active`, `@passive`), their value rules (each __post_init__, run by jal.config_check before any data
+loads). The rules that pick values from other settings (the eps-Softmax table, the regularisation) are
+jal.resolvers'.
 """
 
 import math
@@ -13,6 +14,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from jal.errors import ConfigError  # noqa: F401  (config.ConfigError: its home was here)
+
+
+class DataError(ConfigError):
+    """A data file or folder that cannot be used as it is: one line naming it and what to do (a ConfigError: the
+    setting naming the data is what changes)."""
 
 
 class BadValue(ConfigError):
@@ -134,6 +140,7 @@ class DatasetConfig:
     human_labels: str = MISSING
     subset: Optional[int] = None
     test_subset: Optional[int] = None
+    val_fraction: float = 0.0  # share held out, scored against its given labels (docs/your-data.md); 0: none
 
     def __post_init__(self):
         k = self.num_classes
@@ -152,6 +159,8 @@ class DatasetConfig:
         if self.test_subset is not None:
             require(self.test_subset >= k, "test_subset", self.test_subset,
                     f"is below the number of classes ({k})", max(k, 1000))
+        require(0 <= self.val_fraction <= 0.5, "val_fraction", self.val_fraction,
+                "is outside [0, 0.5] (the share of the training set held out; 0: none)", 0.1)
 
 
 @dataclass

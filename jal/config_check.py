@@ -64,6 +64,7 @@ def check_config(cfg) -> None:
     if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
         valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
         raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
+    check_own_data(cfg)
     device = cfg.trainer.device
     if device.startswith("cuda"):
         import torch  # only here: composing and checking the rest needs no torch
@@ -108,6 +109,39 @@ def check_arguments(cfg) -> None:
         if extra := sorted(key for key in node.keys() if not str(key).startswith("_") and key not in takes):
             raise ConfigError(f"unknown setting '{section}.{extra[0]}': {node._target_} takes no argument "
                               f"{extra[0]!r}; valid keys in {section}: {', '.join(sorted(takes))}")
+LARGEST_FOR_CNN8 = 64  # pixels: the 8-layer CNN (made for CIFAR's 32) up to here, ResNet-50 beyond (jal/models.py)
+
+
+def check_own_data(cfg) -> None:
+    """A dataset of yours (jal/own_data.py) with what fits it: its labels as given (not claimed clean), noise that
+    needs no CIFAR class map nor images in memory, the settings read from the data left to it; a model that
+    fits the images' size; and a validation split only where the run records the rows it holds out."""
+    kind, name, own, given = cfg.noise.type, cfg.dataset.name, cfg.dataset.get("format"), given_settings(cfg)
+    if kind == "as_given" and not own:
+        raise ConfigError(f"noise=as_given keeps the labels of a dataset of yours (dataset=folder or arrays) as "
+                          f"given; those of dataset={name} are {'real-world noise' if name in REAL_WORLD else 'clean'}:"
+                          " noise=none trains on them")
+    if own and kind in ("none", "asymmetric") or own == "folder" and kind == "instance":
+        why = {"none": "says the labels are clean, which the run cannot know: drop it (noise=as_given, the default, "
+                       "records them as given)",
+               "asymmetric": "flips pairs of CIFAR's classes (jal.noise.ASYMMETRIC_PAIRS), not of yours: draw "
+                             "noise=symmetric on them",
+               "instance": "draws from the images' pixels, which a folder does not hold in memory: pack the images "
+                           "into an .npz (dataset=arrays)"}[kind]
+        raise ConfigError(f"noise={kind} on dataset={own} {why}")
+    for key in ("num_classes", "digest", "format") + (("image_size",) if own == "arrays" else ()):  # mean, std: may
+        if own and f"dataset.{key}" in given:  # be set (ImageNet's for model=resnet50_imagenet)
+            raise ConfigError(f"dataset.{key}={given[f'dataset.{key}']} is read from the data (jal/own_data.py), "
+                              f"not set: drop it")
+    if name in REAL_WORLD and cfg.dataset.val_fraction:
+        raise ConfigError(f"dataset.val_fraction={cfg.dataset.val_fraction} on dataset={name}: its training labels are "
+                          "read from its file lists and no labels.npz records a split; validate on its test sets")
+    size = OmegaConf.select(cfg, "model.image_size")
+    if OmegaConf.select(cfg, "model._target_") == "jal.models.CNN8" and size and size > LARGEST_FOR_CNN8:
+        raise ConfigError(f"{size}-pixel images are large for the 8-layer CNN (model=cnn8, made for CIFAR's 32, up to "
+                          f"{LARGEST_FOR_CNN8}): add model=resnet50 (from scratch) or model=resnet50_imagenet "
+                          "(ImageNet weights, downloaded once)" + (", or dataset.image_size=32" if own == "folder"
+                                                                    else ""))
 
 
 # The noise types whose labels read noise.rate, and the rates of the precomputed instance-dependent label sets
@@ -151,7 +185,7 @@ def check_nothing_ignored(cfg) -> None:
                                         f"regularization): set dataset.{used} instead")
         elif (derived := "optim.l1" if l1_keys else "optim.weight_decay") in given:
             unread[f"dataset.{key}"] = f"{derived}, given too: drop one"
-    precomputed = name != "synthetic" and rate in PRECOMPUTED_INSTANCE_RATES
+    precomputed = name in HUMAN_LABEL_SETS and rate in PRECOMPUTED_INSTANCE_RATES  # CIFAR-10 and CIFAR-100
     if kind == "instance" and not precomputed and given.get("noise.generate", "").lower() == "false":
         unread["noise.generate"] = (f"noise.rate={rate} on {name}: precomputed labels exist for rates "
                                     f"{', '.join(map(str, PRECOMPUTED_INSTANCE_RATES))} of CIFAR only, the "

@@ -1,4 +1,5 @@
-"""Datasets as arrays, and augmentation as a few batched tensor ops on the training device.
+"""Datasets as arrays, and augmentation as a few batched tensor ops on the training device; the validation split a
+run holds out of its training set.
 
 The whole training set lives on the device as uint8 (150 MB for CIFAR): no DataLoader workers, no PIL,
 no per-sample Python. A prepared `<data_dir>/<name>.npz` (x_train uint8 (N,32,32,3) HWC RGB, y_train,
@@ -97,6 +98,33 @@ def load_dataset(name: str, data_dir: str | Path, *, num_classes: int = 10, trai
                      arrays["y_test"].astype(np.int64))
 
 
+def load_arrays(path: str | Path) -> ImageData:
+    """A dataset of yours in one .npz (dataset=arrays), checked as its config was (jal.own_data.check_arrays);
+    its test set is empty when the file holds none."""
+    from jal.own_data import check_arrays, read_arrays
+
+    path = Path(path).absolute()
+    arrays = read_arrays(path)
+    check_arrays(path, arrays)
+    x_train = arrays["x_train"]
+    x_test = arrays.get("x_test", np.zeros((0, *x_train.shape[1:]), np.uint8))
+    y_test = arrays.get("y_test", np.zeros(0, np.int64))
+    return ImageData(x_train, arrays["y_train"].astype(np.int64), x_test, y_test.astype(np.int64))
+
+
+def check_fits(data: ImageData, device: torch.device, path) -> None:
+    """A dataset of yours lives on the device as CIFAR does where its images take at most half of the GPU's free
+    memory (the other half: the model and its activations); else one line saying what to do."""
+    if device.type != "cuda":
+        return
+    size, free = data.x_train.nbytes + data.x_test.nbytes, torch.cuda.mem_get_info(device)[0]
+    if size > free / 2:
+        gib = lambda n: f"{n / 2**30:.1f} GiB"
+        raise DataError(f"{path}: its images take {gib(size)}, more than half of the GPU's {gib(free)} free: train on "
+                        "a dataset.subset of them, or save them as class folders (dataset=folder, read from disk a "
+                        "batch at a time)")
+
+
 def _download_and_prepare(name: str, path: Path) -> None:
     import torchvision
 
@@ -144,6 +172,32 @@ def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) 
             raise ConfigError(f"dataset.subset={size} needs {per_class} images of class {c}, found {len(members)}")
         picks.append(rng.choice(members, per_class, replace=False))
     return np.sort(np.concatenate(picks))
+
+
+def validation_rows(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """Sorted positions of the samples a run holds out for validation (dataset.val_fraction): round(fraction * n)
+    of its n, stratified by their labels (the given, noisy ones): class c gets floor(fraction * n_c), the rest go
+    one each to the classes with the largest fractions left over (the lower class first), never the last image of
+    a class; the samples are drawn with the run's seed on a stream of their own (not the noise's). The count
+    depends on n and fraction alone, so the runs of a fusion hold out as many each."""
+    if fraction <= 0:
+        return np.zeros(0, np.int64)
+    n = len(labels)
+    total = int(np.floor(fraction * n + 0.5))
+    counts = np.bincount(labels, minlength=num_classes)
+    exact = fraction * counts
+    quota = np.floor(exact).astype(np.int64)
+    for c in np.argsort(-(exact - quota), kind="stable"):  # largest remainders first
+        if quota.sum() == total:
+            break
+        if quota[c] + 1 < counts[c]:
+            quota[c] += 1
+    if total == 0 or quota.sum() != total:
+        raise ConfigError(f"dataset.val_fraction={fraction} cannot hold out {total} of {n} training images, by class, "
+                          "and leave every class some: raise it, or train on more images")
+    rng = np.random.default_rng([seed, 1])
+    picks = [rng.choice(np.flatnonzero(labels == c), quota[c], replace=False) for c in range(num_classes)]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------

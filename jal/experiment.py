@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from jal.config import REAL_WORLD, ConfigError, WandbConfig, missing_line, real_world_lists
+from jal.own_data import ARRAYS_LAYOUT, FOLDER_LAYOUT
 
 # ---------------------------------------------------------------------------------------------------
 # Which settings are the experiment
@@ -32,6 +33,10 @@ NOT_THE_EXPERIMENT = {
     "trainer.restart": True, "data_dir": False, "trainer.threads": False, "trainer.device": False,
     "trainer.eval_batch_size": False, "trainer.compile": False, "trainer.channels_last": False,
     "trainer.deterministic": False, "trainer.precision": False,
+    # where the data lies, as data_dir (what it is: its name, or a dataset of yours' digest), and how many workers
+    # decode it (the images a step sees do not depend on them, jal/real_world.py)
+    "dataset.path": False, "dataset.root": False, "dataset.test_root": False, "dataset.imagenet_root": False,
+    "dataset.workers": False,
 }
 MACHINE_PATHS = ("data_dir", "out_root")  # where this machine keeps data and runs: not in the records' config
 # The experiment's settings that each member of a fusion has its own of (the step applies them per member).
@@ -39,7 +44,7 @@ PER_MEMBER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.
               "dataset.l1_amse", "dataset.l1_nnce")
 MAY_DIFFER_IN_A_FUSION = PER_MEMBER + tuple(key for key, per_run in NOT_THE_EXPERIMENT.items() if per_run)
 # Named by the run directory's cell already (dataset/noise/loss/seed), or by the preset's own out_root.
-IN_THE_CELL = ("dataset", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment")
+IN_THE_CELL = ("dataset", "dataset.name", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -174,9 +179,18 @@ def plain_config(cfg: DictConfig) -> dict:
                 for k, v in cfg.items() if k not in ("hydra", *MACHINE_PATHS)}
 
 
+# Settings added after records were first written, left out of the identity at the value every earlier record
+# trained with: a record without the setting and a run at that value are one experiment, with one fingerprint.
+LEFT_OUT_AT = {
+    "dataset.val_fraction": 0.0,  # no validation split
+    "model.image_size": 32,       # the 8-layer CNN's input: CIFAR's 32 pixels
+}
+
+
 def identity(config: dict, precision: str) -> dict:
     """What defines the experiment of a run with this (plain, resolved) config training in `precision`."""
-    ident = {key: value for key, value in flatten(config).items() if not within(key, NOT_THE_EXPERIMENT)}
+    ident = {key: value for key, value in flatten(config).items()
+             if not within(key, NOT_THE_EXPERIMENT) and not (key in LEFT_OUT_AT and value == LEFT_OUT_AT[key])}
     ident["precision"] = precision
     return ident
 
@@ -227,6 +241,9 @@ def check_fusable(cfgs: list[DictConfig]) -> None:
     if len(cfgs) > 1 and cfgs[0].dataset.name in REAL_WORLD:
         raise ConfigError(f"{len(cfgs)} runs of dataset={cfgs[0].dataset.name} asked to train fused: a real-world "
                           "run trains alone (one ResNet-50 fills a GPU); train them one by one (jal.fuse=false)")
+    if len(cfgs) > 1 and cfgs[0].dataset.get("format") == "folder":
+        raise ConfigError(f"{len(cfgs)} runs of dataset=folder asked to train fused: image files read by DataLoader "
+                          "workers train one run at a time; train them one by one (jal.fuse=false)")
     first = fixed_settings(cfgs[0])
     for n, cfg in enumerate(cfgs[1:], 2):
         other = fixed_settings(cfg)
@@ -265,6 +282,8 @@ class Cell:
         """Its loss, noise and seed, as a progress bar names a run: `jal_ce sym0.8 s123`."""
         if self.noise_type == "none":
             noise = "clean"
+        elif self.noise_type == "as_given":
+            noise = "as-given"
         elif self.noise_type == "human":
             noise = f"human-{self.noise_labels}"
         else:
@@ -302,6 +321,7 @@ def choose(cfg):
 # The CIFAR images torchvision downloads; the precomputed instance-dependent label sets' rates
 TORCHVISION = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 PRECOMPUTED_INSTANCE_RATES = (0.2, 0.4, 0.6)
+OWN_LAYOUTS = {"arrays": ARRAYS_LAYOUT, "folder": FOLDER_LAYOUT}  # the layouts of a dataset of yours
 
 
 @dataclass(frozen=True)
@@ -318,6 +338,8 @@ class DataFile:
 
     def missing(self) -> str:
         """The one line for this file missing."""
+        if self.layout in OWN_LAYOUTS:
+            return f"{self.path} is missing: {self.what} must be {OWN_LAYOUTS[self.layout]}"
         if self.layout:
             return missing_line(self.path, self.layout)
         return (f"{self.path} is missing: put {self.path.name} ({self.what}; docs/protocol.md section 6) there or "
@@ -327,10 +349,16 @@ class DataFile:
 def data_files(cfg) -> list[DataFile]:
     """The files a run of `cfg` reads first, in the order it reads them: for CIFAR its images and the label set
     its noise reads (CIFAR-N, or the precomputed instance-dependent labels at 0.2, 0.4 and 0.6 unless
-    noise.generate); for WebVision and Clothing1M their file lists. Synthetic data reads none."""
+    noise.generate); for WebVision and Clothing1M their file lists; for a dataset of yours its file or folders
+    (read and checked as the config is composed, jal/own_data.py). Synthetic data reads none."""
     name, kind, folder = cfg.dataset.name, cfg.noise.type, Path(cfg.data_dir)
     if name == "synthetic":
         return []
+    if (own := cfg.dataset.get("format")) == "arrays":
+        return [DataFile(Path(cfg.dataset.path), "your images and labels", "arrays")]
+    if own == "folder":
+        return [DataFile(Path(cfg.dataset[key]), what, "folder") for key, what in
+                (("root", "your training images"), ("test_root", "your test images")) if cfg.dataset[key]]
     if name in REAL_WORLD:
         return [DataFile(Path(path), "a file list", layout) for path, layout in real_world_lists(cfg.dataset)]
     files = [DataFile(folder / f"{name}.npz", "the images")]

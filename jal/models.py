@@ -1,5 +1,6 @@
-"""The backbones of the paper (docs/protocol.md sections 1 and 7): an 8-layer CNN for CIFAR-10, a CIFAR
-ResNet-34 for CIFAR-100, and torchvision's ResNet-50 for WebVision and Clothing1M."""
+"""The backbones of the paper (docs/protocol.md sections 1 and 7): an 8-layer CNN for CIFAR-10 (and small images
+of a dataset of yours), a CIFAR ResNet-34 for CIFAR-100, and torchvision's ResNet-50 for WebVision and Clothing1M
+(and large images of yours)."""
 
 import torch.nn.functional as F
 from torch import nn
@@ -12,11 +13,14 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 class CNN8(nn.Module):
     """Six 3x3 conv layers in three blocks (64, 128, 196 channels, max-pool after each) and two linear layers.
 
-    32x32 -> 16 -> 8 -> 4, so the flattened features are 196 * 4 * 4 = 3136.
+    32x32 -> 16 -> 8 -> 4, so the flattened features are 196 * 4 * 4 = 3136. Other square images of side s (a
+    dataset of yours, docs/your-data.md) flatten to 196 * (s // 8)^2: the network for images up to 64 pixels;
+    beyond, jal.config_check asks for ResNet-50.
     """
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, image_size: int = 32):
         super().__init__()
+        side = image_size // 8  # three 2x2 max-pools, each rounding down
         layers, in_channels = [], 3
         for width in (64, 128, 196):
             layers += _conv_bn_relu(in_channels, width) + _conv_bn_relu(width, width) + [nn.MaxPool2d(2)]
@@ -24,7 +28,7 @@ class CNN8(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(196 * 4 * 4, 256),
+            nn.Linear(196 * side * side, 256),
             nn.BatchNorm1d(256),
             nn.ReLU(inplace=True),
             nn.Linear(256, num_classes),

@@ -1,9 +1,10 @@
 """The real-world datasets, read from the folders their owners ship: mini-WebVision (the first 50 classes of
 WebVision 1.0's Google images) tested on WebVision's validation set and on ILSVRC12's validation images of the
-same classes, and Clothing1M (docs/protocol.md section 7). Too big for the device, they stay JPEG files:
-DataLoader workers decode and augment each batch (uint8, so a quarter of float's bytes cross to the device),
-the device normalises it. FileTrainingData is the in-memory TrainingData's sibling (jal/step.py): the one
-training loop asks either for an epoch of batches, and FileTests for the evaluation's accuracies.
+same classes, and Clothing1M (docs/protocol.md section 7); and a folder of yours (dataset=folder), read the same
+way. Too big for the device, they stay image files: DataLoader workers decode and augment each batch (uint8, so
+a quarter of float's bytes cross to the device), the device normalises it. FileTrainingData is the in-memory
+TrainingData's sibling (jal/step.py): the one training loop asks either for an epoch of batches, and FileTests
+for the evaluation's accuracies.
 
 Every draw is a function of (seed, epoch) alone, as on CIFAR: the epoch's order, and one seed per position in
 it from which the worker that gets the image draws its crop, flip and colour. So the images a step sees do not
@@ -19,8 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from jal import distributed
 from jal.config import LAYOUTS, REAL_WORLD, missing_line
-from jal.data import normalize
+from jal.data import balanced_subset, normalize
 from jal.errors import DataError
+from jal.own_data import describe_folder
 from jal.util import unreadable
 
 ELSEWHERE = "give dataset.root a copy you can read"  # a file of the dataset this user may not read
@@ -28,6 +30,9 @@ ELSEWHERE = "give dataset.root a copy you can read"  # a file of the dataset thi
 
 def is_real_world(cfg) -> bool:
     return cfg.dataset.name in REAL_WORLD
+
+
+VALIDATION = "val"  # the split a run holds out of its training set (dataset.val_fraction): scored top-1 only
 
 
 def require_file(path: Path, layout: str, what: str = "") -> Path:
@@ -110,6 +115,24 @@ def load_clothing1m(root: Path) -> tuple[Split, dict[str, Split]]:
     return split_of(root, train, "clothing1m"), dict(test=split_of(root, test, "clothing1m"))
 
 
+def read_folder(cfg) -> tuple[Split, dict[str, Split]]:
+    """A folder of yours (dataset=folder; listed and checked by jal.own_data.describe_folder): its training images
+    with their given labels, and its test images (`test`, a class-balanced dataset.test_subset of them where
+    asked) when dataset.test_root names a folder."""
+    d = cfg.dataset
+    listed = describe_folder(d.root, d.test_root)
+    split = lambda root, files, labels: Split(np.array([str(Path(root).absolute() / f) for f in files], dtype=str),
+                                              np.array(labels, dtype=np.int64))
+    train, tests = split(d.root, listed.files, listed.labels), {}
+    if d.test_root:
+        test = split(d.test_root, listed.test_files, listed.test_labels)
+        if d.test_subset:
+            keep = balanced_subset(test.labels, d.test_subset, d.num_classes, seed=0)
+            test = Split(test.paths[keep], test.labels[keep])
+        tests["test"] = test
+    return train, tests
+
+
 def load_real_world(cfg) -> tuple[Split, dict[str, Split]]:
     """The training split and the test splits (the first is the reported one) of a real-world dataset."""
     d = cfg.dataset
@@ -125,8 +148,8 @@ def load_real_world(cfg) -> tuple[Split, dict[str, Split]]:
 def transforms_of(name: str, size: int, resize: int, train: bool):
     """The reference's torchvision transforms (its datasets/transformers.py), on uint8 tensors: WebVision trains
     on a random resized crop, flip and colour jitter and tests on the centre crop of the image resized to
-    `resize` on its short side; Clothing1M resizes to resize x resize, then crops (randomly, or the centre) and
-    flips. Normalisation is left to the device."""
+    `resize` on its short side; Clothing1M, and a folder of yours (any other name), resize to resize x resize,
+    then crop (randomly, or the centre) and flip. Normalisation is left to the device."""
     from torchvision.transforms import v2
 
     if name == "webvision":
@@ -242,11 +265,13 @@ class FileTrainingData:
 
 @dataclass
 class FileTests:
-    """The test splits (WebVision: its validation set `test` and ILSVRC12's `imagenet`; Clothing1M: `test`)."""
+    """The test splits (WebVision: its validation set `test` and ILSVRC12's `imagenet`; Clothing1M and a folder of
+    yours: `test`), and a folder's validation split (`val`: its held-out training images, against their given
+    labels)."""
     splits: dict  # name -> (ImageFiles, labels on the device)
 
-    def __len__(self):  # the reported split's size
-        return len(next(iter(self.splits.values()))[1])
+    def __len__(self):  # the reported split's size (0: a folder of yours without a test folder)
+        return len(self.splits["test"][1]) if "test" in self.splits else 0
 
     @torch.no_grad()
     def accuracies(self, fusion, stats, cfg, precision: str) -> list[dict]:
@@ -266,7 +291,8 @@ class FileTests:
                 top1, top5 = top1 + hits[:, 0].sum(), top5 + hits.any(-1).sum()
             top1, top5 = distributed.summed(torch.tensor([int(top1), int(top5)], device=device)).tolist()
             result[f"{name}_acc"] = 100.0 * top1 / len(labels)
-            result[f"{name}_acc_top5"] = 100.0 * top5 / len(labels)
+            if name != VALIDATION:
+                result[f"{name}_acc_top5"] = 100.0 * top5 / len(labels)
         return [result]
 
 
@@ -283,3 +309,18 @@ def load_files(cfg, device: torch.device, stats) -> tuple[FileTrainingData, File
     return training, FileTests(splits), train.labels
 
 
+
+
+def folder_sources(cfg, device: torch.device, stats, train: Split, tests: dict, rows, noisy, clean, val_rows,
+                   val_labels) -> tuple[FileTrainingData, FileTests, None]:
+    """A folder's training source (the rows it trains on, with their noisy and clean labels: jal.run.label_member)
+    and what each evaluated epoch scores: its test split, and the held-out rows, unaugmented, against their given
+    labels."""
+    d, on_device = cfg.dataset, lambda labels: torch.from_numpy(labels).to(device)
+    images = ImageFiles(Split(train.paths[rows], noisy), transforms_of("folder", d.image_size, d.resize, True))
+    training = FileTrainingData(images, on_device(noisy)[None], on_device(clean)[None], stats)
+    evaluation = transforms_of("folder", d.image_size, d.resize, False)
+    splits = {name: (ImageFiles(split, evaluation), on_device(split.labels)) for name, split in tests.items()}
+    if len(val_rows):
+        splits[VALIDATION] = (ImageFiles(Split(train.paths[val_rows], val_labels), evaluation), on_device(val_labels))
+    return training, FileTests(splits), None

@@ -152,9 +152,11 @@ def ending(record: Record) -> str:
     """How a run ended, in the words of its closing line: a run alone's (jal.train), a sweep's progress line per
     run (jal.progress) and a fused sweep's per member (jal.fuse)."""
     status, reason = record.status, record.reason
-    if status == Status.FINISHED:
+    if status == Status.FINISHED:  # a dataset of yours may have no test set, and may hold out a validation split
         epoch = f" (epoch {record.epochs})" if record.epochs else ""
-        return f"finished: test accuracy {record.last_test_acc:.2f}%{epoch}"
+        test = "no test set" if record.last_test_acc is None else f"test accuracy {record.last_test_acc:.2f}%"
+        val = "" if record.last_val_acc is None else f", noisy validation accuracy {record.last_val_acc:.2f}%"
+        return f"finished: {test}{val}{epoch}"
     if status == Status.FAILED:
         return f"failed: {record.error or 'no error recorded'}"
     if status == Status.PAUSED:

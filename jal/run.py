@@ -19,12 +19,21 @@ from omegaconf import DictConfig, OmegaConf
 from jal import noise as label_noise
 from jal import record as records
 from jal.config import ConfigError
-from jal.data import ImageData, balanced_subset, channel_stats, images_to_device, load_dataset
+from jal.data import (
+    ImageData,
+    balanced_subset,
+    channel_stats,
+    check_fits,
+    images_to_device,
+    load_arrays,
+    load_dataset,
+    validation_rows,
+)
 from jal.device import PARAMETER_DTYPE, device_name, set_determinism
 from jal.errors import DirectoryConflict, RunDiverged
 from jal.experiment import Experiment, experiment
 from jal.losses import AMSE
-from jal.real_world import is_real_world, load_files
+from jal.real_world import folder_sources, is_real_world, load_files, read_folder
 from jal.record import Record, Status
 from jal.run_dir import (
     LABELS,
@@ -38,7 +47,7 @@ from jal.run_dir import (
     restart_alone,
     save_checkpoint,
 )
-from jal.step import Fusion, Learner, TrainingData, build_training
+from jal.step import ArraySplits, Fusion, Learner, TrainingData, build_training
 from jal.stops import StopSignals, stop_reason
 from jal.theory import check_amse_a
 from jal.util import CannotWrite, atomic_save, atomic_save_npz, git_commit
@@ -73,12 +82,12 @@ def make_labels(cfg: DictConfig, data: ImageData, subset: np.ndarray) -> np.ndar
     """The noisy training labels of this run (for the samples in `subset`), drawn from the run's seed."""
     kind, k, seed = cfg.noise.type, cfg.dataset.num_classes, cfg.seed
     clean = data.y_train[subset]
-    if kind == "none":
+    if kind in ("none", "as_given"):  # clean labels, or a dataset of yours' labels as given
         return clean.copy()
     if kind in ("symmetric", "asymmetric"):
         return label_noise.make_noisy_labels(clean, kind, cfg.noise.rate, k, seed, sampling=cfg.noise.sampling)
     if kind == "instance":
-        precomputed = cfg.dataset.name != "synthetic" and cfg.noise.rate in (0.2, 0.4, 0.6)
+        precomputed = cfg.dataset.name in ("cifar10", "cifar100") and cfg.noise.rate in (0.2, 0.4, 0.6)
         if cfg.noise.generate or not precomputed:  # the seeded generator the precomputed sets come from
             features = data.x_train[subset].reshape(len(subset), -1).astype(np.float32) / 255
             return label_noise.generate_instance_labels(features, clean, cfg.noise.rate, k, seed)
@@ -115,6 +124,7 @@ class Member(Learner):
     summary: dict = None
     n_train: int = 0
     n_corrupted: int = 0
+    n_val: int = 0  # the training images it holds out for validation (dataset.val_fraction)
     history: list = None
     wall_before: float = 0.0
     wandb_run: object = None
@@ -217,45 +227,73 @@ def finished_where_unwritable(cfg: DictConfig, run_dir: Path) -> Record | None:
     return finished_already(run_dir, experiment(cfg).identity)
 
 
-def load_training_data(members: list[Member], blocked=None) -> tuple[TrainingData, torch.Tensor, torch.Tensor]:
-    """The training images (once), each member's subset and labels (its labels.npz checked or written), and
-    the test set, all on the device. `blocked(m, err)`: a member whose labels.npz is damaged or another draw's
-    (a DirectoryConflict) is handed to it and left out (the others train on); without it, the error is raised."""
+def label_member(m: Member, data: ImageData) -> tuple:
+    """The member's training set as its config draws it: its subset of the dataset's training images, their noisy
+    labels, and the rows it holds out for validation (dataset.val_fraction), its labels.npz written (or, resuming,
+    checked). Returns the rows it trains on with their noisy and clean labels, and the held-out rows with their
+    noisy labels (indices into the dataset's training set)."""
+    cfg, k = m.cfg, m.cfg.dataset.num_classes
+    subset = (balanced_subset(data.y_train, cfg.dataset.subset, k, cfg.seed) if cfg.dataset.subset
+              else np.arange(len(data.y_train)))
+    clean, noisy = data.y_train[subset], make_labels(cfg, data, subset)
+    held = validation_rows(noisy, cfg.dataset.val_fraction, k, cfg.seed)  # positions in the run's training set
+    kept = np.setdiff1d(np.arange(len(subset)), held)
+    split = dict(val_indices=held) if len(held) else {}
+    if (m.run_dir / LABELS).exists():
+        check_labels(m.run_dir / LABELS, noisy, clean, subset, **split)
+    else:
+        atomic_save_npz(m.run_dir / LABELS, noisy=noisy, clean=clean, indices=subset, **split)
+    m.summary = label_noise.noise_summary(clean[kept], noisy[kept], k)
+    m.n_train, m.n_corrupted, m.n_val = len(kept), int(np.sum(noisy[kept] != clean[kept])), len(held)
+    return subset[kept], noisy[kept], clean[kept], subset[held], noisy[held]
+
+
+def load_training_data(members: list[Member], blocked=None) -> tuple:
+    """The training images (once), each member's training rows and labels (its labels.npz checked or written), and
+    what each evaluated epoch scores: the test set, and each member's validation rows where it holds some out
+    (then jal.step.ArraySplits, or jal.real_world.FileTests, in the test set's place), all on the device.
+    `blocked(m, err)`: a member whose labels.npz is damaged or another draw's (a DirectoryConflict) is handed to
+    it and left out (the others train on); without it, the error is raised."""
     cfg, device = members[0].cfg, members[0].device
-    k = cfg.dataset.num_classes
+    k, d = cfg.dataset.num_classes, cfg.dataset
+    stats = channel_stats(d.mean, d.std, device, PARAMETER_DTYPE[members[0].precision])
     if is_real_world(cfg):  # image files through DataLoader workers; a run alone (check_fusable), real noise
-        stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, device, PARAMETER_DTYPE[members[0].precision])
         training, tests, labels = load_files(cfg, device, stats)
         m = members[0]
         m.summary, m.n_train, m.n_corrupted = label_noise.noise_summary(labels, labels, k), len(labels), 0
         return training, tests, None
-    data = load_dataset(cfg.dataset.name, cfg.data_dir, num_classes=k,
-                        train_size=cfg.dataset.get("train_size", 256), test_size=cfg.dataset.get("test_size", 128))
-    rows, noisy, clean = [], [], []
+    if d.get("format") == "folder":  # image files through DataLoader workers, a run alone (check_fusable)
+        train, tests = read_folder(cfg)
+        labelled = label_member(members[0], ImageData(None, train.labels, None, None))
+        return folder_sources(cfg, device, stats, train, tests, *labelled)
+    if d.get("format") == "arrays":
+        data = load_arrays(d.path)
+        check_fits(data, device, d.path)
+    else:
+        data = load_dataset(d.name, cfg.data_dir, num_classes=k, train_size=d.get("train_size", 256),
+                            test_size=d.get("test_size", 128))
+    labelled = {}
     for m in members:
-        subset = (balanced_subset(data.y_train, cfg.dataset.subset, k, m.cfg.seed) if cfg.dataset.subset
-                  else np.arange(len(data.y_train)))
-        clean_labels, noisy_labels = data.y_train[subset], make_labels(m.cfg, data, subset)
-        m.summary = label_noise.noise_summary(clean_labels, noisy_labels, k)
-        m.n_train, m.n_corrupted = len(subset), int(np.sum(noisy_labels != clean_labels))
-        if (m.run_dir / LABELS).exists():
-            try:
-                check_labels(m.run_dir / LABELS, noisy_labels, clean_labels, subset)
-            except DirectoryConflict as err:
-                if blocked is None:
-                    raise
-                blocked(m, err)
-                continue
-        else:
-            atomic_save_npz(m.run_dir / LABELS, noisy=noisy_labels, clean=clean_labels, indices=subset)
-        rows.append(subset), noisy.append(noisy_labels), clean.append(clean_labels)
+        try:
+            labelled[m] = label_member(m, data)
+        except DirectoryConflict as err:
+            if blocked is None:
+                raise
+            blocked(m, err)
+    if not labelled:  # every member blocked: nothing to train
+        return None, None, None
+    members = list(labelled)
+    rows, noisy, clean, val_rows, val_labels = zip(*labelled.values())
     as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).to(device)
-    training = TrainingData(images_to_device(data.x_train, device), as_tensor(rows), as_tensor(noisy),
-                            as_tensor(clean), channel_stats(cfg.dataset.mean, cfg.dataset.std, device,
-                                                            PARAMETER_DTYPE[members[0].precision]))
-    test = (balanced_subset(data.y_test, cfg.dataset.test_subset, k, seed=0) if cfg.dataset.get("test_subset")
+    x_train = images_to_device(data.x_train, device)
+    training = TrainingData(x_train, as_tensor(rows), as_tensor(noisy), as_tensor(clean), stats)
+    test = (balanced_subset(data.y_test, d.test_subset, k, seed=0) if d.get("test_subset")
             else np.arange(len(data.y_test)))  # a fixed test subset only for CPU-sized presets
-    return training, images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
+    x_test, y_test = images_to_device(data.x_test[test], device), torch.from_numpy(data.y_test[test]).to(device)
+    if not members[0].n_val:
+        return training, x_test, y_test
+    held_out = {m: (r, y) for m, r, y in zip(members, as_tensor(val_rows), as_tensor(val_labels))}
+    return training, ArraySplits(x_test, y_test, x_train, held_out), None
 
 
 def build_member(m: Member, y_noisy: torch.Tensor) -> None:
@@ -277,7 +315,7 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
         m.fused = m.state.get("fused", len(m.state.get("fusion", [])))
         log.info("resuming %s from epoch %d", m.name, m.start_epoch, extra=about(m.run_dir))
     m.state = None  # loaded: its memory (a model's worth) is not kept
-    if not cfg.noise.rate:  # human noise: its rate is what its labels measure (clean data: 0)
+    if not cfg.noise.rate and cfg.noise.type != "as_given":  # human noise: its labels measure it (clean data: 0)
         m.cell = dataclasses.replace(m.exp.cell, noise_rate=float(m.summary["rate"]))
     m.wandb_run = start_wandb(m.exp, m.run_dir) if m.writes else None
 
@@ -395,19 +433,23 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
     loss_sum, fit_noisy, fit_clean, clean_corrupted, memorised = sums
     n_train, n_corrupted, epochs = m.n_train, m.n_corrupted, m.cfg.trainer.epochs
     pct = lambda a, b: 100.0 * a / b if b else None  # None: an empty subset (no noise)
+    clean_known = m.cfg.noise.type != "as_given"  # labels as given: which are clean is not known
     record = dict(
         epoch=epoch + 1, train_loss=loss_sum / n_train, train_acc_noisy=pct(fit_noisy, n_train),
-        train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted),
+        train_acc_clean_subset=pct(fit_clean, n_train - n_corrupted) if clean_known else None,
         train_acc_corrupted_subset=pct(clean_corrupted, n_corrupted), train_memorised=pct(memorised, n_corrupted),
         test_acc=pct(test_correct, n_test) if isinstance(test_correct, int) else None,
         lr=lr, images_per_second=n_train / train_seconds, seconds=time.perf_counter() - epoch_start,
     )
-    if isinstance(test_correct, dict):  # a real-world run's accuracies (jal.real_world.FileTests): top-1, top-5, sets
+    if isinstance(test_correct, dict):  # accuracies: a real-world run's (top-1, top-5, sets), validation splits'
         record |= test_correct
+    val = ""
+    if m.n_val:  # against the held-out rows' given labels, in every epoch's record (None: not evaluated)
+        val = f", val {percent(record.setdefault('val_acc', None))}"
     m.history.append(record)
-    epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s, %.0f img/s, %.1fs",
+    epoch_log.info("epoch %d/%d: train loss %.4f, fits its labels %s, memorised %s, test %s%s, %.0f img/s, %.1fs",
                    epoch + 1, epochs, record["train_loss"], percent(record["train_acc_noisy"]),
-                   percent(record["train_memorised"]), percent(record["test_acc"]), record["images_per_second"],
+                   percent(record["train_memorised"]), percent(record["test_acc"]), val, record["images_per_second"],
                    record["seconds"], extra=about(m.run_dir) | dict(epoch_record=record))
     if m.wandb_run is not None:
         m.wandb_run.log(record, step=epoch + 1)
@@ -422,13 +464,18 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
 
 
 def finished_record(m: Member, wall_seconds: float) -> Record:
-    history = m.history
-    test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
+    """result.json of a finished run: its last and best accuracies (None without a test set, or without a
+    validation split), its labels' measured noise (None for labels as given: which are clean is not known)."""
+    history, clean_known = m.history, m.cfg.noise.type != "as_given"
+    evaluated = lambda key: [h[key] for h in history if h.get(key) is not None]
+    tests, vals = evaluated("test_acc"), evaluated("val_acc")
     return record_of(
-        m, Status.FINISHED, subset=m.cfg.dataset.subset, last_test_acc=test_accs[-1], best_test_acc=max(test_accs),
-        realised_noise_rate=m.summary["rate"],
+        m, Status.FINISHED, subset=m.cfg.dataset.subset, last_test_acc=tests[-1] if tests else None,
+        best_test_acc=max(tests, default=None), last_val_acc=vals[-1] if vals else None,
+        best_val_acc=max(vals, default=None), realised_noise_rate=m.summary["rate"] if clean_known else None,
         **{f"last_{key}": history[-1][key] for key in records.REAL_WORLD_ACCURACIES if key in history[-1]},
-        noise_transition=np.asarray(m.summary["transition"]).round(4).tolist(), wall_seconds=wall_seconds,
+        noise_transition=np.asarray(m.summary["transition"]).round(4).tolist() if clean_known else None,
+        wall_seconds=wall_seconds,
         images_per_second=float(np.mean([h["images_per_second"] for h in history])),
         device=str(m.device), device_name=device_name(m.device), precision_reason=m.exp.precision_reason,
         history=history,

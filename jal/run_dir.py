@@ -272,19 +272,21 @@ def held_elsewhere(run_dir: Path) -> str | None:
 
 
 def read_labels(path: Path) -> dict[str, np.ndarray]:
-    """A run's labels.npz (noisy, clean, indices); a damaged or unreadable one raises its one line."""
+    """A run's labels.npz (noisy, clean, indices, and val_indices where it holds rows out for validation); a
+    damaged or unreadable one raises its one line."""
     try:
         with np.load(path) as stored:
-            return {key: stored[key] for key in ("noisy", "clean", "indices")}
+            keys = ("noisy", "clean", "indices") + (("val_indices",) if "val_indices" in stored else ())
+            return {key: stored[key] for key in keys}
     except Exception as err:  # a cut or foreign file: zipfile, KeyError, ValueError...
         raise cannot_read(path, err) from None
 
 
-def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray) -> None:
-    """The labels a run trained on so far must be the ones it draws now (they follow from its config)."""
-    stored = read_labels(path)
-    same = all(np.array_equal(stored[key], value) for key, value in (("noisy", noisy), ("clean", clean),
-                                                                      ("indices", subset)))
+def check_labels(path: Path, noisy: np.ndarray, clean: np.ndarray, subset: np.ndarray, **held_out) -> None:
+    """The labels a run trained on so far must be the ones it draws now (they follow from its config), and so must
+    the rows it holds out (`val_indices=...`, where it holds some out)."""
+    stored, asked = read_labels(path), dict(noisy=noisy, clean=clean, indices=subset, **held_out)
+    same = stored.keys() == asked.keys() and all(np.array_equal(stored[key], value) for key, value in asked.items())
     if not same:
         raise AnotherExperiment(f"{path} holds other labels than this run draws (another experiment or another "
                                 "data file): trainer.restart=true moves it aside and trains the run from scratch")

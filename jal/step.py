@@ -282,6 +282,47 @@ def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictC
     return correct
 
 
+def evaluate_rows(fusion: Fusion, x_train: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, stats,
+                  cfg: DictConfig, precision: str) -> torch.Tensor:
+    """Number of correct predictions of each member (K,) on its own rows (K, n) of the training images, without
+    augmentation, against `labels` (K, n), in one fused pass, left on the device."""
+    fusion.set_training(False)
+    correct = torch.zeros(fusion.k, dtype=torch.long, device=x_train.device)
+    batch = cfg.trainer.eval_batch_size
+    with torch.no_grad(), torch.autocast(x_train.device.type, torch.bfloat16, enabled=precision == "bf16"):
+        for i in range(0, rows.shape[1], batch):
+            images = [normalize(x_train[r[i : i + batch]], stats, cfg.trainer.channels_last) for r in rows]
+            correct += (fusion(images).argmax(-1) == labels[:, i : i + batch]).sum(-1)
+    return correct
+
+
+@dataclass
+class ArraySplits:
+    """What an evaluated epoch scores when the runs hold out a validation split of their training images
+    (dataset.val_fraction): the test set, shared, and each member's held-out rows of x_train with their given
+    labels (by member: a member that diverges leaves the fusion, and its rows with it). In the test set's place in
+    the loop, as jal.real_world.FileTests: accuracies in percent, test_acc None without a test set."""
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    x_train: torch.Tensor
+    held_out: dict  # member -> (rows (n,), labels (n,)) on the device
+
+    def __len__(self):
+        return len(self.y_test)
+
+    @torch.no_grad()
+    def accuracies(self, fusion: Fusion, stats, cfg: DictConfig, precision: str) -> list[dict]:
+        test = distributed.test_part(len(self.y_test))  # across processes: each rank its part, the counts summed
+        rows, labels = (torch.stack(parts) for parts in zip(*(self.held_out[m] for m in fusion.members)))
+        val = distributed.test_part(rows.shape[1])
+        on_test = evaluate(fusion, self.x_test[test], self.y_test[test], stats, cfg, precision)
+        on_val = evaluate_rows(fusion, self.x_train, rows[:, val], labels[:, val], stats, cfg, precision)
+        correct = torch.stack([on_test, on_val])
+        n_test, n_val = len(self.y_test), rows.shape[1]
+        return [dict(test_acc=100.0 * t / n_test if n_test else None, val_acc=100.0 * v / n_val)
+                for t, v in distributed.summed(correct).T.tolist()]
+
+
 def train_one_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingData, epoch: int) -> torch.Tensor:
     """One epoch of every member, each in the order, with the augmentation and (for a loss that draws, NLNL)
     the draws of its own epoch's generator; the sums (K, 5) left on the device."""
@@ -294,7 +335,8 @@ def train_one_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: Train
 def correct_predictions(fusion: Fusion, x_test, y_test, stats, cfg: DictConfig, precision: str, epoch: int) -> list:
     """Each member's correct test predictions in the epochs evaluated (every eval_every, and always the last,
     the reported figure), else None for each; across processes each rank evaluates its part of the test set
-    and the counts are summed. A real-world run's test splits (jal.real_world.FileTests) give a dict of accuracies."""
+    and the counts are summed. A real-world run's test splits (jal.real_world.FileTests), and a run's validation
+    split beside its test set (ArraySplits), give a dict of accuracies."""
     epochs = cfg.trainer.epochs
     if (epoch + 1) % cfg.trainer.eval_every != 0 and epoch + 1 != epochs:
         return [None] * fusion.k

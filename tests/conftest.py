@@ -120,7 +120,19 @@ def cifar10_file_for_the_plan(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("JAL_DATA_DIR", str(folder))
 
 
-compose_train = compose_run  # the composed config of one run, with Hydra's runtime set as in a real launch
+def compose_train(overrides: list[str]):
+    """The composed config of one run, with Hydra's runtime set as in a real launch; a test's base overrides and
+    its own each given once (given_once)."""
+    return compose_run(given_once(list(overrides)))
+
+
+def given_once(overrides: list[str]) -> list[str]:
+    """A test's base overrides and its own as one command line gives them: each setting once, the test's value
+    in the base's place (a setting given twice is refused: jal.config_check.check_given_once)."""
+    last = {}
+    for override in overrides:
+        last[override.partition("=")[0].lstrip("+")] = override
+    return list(last.values())
 
 
 @pytest.fixture
@@ -129,8 +141,7 @@ def synthetic_run(tmp_path):
 
     def make(*overrides: str):
         base = ["dataset=synthetic", "logger=none", "trainer.progress=false", f"out_root={tmp_path}"]
-        given = {o.partition("=")[0].lstrip("+") for o in overrides}  # a setting is given once (check_given_once)
-        return compose_train([o for o in base if o.partition("=")[0] not in given] + list(overrides))
+        return compose_train(base + list(overrides))
 
     return make
 

@@ -64,8 +64,8 @@ BAD_SETTINGS = [
     # unknown options, groups and keys
     ("unknown loss", [SYN, "loss=foo"], "unknown loss 'foo'; choose one of: ael, agce, agce_mae, amse"),
     ("unknown loss on the default dataset", ["loss=foo"], "unknown loss 'foo'; choose one of: ael, agce"),
-    ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: cifar10, cifar100, "
-                                              "clothing1m, synthetic, webvision"),
+    ("unknown dataset", ["dataset=imagenet"], "unknown dataset 'imagenet'; choose one of: arrays, cifar10, "
+                                              "cifar100, clothing1m, folder, synthetic, webvision"),
     ("unknown loss in a sweep", [SYN, "loss=ce,foo", "-m"], "unknown loss 'foo'; choose one of: ael"),
     # the sweep's plan checks every run before the first trains (its first run here is a valid one)
     ("bad value in the second run of a sweep", [SYN, "loss=gce", "loss.q=0.7,0", "-m"],
@@ -319,7 +319,9 @@ def schema_keys():
     import dataclasses
     import typing
 
-    from jal.config import SCHEMAS
+    from jal import config, own_data
+
+    schemas = config.SCHEMAS | own_data.SCHEMAS
 
     def fields(schema, choice, prefix):
         hints = typing.get_type_hints(schema)
@@ -332,7 +334,7 @@ def schema_keys():
 
     seen = set()
     for name, (choice, prefix) in schema_mounts().items():
-        for row in fields(SCHEMAS[name], choice, prefix):
+        for row in fields(schemas[name], choice, prefix):
             if row[1:] not in seen:
                 seen.add(row[1:])
                 yield row
@@ -357,8 +359,10 @@ def wrong_values(hint) -> tuple[str, str]:
 # Settings whose value of its type is a free choice (a folder, a W&B project, a run's name): accepted (data_dir on
 # synthetic data, which reads no file)
 FREE_TEXT = {"data_dir", "out_root", "run_name", "logger.project", "logger.entity", "logger.group", "logger.tags"}
-# Settings that set another (their line names that one): the dataset's epochs and lr
-SETS = {"dataset.epochs": "trainer.epochs", "dataset.lr": "optim.lr", "dataset.weight_decay": "optim.weight_decay"}
+# Settings whose line names another: those that set another (the dataset's epochs and lr), and a folder's
+# test_root, given where the folder itself (dataset.root) is not, which is named first
+SETS = {"dataset.epochs": "trainer.epochs", "dataset.lr": "optim.lr", "dataset.weight_decay": "optim.weight_decay",
+        "dataset.test_root": "dataset.root"}
 
 
 def test_every_wrong_value_of_every_setting_is_one_line(tmp_path, monkeypatch):
@@ -386,10 +390,11 @@ def test_every_wrong_value_of_every_setting_is_one_line(tmp_path, monkeypatch):
                 accepted.append(key)
     assert sorted(set(accepted)) == sorted(FREE_TEXT)
     def one_line_naming_it(key, value, line):
-        named = SETS.get(key, key) if value != "abc" else key
-        file_named = key in ("dataset.root", "dataset.imagenet_root") and " is missing" in line
+        named = {key, SETS.get(key, key)}  # its own key where its type is wrong
+        file_named = key in ("dataset.root", "dataset.imagenet_root", "dataset.path", "dataset.test_root") and (
+            " is missing" in line)
         return "\n" not in line and line.startswith("error: ") and (
-            f"{named}=" in line or f"'{value}'" in line or file_named)
+            any(f"{name}=" in line for name in named) or f"'{value}'" in line or file_named)
 
     assert [(key, value, line) for (key, value), line in lines.items()
             if not one_line_naming_it(key, value, line)] == []

@@ -14,7 +14,7 @@ PACKAGE = REPO / "jal"
 # ones before it; a new module is placed here, or the test names it.
 LAYERS = {
     "platform": {"paths", "errors", "util", "config", "device", "distributed", "stops"},
-    "maths": {"losses", "paper_values", "theory", "models", "noise", "data", "real_world"},
+    "maths": {"losses", "paper_values", "theory", "models", "noise", "data", "own_data", "real_world"},
     "experiment": {"experiment", "record", "run_dir", "config_check", "resolvers"},
     "run": {"step", "run", "train", "preflight", "progress_bar", "estimate", "wandb_run", "fuse.rejoin"},
     "sweeps": {"multirun", "plan", "progress", "launch", "fuse", "fuse.command", "fuse.tasks",
