@@ -25,13 +25,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from jal import launch
+from jal import launch, tune
 from jal import record as records
 from jal.config import REAL_WORLD, ConfigError
 from jal.config_check import one_line, share_config_store
 from jal.device import device_name, run_device
 from jal.experiment import choose, data_files
-from jal.multirun import SHOWN_ABOVE, Run, fusions, plan_runs, runs_
+from jal.multirun import SHOWN_ABOVE, Run, Search, fusions, plan_sweep, runs_
 from jal.record import Status
 from jal.util import CONFIG_DIR, CannotWrite, duration
 
@@ -158,11 +158,8 @@ def missing_data(runs: list[Run], download: bool = False) -> str | None:
     return None
 
 
-def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1) -> None:
-    """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
-    with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make, and how the launcher
-    trains them (jal.launch.how_fusions_run)."""
-    runs = [run for sweep in sweeps for run in sweep]
+def print_header(runs: list[Run], name: str, fuse: int = 1) -> tuple[dict, object]:
+    """The plan's first lines: the preset, device, precision and launcher of these runs; (launcher, device)."""
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
     launcher = launch.settings(first)
@@ -179,6 +176,45 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     else:
         print(f"  launcher   {launch.how_runs_run(launcher)}, torch threads per run: "
               f"{threads if threads else 'all cores (trainer.threads=null)'}")
+    return launcher, device
+
+
+def print_search_plan(search: Search, name: str) -> None:
+    """What a search (jal.tune) will do here: its trials are drawn as it goes, so they are counted, not listed,
+    and timed as runs like its example trial."""
+    launcher, device = print_header([search.example], name)
+    finished = len(search.finished())
+    trials = search.trials if search.trials is not None else finished
+    print(f"  search     {trials} trials drawn by {search.sweeper} ({search.sampler}), {search.at_once} at a time, "
+          f"into {search.folder}: {finished} finished there already"
+          + (" (the same search started again replays them: they train nothing new)" if finished else ""))
+    print(f"  drawn      {'; '.join(f'{key} {text}' for key, text in search.space.items())}")
+    cfg = search.example.cfg
+    print(f"  objective  the last epoch's accuracy on dataset.val_fraction={tune.val_fraction(cfg):g} of the training "
+          "set, held out, against its given (noisy) labels; the test set is not looked at")
+    left = max(trials - finished, 0)
+    if not left:
+        print("  time left  none: every trial is finished")
+        return
+    model = cfg.hydra.runtime.choices.model
+    speed, source = run_speed([search.example], device_name(device))
+    print(f"  speed      {model}: {speed:.0f} training images/s per run ({source})")
+    work = search.example.work()
+    if (parallel := launch.at_once(launcher)) is None:
+        print(f"  time left  {duration(left * work / speed)} of training at this machine's speed, spread over the "
+              "launcher's machines")
+        return
+    at_once = max(1, min(parallel, search.at_once, left))
+    print(f"  time left  about {duration(left * work / speed / at_once)}: {left} trials of {work:,.0f} training "
+          f"images each (an evaluated image counted as a third), {at_once} at a time")
+
+
+def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1) -> None:
+    """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
+    with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make, and how the launcher
+    trains them (jal.launch.how_fusions_run)."""
+    runs = [run for sweep in sweeps for run in sweep]
+    launcher, device = print_header(runs, name, fuse)
 
     statuses = {run.dir: records.status(run.dir) for run in runs}
     count = lambda status, among=runs: sum(statuses[r.dir][0] == status for r in among)  # noqa: E731
@@ -241,15 +277,19 @@ def main(argv: list[str] | None = None) -> None:
     share_config_store()
     try:
         composed = {}  # the sweeps share their compositions
-        sweeps, notes = [], []
+        planned, notes = [], []  # each multirun's runs, or its Search (a sweeper that draws: jal.tune)
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
             for sweep in overrides:
-                sweeps.append(plan_runs(sweep, composed=composed))
-                if missing := missing_data(sweeps[-1], args.download):  # before the other sweeps are planned
-                    if args.download or sweeps[-1][0].cfg.dataset.name not in REAL_WORLD:
+                planned.append(plan_sweep(sweep, composed=composed))
+                runs = [planned[-1].example] if isinstance(planned[-1], Search) else planned[-1]
+                if missing := missing_data(runs, args.download):  # before the other sweeps are planned
+                    if args.download or runs[0].cfg.dataset.name not in REAL_WORLD:
                         raise SystemExit(f"error: {missing}")
                     notes.append(missing)  # a dry run of a real-world table: its plan, then what is missing
-        print_plan(overrides, sweeps, args.name, args.fuse)
+        for search in (p for p in planned if isinstance(p, Search)):
+            print_search_plan(search, args.name)
+        if sweeps := [(o, p) for o, p in zip(overrides, planned) if not isinstance(p, Search)]:
+            print_plan([o for o, _ in sweeps], [p for _, p in sweeps], args.name, args.fuse)
         for note in notes:
             print(f"not there yet: {note}")
     except (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError, CannotWrite) as err:  # one line

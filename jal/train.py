@@ -45,7 +45,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from jal import distributed, run
+from jal import distributed, run, tune
 from jal import stops as stop_signals
 from jal.config_check import check_config, one_line
 from jal.device import run_device
@@ -194,11 +194,15 @@ def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """One run's last-epoch test accuracy (None when it did not finish). A run that cannot train here (a
-    wrong setting, a missing file, a directory of another experiment) stops in one line; one that fails or is
-    trained elsewhere ends a single run with an error but lets the other runs of a multirun go on."""
+    """One run's last-epoch accuracy on its noisy validation split where it holds one out, else on the test set
+    (jal.tune.objective: what a search's sweeper maximises; None when it did not finish). A run that cannot train
+    here (a wrong setting, a missing file, a directory of another experiment, a search without a validation
+    split) stops in one line; one that fails or is trained elsewhere ends a single run with an error but lets the
+    other runs of a multirun go on."""
     alone = HydraConfig.get().mode != RunMode.MULTIRUN
     try:
+        if not alone and tune.is_search(HydraConfig.get()):  # also checked before the first trial (jal.progress)
+            tune.check_selects_on_validation(cfg)
         result = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ValueError, FileNotFoundError, HydraException) as err:  # wrong settings, missing files, a class
         # that refuses its arguments (Hydra's `Error in call to target`): one line, no traceback
@@ -216,7 +220,7 @@ def main(cfg: DictConfig) -> float | None:
         # the console only (train.log ends with the last epoch's line, and holds no path of this machine); in a
         # multirun the sweep's progress line says it (jal.progress.Progress), a paused run has said it already
         console.info("%s -> %s", ending(result), shown_path(HydraConfig.get().runtime.output_dir))
-    return result.last_test_acc  # None when paused
+    return tune.objective(cfg, result)  # None when paused
 
 
 if __name__ == "__main__":

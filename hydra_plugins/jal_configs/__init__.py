@@ -10,6 +10,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 import jal.config  # noqa: F401  (the registration is the point)
 import jal.experiment  # noqa: F401
 import jal.resolvers  # noqa: F401
+import jal.tune  # noqa: F401  (the search's folder resolvers)
 
 
 class JalConfigs(SearchPathPlugin):
