@@ -163,6 +163,9 @@ def plan_runs(overrides: list[str], config_name: str = "train", composed: dict |
     or a directory that holds another experiment or a damaged file. `composed`: see compose_jobs."""
     runs = []
     for cfg in compose_jobs(sweep_jobs(overrides), config_name, composed):
+        if tune.is_search(cfg.hydra):  # its runs are drawn as it goes (plan_sweep): none to list, fuse or launch here
+            raise ConfigError(f"hydra.sweeper {cfg.hydra.sweeper._target_} draws its runs as it goes: none can be "
+                              "listed before it runs; start it with python -m jal.train (make tune), unfused")
         with hydra_node(cfg):  # run_name reads hydra:runtime.choices
             check_config(cfg)  # every run's values, before the first one trains
             run = Run(Path(sweep_dir(cfg)), cfg.run_name, cfg)

@@ -67,6 +67,7 @@ from jal.run import (
     rejoin,
     wall,
     write_last_record,
+    write_predictions,
 )
 from jal.step import Fusion, correct_predictions, train_one_epoch
 from jal.stops import restore_handlers, stop_reason
@@ -129,6 +130,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals) -> list
                           names)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members]))
         for m in fusion.members:
+            write_predictions(m, data)  # its training set's predictions (jal.mislabelled), before its record
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
     except BaseException as err:
