@@ -195,7 +195,7 @@ class Progress(Callback):
             if status == Status.FINISHED and (run_dir / records.RESULT).stat().st_mtime < self.started:
                 what = what.replace("finished:", "finished before, skipped:", 1)  # replayed: nothing trained
         objective = (f"; validation accuracy {value:.2f}% (the objective)" if isinstance(value, float)
-                     and tune.val_fraction(config) else "")
+                     and tune.val_fraction(config) and "validation accuracy" not in what else "")
         print(f"[trial {n}/{total or '?'}] {run_dir.name}: {what}{objective} ({self.search_eta(n)})", flush=True)
 
     def search_eta(self, n: int) -> str:
