@@ -23,15 +23,18 @@ SWEEP = MAKE_TARGET=$@ PYTHON=$(abspath $(PYTHON)) $(foreach v,$(SWEEP_SETTINGS)
 # without a word: any that is none of the settings, the other variables below or Make's own stops make in one
 # line, naming the setting it is closest to. A new variable of this Makefile or its scripts goes in one list.
 OTHER_SETTINGS := JAL_DATA_DIR RECORDS FIGURES BENCH_OUT A_VALUES STOP_AT PYTHON VENV
+# make tune reads its own settings (below) and, of the sweeps', JOBS THREADS PRECISION DRY_RUN OUT
+TUNE_SETTINGS := DATASET LOSS TRIALS OVERRIDES JOBS THREADS PRECISION DRY_RUN OUT
+SETTINGS := $(if $(filter tune,$(MAKECMDGOALS)),$(TUNE_SETTINGS),$(SWEEP_SETTINGS))
 MAKES_OWN := MAKEFLAGS GNUMAKEFLAGS MAKEFILES MAKE SHELL .SHELLFLAGS
 GIVEN := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
-UNKNOWN := $(firstword $(filter-out $(SWEEP_SETTINGS) $(OTHER_SETTINGS) $(MAKES_OWN),$(GIVEN)))
+UNKNOWN := $(firstword $(filter-out $(SETTINGS) $(OTHER_SETTINGS) $(MAKES_OWN),$(GIVEN)))
 CLOSEST = $(shell python3 -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1].upper(), \
-	sys.argv[2].split(), 1, 0.6); print(m[0] if m else "")' '$(UNKNOWN)' '$(SWEEP_SETTINGS) $(OTHER_SETTINGS)')
+	sys.argv[2].split(), 1, 0.6); print(m[0] if m else "")' '$(UNKNOWN)' '$(SETTINGS) $(OTHER_SETTINGS)')
 $(if $(UNKNOWN),$(error $(UNKNOWN)=$($(UNKNOWN)) is not a setting$(if $(CLOSEST),: did you mean \
-	$(CLOSEST)=$($(UNKNOWN))?,.) Settings: $(SWEEP_SETTINGS); also $(OTHER_SETTINGS) (docs/sweeps.md)))
+	$(CLOSEST)=$($(UNKNOWN))?,.) Settings: $(SETTINGS); also $(OTHER_SETTINGS) (docs/sweeps.md)))
 
-.PHONY: install test test-all test-full test-slurm lint reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn \
+.PHONY: install test test-all test-full test-slurm lint tune reproduce-cifar10 reproduce-cifar100 reproduce-cifar10-idn \
 	reproduce-cifar100-idn reproduce-cifar10n reproduce-cifar100n reproduce-ablation reproduce-webvision reproduce-clothing1m \
 	notebooks bench gpu-check clean
 
@@ -92,6 +95,21 @@ reproduce-clothing1m: install  ## Clothing1M, ImageNet-pretrained ResNet-50 (doc
 
 reproduce-ablation: install  ## the JAL paper's ablation cells and a sweep of AMSE's a, into results/ablation
 	$(SWEEP) bash scripts/reproduce_ablation.sh
+
+# An Optuna search of a loss's alpha, beta and a (configs/hparams_search/$(LOSS).yaml: jal_ce or jal_fl), TRIALS
+# trials selected on a noisy validation split, into outputs/tune (OUT=DIR: DIR/tune); OVERRIDES='noise=symmetric
+# noise.rate=0.4' adds settings of jal-train's; JOBS=N trains N trials at once (joblib). Its plan first (DRY_RUN=1:
+# the plan only); the best trial's settings end in one line and in best_overrides.txt; started again, it trains
+# nothing new (docs/your-data.md).
+DATASET ?= cifar10
+LOSS ?= jal_ce
+TRIALS ?= 20
+TUNE = hparams_search=$(LOSS) dataset=$(DATASET) hydra.sweeper.n_trials=$(TRIALS) $(if $(JOBS),hydra/launcher=joblib \
+	hydra.launcher.n_jobs=$(JOBS) hydra.sweeper.n_jobs=$(JOBS) trainer.progress=false) $(if $(THREADS),trainer.threads=$(THREADS)) \
+	$(if $(PRECISION),trainer.precision=$(PRECISION)) $(if $(OUT),out_root=$(OUT)/tune) $(OVERRIDES)
+tune: install
+	$(PYTHON) -m jal.plan --name "make tune" "$(strip $(TUNE))"
+	$(if $(DRY_RUN),@echo "DRY_RUN=1: stopping before the first trial.",$(PYTHON) -m jal.train $(strip $(TUNE)))
 
 # One protocol's records at a time (a cell mixing quick and paper runs would mean nothing): the PRESET's records
 # (its out_root; default quick: the committed quick table; OUT=DIR: the same under DIR), or RECORDS=dir1:dir2. The

@@ -1,6 +1,7 @@
 """The console scripts of `pip install -e .` (pyproject.toml [project.scripts]): `jal-train ARGS` is
 `python -m jal.train ARGS`, `jal-fuse` is `python -m jal.fuse`, and so on for jal-plan (the plan of a sweep),
-jal-tables, jal-bench, jal-precision-report and jal-gpu-check."""
+jal-tables, jal-bench, jal-precision-report, jal-gpu-check and jal-mislabelled (a finished run's likely-mislabelled
+training samples)."""
 
 import runpy
 import sys
@@ -48,3 +49,9 @@ def gpu_check() -> None:
     from jal.gpu_check import main
 
     sys.exit(main())
+
+
+def mislabelled() -> None:
+    from jal.mislabelled import main
+
+    main()

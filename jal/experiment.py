@@ -43,8 +43,9 @@ MACHINE_PATHS = ("data_dir", "out_root")  # where this machine keeps data and ru
 PER_MEMBER = ("seed", "noise", "loss", "optim.l1", "optim.weight_decay", "optim.grad_clip", "dataset.weight_decay",
               "dataset.l1_amse", "dataset.l1_nnce")
 MAY_DIFFER_IN_A_FUSION = PER_MEMBER + tuple(key for key, per_run in NOT_THE_EXPERIMENT.items() if per_run)
-# Named by the run directory's cell already (dataset/noise/loss/seed), or by the preset's own out_root.
-IN_THE_CELL = ("dataset", "dataset.name", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment")
+# Named by the run directory's cell already (dataset/noise/loss/seed), or by the preset's (the search's) own out_root.
+IN_THE_CELL = ("dataset", "dataset.name", "noise", "noise.rate", "noise.labels", "loss", "seed", "experiment",
+               "hparams_search")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

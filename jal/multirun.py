@@ -5,6 +5,10 @@ composes it, so the planned run directories are the directories the sweep writes
 checked against the others and against what it holds (one directory, one experiment), and read back: its
 status, the epochs it has done, the fusions the runs still to train make (jal.fuse). The plan (jal.plan),
 the progress callback (jal.progress) and the fused sweep (jal.fuse) start from these runs.
+
+A search (jal.tune: Optuna's sweeper) draws its runs' settings as it goes: none is known before it is drawn, so
+it is planned as a Search, its number of trials and a trial drawn at the low end of every range (its settings
+checked, its work counted), in the search's folder.
 """
 
 import copy
@@ -19,6 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from jal import record as records
+from jal import tune
 from jal.config_check import check_config, check_given_once
 from jal.errors import AnotherExperiment, ConfigError, DirectoryConflict, UnreadableFile
 from jal.estimate import work_left_after_each_epoch
@@ -133,11 +138,16 @@ class Run:
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The jobs of `python -m jal.train -m <overrides>`, in launch order, as Hydra's basic sweeper splits them:
     the cartesian product of each key's values, the first key varying slowest. A key given twice is refused
-    (Hydra would take its last values), as is an override Hydra cannot read, in one line naming it."""
+    (Hydra would take its last values), as is an override Hydra cannot read, in one line naming it; so is a range
+    to draw from (`interval(2.0, 40.0)`), which has no jobs to list."""
     check_given_once(overrides)
     choices = {}
     for override in parse_overrides(overrides):
         key = override.get_key_element()
+        if override.is_interval_sweep():
+            raise ConfigError(f"{override.input_line}: an interval is drawn from, not listed: only a search draws "
+                              "(hparams_search=jal_ce, configs/hparams_search/); list values instead, e.g. "
+                              f"{key}=1,2,4")
         values = (override.sweep_string_iterator() if override.is_sweep_override()
                   else [override.get_value_element_as_str()])
         choices[key] = [f"{key}={value}" for value in values]
@@ -198,6 +208,9 @@ def plan_runs(overrides: list[str], config_name: str = "train", composed: dict |
     Run.blocked). `composed`: see compose_jobs."""
     runs = []
     for cfg in compose_jobs(sweep_jobs(overrides), config_name, composed):
+        if tune.is_search(cfg.hydra):  # its runs are drawn as it goes (plan_sweep): none to list, fuse or launch here
+            raise ConfigError(f"hydra.sweeper {cfg.hydra.sweeper._target_} draws its runs as it goes: none can be "
+                              "listed before it runs; start it with python -m jal.train (make tune), unfused")
         with hydra_node(cfg):  # run_name reads hydra:runtime.choices
             check_config(cfg)  # every run's values, before the first one trains
             run = Run(Path(sweep_dir(cfg)), cfg.run_name, cfg)
@@ -209,6 +222,73 @@ def plan_runs(overrides: list[str], config_name: str = "train", composed: dict |
             runs.append(run)
     check_directories(runs)
     return runs
+
+
+@dataclass(eq=False)
+class Search:
+    """A sweep whose sweeper draws its runs' settings as it goes (jal.tune): `trials` runs like `example`, a trial
+    drawn at the low end of every range, into the search's `folder` (hydra.sweep.dir)."""
+    folder: Path
+    trials: int | None     # hydra.sweeper.n_trials (Optuna's); None: a sweeper that counts otherwise
+    at_once: int           # hydra.sweeper.n_jobs: trials drawn, then launched, together
+    sweeper: str           # who draws: "Optuna"
+    sampler: str           # how: "TPESampler, seed 123"
+    space: dict[str, str]  # each drawn setting and its range, as written
+    example: Run
+
+    def finished(self) -> list[Record]:
+        """The finished trials in the search's folder: of this search's fixed settings, whatever their draws (the
+        same search started again replays them)."""
+        fixed = lambda ident: {k: v for k, v in ident.items() if k not in self.space}  # noqa: E731
+        mine = fixed(self.example.identity())
+        return [r for r in records.scan([self.folder], warn=lambda line: None)
+                if r.status == Status.FINISHED and (ident := r.identity()) is not None and fixed(ident) == mine]
+
+
+def plan_sweep(overrides: list[str], config_name: str = "train", composed: dict | None = None) -> "list[Run] | Search":
+    """What `python -m jal.train -m <overrides>` would do: its runs (plan_runs), or, where its sweeper draws
+    (jal.tune.is_search), the Search. `composed`: see compose_jobs."""
+    composed = {} if composed is None else composed
+    try:
+        first_job, interval = sweep_jobs(overrides)[0], None
+    except ConfigError as err:  # an interval: a search's, or refused below
+        interval = err
+        first_job = [o.input_line for o in OverridesParser.create().parse_overrides(overrides)
+                     if not o.is_sweep_override()]
+    first = compose_jobs([first_job], config_name, composed)[0]  # plan_runs composes it again from `composed`
+    if tune.is_search(first.hydra):
+        tune.check_fixed(overrides)
+        return search_of(first, config_name, composed)
+    if interval is not None:
+        raise interval
+    return plan_runs(overrides, config_name, composed)
+
+
+def search_of(cfg: DictConfig, config_name: str = "train", composed: dict | None = None) -> Search:
+    """The search a composed config (its Hydra node) starts: its example trial composed and checked as the
+    launcher would compose a trial, and the search refused in one line where it would select on the test set."""
+    hydra, parser = cfg.hydra, OverridesParser.create()
+    space = tune.drawn(hydra)
+    lowest = []
+    for key, text in space.items():
+        sweep = parser.parse_override(f"{key}={text}").value()
+        low = getattr(sweep, "start", None) if not hasattr(sweep, "list") else sweep.list[0]
+        lowest.append(f"{key}={low}")
+    task = [o for o in hydra.overrides.task if tune.key_of(o) not in space]
+    example = compose_jobs([list(hydra.overrides.hydra) + task + lowest], config_name, composed)[0]
+    with hydra_node(example):
+        check_config(example)
+        tune.check_selects_on_validation(example)
+        run = Run(Path(sweep_dir(example)), example.run_name, example)
+    with hydra_node(cfg):
+        folder = Path(os.path.abspath(cfg.hydra.sweep.dir))
+    sampler = OmegaConf.select(hydra, "sweeper.sampler") or {}
+    name = str(sampler.get("_target_", "its sampler")).rsplit(".", 1)[-1]
+    seed = sampler.get("seed")
+    trials = OmegaConf.select(hydra, "sweeper.n_trials")
+    return Search(folder, None if trials is None else int(trials), int(OmegaConf.select(hydra, "sweeper.n_jobs") or 1),
+                  hydra.sweeper._target_.rsplit(".", 1)[-1].removesuffix("Sweeper"),
+                  name + (f", seed {seed}" if seed is not None else ", unseeded"), space, run)
 
 
 def sweep_dir(cfg: DictConfig) -> str:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from hydra import initialize_config_dir
 
-from jal import launch
+from jal import launch, tune
 from jal import record as records
 from jal.config_check import share_config_store
 from jal.device import device_name, run_device
 from jal.errors import ConfigError, boundary
 from jal.estimate import run_speed
 from jal.experiment import choose, data_files
-from jal.multirun import SHOWN_ABOVE, Run, fusions, plan_runs, runs_
+from jal.multirun import SHOWN_ABOVE, Run, Search, fusions, plan_sweep, runs_
 from jal.preflight import check_group_choices
 from jal.record import Origin, Status, origin
 from jal.util import CONFIG_DIR, duration
@@ -90,14 +90,8 @@ def pretrained_weights() -> tuple[Path | None, str]:
 RETRAIN = "out_root=DIR"  # what trains every run of a sweep into a folder of the user's (a table's: make's OUT=DIR)
 
 
-def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1,
-               retrain: str = RETRAIN) -> None:
-    """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
-    with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make, and how the launcher
-    trains them (jal.launch.how_fusions_run). Of the runs finished already it says how many were trained here,
-    came with the repository or from another machine, and, where some were not trained here, `retrain`: what
-    trains every run here instead."""
-    runs = [run for sweep in sweeps for run in sweep]
+def print_header(runs: list[Run], name: str, fuse: int = 1) -> tuple[dict, object]:
+    """The plan's first lines: the preset, device, precision and launcher of these runs; (launcher, device)."""
     first = runs[0].cfg
     preset = first.hydra.runtime.choices.get("experiment") or "none (the dataset's own protocol)"
     launcher = launch.settings(first.hydra)
@@ -114,7 +108,53 @@ def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: 
     else:
         print(f"  launcher   {launch.how_runs_run(launcher)}, torch threads per run: "
               f"{threads if threads else 'all cores (trainer.threads=null)'}")
+    return launcher, device
 
+
+def print_search_plan(search: Search, name: str) -> None:
+    """What a search (jal.tune) will do here: its trials are drawn as it goes, so they are counted, not listed,
+    and timed as runs like its example trial."""
+    launcher, device = print_header([search.example], name)
+    finished = len(search.finished())
+    trials = search.trials if search.trials is not None else finished
+    print(f"  search     {trials} trials drawn by {search.sweeper} ({search.sampler}), {search.at_once} at a time, "
+          f"into {search.folder}: {finished} finished there already"
+          + (" (the same search started again replays them: they train nothing new)" if finished else ""))
+    print(f"  drawn      {'; '.join(f'{key} {text}' for key, text in search.space.items())}")
+    cfg = search.example.cfg
+    print(f"  objective  the last epoch's accuracy on dataset.val_fraction={tune.val_fraction(cfg):g} of the training "
+          "set, held out, against its given (noisy) labels; the test set is not looked at")
+    left = max(trials - finished, 0)
+    if not left:
+        print("  time left  none: every trial is finished")
+        return
+    model = cfg.hydra.runtime.choices.model
+    measured = run_speed([search.example], device_name(device))
+    if measured is None:
+        print(f"  speed      {model}: unknown (no run here, the probe failed, no records elsewhere)")
+        print("  time left  unknown")
+        return
+    speed = measured.images_per_second
+    print(f"  speed      {model}: {speed:.0f} images/s per run (jal.estimate: {measured.source})")
+    work = search.example.work()
+    if (parallel := launch.at_once(launcher)) is None:
+        print(f"  time left  {duration(left * work / speed)} of training at this machine's speed, spread over the "
+              "launcher's machines")
+        return
+    at_once = max(1, min(parallel, search.at_once, left))
+    print(f"  time left  about {duration(left * work / speed / at_once)}: {left} trials of {work:,.0f} training "
+          f"images each (an evaluated image counted as a third), {at_once} at a time")
+
+
+def print_plan(sweep_overrides: list[list[str]], sweeps: list[list[Run]], name: str, fuse: int = 1,
+               retrain: str = RETRAIN) -> None:
+    """What the multiruns with these overrides (and those runs) will do here, and how long it will take;
+    with fuse > 1, the fusions (python -m jal.fuse) each sweep's runs to train make, and how the launcher
+    trains them (jal.launch.how_fusions_run). Of the runs finished already it says how many were trained here,
+    came with the repository or from another machine, and, where some were not trained here, `retrain`: what
+    trains every run here instead."""
+    runs = [run for sweep in sweeps for run in sweep]
+    launcher, device = print_header(runs, name, fuse)
     statuses = {run.dir: records.status(run.dir) for run in runs}
     count = lambda status, among=runs: sum(statuses[r.dir][0] == status for r in among)  # noqa: E731
     resumed = ", ".join(f"{count(s)} {s}" for s in (Status.FAILED, Status.PAUSED, Status.STARTED) if count(s))
@@ -200,16 +240,21 @@ def main(argv: list[str] | None = None) -> None:
     with boundary():
         overrides = [split_sweep(sweep) for sweep in args.sweeps]
         composed = {}  # the sweeps share their compositions
-        sweeps, notes, blocking = [], [], []
+        planned, notes, blocking = [], [], []  # each multirun's runs, or its Search (a sweeper that draws: jal.tune)
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):  # as jal.train names it
             for sweep in overrides:
                 check_group_choices(sweep)
-                sweeps.append(plan_runs(sweep, composed=composed))
-                missing, cannot = not_there_yet(sweeps[-1], args.download)
+                planned.append(plan_sweep(sweep, composed=composed))
+                runs = [planned[-1].example] if isinstance(planned[-1], Search) else planned[-1]
+                missing, cannot = not_there_yet(runs, args.download)
                 notes += [line for line in missing if line not in notes]
                 blocking += cannot
-        print_plan(overrides, sweeps, args.name, args.fuse, args.retrain)
-        for run in {run.dir: run for sweep in sweeps for run in sweep}.values():
+        for search in (p for p in planned if isinstance(p, Search)):
+            print_search_plan(search, args.name)
+        sweeps = [(o, p) for o, p in zip(overrides, planned) if not isinstance(p, Search)]
+        if sweeps:
+            print_plan([o for o, _ in sweeps], [p for _, p in sweeps], args.name, args.fuse, args.retrain)
+        for run in {run.dir: run for _, sweep in sweeps for run in sweep}.values():
             if line := run.blocked():  # a damaged file of its own: the sweep trains the others
                 print(f"{Status.BLOCKED}: {run.name}: {line}")
         for note in notes:

@@ -4,7 +4,9 @@ progress bar is jal/progress_bar.py's.
 `Progress` prints a line per run as it ends (n/N, the cell, how it ended in the words of a run alone's
 closing line: `finished: test accuracy 64.32% (epoch 120)`, the sweep's ETA) and, at the end, a summary of
 the finished, failed and paused runs. It plans the sweep's runs from its overrides (jal.multirun.plan_runs);
-a fused sweep (jal.fuse) prints the same ETA.
+a fused sweep (jal.fuse) prints the same ETA. A search (jal.tune) draws its trials as it goes: a line per trial
+as it ends (its number of the search's trials, how it ended, its objective), and at the end the best trial's
+settings, in one line and in the search's best_overrides.txt.
 """
 
 import atexit
@@ -16,15 +18,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from jal import record as records
-from jal import stops
+from jal import stops, tune
 from jal.errors import boundary
 from jal.estimate import eta_words, run_speed
 from jal.experiment import differences
-from jal.multirun import Run, plan_runs, runs_
+from jal.multirun import Run, Search, plan_runs, runs_, search_of
 from jal.noise import noise_gap
 from jal.record import ENDED, Record, Status, ending, provenance_line
-from jal.run_dir import held_elsewhere
-from jal.util import write_refusal
+from jal.run_dir import check_writable, held_elsewhere
+from jal.util import duration, write_refusal
 
 
 def stop_signal() -> str | None:
@@ -53,6 +55,7 @@ class Progress(Callback):
         self.runs: dict[str, str] | None = None  # run dir -> run name, in launch order
         self.planned: dict[str, Run] = {}  # run dir -> its run (the experiment it is)
         self.summarised, self.not_ours, self.not_done = False, [], []
+        self.search: Search | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
@@ -60,6 +63,10 @@ class Progress(Callback):
         # a wrong setting in any run of the sweep: one line before anything trains (Hydra turns an Exception from
         # a callback into a warning; the boundary's SystemExit passes through)
         with boundary():
+            if tune.is_search(config.hydra):  # its trials are drawn as it goes: planned as a Search
+                tune.check_fixed(list(config.hydra.overrides.task))
+                self.start_search(search_of(config, config.hydra.job.config_name))
+                return
             runs = plan_runs(overrides, config.hydra.job.config_name)
         self.start(runs)
         if refused := write_refusal(config.hydra.sweep.dir):  # every run is finished (plan_runs refuses one to
@@ -118,6 +125,8 @@ class Progress(Callback):
         return [d for d in self.runs if self.has_ended(d)]
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if self.search is not None:
+            return self.trial_ended(config, job_return)
         run_dir = config.hydra.runtime.output_dir
         if self.runs is None or run_dir in self.finished_before:  # a single run, or one skipped as finished
             return
@@ -159,6 +168,8 @@ class Progress(Callback):
                 "sweep its own out_root")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self.search is not None:
+            return self.best_trial(config)
         self.summary()
         if self.not_done:  # a run failed, is blocked or has no result of its own: exit status 1 (docs/runs.md)
             raise SystemExit(1)
@@ -198,3 +209,52 @@ class Progress(Callback):
         if (paused or other) and (name := stop_signal()):
             print(f"  stopped by {name}: starting the sweep again continues it")
         print(flush=True)
+
+    # -----------------------------------------------------------------------------------------------
+    # A search: its trials counted as they end, its best trial at the end
+
+    def start_search(self, search: Search) -> None:
+        self.search, self.started = search, time.time()
+        check_writable(search.folder)
+        done = len(search.finished())
+        print(f"Search: {search.trials or 'its'} trials drawn by {search.sweeper} ({search.sampler}) into "
+              f"{search.folder}; {done} finished there already"
+              + (" (the same search started again replays them: they train nothing new)" if done else ""), flush=True)
+
+    def trial_ended(self, config: DictConfig, job_return) -> None:
+        """`[trial n/N] <its drawn settings>: how it ended; its objective (ETA)`. Counted from the job's number
+        and the records on disk: with joblib this runs in a worker, on a copy of this object."""
+        run_dir, n, total = Path(config.hydra.runtime.output_dir), config.hydra.job.num + 1, self.search.trials
+        status, record = records.status(run_dir)
+        try:
+            value = job_return.return_value  # raises if the job failed
+        except Exception as err:
+            value, what = None, f"failed before writing a record: {type(err).__name__}: {err}"
+        else:
+            what = ending(record) if status in ENDED else f"{status}, not trained here"
+            if status == Status.FINISHED and (run_dir / records.RESULT).stat().st_mtime < self.started:
+                what = what.replace("finished:", "finished before, skipped:", 1)  # replayed: nothing trained
+        objective = (f"; validation accuracy {value:.2f}% (the objective)" if isinstance(value, float)
+                     and tune.val_fraction(config) and "validation accuracy" not in what else "")
+        print(f"[trial {n}/{total or '?'}] {run_dir.name}: {what}{objective} ({self.search_eta(n)})", flush=True)
+
+    def search_eta(self, n: int) -> str:
+        """Time left at the pace of the trials trained since the search started (records written since then)."""
+        left = (self.search.trials or n) - n
+        if left <= 0:
+            return "search done"
+        trained = sum(path.stat().st_mtime >= self.started for path in self.search.folder.rglob(records.RESULT))
+        if not trained:
+            return "ETA unknown"
+        per_trial = (time.time() - self.started) / trained
+        return f"ETA {duration(per_trial * left / min(self.search.at_once, left))}"
+
+    def best_trial(self, config: DictConfig) -> None:
+        """The best trial's line, and its settings in best_overrides.txt, from the sweeper's
+        optimization_results.yaml (the trials it was told, this command's)."""
+        folder = self.search.folder
+        results = OmegaConf.to_container(OmegaConf.load(folder / "optimization_results.yaml"))
+        best = folder / tune.trial_name(results["best_params"])
+        status, record = records.status(best)
+        print(tune.best_line(folder, results, self.search.trials, record if status == Status.FINISHED else None),
+              flush=True)

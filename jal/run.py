@@ -463,6 +463,21 @@ def end_epoch(m: Member, epoch: int, sums: list, test_correct: int | None, n_tes
     m.checkpointed = epoch + 1
 
 
+def write_predictions(m: Member, data: TrainingData) -> None:
+    """predictions.npz of a member that finished (jal.mislabelled): its model's predictions for its training set,
+    in labels.npz's order, with its experiment's fingerprint. Written before its finished record: a kill between
+    the two leaves a run that finishes again from its last checkpoint, writing both. Training sets read from
+    image files (WebVision, Clothing1M: a pass over up to a million images) get none."""
+    if not m.writes or getattr(data, "x_train", None) is None:
+        return
+    from jal.mislabelled import PREDICTIONS, predictions
+
+    with np.load(m.run_dir / LABELS) as labels:  # the run's training set, as it wrote it
+        rows, given = labels["indices"], labels["noisy"]
+    arrays = predictions(m.model, m.criterion, data.x_train, rows, given, data.stats, m.cfg, m.precision)
+    atomic_save_npz(m.run_dir / PREDICTIONS, fingerprint=np.str_(m.exp.fingerprint), **arrays)
+
+
 def finished_record(m: Member, wall_seconds: float) -> Record:
     """result.json of a finished run: its last and best accuracies (None without a test set, or without a
     validation split), its labels' measured noise (None for labels as given: which are clean is not known)."""

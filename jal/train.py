@@ -43,7 +43,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from jal import distributed, run
+from jal import distributed, run, tune
 from jal import stops as stop_signals
 from jal.config_check import check_config
 from jal.device import run_device
@@ -66,6 +66,7 @@ from jal.run import (
     paused_record,
     wall,
     write_last_record,
+    write_predictions,
 )
 from jal.run_dir import restart_alone
 from jal.step import Fusion, correct_predictions, train_one_epoch
@@ -139,6 +140,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals, apart: 
                           names)
             progress.set_postfix_str(bar_postfix([m.history for m in fusion.members], work))
         for m in fusion.members:
+            write_predictions(m, data)  # its training set's predictions (jal.mislabelled), before its record
             results[m] = write_last_record(m, finished_record(m, wall(m, started)), fused)
         return [results[m] for m in members]
     except BaseException as err:
@@ -229,12 +231,15 @@ def train(cfg: DictConfig, run_dir: str | Path, stops: stop_signals.StopSignals 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """One run's last-epoch test accuracy (None when it did not finish). A run that cannot train here (a
-    wrong setting, a missing file, a directory of another experiment) stops in one line; one that fails, is
-    trained elsewhere or is blocked (a damaged file of its own) ends a single run with an error but lets the other
-    runs of a multirun go on."""
+    """One run's last-epoch accuracy on its noisy validation split where it holds one out, else on the test set
+    (jal.tune.objective: what a search's sweeper maximises; None when it did not finish). A run that cannot train
+    here (a wrong setting, a missing file, a directory of another experiment, a search without a validation
+    split) stops in one line; one that fails, is trained elsewhere or is blocked (a damaged file of its own) ends
+    a single run with an error but lets the other runs of a multirun go on."""
     alone = HydraConfig.get().mode != RunMode.MULTIRUN
     with boundary():  # wrong settings, missing files, a class that refuses its arguments: one line
+        if not alone and tune.is_search(HydraConfig.get()):  # also checked before the first trial (jal.progress)
+            tune.check_selects_on_validation(cfg)
         try:
             result = train(cfg, HydraConfig.get().runtime.output_dir)
         except RunDiverged as err:  # its record says failed; a sweep goes on, and its summary lists it
@@ -257,7 +262,7 @@ def main(cfg: DictConfig) -> float | None:
         console.info("%s -> %s", ending(result), shown_path(HydraConfig.get().runtime.output_dir))
         if gap := noise_gap(result):  # a sweep's summary says it per run (jal.progress, jal.fuse)
             console.warning("noise: %s (more than 1 pp off the asked rate)", gap.line)
-    return result.last_test_acc  # None when paused
+    return tune.objective(cfg, result)  # None when paused
 
 
 if __name__ == "__main__":

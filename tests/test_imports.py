@@ -15,8 +15,8 @@ PACKAGE = REPO / "jal"
 LAYERS = {
     "platform": {"paths", "errors", "util", "config", "device", "distributed", "stops"},
     "maths": {"losses", "paper_values", "theory", "models", "noise", "data", "own_data", "real_world"},
-    "experiment": {"experiment", "record", "run_dir", "config_check", "resolvers"},
-    "run": {"step", "run", "train", "preflight", "progress_bar", "estimate", "wandb_run", "fuse.rejoin"},
+    "experiment": {"experiment", "tune", "record", "run_dir", "config_check", "resolvers"},
+    "run": {"step", "run", "train", "preflight", "progress_bar", "estimate", "mislabelled", "wandb_run", "fuse.rejoin"},
     "sweeps": {"multirun", "plan", "progress", "launch", "fuse", "fuse.command", "fuse.tasks",
                "fuse.logs", "fuse.__main__"},
     "reports": {"records", "tables", "fidelity", "figures", "precision_report", "bench", "timing",

@@ -11,6 +11,7 @@ import jal.config  # noqa: F401  (the registration is the point)
 import jal.experiment  # noqa: F401
 import jal.own_data  # noqa: F401  (the schemas of dataset=folder and arrays, their resolvers)
 import jal.resolvers  # noqa: F401
+import jal.tune  # noqa: F401  (the search's folder resolvers)
 
 
 class JalConfigs(SearchPathPlugin):
