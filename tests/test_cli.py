@@ -47,7 +47,7 @@ def test_every_console_script_names_a_command_of_the_package():
         assert callable(getattr(import_module(module), function)), name
         # each runs the module of its name: jal-gpu-check is jal.gpu_check
         assert name.removeprefix("jal-").replace("-", "_") in {"train", "fuse", "plan", "tables", "bench",
-                                                               "precision_report", "gpu_check"}
+                                                               "precision_report", "gpu_check", "mislabelled"}
 
 
 @pytest.mark.full  # python processes

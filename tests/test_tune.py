@@ -137,9 +137,10 @@ def test_the_plan_counts_the_trials_and_times_those_left(planned, capsys):
     config = planned.example.experiment().config
     (planned.folder / "done").mkdir(parents=True)  # a finished trial, whose speed the plan takes
     from jal.device import device_name, run_device
+    from jal.record import this_host
 
     record = dict(status="finished", config=config, precision="fp32", model="cnn8", images_per_second=100.0,
-                  device_name=device_name(run_device("auto")))
+                  device_name=device_name(run_device("auto")), host=this_host())  # trained here (jal.estimate)
     (planned.folder / "done" / "result.json").write_text(json.dumps(record))
     plan.print_search_plan(planned, "make tune")
     out = capsys.readouterr().out

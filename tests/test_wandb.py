@@ -152,6 +152,7 @@ def test_trainer_restart_is_a_new_wandb_run(synthetic_run, offline):
     assert all([r["epoch"] for r in rows] == [1] for _, rows in runs)  # each training's history whole
 
 
+@pytest.mark.full  # wandb-core
 def test_deleted_outputs_give_a_new_wandb_run(synthetic_run, offline):
     cfg = synthetic_run(*TINY, "trainer.epochs=1")
     jal_train.train(cfg, run_dir_of(cfg))
