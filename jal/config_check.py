@@ -6,6 +6,7 @@ failure is one line (jal.errors). The command line's checks before torch loads: 
 
 import dataclasses
 import inspect
+import typing
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -13,7 +14,6 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jal.config import REAL_WORLD, BadValue, ConfigError, RunConfig, require
-from jal.errors import expected_type
 from jal.experiment import PRECOMPUTED_INSTANCE_RATES, check_out_root, given_settings
 from jal.paths import CONFIG_DIR
 from jal.resolvers import L1_TERMS, loss_terms
@@ -28,7 +28,7 @@ SECTIONS = ("trainer", "optim", "dataset", "noise", "logger", "loss.active", "lo
 def check_config(cfg) -> None:
     """The value rules of every section (each schema's __post_init__), then the rules across sections.
     Raises ConfigError; reads no data."""
-    require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0", 123)
+    given = given_settings(cfg)  # the settings given on the command line, which several rules read
     check_out_root(cfg.out_root)
     if "hydra" in cfg:
         check_given_once(list(cfg.hydra.overrides.task))
@@ -54,9 +54,8 @@ def check_config(cfg) -> None:
                 if cause is not None:
                     raise cause from None
                 raise ConfigError(f"{err.full_key}: {err.msg.splitlines()[0]}") from None
-    check_nothing_ignored(cfg)
-    check_given_values(cfg)
-    check_arguments(cfg)
+    check_given_values(cfg, given)
+    check_arguments(cfg, given)
     kind, name = cfg.noise.type, cfg.dataset.name
     if name in REAL_WORLD and kind != "none":
         raise ConfigError(f"noise={kind} on dataset={name}: its labels are noisy already (real-world noise) and "
@@ -64,7 +63,9 @@ def check_config(cfg) -> None:
     if kind == "human" and cfg.noise.labels not in HUMAN_LABEL_SETS.get(name, ()):
         valid = ", ".join(f"{d}: {'|'.join(s)}" for d, s in HUMAN_LABEL_SETS.items())
         raise ConfigError(f"no human label set {cfg.noise.labels!r} for dataset {name}; valid noise.labels ({valid})")
-    check_own_data(cfg)
+    check_own_data(cfg, given)
+    check_nothing_ignored(cfg, given)
+    require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0", 123)
     device = cfg.trainer.device
     if device.startswith("cuda"):
         import torch  # only here: composing and checking the rest needs no torch
@@ -88,14 +89,14 @@ def check_given_once(overrides: list[str]) -> None:
         given[key] = value
 
 
-def check_arguments(cfg) -> None:
+def check_arguments(cfg, given: dict[str, str]) -> None:
     """A class built from a section without a schema (the model: `_target_` and its arguments) takes every
     setting given in it: `+model.foo=1` is refused here, before anything is written, not by the class once the
     run's directory, lock, config and labels are there. Only sections a setting was given in are looked at (their
     class is imported: the model's brings torch)."""
     from hydra.utils import get_object
 
-    for section in sorted({key.rpartition(".")[0] for key in given_settings(cfg) if "." in key}):
+    for section in sorted({key.rpartition(".")[0] for key in given if "." in key}):
         node = OmegaConf.select(cfg, section)
         if not OmegaConf.is_dict(node) or OmegaConf.get_type(node) is not dict or "_target_" not in node:
             continue  # not a class's arguments, or a schema's (checked above)
@@ -112,11 +113,11 @@ def check_arguments(cfg) -> None:
 LARGEST_FOR_CNN8 = 64  # pixels: the 8-layer CNN (made for CIFAR's 32) up to here, ResNet-50 beyond (jal/models.py)
 
 
-def check_own_data(cfg) -> None:
+def check_own_data(cfg, given: dict[str, str]) -> None:
     """A dataset of yours (jal/own_data.py) with what fits it: its labels as given (not claimed clean), noise that
     needs no CIFAR class map nor images in memory, the settings read from the data left to it; a model that
     fits the images' size; and a validation split only where the run records the rows it holds out."""
-    kind, name, own, given = cfg.noise.type, cfg.dataset.name, cfg.dataset.get("format"), given_settings(cfg)
+    kind, name, own, given = cfg.noise.type, cfg.dataset.name, cfg.dataset.get("format"), given
     if kind == "as_given" and not own:
         raise ConfigError(f"noise=as_given keeps the labels of a dataset of yours (dataset=folder or arrays) as "
                           f"given; those of dataset={name} are {'real-world noise' if name in REAL_WORLD else 'clean'}:"
@@ -149,7 +150,7 @@ def check_own_data(cfg) -> None:
 RATED_NOISES = ("symmetric", "asymmetric", "instance")
 
 
-def check_nothing_ignored(cfg) -> None:
+def check_nothing_ignored(cfg, given: dict[str, str]) -> None:
     """A setting the run would not read trains another experiment than the one asked for, silently (clean
     labels under a noise rate): refused in one line. Values first, then the settings given on the command line
     that nothing reads in this config."""
@@ -160,7 +161,6 @@ def check_nothing_ignored(cfg) -> None:
     if kind == "human" and rate is not None:
         raise ConfigError(f"noise.rate={rate} is ignored by noise=human: its label set (noise.labels="
                           f"{cfg.noise.labels}) is the noise; drop noise.rate, or choose noise.labels")
-    given = given_settings(cfg)
     if not given:
         return
     loss = f"loss={cfg.hydra.runtime.choices.loss}"
@@ -204,11 +204,11 @@ FOLLOWS_DATASET = ("loss.num_classes", "loss.active.num_classes", "loss.passive.
 BOOLEANS = ("true", "false")
 
 
-def check_given_values(cfg) -> None:
+def check_given_values(cfg, given: dict[str, str]) -> None:
     """The values given on the command line that composing lets through but no run could honour: a setting its
     config group sets (SET_BY_GROUP), a loss's class count, a true/false setting given a number (OmegaConf reads
     `3` as true), a class (`loss._target_`) that names no class of a module found here."""
-    for key, value in given_settings(cfg).items():
+    for key, value in given.items():
         group = SET_BY_GROUP.get(key)
         choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") if group else None
         if key == "noise.tag":
@@ -225,11 +225,17 @@ def check_given_values(cfg) -> None:
                               f"dataset={cfg.dataset.name}): drop it")
         parent, _, field = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if OmegaConf.is_dict(node) and expected_type(OmegaConf.get_type(node), field) == "true or false" \
+        if OmegaConf.is_dict(node) and is_boolean(OmegaConf.get_type(node), field) \
                 and value.lower() not in BOOLEANS:
             raise ConfigError(f"{key}={value} is not true or false: e.g. {key}=false")
         if field == "_target_" and (missing := missing_class(value)):
             raise ConfigError(f"{key}={value}: {missing} (a loss's class comes with its config: loss=<name>)")
+
+
+def is_boolean(schema, field: str) -> bool:
+    """Whether the schema's field holds true or false (bool, or bool or None)."""
+    hint = typing.get_type_hints(schema).get(field) if dataclasses.is_dataclass(schema) else None
+    return hint is bool or hint == typing.Optional[bool]
 
 
 def missing_class(target: str) -> str | None:
