@@ -160,7 +160,7 @@ def remove_temp_files(run_dir: Path) -> list[str]:
     """The temporary files of writes a kill cut short (jal.util.atomic_save's `.<name>.*`): removed when the run
     starts again, under its lock (no write of this run is under way); their names."""
     removed = []
-    for name in (*RUN_FILES, "config.yaml"):
+    for name in (*RUN_FILES, "config.yaml", "predictions.npz"):  # the last a finished run's (jal.mislabelled)
         for tmp in run_dir.glob(f".{name}.*"):
             tmp.unlink(missing_ok=True)
             removed.append(tmp.name)

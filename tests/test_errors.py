@@ -293,6 +293,18 @@ def test_the_line_of_a_class_that_refuses_its_arguments_names_the_cause():
     assert "unexpected keyword argument 'tt'" in line
 
 
+def test_a_setting_given_twice_is_refused_in_one_line_naming_both_values(tmp_path):
+    """`python -m jal.train optim.lr=0.1 optim.lr=0.2`: Hydra would train the last value while the run's directory
+    named both (jal.config_check.check_given_once); refused as the command line is checked, before anything is
+    written."""
+    from jal.preflight import check_command_line
+
+    with pytest.raises(SystemExit) as refused:
+        check_command_line([SYN, "logger=none", f"out_root={tmp_path / 'runs'}", "optim.lr=0.1", "optim.lr=0.2"])
+    assert refused.value.code == "error: optim.lr is given twice (optim.lr=0.1 and optim.lr=0.2): give it once"
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------------
 # Every key of every schema, a wrong value of its type and one of another type
 

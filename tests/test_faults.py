@@ -18,6 +18,7 @@ import torch
 from conftest import CONFIG_DIR, REPO, compose_train
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf, open_dict, read_write
+from test_train import assert_same_training
 
 from jal import multirun, plan
 from jal import train as jal_train
@@ -104,7 +105,9 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_its_checkpoint_and_the_same
 
     monkeypatch.undo()
     resumed = jal_train.train(cfg, run)
-    assert resumed.status == "finished" and [h["epoch"] for h in resumed.history] == [1, 2]
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
+    assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, run)  # bit for bit
 
 
 @pytest.mark.full  # tmpfs, python -m jal.train
