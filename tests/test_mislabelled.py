@@ -135,7 +135,7 @@ def test_a_finished_run_writes_its_models_predictions_for_its_training_set(synth
 
 # docs/your-data.md ("Finding likely-mislabelled samples"): JAL-CE, 2,000 images, 8 epochs, seed 123: precision@k
 # at k = the 720 flipped samples, as measured, and the margin the test allows below it (see MARGIN).
-MEASURED, MARGIN = 0.5, 0.1
+MEASURED, MARGIN = 0.68, 0.1  # 488 of 720 on a 2-core AMD EPYC; another CPU's float rounding trains another model
 CIFAR_RUN = ["loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "dataset.subset=2000", "dataset.test_subset=1000",
              "trainer.epochs=8", "trainer.eval_every=8", "logger=none", "trainer.progress=false"]
 
