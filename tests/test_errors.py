@@ -377,6 +377,7 @@ SETS = {"dataset.epochs": "trainer.epochs", "dataset.lr": "optim.lr", "dataset.w
         "dataset.test_root": "dataset.root"}
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_every_wrong_value_of_every_setting_is_one_line(tmp_path, monkeypatch):
     """Each key of each schema in jal/config.py, given a value of its type outside its rules and a value of another
     type, as `python -m jal.train` checks its command line before torch loads: one line naming the setting (or the

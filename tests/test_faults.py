@@ -433,6 +433,7 @@ def permission_line(path: Path, elsewhere: str) -> str:
             rf"\S+ to let others read it \(chmod a\+r {re.escape(str(path))}\), or {re.escape(elsewhere)}$")
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_a_run_file_this_user_may_not_read_is_a_permission_problem_not_damage(tmp_path, monkeypatch,
                                                                                 one_torch_thread):
     cfg = compose_train(TINY + ["trainer.epochs=2", f"out_root={tmp_path}"])

@@ -100,6 +100,7 @@ def test_cleanlab_flags_what_find_label_issues_flags_ranked_by_the_same_score(tm
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_a_finished_run_writes_its_models_predictions_for_its_training_set(synthetic_run, tmp_path, one_torch_thread):
     """predictions.npz holds what the finished model says of each training image (labels.npz's rows and given
     labels), in eval mode and without augmentation: recomputed here from its checkpoint, image by image."""

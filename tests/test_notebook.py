@@ -152,6 +152,7 @@ def boxes_overlap(a, b):
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_the_figures_of_a_users_sweep_can_be_read(tmp_path):
     """Legends with short names, outside every axes and inside the figure; panel titles apart; one-epoch panels
     that say why they draw no curve; ours and the published figures in panels of their own; a line only between

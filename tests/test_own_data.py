@@ -217,6 +217,7 @@ def test_settings_that_do_not_fit_the_data_are_refused_in_one_line(data, tmp_pat
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_the_8_layer_cnn_stops_at_64_pixels_and_names_resnet50(data, tmp_path):
     base = overrides("folder", data["folder"], tmp_path)
     check_config(compose_train(base + ["dataset.image_size=64", "dataset.resize=72"]))
@@ -243,6 +244,7 @@ def test_the_command_line_names_bad_data_in_one_line_and_writes_nothing(tmp_path
 # Training, resuming and skipping like CIFAR runs
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 @pytest.mark.parametrize("dataset", ["arrays", "folder"])
 def test_a_run_trains_resumes_to_the_uninterrupted_result_and_is_skipped_when_finished(data, tmp_path, dataset,
                                                                                        monkeypatch, one_torch_thread):
@@ -270,6 +272,7 @@ def test_a_run_trains_resumes_to_the_uninterrupted_result_and_is_skipped_when_fi
     assert jal_train.train(compose_train(base), where) == resumed
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_synthetic_noise_is_drawn_on_the_labels_as_given(data, tmp_path, one_torch_thread):
     cfg = compose_train(overrides("arrays", data["arrays"], tmp_path, "noise=symmetric", "noise.rate=0.5",
                                   "trainer.epochs=1"))
@@ -301,6 +304,7 @@ def test_the_split_is_stratified_by_the_given_labels_seeded_and_exact_in_size():
         validation_rows(np.arange(3), 0.1, 3, seed=0)
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_every_record_of_a_split_run_carries_its_validation_accuracy_against_the_given_labels(data, tmp_path,
                                                                                                one_torch_thread):
     cfg = compose_train(overrides("arrays", data["arrays"], tmp_path, "dataset.val_fraction=0.15",
@@ -341,6 +345,7 @@ def test_a_run_without_a_test_set_records_none_and_says_so(tmp_path, one_torch_t
 # Identity: the settings added here leave every earlier experiment as it was
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_the_new_settings_at_their_old_values_leave_the_identity_as_it_was(synthetic_run):
     cfg = synthetic_run()
     exp = experiment.experiment(cfg)

@@ -73,6 +73,7 @@ def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypat
     assert f"precision {expected} ({result['precision_reason']})" in caplog.text
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 @pytest.mark.parametrize("flags, expected, suffix", [(SPR_FLAGS, "bf16", "/bf16"), (AVX2_FLAGS, "fp32", "")])
 def test_the_quick_preset_trains_bf16_only_where_the_cpu_has_bf16_hardware(monkeypatch, flags, expected, suffix):
     """results/precision's check passed: the quick preset is `auto`, bf16 on an AMX CPU, fp32 on an AVX2 one,

@@ -236,6 +236,7 @@ def test_the_command_line_names_a_missing_file_in_one_line(tmp_path):
     assert "google_resized_256.tar" in last
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_missing_pretrained_weights_are_one_line(monkeypatch, tmp_path):
     """No network here: the ImageNet weights cannot be fetched, and the error says where to put them."""
     import torchvision.models

@@ -164,6 +164,7 @@ def test_an_out_root_that_is_a_file_is_refused(tmp_path):
     assert experiment.check_out_root(tmp_path / "new" / "folder") == str(tmp_path / "new" / "folder")
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_the_data_files_a_run_reads(tmp_path):
     def files(*overrides):
         return [(f.path.name, f.downloadable) for f in experiment.data_files(

@@ -247,6 +247,7 @@ def test_the_refusal_is_one_line_and_a_failing_exit(tmp_path):
                                                             "(optim.lr: 0.01 in the record, 0.05 asked)")
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_a_sweep_mapping_two_experiments_onto_one_directory_fails_its_plan(tmp_path):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         with pytest.raises(DirectoryConflict, match=r"two runs of different experiments would share .*/same: "

@@ -202,6 +202,7 @@ def test_summary_names_failed_and_paused_runs(tmp_path, capsys):
     ]
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_eta_counts_the_epochs_of_runs_in_flight(tmp_path):
     """Parallel runs end together: when the first of two ends the other is nearly done too, so the ETA comes
     from the work done and left (epochs, checkpoints), not from whole runs ended (which says 3 x elapsed)."""
@@ -570,6 +571,7 @@ def test_a_real_world_plan_lists_the_pretrained_weights_and_downloads_nothing(tm
     assert f"not there yet: {tmp_path / 'data' / 'clothing1m' / 'annotations'}" in out
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_the_probe_times_a_pretrained_model_without_its_weights(tmp_path, monkeypatch):
     """The probe builds the run's model as the run does, but never fetches its ImageNet weights: the same network
     and step, timed (here ResNet-50 on 32-pixel images, batch 4)."""

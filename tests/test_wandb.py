@@ -193,6 +193,7 @@ def test_a_paused_run_continued_by_the_same_command_continues_its_wandb_run_with
         assert not [line for line in output.splitlines() if line.startswith("wandb:")]
 
 
+@pytest.mark.full  # wandb-core (an offline W&B run)
 def test_each_member_of_a_fusion_logs_to_its_own_wandb_run_and_says_so_once(synthetic_run, offline, tmp_path,
                                                                            caplog):
     """One process holds K W&B runs at once (a fusion): one run's start must not finish another's."""
@@ -216,6 +217,7 @@ def test_each_member_of_a_fusion_logs_to_its_own_wandb_run_and_says_so_once(synt
 # Group and tags: the protocol
 
 
+@pytest.mark.full  # wandb-core (an offline W&B run)
 def test_group_and_tags_name_the_protocol_so_a_smoke_run_never_joins_the_papers_group(synthetic_run, offline):
     paper = compose_train(["dataset=cifar10", "loss=jal_ce", "noise=symmetric", "noise.rate=0.8"])
     assert jal_wandb.group_and_tags(plain_config(paper), "fp32") == (
@@ -236,6 +238,7 @@ def test_group_and_tags_name_the_protocol_so_a_smoke_run_never_joins_the_papers_
     assert run["tags"] == ["synthetic", "none", "ce", "1 ep", "train full", "test full", "fp64"]
 
 
+@pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
 def test_wandb_mode_disabled_needs_no_wandb_package_and_keeps_no_id(synthetic_run, monkeypatch, one_torch_thread):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` would fail, as on a bare GPU host
