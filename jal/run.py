@@ -108,6 +108,11 @@ def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
     return None
 
 
+def pause_settings(trainer: DictConfig) -> dict:
+    """The trainer's settings that pause a run, as jal.stops.stop_reason takes them."""
+    return dict(stop_at=trainer.get("stop_at"), pause_after=trainer.get("pause_after"))
+
+
 # ---------------------------------------------------------------------------------------------------
 # The members of a fusion: each a run, prepared under its lock
 
@@ -159,7 +164,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path, stops: StopSignals) -> "Membe
         return record
     state = latest_checkpoint(run_dir, exp.identity, warn=lambda line: log.warning(line, extra=about(run_dir)))
     # before loading anything: a time-boxed sweep past its end passes in seconds
-    if reason := stop_reason(cfg, state["epoch"] if state else 0, stops):
+    if reason := stop_reason(state["epoch"] if state else 0, stops, **pause_settings(cfg.trainer)):
         console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
         return Record(status=Status.NOT_STARTED, reason=reason)
     set_determinism(exp.device, cfg.trainer.deterministic)

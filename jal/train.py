@@ -63,6 +63,7 @@ from jal.run import (
     end_epoch,
     finished_record,
     load_training_data,
+    pause_settings,
     paused_record,
     wall,
     write_last_record,
@@ -107,7 +108,8 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals, apart: 
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
-            reason = next(filter(None, (stop_reason(m.cfg, epoch, stops) for m in fusion.members)), None)
+            reasons = (stop_reason(epoch, stops, **pause_settings(m.cfg.trainer)) for m in fusion.members)
+            reason = next(filter(None, reasons), None)
             reason, received = distributed.agreed_stop(reason, stops.first)  # any rank's stop pauses all
             if received is not None and stops.first is None:  # another rank's signal, taken as this rank's own:
                 stops.request_stop(received)  # rank 0 hands it on to the launcher (submitit requeues from rank 0)
