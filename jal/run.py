@@ -262,15 +262,15 @@ def load_training_data(members: list[Member], blocked=None) -> tuple:
     cfg, device = members[0].cfg, members[0].device
     k, d = cfg.dataset.num_classes, cfg.dataset
     stats = channel_stats(d.mean, d.std, device, PARAMETER_DTYPE[members[0].precision])
-    if is_real_world(cfg):  # image files through DataLoader workers; a run alone (check_fusable), real noise
-        training, tests, labels = load_files(cfg, device, stats)
+    if is_real_world(d):  # image files through DataLoader workers; a run alone (check_fusable), real noise
+        training, tests, labels = load_files(d, device, stats)
         m = members[0]
         m.summary, m.n_train, m.n_corrupted = label_noise.noise_summary(labels, labels, k), len(labels), 0
         return training, tests, None
     if d.get("format") == "folder":  # image files through DataLoader workers, a run alone (check_fusable)
-        train, tests = read_folder(cfg)
+        train, tests = read_folder(d)
         labelled = label_member(members[0], ImageData(None, train.labels, None, None))
-        return folder_sources(cfg, device, stats, train, tests, *labelled)
+        return folder_sources(d, device, stats, train, tests, *labelled)
     if d.get("format") == "arrays":
         data = load_arrays(d.path)
         check_fits(data, device, d.path)
