@@ -252,16 +252,17 @@ class FileTrainingData:
     def select(self, keep: list[int]) -> "FileTrainingData":
         return FileTrainingData(self.images, self.y_noisy[keep], self.y_clean[keep], self.stats, self.workers)
 
-    def epoch_batches(self, generators: list, cfg, max_steps: int | None = None):
+    def epoch_batches(self, generators: list, settings, max_steps: int | None = None):
         """([indices on the device], [normalised images], loss weight) per step, in the order drawn by a CPU
         generator seeded as the run's epoch generator (generators[0]), so the epoch is a function of (seed,
-        epoch) alone; across processes, this rank's part of each global batch (jal.distributed)."""
+        epoch) alone; across processes, this rank's part of each global batch (jal.distributed). `settings`: the
+        run's jal.step.StepSettings (its batch_size and channels_last)."""
         device, n, size = self.y_noisy.device, self.y_noisy.shape[1], distributed.size()
         generator = torch.Generator().manual_seed(generators[0].initial_seed())
-        parts = epoch_batches(n, cfg.trainer.batch_size, generator, distributed.rank(), size)[:max_steps]
+        parts = epoch_batches(n, settings.batch_size, generator, distributed.rank(), size)[:max_steps]
         batches, weights = [batch for batch, _ in parts], [weight for _, weight in parts]
         for (images, index), weight in zip(loader(self.images, batches, self.workers, device), weights):
-            images = normalize(images.to(device, non_blocking=True), self.stats, cfg.trainer.channels_last)
+            images = normalize(images.to(device, non_blocking=True), self.stats, settings.channels_last)
             yield [index.to(device, non_blocking=True)], [images], weight
 
 
@@ -277,17 +278,18 @@ class FileTests:
         return len(self.splits["test"][1]) if "test" in self.splits else 0
 
     @torch.no_grad()
-    def accuracies(self, fusion, stats, cfg, precision: str) -> list[dict]:
-        """Top-1 and top-5 accuracy (percent) on every split: test_acc, test_acc_top5, imagenet_acc, ..."""
+    def accuracies(self, fusion, stats, settings, precision: str) -> list[dict]:
+        """Top-1 and top-5 accuracy (percent) on every split: test_acc, test_acc_top5, imagenet_acc, ...
+        `settings`: the run's jal.step.StepSettings (its eval_batch_size and channels_last)."""
         fusion.set_training(False)
         result = {}
         for name, (images, labels) in self.splits.items():
             device, top1, top5 = labels.device, 0, 0
             part = distributed.test_part(len(labels))  # across processes: this rank's part, the counts summed
-            batches = [[(i, 0) for i in range(s, min(s + cfg.trainer.eval_batch_size, part.stop))]
-                       for s in range(part.start, part.stop, cfg.trainer.eval_batch_size)]
+            batches = [[(i, 0) for i in range(s, min(s + settings.eval_batch_size, part.stop))]
+                       for s in range(part.start, part.stop, settings.eval_batch_size)]
             for x, index in loader(images, batches, self.workers, device):
-                x = normalize(x.to(device, non_blocking=True), stats, cfg.trainer.channels_last)
+                x = normalize(x.to(device, non_blocking=True), stats, settings.channels_last)
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
                     logits = fusion(x)[0]
                 hits = logits.topk(min(5, logits.shape[-1]), -1).indices == labels[index.to(device)][:, None]

@@ -47,7 +47,7 @@ from jal.run_dir import (
     restart_alone,
     save_checkpoint,
 )
-from jal.step import ArraySplits, Fusion, Learner, TrainingData, build_training
+from jal.step import ArraySplits, Fusion, Learner, StepSettings, TrainingData, build_training
 from jal.stops import StopSignals, stop_reason
 from jal.theory import check_amse_a
 from jal.util import CannotWrite, atomic_save, atomic_save_npz, git_commit
@@ -108,6 +108,19 @@ def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
     return None
 
 
+def step_settings(cfg: DictConfig) -> StepSettings:
+    """What the training step reads of the run's config (jal.step.StepSettings), taken from it once: the step
+    itself never sees the config."""
+    trainer, optim, dataset = cfg.trainer, cfg.optim, cfg.dataset
+    return StepSettings(
+        seed=cfg.seed, epochs=trainer.epochs, batch_size=trainer.batch_size, eval_batch_size=trainer.eval_batch_size,
+        eval_every=trainer.eval_every, channels_last=trainer.channels_last, compile=trainer.compile,
+        rotation=dataset.rotation, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+        l1=optim.l1, grad_clip=optim.grad_clip, nesterov=dataset.get("nesterov", False),
+        lr_decay=dataset.get("lr_decay"), lr_decay_every=dataset.get("lr_decay_every"),
+    )
+
+
 def pause_settings(trainer: DictConfig) -> dict:
     """The trainer's settings that pause a run, as jal.stops.stop_reason takes them."""
     return dict(stop_at=trainer.get("stop_at"), pause_after=trainer.get("pause_after"))
@@ -119,8 +132,10 @@ def pause_settings(trainer: DictConfig) -> dict:
 
 @dataclass(eq=False, kw_only=True)  # members are told apart by identity
 class Member(Learner):
-    """One run of a fusion: what it is (its experiment), where it writes, what it trains on, its Learner's plain
-    model, loss, SGD and schedule (exactly as a run alone builds them), and its history."""
+    """One run of a fusion: what it is (its config and experiment), where it writes, what it trains on, its
+    Learner's step settings, plain model, loss, SGD and schedule (exactly as a run alone builds them), and its
+    history."""
+    cfg: DictConfig
     run_dir: Path
     exp: Experiment
     state: dict | None  # its checkpoint, None for a new run
@@ -170,7 +185,7 @@ def prepare_member(cfg: DictConfig, run_dir: Path, stops: StopSignals) -> "Membe
     set_determinism(exp.device, cfg.trainer.deterministic)
     log.info("precision %s (%s)", exp.precision, exp.precision_reason, extra=about(run_dir))
     atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(exp.config), tmp), ".yaml")
-    return Member(cfg=cfg, run_dir=run_dir, exp=exp, state=state, started=records.now())
+    return Member(cfg=cfg, settings=step_settings(cfg), run_dir=run_dir, exp=exp, state=state, started=records.now())
 
 
 def finished_already(run_dir: Path, asked: dict) -> Record | None:
@@ -306,7 +321,8 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     them, loaded from its checkpoint when it has one; its cell and W&B run."""
     cfg = m.cfg
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
-    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device, m.precision)
+    parts = build_training(m.settings, cfg.model, cfg.loss, m.device, m.precision)
+    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = parts
     m.criterion.fit_labels(y_noisy)  # losses that read the training labels (NLNL's class weights); most ignore it
     if warning := amse_warning(cfg, m.criterion):
         log.warning(warning, extra=about(m.run_dir))
@@ -479,7 +495,7 @@ def write_predictions(m: Member, data: TrainingData) -> None:
 
     with np.load(m.run_dir / LABELS) as labels:  # the run's training set, as it wrote it
         rows, given = labels["indices"], labels["noisy"]
-    arrays = predictions(m.model, m.criterion, data.x_train, rows, given, data.stats, m.cfg, m.precision)
+    arrays = predictions(m.model, m.criterion, data.x_train, rows, given, data.stats, m.settings, m.precision)
     atomic_save_npz(m.run_dir / PREDICTIONS, fingerprint=np.str_(m.exp.fingerprint), **arrays)
 
 
