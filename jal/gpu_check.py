@@ -99,25 +99,20 @@ def check_determinism(device: str, work: Path, size: int = 2048) -> dict:
 
 
 def check_resume(device: str, work: Path, size: int = 2048) -> dict:
-    """A run paused after epoch 1 (its stop_at passes during that epoch) and started again ends exactly as
+    """A run paused after epoch 1 (trainer.pause_after=1) and started again ends exactly as
     the same run uninterrupted. On CUDA with trainer.deterministic, so that only resuming could tell them apart."""
     deterministic = [f"trainer.deterministic={str(device == 'cuda').lower()}"]
     cfg = short_run(device, work / "resume", "trainer.epochs=3", *deterministic, size=size)
     with global_determinism_restored():
-        return resume_report(cfg, work)
-
-
-def resume_report(cfg, work: Path) -> dict:
-    uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
-
-    cfg.trainer.pause_after = 1  # the run pauses at the end of epoch 1
-    paused = jal_train.train(cfg, work / "resume" / "paused")
-    cfg.trainer.pause_after = None
-    continued = jal_train.train(cfg, work / "resume" / "paused")
-    report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
-    report.update(paused_status=paused.status.value, paused_epoch=paused.epoch)
-    report["passed"] = report["identical"] and paused.status == Status.PAUSED and paused.epoch == 1
-    return report
+        uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
+        cfg.trainer.pause_after = 1  # the run pauses at the end of epoch 1
+        paused = jal_train.train(cfg, work / "resume" / "paused")
+        cfg.trainer.pause_after = None
+        continued = jal_train.train(cfg, work / "resume" / "paused")
+        report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
+        report.update(paused_status=paused.status.value, paused_epoch=paused.epoch)
+        report["passed"] = report["identical"] and paused.status == Status.PAUSED and paused.epoch == 1
+        return report
 
 
 def check_bf16(device: str, work: Path, batch_size: int = 128, losses=LOSSES) -> dict:
