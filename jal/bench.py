@@ -54,6 +54,7 @@ from jal.data import ImageData, channel_stats, epoch_generator, images_to_device
 from jal.device import choose_precision, device_name, set_determinism
 from jal.experiment import choose
 from jal.reference_pipeline import build_reference, reference_breakdown, run_reference
+from jal.run import step_settings
 from jal.step import Fusion, Learner, TrainingData, batch_starts, train_steps
 from jal.timing import PHASES, PhaseTimer, count_host_syncs, images_per_second, peak_memory_mb, reset_peak_memory, sync
 from jal.train import train
@@ -138,15 +139,15 @@ def images_per_run(cfg: DictConfig) -> int:
 def build_fusion(cfg: DictConfig, data: ImageData, device: torch.device, k: int = 1) -> SimpleNamespace:
     """K runs of `cfg` (seeds seed, seed + 1, ...), their models, losses, SGD and device data as jal.train
     sets them up (no label noise), fused; K = 1 trains the plain model with its own SGD, as a run alone."""
-    members = []
+    members, settings = [], step_settings(cfg)
     for i in range(k):
         torch.manual_seed(cfg.seed + i)
-        members.append(Learner.build(cfg, device))
+        members.append(Learner.build(settings, cfg.model, cfg.loss, device))
     labels = torch.from_numpy(data.y_train).to(device).expand(k, -1)
     rows = torch.arange(labels.shape[1], device=device).expand(k, -1)
     training = TrainingData(images_to_device(data.x_train, device), rows, labels, labels,
                             channel_stats(cfg.dataset.mean, cfg.dataset.std, device))
-    return SimpleNamespace(fusion=Fusion(members), data=training, device=device, k=k, epoch=0,
+    return SimpleNamespace(fusion=Fusion(members), settings=settings, data=training, device=device, k=k, epoch=0,
                            steps_per_epoch=steps_per_epoch(labels.shape[1], cfg.trainer.batch_size))
 
 
@@ -157,7 +158,7 @@ def run_fusion(fused: SimpleNamespace, cfg: DictConfig, precision: str, steps: i
     while steps > 0:
         n = min(steps, fused.steps_per_epoch)
         generators = [epoch_generator(cfg.seed + i, fused.epoch, fused.device) for i in range(fused.k)]
-        train_steps(fused.fusion, cfg, precision, fused.data, generators, max_steps=n)
+        train_steps(fused.fusion, fused.settings, precision, fused.data, generators, max_steps=n)
         images += fused.k * min(n * batch_size, n_train)
         fused.epoch, steps = fused.epoch + 1, steps - n
     return images

@@ -184,6 +184,7 @@ def probe(cfg, device: str, seconds: float = PROBE_SECONDS) -> dict:
     from jal.data import channel_stats, epoch_generator, images_to_device
     from jal.device import sync
     from jal.experiment import choose
+    from jal.run import step_settings
     from jal.step import Fusion, Learner, TrainingData, train_steps
     from jal.util import atomic_write_json
 
@@ -207,8 +208,9 @@ def probe(cfg, device: str, seconds: float = PROBE_SECONDS) -> dict:
     labels = torch.from_numpy(rng.integers(0, classes, 2 * batch)).to(torch_device)[None]
     data = TrainingData(images_to_device(x, torch_device), torch.arange(2 * batch, device=torch_device)[None],
                         labels, labels, channel_stats(cfg.dataset.mean, cfg.dataset.std, torch_device))
+    settings = step_settings(cfg)
     torch.manual_seed(cfg.seed)
-    fusion = Fusion([Learner.build(cfg, torch_device, precision)])
+    fusion = Fusion([Learner.build(settings, cfg.model, cfg.loss, torch_device, precision)])
     epoch = 0
 
     def steps(n: int) -> float:  # n steps, an epoch of two batches after another; the seconds they took
@@ -216,7 +218,7 @@ def probe(cfg, device: str, seconds: float = PROBE_SECONDS) -> dict:
         sync(torch_device)
         started = time.perf_counter()
         for _ in range(0, n, 2):
-            train_steps(fusion, cfg, precision, data, [epoch_generator(cfg.seed, epoch, torch_device)],
+            train_steps(fusion, settings, precision, data, [epoch_generator(cfg.seed, epoch, torch_device)],
                         max_steps=min(2, n))
             epoch += 1
         sync(torch_device)

@@ -33,6 +33,7 @@ from jal.data import channel_stats, normalize
 from jal.device import device_name
 from jal.experiment import choose
 from jal.record import Status
+from jal.run import step_settings
 from jal.run_dir import CHECKPOINT, load_checkpoint
 from jal.step import build_training, evaluate, train_steps
 from jal.util import atomic_write_json, compose_run
@@ -98,25 +99,20 @@ def check_determinism(device: str, work: Path, size: int = 2048) -> dict:
 
 
 def check_resume(device: str, work: Path, size: int = 2048) -> dict:
-    """A run paused after epoch 1 (its stop_at passes during that epoch) and started again ends exactly as
+    """A run paused after epoch 1 (trainer.pause_after=1) and started again ends exactly as
     the same run uninterrupted. On CUDA with trainer.deterministic, so that only resuming could tell them apart."""
     deterministic = [f"trainer.deterministic={str(device == 'cuda').lower()}"]
     cfg = short_run(device, work / "resume", "trainer.epochs=3", *deterministic, size=size)
     with global_determinism_restored():
-        return resume_report(cfg, work)
-
-
-def resume_report(cfg, work: Path) -> dict:
-    uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
-
-    cfg.trainer.pause_after = 1  # the run pauses at the end of epoch 1
-    paused = jal_train.train(cfg, work / "resume" / "paused")
-    cfg.trainer.pause_after = None
-    continued = jal_train.train(cfg, work / "resume" / "paused")
-    report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
-    report.update(paused_status=paused.status.value, paused_epoch=paused.epoch)
-    report["passed"] = report["identical"] and paused.status == Status.PAUSED and paused.epoch == 1
-    return report
+        uninterrupted = jal_train.train(cfg, work / "resume" / "uninterrupted")
+        cfg.trainer.pause_after = 1  # the run pauses at the end of epoch 1
+        paused = jal_train.train(cfg, work / "resume" / "paused")
+        cfg.trainer.pause_after = None
+        continued = jal_train.train(cfg, work / "resume" / "paused")
+        report = compare_runs(uninterrupted, work / "resume" / "uninterrupted", continued, work / "resume" / "paused")
+        report.update(paused_status=paused.status.value, paused_epoch=paused.epoch)
+        report["passed"] = report["identical"] and paused.status == Status.PAUSED and paused.epoch == 1
+        return report
 
 
 def check_bf16(device: str, work: Path, batch_size: int = 128, losses=LOSSES) -> dict:
@@ -127,7 +123,7 @@ def check_bf16(device: str, work: Path, batch_size: int = 128, losses=LOSSES) ->
         cfg = short_run(device, work / "bf16", f"loss={loss_name}", f"trainer.batch_size={batch_size}", size=64)
         dev = torch.device(device)
         torch.manual_seed(0)
-        model, _, criterion, _, _ = build_training(cfg, dev)
+        model, _, criterion, _, _ = build_training(step_settings(cfg), cfg.model, cfg.loss, dev)
         images = torch.randint(0, 256, (batch_size, 3, 32, 32), generator=torch.Generator().manual_seed(1))
         stats = channel_stats(cfg.dataset.mean, cfg.dataset.std, dev)
         images = normalize(images.to(dev, torch.uint8), stats, cfg.trainer.channels_last)
@@ -174,12 +170,12 @@ def check_host_sync(device: str, work: Path, size: int = 2048) -> dict:
     from jal.data import epoch_generator, synthetic_dataset
 
     ours = build_fusion(cfg, synthetic_dataset(size, 2, cfg.dataset.num_classes), dev)
-    precision = choose(cfg)[1]
+    precision, settings = choose(cfg)[1], ours.settings
 
     def epoch(i):  # an epoch of training, then an evaluation (on training images: any will do)
         data = ours.data
-        sums = train_steps(ours.fusion, cfg, precision, data, [epoch_generator(cfg.seed, i, dev)])
-        correct = evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, cfg, precision)
+        sums = train_steps(ours.fusion, settings, precision, data, [epoch_generator(cfg.seed, i, dev)])
+        correct = evaluate(ours.fusion, data.x_train, data.y_noisy[0], data.stats, settings, precision)
         return torch.cat([sums.flatten(), correct.float()])
 
     epoch(0)

@@ -31,23 +31,25 @@ COLUMNS = ("rank", "index", "given", "predicted", "score")
 # Written by a finished run
 
 
-def predictions(model, criterion, x_train, rows: np.ndarray, given: np.ndarray, stats, cfg, precision: str) -> dict:
+def predictions(model, criterion, x_train, rows: np.ndarray, given: np.ndarray, stats, settings,
+                precision: str) -> dict:
     """The arrays of predictions.npz for the training images `x_train[rows]` (uint8 NCHW, on the device) with
-    their given labels: one pass of the model in eval mode, without augmentation, eval_batch_size at a time."""
+    their given labels: one pass of the model in eval mode, without augmentation, eval_batch_size at a time.
+    `settings`: the run's jal.step.StepSettings (its seed, epochs, eval_batch_size and channels_last)."""
     import torch
 
     from jal.data import epoch_generator, normalize
 
-    device, batch = x_train.device, cfg.trainer.eval_batch_size
+    device, batch = x_train.device, settings.eval_batch_size
     rows_on_device, labels = torch.as_tensor(rows, device=device), torch.as_tensor(given, device=device)
     # a loss that draws (NLNL's complementary labels) draws from a generator of its own: the same file every time
-    criterion.set_generator(epoch_generator(cfg.seed, cfg.trainer.epochs, device))
+    criterion.set_generator(epoch_generator(settings.seed, settings.epochs, device))
     was_training, parts = model.training, []
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(rows), batch):
-                images = normalize(x_train[rows_on_device[start : start + batch]], stats, cfg.trainer.channels_last)
+                images = normalize(x_train[rows_on_device[start : start + batch]], stats, settings.channels_last)
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
                     logits = model(images)
                 logits = logits.to(torch.promote_types(logits.dtype, torch.float32))

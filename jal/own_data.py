@@ -44,8 +44,9 @@ ELSEWHERE = "give the setting a copy you can read"  # a file of the data this us
 # Schemas
 
 
-def is_own_data(cfg) -> bool:
-    return cfg.dataset.get("format") in OWN_DATA
+def is_own_data(dataset) -> bool:
+    """Whether the dataset section (cfg.dataset) is a dataset of the user's."""
+    return dataset.get("format") in OWN_DATA
 
 
 @dataclass

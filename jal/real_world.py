@@ -28,8 +28,9 @@ from jal.util import unreadable
 ELSEWHERE = "give dataset.root a copy you can read"  # a file of the dataset this user may not read
 
 
-def is_real_world(cfg) -> bool:
-    return cfg.dataset.name in REAL_WORLD
+def is_real_world(dataset) -> bool:
+    """Whether the dataset section (cfg.dataset) is WebVision's or Clothing1M's."""
+    return dataset.name in REAL_WORLD
 
 
 VALIDATION = "val"  # the split a run holds out of its training set (dataset.val_fraction): scored top-1 only
@@ -115,30 +116,29 @@ def load_clothing1m(root: Path) -> tuple[Split, dict[str, Split]]:
     return split_of(root, train, "clothing1m"), dict(test=split_of(root, test, "clothing1m"))
 
 
-def read_folder(cfg) -> tuple[Split, dict[str, Split]]:
-    """A folder of yours (dataset=folder; listed and checked by jal.own_data.describe_folder): its training images
-    with their given labels, and its test images (`test`, a class-balanced dataset.test_subset of them where
-    asked) when dataset.test_root names a folder."""
-    d = cfg.dataset
-    listed = describe_folder(d.root, d.test_root)
+def read_folder(dataset) -> tuple[Split, dict[str, Split]]:
+    """A folder of yours (the dataset section of dataset=folder; listed and checked by
+    jal.own_data.describe_folder): its training images with their given labels, and its test images (`test`, a
+    class-balanced dataset.test_subset of them where asked) when dataset.test_root names a folder."""
+    listed = describe_folder(dataset.root, dataset.test_root)
     split = lambda root, files, labels: Split(np.array([str(Path(root).absolute() / f) for f in files], dtype=str),
                                               np.array(labels, dtype=np.int64))
-    train, tests = split(d.root, listed.files, listed.labels), {}
-    if d.test_root:
-        test = split(d.test_root, listed.test_files, listed.test_labels)
-        if d.test_subset:
-            keep = balanced_subset(test.labels, d.test_subset, d.num_classes, seed=0)
+    train, tests = split(dataset.root, listed.files, listed.labels), {}
+    if dataset.test_root:
+        test = split(dataset.test_root, listed.test_files, listed.test_labels)
+        if dataset.test_subset:
+            keep = balanced_subset(test.labels, dataset.test_subset, dataset.num_classes, seed=0)
             test = Split(test.paths[keep], test.labels[keep])
         tests["test"] = test
     return train, tests
 
 
-def load_real_world(cfg) -> tuple[Split, dict[str, Split]]:
-    """The training split and the test splits (the first is the reported one) of a real-world dataset."""
-    d = cfg.dataset
-    if d.name == "webvision":
-        return load_webvision(Path(d.root), Path(d.imagenet_root), d.num_classes)
-    return load_clothing1m(Path(d.root))
+def load_real_world(dataset) -> tuple[Split, dict[str, Split]]:
+    """The training split and the test splits (the first is the reported one) of a real-world dataset (its
+    section, cfg.dataset)."""
+    if dataset.name == "webvision":
+        return load_webvision(Path(dataset.root), Path(dataset.imagenet_root), dataset.num_classes)
+    return load_clothing1m(Path(dataset.root))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,8 +228,8 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator, rank: int
     return batches
 
 
-def loader(images: ImageFiles, batches, cfg, device: torch.device) -> DataLoader:
-    workers = cfg.dataset.workers
+def loader(images: ImageFiles, batches, workers: int, device: torch.device) -> DataLoader:
+    """The batches of `images` decoded by `workers` processes (dataset.workers; 0: in this process)."""
     return DataLoader(images, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
                       prefetch_factor=4 if workers else None, persistent_workers=False)
 
@@ -241,25 +241,28 @@ def loader(images: ImageFiles, batches, cfg, device: torch.device) -> DataLoader
 @dataclass
 class FileTrainingData:
     """A real-world training set as the training loop reads it: labels on the device, (1, n) as the in-memory
-    TrainingData's (K = 1: a real-world run trains alone), images from the files an epoch at a time."""
+    TrainingData's (K = 1: a real-world run trains alone), images from the files an epoch at a time, decoded by
+    `workers` DataLoader processes (dataset.workers)."""
     images: ImageFiles
     y_noisy: torch.Tensor
     y_clean: torch.Tensor
     stats: tuple
+    workers: int
 
     def select(self, keep: list[int]) -> "FileTrainingData":
-        return FileTrainingData(self.images, self.y_noisy[keep], self.y_clean[keep], self.stats)
+        return FileTrainingData(self.images, self.y_noisy[keep], self.y_clean[keep], self.stats, self.workers)
 
-    def epoch_batches(self, generators: list, cfg, max_steps: int | None = None):
+    def epoch_batches(self, generators: list, settings, max_steps: int | None = None):
         """([indices on the device], [normalised images], loss weight) per step, in the order drawn by a CPU
         generator seeded as the run's epoch generator (generators[0]), so the epoch is a function of (seed,
-        epoch) alone; across processes, this rank's part of each global batch (jal.distributed)."""
+        epoch) alone; across processes, this rank's part of each global batch (jal.distributed). `settings`: the
+        run's jal.step.StepSettings (its batch_size and channels_last)."""
         device, n, size = self.y_noisy.device, self.y_noisy.shape[1], distributed.size()
         generator = torch.Generator().manual_seed(generators[0].initial_seed())
-        parts = epoch_batches(n, cfg.trainer.batch_size, generator, distributed.rank(), size)[:max_steps]
+        parts = epoch_batches(n, settings.batch_size, generator, distributed.rank(), size)[:max_steps]
         batches, weights = [batch for batch, _ in parts], [weight for _, weight in parts]
-        for (images, index), weight in zip(loader(self.images, batches, cfg, device), weights):
-            images = normalize(images.to(device, non_blocking=True), self.stats, cfg.trainer.channels_last)
+        for (images, index), weight in zip(loader(self.images, batches, self.workers, device), weights):
+            images = normalize(images.to(device, non_blocking=True), self.stats, settings.channels_last)
             yield [index.to(device, non_blocking=True)], [images], weight
 
 
@@ -267,24 +270,26 @@ class FileTrainingData:
 class FileTests:
     """The test splits (WebVision: its validation set `test` and ILSVRC12's `imagenet`; Clothing1M and a folder of
     yours: `test`), and a folder's validation split (`val`: its held-out training images, against their given
-    labels)."""
+    labels), decoded by `workers` DataLoader processes (dataset.workers)."""
     splits: dict  # name -> (ImageFiles, labels on the device)
+    workers: int
 
     def __len__(self):  # the reported split's size (0: a folder of yours without a test folder)
         return len(self.splits["test"][1]) if "test" in self.splits else 0
 
     @torch.no_grad()
-    def accuracies(self, fusion, stats, cfg, precision: str) -> list[dict]:
-        """Top-1 and top-5 accuracy (percent) on every split: test_acc, test_acc_top5, imagenet_acc, ..."""
+    def accuracies(self, fusion, stats, settings, precision: str) -> list[dict]:
+        """Top-1 and top-5 accuracy (percent) on every split: test_acc, test_acc_top5, imagenet_acc, ...
+        `settings`: the run's jal.step.StepSettings (its eval_batch_size and channels_last)."""
         fusion.set_training(False)
         result = {}
         for name, (images, labels) in self.splits.items():
             device, top1, top5 = labels.device, 0, 0
             part = distributed.test_part(len(labels))  # across processes: this rank's part, the counts summed
-            batches = [[(i, 0) for i in range(s, min(s + cfg.trainer.eval_batch_size, part.stop))]
-                       for s in range(part.start, part.stop, cfg.trainer.eval_batch_size)]
-            for x, index in loader(images, batches, cfg, device):
-                x = normalize(x.to(device, non_blocking=True), stats, cfg.trainer.channels_last)
+            batches = [[(i, 0) for i in range(s, min(s + settings.eval_batch_size, part.stop))]
+                       for s in range(part.start, part.stop, settings.eval_batch_size)]
+            for x, index in loader(images, batches, self.workers, device):
+                x = normalize(x.to(device, non_blocking=True), stats, settings.channels_last)
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
                     logits = fusion(x)[0]
                 hits = logits.topk(min(5, logits.shape[-1]), -1).indices == labels[index.to(device)][:, None]
@@ -296,31 +301,32 @@ class FileTests:
         return [result]
 
 
-def load_files(cfg, device: torch.device, stats) -> tuple[FileTrainingData, FileTests, np.ndarray]:
-    """The training source, the test splits, and the training labels (numpy) of a real-world run."""
-    d = cfg.dataset
-    train, tests = load_real_world(cfg)
+def load_files(dataset, device: torch.device, stats) -> tuple[FileTrainingData, FileTests, np.ndarray]:
+    """The training source, the test splits, and the training labels (numpy) of a real-world run (its dataset
+    section, cfg.dataset)."""
+    train, tests = load_real_world(dataset)
     labels = torch.from_numpy(train.labels).to(device)[None]
-    training = FileTrainingData(ImageFiles(train, transforms_of(d.name, d.image_size, d.resize, True)), labels,
-                                labels, stats)
-    test_transform = transforms_of(d.name, d.image_size, d.resize, False)
+    transform = lambda for_training: transforms_of(dataset.name, dataset.image_size, dataset.resize, for_training)
+    training = FileTrainingData(ImageFiles(train, transform(True)), labels, labels, stats, dataset.workers)
+    test_transform = transform(False)
     splits = {name: (ImageFiles(split, test_transform), torch.from_numpy(split.labels).to(device))
               for name, split in tests.items()}
-    return training, FileTests(splits), train.labels
+    return training, FileTests(splits, dataset.workers), train.labels
 
 
 
 
-def folder_sources(cfg, device: torch.device, stats, train: Split, tests: dict, rows, noisy, clean, val_rows,
+def folder_sources(dataset, device: torch.device, stats, train: Split, tests: dict, rows, noisy, clean, val_rows,
                    val_labels) -> tuple[FileTrainingData, FileTests, None]:
     """A folder's training source (the rows it trains on, with their noisy and clean labels: jal.run.label_member)
     and what each evaluated epoch scores: its test split, and the held-out rows, unaugmented, against their given
-    labels."""
-    d, on_device = cfg.dataset, lambda labels: torch.from_numpy(labels).to(device)
-    images = ImageFiles(Split(train.paths[rows], noisy), transforms_of("folder", d.image_size, d.resize, True))
-    training = FileTrainingData(images, on_device(noisy)[None], on_device(clean)[None], stats)
-    evaluation = transforms_of("folder", d.image_size, d.resize, False)
+    labels; `dataset`: the folder's dataset section (cfg.dataset)."""
+    on_device = lambda labels: torch.from_numpy(labels).to(device)
+    transform = lambda for_training: transforms_of("folder", dataset.image_size, dataset.resize, for_training)
+    images = ImageFiles(Split(train.paths[rows], noisy), transform(True))
+    training = FileTrainingData(images, on_device(noisy)[None], on_device(clean)[None], stats, dataset.workers)
+    evaluation = transform(False)
     splits = {name: (ImageFiles(split, evaluation), on_device(split.labels)) for name, split in tests.items()}
     if len(val_rows):
         splits[VALIDATION] = (ImageFiles(Split(train.paths[val_rows], val_labels), evaluation), on_device(val_labels))
-    return training, FileTests(splits), None
+    return training, FileTests(splits, dataset.workers), None

@@ -47,7 +47,7 @@ from jal.run_dir import (
     restart_alone,
     save_checkpoint,
 )
-from jal.step import ArraySplits, Fusion, Learner, TrainingData, build_training
+from jal.step import ArraySplits, Fusion, Learner, StepSettings, TrainingData, build_training
 from jal.stops import StopSignals, stop_reason
 from jal.theory import check_amse_a
 from jal.util import CannotWrite, atomic_save, atomic_save_npz, git_commit
@@ -108,14 +108,34 @@ def amse_warning(cfg: DictConfig, criterion: torch.nn.Module) -> str | None:
     return None
 
 
+def step_settings(cfg: DictConfig) -> StepSettings:
+    """What the training step reads of the run's config (jal.step.StepSettings), taken from it once: the step
+    itself never sees the config."""
+    trainer, optim, dataset = cfg.trainer, cfg.optim, cfg.dataset
+    return StepSettings(
+        seed=cfg.seed, epochs=trainer.epochs, batch_size=trainer.batch_size, eval_batch_size=trainer.eval_batch_size,
+        eval_every=trainer.eval_every, channels_last=trainer.channels_last, compile=trainer.compile,
+        rotation=dataset.rotation, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+        l1=optim.l1, grad_clip=optim.grad_clip, nesterov=dataset.get("nesterov", False),
+        lr_decay=dataset.get("lr_decay"), lr_decay_every=dataset.get("lr_decay_every"),
+    )
+
+
+def pause_settings(trainer: DictConfig) -> dict:
+    """The trainer's settings that pause a run, as jal.stops.stop_reason takes them."""
+    return dict(stop_at=trainer.get("stop_at"), pause_after=trainer.get("pause_after"))
+
+
 # ---------------------------------------------------------------------------------------------------
 # The members of a fusion: each a run, prepared under its lock
 
 
 @dataclass(eq=False, kw_only=True)  # members are told apart by identity
 class Member(Learner):
-    """One run of a fusion: what it is (its experiment), where it writes, what it trains on, its Learner's plain
-    model, loss, SGD and schedule (exactly as a run alone builds them), and its history."""
+    """One run of a fusion: what it is (its config and experiment), where it writes, what it trains on, its
+    Learner's step settings, plain model, loss, SGD and schedule (exactly as a run alone builds them), and its
+    history."""
+    cfg: DictConfig
     run_dir: Path
     exp: Experiment
     state: dict | None  # its checkpoint, None for a new run
@@ -159,13 +179,13 @@ def prepare_member(cfg: DictConfig, run_dir: Path, stops: StopSignals) -> "Membe
         return record
     state = latest_checkpoint(run_dir, exp.identity, warn=lambda line: log.warning(line, extra=about(run_dir)))
     # before loading anything: a time-boxed sweep past its end passes in seconds
-    if reason := stop_reason(cfg, state["epoch"] if state else 0, stops):
+    if reason := stop_reason(state["epoch"] if state else 0, stops, **pause_settings(cfg.trainer)):
         console.info("%s not started: %s", run_dir, reason, extra=about(run_dir))
         return Record(status=Status.NOT_STARTED, reason=reason)
     set_determinism(exp.device, cfg.trainer.deterministic)
     log.info("precision %s (%s)", exp.precision, exp.precision_reason, extra=about(run_dir))
     atomic_save(run_dir / "config.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(exp.config), tmp), ".yaml")
-    return Member(cfg=cfg, run_dir=run_dir, exp=exp, state=state, started=records.now())
+    return Member(cfg=cfg, settings=step_settings(cfg), run_dir=run_dir, exp=exp, state=state, started=records.now())
 
 
 def finished_already(run_dir: Path, asked: dict) -> Record | None:
@@ -257,15 +277,15 @@ def load_training_data(members: list[Member], blocked=None) -> tuple:
     cfg, device = members[0].cfg, members[0].device
     k, d = cfg.dataset.num_classes, cfg.dataset
     stats = channel_stats(d.mean, d.std, device, PARAMETER_DTYPE[members[0].precision])
-    if is_real_world(cfg):  # image files through DataLoader workers; a run alone (check_fusable), real noise
-        training, tests, labels = load_files(cfg, device, stats)
+    if is_real_world(d):  # image files through DataLoader workers; a run alone (check_fusable), real noise
+        training, tests, labels = load_files(d, device, stats)
         m = members[0]
         m.summary, m.n_train, m.n_corrupted = label_noise.noise_summary(labels, labels, k), len(labels), 0
         return training, tests, None
     if d.get("format") == "folder":  # image files through DataLoader workers, a run alone (check_fusable)
-        train, tests = read_folder(cfg)
+        train, tests = read_folder(d)
         labelled = label_member(members[0], ImageData(None, train.labels, None, None))
-        return folder_sources(cfg, device, stats, train, tests, *labelled)
+        return folder_sources(d, device, stats, train, tests, *labelled)
     if d.get("format") == "arrays":
         data = load_arrays(d.path)
         check_fits(data, device, d.path)
@@ -301,7 +321,8 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
     them, loaded from its checkpoint when it has one; its cell and W&B run."""
     cfg = m.cfg
     torch.manual_seed(cfg.seed)  # model initialisation; data order and augmentation use per-epoch RNGs
-    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = build_training(cfg, m.device, m.precision)
+    parts = build_training(m.settings, cfg.model, cfg.loss, m.device, m.precision)
+    m.model, m.step_model, m.criterion, m.optimizer, m.scheduler = parts
     m.criterion.fit_labels(y_noisy)  # losses that read the training labels (NLNL's class weights); most ignore it
     if warning := amse_warning(cfg, m.criterion):
         log.warning(warning, extra=about(m.run_dir))
@@ -474,7 +495,7 @@ def write_predictions(m: Member, data: TrainingData) -> None:
 
     with np.load(m.run_dir / LABELS) as labels:  # the run's training set, as it wrote it
         rows, given = labels["indices"], labels["noisy"]
-    arrays = predictions(m.model, m.criterion, data.x_train, rows, given, data.stats, m.cfg, m.precision)
+    arrays = predictions(m.model, m.criterion, data.x_train, rows, given, data.stats, m.settings, m.precision)
     atomic_save_npz(m.run_dir / PREDICTIONS, fingerprint=np.str_(m.exp.fingerprint), **arrays)
 
 

@@ -1,6 +1,8 @@
-"""The training step, on the device: model, loss, SGD and schedule built from a run's config; K runs' models
-fused into one (HFTA); one epoch of training steps; the evaluation. Nothing here touches disk or the host
-inside an epoch: the metrics stay on the device until the epoch's end (jal/train.py reads them once).
+"""The training step, on the device: model, loss, SGD and schedule built from a run's step settings and its model
+and loss configs; K runs' models fused into one (HFTA); one epoch of training steps; the evaluation. Nothing here
+touches disk or the host inside an epoch: the metrics stay on the device until the epoch's end (jal/train.py reads
+them once). What the step reads of a run's config it reads from StepSettings (jal.run.step_settings takes them
+from the composed config, once per run), never the config itself.
 """
 
 import copy
@@ -15,12 +17,36 @@ from jal.data import augment, epoch_generator, normalize
 from jal.device import PARAMETER_DTYPE
 
 
+@dataclass(frozen=True, kw_only=True)
+class StepSettings:
+    """The values of a run's config that the step reads, and only those (jal.run.step_settings takes them from
+    the composed config once per run): its SGD, schedule, augmentation, batches and evaluation. The members of a
+    fusion each keep their own (their seeds and optim settings may differ); the loop's shared values (batches,
+    augmentation, evaluation) are its first member's: jal.experiment.check_fusable requires them alike."""
+    seed: int  # its epochs' generators: the data order, the augmentation, a loss's draws
+    epochs: int  # trainer.epochs: the cosine schedule's length; the last epoch is always evaluated
+    batch_size: int  # trainer.batch_size
+    eval_batch_size: int  # trainer.eval_batch_size
+    eval_every: int  # trainer.eval_every
+    channels_last: bool  # trainer.channels_last: the model's and the images' memory format
+    compile: bool | str  # trainer.compile: off, on, or one of torch.compile's modes
+    rotation: float  # dataset.rotation: the augmentation's random rotation (degrees)
+    lr: float  # optim.lr
+    momentum: float  # optim.momentum
+    weight_decay: float  # optim.weight_decay (L2, SGD's)
+    l1: float  # optim.l1
+    grad_clip: float | None  # optim.grad_clip: None, no clip
+    nesterov: bool = False  # dataset.nesterov: the real-world recipes'
+    lr_decay: float | None = None  # dataset.lr_decay: a step decay instead of the cosine schedule
+    lr_decay_every: int | None = None  # dataset.lr_decay_every (epochs)
+
+
 @dataclass(eq=False, kw_only=True)  # members of a fusion are told apart by identity
 class Learner:
-    """What the step trains of one run: its config, plain model (and the compiled model the step calls), loss,
-    SGD and schedule, as build_training makes them. A fusion's members are Learners: a run's Member
+    """What the step trains of one run: its step settings, plain model (and the compiled model the step calls),
+    loss, SGD and schedule, as build_training makes them. A fusion's members are Learners: a run's Member
     (jal/run.py) is one, and so are the benchmark's and the GPU checks' runs."""
-    cfg: DictConfig
+    settings: StepSettings
     model: torch.nn.Module = None
     step_model: torch.nn.Module = None
     criterion: torch.nn.Module = None
@@ -28,30 +54,33 @@ class Learner:
     scheduler: object = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, cfg: DictConfig, device: torch.device, precision: str = "fp32") -> "Learner":
-        return cls(cfg=cfg, **dict(zip(LEARNER_PARTS, build_training(cfg, device, precision))))
+    def build(cls, settings: StepSettings, model_config: DictConfig, loss_config: DictConfig, device: torch.device,
+              precision: str = "fp32") -> "Learner":
+        parts = build_training(settings, model_config, loss_config, device, precision)
+        return cls(settings=settings, **dict(zip(LEARNER_PARTS, parts)))
 
 
 LEARNER_PARTS = ("model", "step_model", "criterion", "optimizer", "scheduler")
 
 
-def build_training(cfg: DictConfig, device: torch.device, precision: str = "fp32"):
-    """Model (its parameters in the precision's dtype), loss, SGD (Nesterov where the dataset's recipe says)
-    and the cosine schedule (or the real-world recipes' step decay), all from the composed config.
-    `step_model` is the model the training step and the evaluation call: the model itself, or its
-    torch.compile'd version (sharing its parameters; forward and backward compiled, the evaluation's no-grad
-    forward as a second graph)."""
-    model = hydra.utils.instantiate(cfg.model).to(device, PARAMETER_DTYPE[precision])
-    if cfg.trainer.channels_last:
+def build_training(settings: StepSettings, model_config: DictConfig, loss_config: DictConfig, device: torch.device,
+                   precision: str = "fp32"):
+    """Model (from its config section, cfg.model; its parameters in the precision's dtype), loss (from cfg.loss),
+    SGD (Nesterov where the dataset's recipe says) and the cosine schedule (or the real-world recipes' step
+    decay), as the run's step settings say. `step_model` is the model the training step and the evaluation call:
+    the model itself, or its torch.compile'd version (sharing its parameters; forward and backward compiled, the
+    evaluation's no-grad forward as a second graph)."""
+    model = hydra.utils.instantiate(model_config).to(device, PARAMETER_DTYPE[precision])
+    if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion = hydra.utils.instantiate(cfg.loss)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.dataset.get("nesterov", False))
-    if cfg.dataset.get("lr_decay") is not None:  # the real-world recipes: x lr_decay every lr_decay_every epochs
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.dataset.lr_decay_every, cfg.dataset.lr_decay)
+    criterion = hydra.utils.instantiate(loss_config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, nesterov=settings.nesterov)
+    if settings.lr_decay is not None:  # the real-world recipes: x lr_decay every lr_decay_every epochs
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_decay_every, settings.lr_decay)
     else:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.trainer.epochs, eta_min=0.0)
-    mode = cfg.trainer.compile  # true, or one of torch.compile's modes (checked by jal.config.TrainerConfig)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=0.0)
+    mode = settings.compile  # true, or one of torch.compile's modes (checked by jal.config.TrainerConfig)
     step_model = torch.compile(model, mode=None if mode is True else mode) if mode else model
     return model, step_model, criterion, optimizer, scheduler
 
@@ -84,7 +113,7 @@ class Fusion:
     runs alone would change every record a run alone has written."""
 
     def __init__(self, members: list):
-        self.members = list(members)  # each with cfg, model, step_model, criterion, optimizer, scheduler
+        self.members = list(members)  # each with settings, model, step_model, criterion, optimizer, scheduler
         self.stack()
 
     @property
@@ -104,7 +133,7 @@ class Fusion:
         self.params = list(self.stacked.values())
         group = first.optimizer.param_groups[0]
         self.optimizer = torch.optim.SGD(self.params, lr=group["lr"], momentum=group["momentum"], weight_decay=0.0)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=first.cfg.trainer.epochs)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=first.settings.epochs)
         self.scheduler.load_state_dict(first.scheduler.state_dict())
         self.optimizer.param_groups[0].update(lr=group["lr"], initial_lr=group["initial_lr"])
         named = [dict(model.named_parameters()) for model in models]
@@ -113,13 +142,14 @@ class Fusion:
             if all(b is not None for b in momenta):  # none before the first step
                 self.optimizer.state[fused]["momentum_buffer"] = torch.stack(momenta)
         like = self.params[0]  # the settings in the parameters' dtype: an fp64 fusion stays fp64
-        setting = lambda key: torch.tensor([float("inf" if m.cfg.optim[key] is None else m.cfg.optim[key])
-                                            for m in self.members], dtype=like.dtype, device=like.device)
+        values = lambda key: [getattr(m.settings, key) for m in self.members]
+        setting = lambda key: torch.tensor([float("inf" if v is None else v) for v in values(key)],
+                                           dtype=like.dtype, device=like.device)
         self.l1, self.weight_decay, self.max_norm = setting("l1"), setting("weight_decay"), setting("grad_clip")
-        self.any_l1 = any(m.cfg.optim.l1 > 0 for m in self.members)
-        self.any_weight_decay = any(m.cfg.optim.weight_decay > 0 for m in self.members)
+        self.any_l1 = any(m.settings.l1 > 0 for m in self.members)
+        self.any_weight_decay = any(m.settings.weight_decay > 0 for m in self.members)
         forward = torch.vmap(self.call)
-        mode = first.cfg.trainer.compile
+        mode = first.settings.compile
         self.fused_forward = torch.compile(forward, mode=None if mode is True else mode) if mode else forward
         self.shared_forward = torch.vmap(self.call, in_dims=(0, 0, None))  # one batch for all (the test set)
 
@@ -167,11 +197,11 @@ class Fusion:
         """Per member, as its own run does: its L1 gradient, the clip of its gradients' total norm to its
         grad_clip (torch.nn.utils.clip_grad_norm_'s rule), then its L2 weight decay (SGD's, after the clip)."""
         if self.k == 1:
-            cfg = self.members[0].cfg
-            if cfg.optim.l1 > 0:
-                add_l1_gradient(self.params, cfg.optim.l1)
-            if cfg.optim.grad_clip is not None:  # null: no clip (the Clothing1M recipe)
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip, foreach=True)
+            settings = self.members[0].settings
+            if settings.l1 > 0:
+                add_l1_gradient(self.params, settings.l1)
+            if settings.grad_clip is not None:  # null: no clip (the Clothing1M recipe)
+                torch.nn.utils.clip_grad_norm_(self.params, settings.grad_clip, foreach=True)
             return  # the weight decay is the member's own SGD's
         # foreach ops over all parameters at once (a few fused kernels, not three per parameter); `shaped`
         # makes views of a (K,) setting that broadcast over each stacked parameter
@@ -204,16 +234,16 @@ class TrainingData:
     def select(self, keep: list[int]) -> "TrainingData":
         return TrainingData(self.x_train, self.rows[keep], self.y_noisy[keep], self.y_clean[keep], self.stats)
 
-    def epoch_batches(self, generators: list, cfg: DictConfig, max_steps: int | None = None):
+    def epoch_batches(self, generators: list, settings: StepSettings, max_steps: int | None = None):
         """Each step's rows of the members' labels (K tensors), their augmented images (K batches), each member
         in the order and with the augmentation drawn from its own generator, made on the device, and the weight
         of the step's loss (across processes, this rank's part of the global batch: jal.distributed.batch_part)."""
-        n, batch = self.y_noisy.shape[1], cfg.trainer.batch_size
+        n, batch = self.y_noisy.shape[1], settings.batch_size
         orders = [torch.randperm(n, device=self.y_noisy.device, generator=g) for g in generators]
         for i in batch_starts(n, batch)[:max_steps]:
             idx = [order[i : i + batch] for order in orders]
             part, weight = distributed.batch_part(len(idx[0]))  # alone: the whole batch, weight 1
-            images = [training_batch(self.x_train, rows[ix], g, self.stats, cfg, part)
+            images = [training_batch(self.x_train, rows[ix], g, self.stats, settings, part)
                       for rows, ix, g in zip(self.rows, idx, generators)]
             yield [ix[part] for ix in idx], images, weight
 
@@ -225,11 +255,12 @@ def batch_starts(n_train: int, batch_size: int) -> range:
     return range(0, n_used, batch_size)
 
 
-def training_batch(x_train, idx, generator: torch.Generator, stats, cfg: DictConfig, part=slice(None)) -> torch.Tensor:
+def training_batch(x_train, idx, generator: torch.Generator, stats, settings: StepSettings,
+                   part=slice(None)) -> torch.Tensor:
     """The augmented, normalised images of one training batch, made on the device; across processes, this
     rank's `part` of the global batch, augmented as a whole (the same draws whatever the number of processes)."""
-    images = augment(x_train[idx], generator, cfg.dataset.rotation)[part]
-    return normalize(images, stats, cfg.trainer.channels_last)
+    images = augment(x_train[idx], generator, settings.rotation)[part]
+    return normalize(images, stats, settings.channels_last)
 
 
 def train_step(fusion: Fusion, images: list, targets: list, precision: str, weight: float = 1.0):
@@ -248,7 +279,7 @@ def train_step(fusion: Fusion, images: list, targets: list, precision: str, weig
     return logits, torch.stack(losses)
 
 
-def train_steps(fusion: Fusion, cfg: DictConfig, precision: str, data, generators: list,
+def train_steps(fusion: Fusion, settings: StepSettings, precision: str, data, generators: list,
                 max_steps: int | None = None) -> torch.Tensor:
     """One pass over the training set, in the batches its source makes (TrainingData: arrays on the device;
     jal.real_world.FileTrainingData: image files through DataLoader workers) from each member's generator; returns
@@ -258,7 +289,7 @@ def train_steps(fusion: Fusion, cfg: DictConfig, precision: str, data, generator
     fusion.set_training(True)
     dtype = fusion.params[0].dtype  # fp32, or fp64: then the losses are summed without float32 rounding
     sums = torch.zeros(fusion.k, 5, dtype=dtype, device=data.y_noisy.device)
-    for idx, images, weight in data.epoch_batches(generators, cfg, max_steps):
+    for idx, images, weight in data.epoch_batches(generators, settings, max_steps):
         logits, losses = train_step(fusion, images, [y[ix] for y, ix in zip(data.y_noisy, idx)], precision, weight)
         with torch.no_grad():
             idx = torch.stack(idx)
@@ -270,28 +301,29 @@ def train_steps(fusion: Fusion, cfg: DictConfig, precision: str, data, generator
     return sums
 
 
-def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, cfg: DictConfig, precision: str) -> torch.Tensor:
+def evaluate(fusion: Fusion, x: torch.Tensor, y: torch.Tensor, stats, settings: StepSettings,
+             precision: str) -> torch.Tensor:
     """Number of correct test predictions of each member (K,), in one fused pass, left on the device."""
     fusion.set_training(False)
     correct = torch.zeros(fusion.k, dtype=torch.long, device=x.device)
-    batch = cfg.trainer.eval_batch_size
+    batch = settings.eval_batch_size
     with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
         for i in range(0, len(x), batch):
-            images = normalize(x[i : i + batch], stats, cfg.trainer.channels_last)
+            images = normalize(x[i : i + batch], stats, settings.channels_last)
             correct += (fusion(images).argmax(-1) == y[i : i + batch]).sum(-1)
     return correct
 
 
 def evaluate_rows(fusion: Fusion, x_train: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, stats,
-                  cfg: DictConfig, precision: str) -> torch.Tensor:
+                  settings: StepSettings, precision: str) -> torch.Tensor:
     """Number of correct predictions of each member (K,) on its own rows (K, n) of the training images, without
     augmentation, against `labels` (K, n), in one fused pass, left on the device."""
     fusion.set_training(False)
     correct = torch.zeros(fusion.k, dtype=torch.long, device=x_train.device)
-    batch = cfg.trainer.eval_batch_size
+    batch = settings.eval_batch_size
     with torch.no_grad(), torch.autocast(x_train.device.type, torch.bfloat16, enabled=precision == "bf16"):
         for i in range(0, rows.shape[1], batch):
-            images = [normalize(x_train[r[i : i + batch]], stats, cfg.trainer.channels_last) for r in rows]
+            images = [normalize(x_train[r[i : i + batch]], stats, settings.channels_last) for r in rows]
             correct += (fusion(images).argmax(-1) == labels[:, i : i + batch]).sum(-1)
     return correct
 
@@ -311,36 +343,38 @@ class ArraySplits:
         return len(self.y_test)
 
     @torch.no_grad()
-    def accuracies(self, fusion: Fusion, stats, cfg: DictConfig, precision: str) -> list[dict]:
+    def accuracies(self, fusion: Fusion, stats, settings: StepSettings, precision: str) -> list[dict]:
         test = distributed.test_part(len(self.y_test))  # across processes: each rank its part, the counts summed
         rows, labels = (torch.stack(parts) for parts in zip(*(self.held_out[m] for m in fusion.members)))
         val = distributed.test_part(rows.shape[1])
-        on_test = evaluate(fusion, self.x_test[test], self.y_test[test], stats, cfg, precision)
-        on_val = evaluate_rows(fusion, self.x_train, rows[:, val], labels[:, val], stats, cfg, precision)
+        on_test = evaluate(fusion, self.x_test[test], self.y_test[test], stats, settings, precision)
+        on_val = evaluate_rows(fusion, self.x_train, rows[:, val], labels[:, val], stats, settings, precision)
         correct = torch.stack([on_test, on_val])
         n_test, n_val = len(self.y_test), rows.shape[1]
         return [dict(test_acc=100.0 * t / n_test if n_test else None, val_acc=100.0 * v / n_val)
                 for t, v in distributed.summed(correct).T.tolist()]
 
 
-def train_one_epoch(fusion: Fusion, cfg: DictConfig, precision: str, data: TrainingData, epoch: int) -> torch.Tensor:
+def train_one_epoch(fusion: Fusion, settings: StepSettings, precision: str, data: TrainingData,
+                    epoch: int) -> torch.Tensor:
     """One epoch of every member, each in the order, with the augmentation and (for a loss that draws, NLNL)
     the draws of its own epoch's generator; the sums (K, 5) left on the device."""
-    generators = [epoch_generator(m.cfg.seed, epoch, data.y_noisy.device) for m in fusion.members]
+    generators = [epoch_generator(m.settings.seed, epoch, data.y_noisy.device) for m in fusion.members]
     for m, generator in zip(fusion.members, generators):
         m.criterion.set_generator(generator)
-    return train_steps(fusion, cfg, precision, data, generators)
+    return train_steps(fusion, settings, precision, data, generators)
 
 
-def correct_predictions(fusion: Fusion, x_test, y_test, stats, cfg: DictConfig, precision: str, epoch: int) -> list:
+def correct_predictions(fusion: Fusion, x_test, y_test, stats, settings: StepSettings, precision: str,
+                        epoch: int) -> list:
     """Each member's correct test predictions in the epochs evaluated (every eval_every, and always the last,
     the reported figure), else None for each; across processes each rank evaluates its part of the test set
     and the counts are summed. A real-world run's test splits (jal.real_world.FileTests), and a run's validation
     split beside its test set (ArraySplits), give a dict of accuracies."""
-    epochs = cfg.trainer.epochs
-    if (epoch + 1) % cfg.trainer.eval_every != 0 and epoch + 1 != epochs:
+    epochs = settings.epochs
+    if (epoch + 1) % settings.eval_every != 0 and epoch + 1 != epochs:
         return [None] * fusion.k
     if hasattr(x_test, "accuracies"):
-        return x_test.accuracies(fusion, stats, cfg, precision)
+        return x_test.accuracies(fusion, stats, settings, precision)
     part = distributed.test_part(len(y_test))  # alone: the whole test set
-    return distributed.summed(evaluate(fusion, x_test[part], y_test[part], stats, cfg, precision)).tolist()
+    return distributed.summed(evaluate(fusion, x_test[part], y_test[part], stats, settings, precision)).tolist()

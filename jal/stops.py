@@ -27,10 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
-
-if TYPE_CHECKING:  # jal/__init__.py imports this module first, before omegaconf and Hydra load
-    from omegaconf import DictConfig
+from typing import NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +188,14 @@ def no_run_line(err: KeyboardInterrupt) -> str:
 # Pausing a run
 
 
-def stop_reason(cfg: DictConfig, epochs_done: int, stops: StopSignals) -> str | None:
-    """Why the run must pause now, having done `epochs_done` epochs, if it must: a stop signal, trainer.stop_at
-    has passed, or trainer.pause_after epochs are done."""
+def stop_reason(epochs_done: int, stops: StopSignals, *, stop_at: float | None,
+                pause_after: int | None) -> str | None:
+    """Why the run must pause now, having done `epochs_done` epochs, if it must: a stop signal, its trainer.stop_at
+    (unix seconds, None: no deadline) has passed, or its trainer.pause_after epochs (None: no pause) are done."""
     if stops.first is not None:
         return signal.Signals(stops.first).name
-    stop_at = cfg.trainer.get("stop_at")
     if stop_at is not None and time.time() >= stop_at:
         return f"the deadline {time.strftime('%Y-%m-%d %H:%M', time.localtime(stop_at))} (trainer.stop_at) passed"
-    pause_after = cfg.trainer.get("pause_after")
     if pause_after is not None and epochs_done >= pause_after:
         return f"trainer.pause_after={pause_after} epochs done"
     return None

@@ -63,6 +63,7 @@ from jal.run import (
     end_epoch,
     finished_record,
     load_training_data,
+    pause_settings,
     paused_record,
     wall,
     write_last_record,
@@ -97,6 +98,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals, apart: 
     check_same_epoch(training)
     distributed.wrap(training, data.y_noisy.shape[1])  # across processes: DDP; alone, nothing
     cfg, precision, fused = training[0].cfg, training[0].precision, len(training)
+    settings = training[0].settings  # the step's values the fusion shares (jal.experiment.check_fusable)
     fusion, started = Fusion(training), time.perf_counter()
     epoch, epochs = training[0].start_epoch, cfg.trainer.epochs
     work = work_left_after_each_epoch(cfg)  # the bar's time left (jal.estimate)
@@ -107,7 +109,8 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals, apart: 
                     dynamic_ncols=True, file=sys.stderr)
     try:
         for epoch in progress:
-            reason = next(filter(None, (stop_reason(m.cfg, epoch, stops) for m in fusion.members)), None)
+            reasons = (stop_reason(epoch, stops, **pause_settings(m.cfg.trainer)) for m in fusion.members)
+            reason = next(filter(None, reasons), None)
             reason, received = distributed.agreed_stop(reason, stops.first)  # any rank's stop pauses all
             if received is not None and stops.first is None:  # another rank's signal, taken as this rank's own:
                 stops.request_stop(received)  # rank 0 hands it on to the launcher (submitit requeues from rank 0)
@@ -122,7 +125,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals, apart: 
             for m in fusion.members:  # this epoch trains them together (a kill, a pause never lowers the count)
                 m.fused = max(m.fused, len(fusion.members))
             epoch_start = time.perf_counter()
-            sums = distributed.summed(train_one_epoch(fusion, cfg, precision, data, epoch))
+            sums = distributed.summed(train_one_epoch(fusion, settings, precision, data, epoch))
             sums = sums.tolist()  # once per epoch: the only host-device sync of the epoch's training
             if any(not math.isfinite(s[0]) for s in sums):
                 sums, data = drop_diverged(fusion, data, sums, epoch, results, fused)
@@ -132,7 +135,7 @@ def train_locked(members: list[Member], stops: stop_signals.StopSignals, apart: 
             lr = fusion.optimizer.param_groups[0]["lr"]
             fusion.scheduler.step()
             distributed.sync_buffers(fusion.members)  # across processes: rank 0's BatchNorm statistics
-            correct = correct_predictions(fusion, x_test, y_test, data.stats, cfg, precision, epoch)
+            correct = correct_predictions(fusion, x_test, y_test, data.stats, settings, precision, epoch)
             fusion.unstack()  # into each member's plain model and SGD: its checkpoint as a run alone saves it
             names = [m.name for m in fusion.members]
             for m, member_sums, member_correct in zip(fusion.members, sums, correct):

@@ -105,6 +105,7 @@ def test_a_finished_run_writes_its_models_predictions_for_its_training_set(synth
     """predictions.npz holds what the finished model says of each training image (labels.npz's rows and given
     labels), in eval mode and without augmentation: recomputed here from its checkpoint, image by image."""
     from jal.data import channel_stats, images_to_device, load_dataset, normalize
+    from jal.run import step_settings
     from jal.step import build_training
     from jal.train import train
 
@@ -114,7 +115,7 @@ def test_a_finished_run_writes_its_models_predictions_for_its_training_set(synth
     saved, labels = np.load(tmp_path / "run" / PREDICTIONS), np.load(tmp_path / "run" / "labels.npz")
     assert str(saved["fingerprint"]) == record.fingerprint
     assert (saved["index"] == labels["indices"]).all() and (saved["given"] == labels["noisy"]).all()
-    model, _, criterion, _, _ = build_training(cfg, torch.device("cpu"))
+    model, _, criterion, _, _ = build_training(step_settings(cfg), cfg.model, cfg.loss, torch.device("cpu"))
     model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"])
     model.eval()
     data = load_dataset("synthetic", "", num_classes=10, train_size=64, test_size=16)

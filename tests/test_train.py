@@ -411,8 +411,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_run,
     cfg = synthetic_run("trainer.epochs=3")
     build = jal_step.build_training
 
-    def loss_turns_nan_in_epoch_2(cfg, device, precision):
-        model, step_model, criterion, optimizer, scheduler = build(cfg, device, precision)
+    def loss_turns_nan_in_epoch_2(*args):
+        model, step_model, criterion, optimizer, scheduler = build(*args)
         loss_turns_nan_after(criterion, 2)  # 256 images in batches of 128: the 3rd call is epoch 2's first
         return model, step_model, criterion, optimizer, scheduler
 
