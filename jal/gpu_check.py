@@ -48,7 +48,8 @@ def short_run(device: str, out_root: Path, *extra: str, size: int = 2048):
     overrides = ["dataset=synthetic", f"dataset.train_size={size}", f"dataset.test_size={max(32, size // 4)}",
                  "loss=jal_ce", "noise=symmetric", "noise.rate=0.4", "trainer.epochs=2", "logger=none",
                  "trainer.progress=false", f"trainer.device={device}", f"out_root={out_root}", *extra]
-    return compose_run(overrides)
+    given = {override.partition("=")[0]: override for override in overrides}  # an extra replaces a base setting
+    return compose_run(list(given.values()))
 
 
 def compare_runs(a, a_dir: Path, b, b_dir: Path) -> dict:

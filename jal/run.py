@@ -342,9 +342,9 @@ def build_member(m: Member, y_noisy: torch.Tensor) -> None:
 
 
 def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path,
-                     stops: StopSignals) -> "Member | Record":
+                     stops: StopSignals, apart: bool = False) -> "Member | Record":
     """The run's lock (held until `locks` closes) and its preparation (prepare_member), or why it is not
-    trained here."""
+    trained here. `apart` (a run of a fusion of two or more): a damaged file of its own blocks it alone."""
     try:
         locks.enter_context(RunLock(run_dir))  # one process per run, for as long as this one trains it
     except RunBusy as busy:
@@ -353,7 +353,12 @@ def lock_and_prepare(locks: contextlib.ExitStack, cfg: DictConfig, run_dir: Path
         if (record := finished_where_unwritable(cfg, run_dir)) is None:
             raise
         return record
-    return prepare_member(cfg, run_dir, stops)
+    try:
+        return prepare_member(cfg, run_dir, stops)
+    except DirectoryConflict as err:
+        if not apart:
+            raise
+        return blocked(cfg, run_dir, err)
 
 
 def interrupted(m: Member) -> str:

@@ -189,12 +189,8 @@ def train_fusion(cfgs: list[DictConfig], run_dirs: list, stops: stop_signals.Sto
             for i, (cfg, run_dir) in enumerate(zip(cfgs, map(Path, run_dirs))):
                 if first.setdefault(run_dir, i) != i:
                     continue
-                try:  # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
-                    prepared = distributed.on_rank_zero(run.lock_and_prepare, locks, cfg, run_dir, stops)
-                except DirectoryConflict as err:
-                    if not apart:
-                        raise
-                    prepared = run.blocked(cfg, run_dir, err)
+                # across processes rank 0 alone locks and prepares the run; every rank gets what it decided
+                prepared = distributed.on_rank_zero(run.lock_and_prepare, locks, cfg, run_dir, stops, apart)
                 if isinstance(prepared, Record):  # finished already, not started (stop_at passed, a signal), busy
                     results[i] = prepared
                 else:

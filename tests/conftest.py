@@ -225,7 +225,7 @@ class TinyNet(torch.nn.Module):
     """A small network without BatchNorm (model._target_=conftest.TinyNet): its step on a batch split over
     processes is the step on the whole batch up to the order of sums (tests/test_distributed.py)."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, image_size: int = 32):  # image_size: the model config's, unused
         super().__init__()
         self.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
                                           torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
+from conftest import compose_train, given_once
 from omegaconf import OmegaConf
 
 from jal import run as jal_run
@@ -475,7 +475,8 @@ def jal_fuse(out_root: Path, *overrides: str):
 
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "jal.fuse", "--fuse", "2", *TINY, f"out_root={out_root}", *overrides],
+    done = subprocess.run([sys.executable, "-m", "jal.fuse", "--fuse", "2", *given_once([*TINY, f"out_root={out_root}",
+                                                                             *overrides])],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done
@@ -668,7 +669,7 @@ def test_a_run_named_twice_in_a_fused_sweep_is_planned_trained_and_logged_once(t
     from jal import multirun
     from jal.fuse import tasks as fuse
 
-    overrides = [*TINY, f"out_root={tmp_path}", "loss=ce", "seed=1,1", "trainer.precision=fp32"]
+    overrides = given_once([*TINY, f"out_root={tmp_path}", "loss=ce", "seed=1,1", "trainer.precision=fp32"])
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
         runs = multirun.plan_runs(overrides)
     assert len(runs) == 2 and runs[0].dir == runs[1].dir

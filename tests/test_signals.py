@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train
+from conftest import REPO, compose_train, given_once
 from test_train import assert_same_training
 
 from jal import stops as jal_stops
@@ -58,7 +58,8 @@ def command(tmp_path: Path, name: str, *extra: str, driver: bool = False, **env:
         (tmp_path / "drive.py").write_text(DRIVER)
         argv = [str(tmp_path / "drive.py"), argv[1], *argv[2:]]
     paths = [str(REPO), str(REPO / "tests"), *([str(tmp_path / "hook")] if (tmp_path / "hook").exists() else [])]
-    return subprocess.run([sys.executable, *argv, *TINY, f"out_root={tmp_path / 'out'}", *extra], cwd=REPO,
+    settings = given_once([*TINY, f"out_root={tmp_path / 'out'}", *extra])  # a test's own values replace TINY's
+    return subprocess.run([sys.executable, *argv, *settings], cwd=REPO,
                           env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(paths), **env),
                           capture_output=True, text=True, timeout=300,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a shell
