@@ -103,7 +103,7 @@ def rank_trains(rank: int, world: int, port: int, jobs: list, out: str) -> None:
 def one_process(tmp_path_factory) -> tuple[dict, Path]:
     """The uninterrupted one-process run: the result each run across processes is held to."""
     root = tmp_path_factory.mktemp("one")
-    return jal_train.train(compose_train(SETTINGS + [f"out_root={root}"]), root / "one"), root / "one"
+    return jal_train.train(compose_train(SETTINGS + [f"out_root={root}"]), root / "one").to_json(), root / "one"
 
 
 @pytest.mark.full  # two processes

@@ -494,7 +494,8 @@ def assert_same_records(a_root: Path, b_root: Path, cells: list[str]) -> None:
     for cell in cells:
         a, b = (json.loads((root / cell / "result.json").read_text()) for root in (a_root, b_root))
         assert a["fused"] == b["fused"] == 2 and a["last_test_acc"] == b["last_test_acc"]
-        assert {k for k in a if a[k] != b[k]} <= {"history", "wall_seconds", "images_per_second"}  # config too
+        assert {k for k in a if a[k] != b[k]} <= {"history", "wall_seconds", "images_per_second", "started",
+                                                  "ended"}  # config too
         assert_bitwise_runs(a_root / cell, b_root / cell)
 
 

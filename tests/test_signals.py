@@ -105,7 +105,8 @@ def test_a_stop_signal_while_the_command_line_is_composed_ends_it_with_its_pause
     else:
         assert [count(done, f"[fusion {n}/2] synthetic/clean/ce/seed{n}/") for n in (1, 2)] == [1, 1]
         assert count(done, f": not started: {stop} (") == 2  # each fusion's line (then the sweep's ETA)
-        assert count(done, "Fused sweep summary: 2 runs trained here: 0 finished, 0 failed, 2 paused") == 1
+        assert count(done, "Fused sweep summary: 2 runs trained here: 0 finished, 0 failed, 0 paused, 2 not run to "
+                           "an end") == 1
         assert count(done, f"stopped by {stop}: the same command continues the sweep") == 1
 
 
@@ -151,7 +152,8 @@ def test_a_stop_between_two_runs_ends_the_sweep_with_its_pause_lines_and_summary
         assert count(done, f"stopped by {stop}: starting the sweep again continues it") == 1
     else:
         assert count(done, f"[fusion 2/2] {second.relative_to(tmp_path / 'out')}: not started: {stop}") == 1
-        assert count(done, "Fused sweep summary: 2 runs trained here: 1 finished, 0 failed, 1 paused") == 1
+        assert count(done, "Fused sweep summary: 2 runs trained here: 1 finished, 0 failed, 0 paused, 1 not run to "
+                           "an end") == 1
         assert count(done, f"stopped by {stop}: the same command continues the sweep") == 1
 
 
@@ -202,7 +204,8 @@ def test_a_second_sigterm_in_one_epoch_stops_at_once_and_the_run_resumes_to_the_
     """Two SIGTERMs at the two steps of epoch 2: the run stops there (exit 143, one line naming the checkpoint
     of epoch 1, no record: it did not fail); the same command resumes it to the uninterrupted run's history
     and weights, bit for bit. Before: the second SIGTERM was one more request to pause at the epoch end."""
-    overrides = TINY[:-1] + ["dataset.train_size=64", "trainer.epochs=3", "loss._target_=conftest.CEThatSignalsAsTold"]
+    overrides = given_once(TINY + ["dataset.train_size=64", "trainer.epochs=3",
+                                   "loss._target_=conftest.CEThatSignalsAsTold"])
     done = subprocess.run([sys.executable, "-m", "jal.train", *overrides, f"out_root={tmp_path}"], cwd=REPO,
                           env=dict(os.environ, OMP_NUM_THREADS="1", JAL_TEST_SIGNALS="3:SIGTERM,4:SIGTERM",
                                    PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])),

@@ -57,15 +57,17 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C, a second SIGTERM: each member has said where it stopped (jal.train), jal.stops.command exits
     counts = {s: sum(r.status == s for r in results) for s in (*ENDED, Status.BLOCKED)}
     blocked = counts.pop(Status.BLOCKED)
+    not_run = len(results) - sum(counts.values()) - blocked  # not started (a stop signal came first), elsewhere
     print(f"Fused sweep summary: {multirun.runs_(len(results))} trained here: " + ", ".join(
-        f"{n} {s}" for s, n in counts.items()) + f", {len(results) - sum(counts.values()) - blocked} not run to an "
-        "end" + (f", {blocked} {Status.BLOCKED} (each said why above; the same command trains it once that is fixed)"
-                 if blocked else ""))
+        f"{n} {s}" for s, n in counts.items()) + f", {not_run} not run to an end"
+        + (f", {blocked} {Status.BLOCKED} (each said why above; the same command trains it once that is fixed)"
+           if blocked else ""))
     finished = {run.name: record for run in runs if (record := run.status()[1]) is not None
                 and record.status == Status.FINISHED}  # those finished before it too
     for line in finished_lines(finished):
         print(line)
-    if counts[Status.PAUSED] and (name := stop_signal()):  # a stop signal came (before, or between the fusions)
+    if (counts[Status.PAUSED] or not_run) and (name := stop_signal()):  # a stop signal came (before, or between
+        # the fusions): as a plain sweep's summary says it (jal.progress)
         print(f"  stopped by {name}: the same command continues the sweep")
     if counts[Status.FAILED] or blocked:  # the exit status of -m too (jal.progress.Progress.on_multirun_end)
         sys.exit(1)
