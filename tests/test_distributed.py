@@ -150,7 +150,7 @@ def test_two_processes_train_pause_on_one_ranks_signal_and_resume_on_two_or_one(
     continued = jal_train.train(cfg, tmp_path / "p2")
     assert continued.status == "finished"
     assert_close_weights(tmp_path / "p2", one_dir, TOLERANCE)
-    assert_same_history(continued, one)
+    assert_same_history(continued.to_json(), one)
 
 
 def initial_weights() -> dict:
