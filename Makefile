@@ -46,7 +46,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Two test tiers (pyproject.toml's markers), each in two pytest-xdist workers, a whole test file at a time (a
-# file's module fixtures are trained once). make test: the tests that stay in this process, under two minutes;
+# file's module fixtures are trained once). make test: the tests that stay in this process, about two minutes;
 # make test-all: those and the tests marked full, slow or slurm (processes, signals, tmpfs, torchrun, notebooks,
 # real data, long runs; the slurm ones skip without a cluster); make test-full: those alone (.ci/run).
 TEST_IN_PARALLEL := -n 2 --dist loadfile
