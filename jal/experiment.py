@@ -81,7 +81,7 @@ def not_in_the_directory_name() -> list[str]:
 def hydra_node(cfg):
     """Inside, `${hydra:...}` resolves against `cfg`'s own Hydra node where it carries one (composed by
     jal.util.compose_run, a sweep's plan or a test), else against the running app's; yields that node. The
-    node is lent, not copied (HydraConfig.set_config's copy is a third of a 300-run plan's time): Hydra's
+    node is shared, not copied (HydraConfig.set_config's copy is a third of a 300-run plan's time): Hydra's
     resolver reads HydraConfig.get(), the `hydra` of the config HydraConfig holds, here `cfg` itself."""
     from hydra.core.hydra_config import HydraConfig
 
