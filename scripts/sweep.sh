@@ -74,8 +74,11 @@ multirun() {
   case "$LAUNCHER" in
     basic) ;;
     joblib) settings+=(hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS")
-            # parallel runs share one terminal: their progress bars would overwrite each other
-            if [ "$JOBS" -gt 1 ]; then settings+=(trainer.progress=false); fi ;;
+            # parallel runs share one terminal: their progress bars would overwrite each other (unless the
+            # sweep says otherwise itself: a key is given once)
+            if [ "$JOBS" -gt 1 ] && [[ " $* " != *" trainer.progress="* ]]; then
+              settings+=(trainer.progress=false)
+            fi ;;
     *) settings+=("hydra/launcher=$LAUNCHER")
        for setting in ${SLURM:-}; do settings+=("hydra.launcher.$setting"); done ;;
   esac
@@ -107,17 +110,26 @@ run_sweeps() {
     echo "DRY_RUN=$DRY_RUN: stopping before the first run."
     exit 0
   fi
-  local sweep
+  local sweep status failed=0
   for sweep in "${SWEEPS[@]}"; do
     eval "set -- $sweep"
+    status=0
     if [ "$FUSE" -gt 1 ]; then
       echo "+ python -m jal.fuse --fuse $FUSE $*"
-      "$PYTHON" -m jal.fuse --fuse "$FUSE" "$@"
+      "$PYTHON" -m jal.fuse --fuse "$FUSE" "$@" || status=$?
     else
       echo "+ python -m jal.train -m $*"
-      "$PYTHON" -m jal.train -m "$@"
+      "$PYTHON" -m jal.train -m "$@" || status=$?
     fi
+    # 1: a run failed or is blocked (its summary says which); the other sweeps and the table go on. Anything
+    # else (Ctrl-C 130, a second SIGTERM 143, a bad setting 2) ends the script here.
+    if [ "$status" = 1 ]; then failed=$((failed + 1)); elif [ "$status" != 0 ]; then exit "$status"; fi
   done
+  if [ "$failed" -gt 0 ]; then
+    # the script goes on to its table (which lists the missing cells), then exits 1
+    trap "echo \"$failed of ${#SWEEPS[@]} sweeps had a run that failed or is blocked: see their summaries above\" >&2
+          exit 1" EXIT
+  fi
 }
 
 # The losses of the published CIFAR tables: the JAL paper's main table, then the rest of the eps-Softmax paper's.

@@ -70,7 +70,7 @@ def test_the_record_and_log_say_which_precision_and_why(synthetic_run, monkeypat
     assert result.precision == expected
     assert result.precision_reason.startswith("auto: " + expected)
     assert json.loads((tmp_dir / "result.json").read_text())["precision_reason"] == result.precision_reason
-    assert f"precision {expected} ({result['precision_reason']})" in caplog.text
+    assert f"precision {expected} ({result.precision_reason})" in caplog.text
 
 
 @pytest.mark.full  # over 1 s of CPU (a run trained, a model built, or hundreds composed)
