@@ -34,8 +34,13 @@ WAIT = 420  # seconds: the longest any command or state is waited for
 
 
 def command(module: str, out_root: Path, *overrides: str, fuse: int = 0) -> list[str]:
+    """The command line of TINY, out_root and the overrides; a key given again replaces its earlier value in
+    place (a command line gives each key once: jal.config_check.check_given_once)."""
     head = [sys.executable, "-m", module] + (["--fuse", str(fuse)] if fuse else ["-m"])
-    return head + [*TINY, f"out_root={out_root}", *overrides]
+    given = {}
+    for override in [*TINY, f"out_root={out_root}", *overrides]:
+        given[override.split("=")[0]] = override
+    return head + list(given.values())
 
 
 def env() -> dict:
