@@ -129,6 +129,10 @@ def handle_command_signals() -> None:
         return
     PROCESS_STOPS.exit_instead = True
     PROCESS_STOPS.install()
+    # A stop at once ends joblib's wait with its workers' semaphores still held: multiprocessing's resource
+    # tracker (a process of its own, started with this interpreter's -W options) frees them and would warn that
+    # it did, under the command's one line.
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, PROCESS_STOPS.interrupt)
 

@@ -11,9 +11,11 @@ jal.train.train_fusion (a driver that wraps it, DRIVER), or at a training step (
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,6 +225,46 @@ def test_a_second_sigterm_in_one_epoch_stops_at_once_and_the_run_resumes_to_the_
     resumed = jal_train.train(cfg, run_dir)
     uninterrupted = jal_train.train(cfg, tmp_path / "uninterrupted")
     assert_same_training(uninterrupted, tmp_path / "uninterrupted", resumed, run_dir)
+
+
+@pytest.mark.full  # python -m jal.train -m with joblib, twice
+@pytest.mark.parametrize("sigterms", [1, 2])
+def test_a_joblib_sweep_goes_on_after_a_sigterm_and_a_second_ends_its_wait(tmp_path, sigterms):
+    """With the joblib launcher the command only waits for its workers: one SIGTERM to it is recorded and both
+    runs train to the end (exit 0); a second ends the wait at once (exit 143, one line, the workers gone), and
+    the same command resumes both runs from their checkpoints to the end."""
+    argv = [sys.executable, "-m", "jal.train", "-m", *given_once(
+        [*TINY, "trainer.epochs=8", "loss._target_=conftest.CEThatTakesItsTime", "seed=1,2", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2", f"out_root={tmp_path}"])]  # 8 epochs of one step of at least 1.25 s each
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+    sweep = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.rglob("checkpoint.pt")) and time.time() < deadline:  # a worker's first epoch
+            time.sleep(0.1)
+        for _ in range(sigterms):
+            sweep.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+        signalled = time.time()
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        sweep.kill()
+    records = sorted(tmp_path.rglob("result.json"))
+    if sigterms == 1:
+        assert sweep.returncode == 0 and "Traceback" not in err, err[-2000:]
+        assert "Sweep summary: 2 runs: 2 finished, 0 failed, 0 paused, 0 not run to an end" in out
+        assert len(records) == 2 and not any("paused" in p.read_text() for p in tmp_path.rglob("train.log"))
+        return
+    assert sweep.returncode == 143 and time.time() - signalled < 60 and not records, (out, err[-2000:])
+    assert out.strip().splitlines()[-1] == ("stopped by a second SIGTERM while no run was training in this process: "
+                                            "the same command continues (finished runs are skipped, the others "
+                                            "resume from their last checkpoint)")
+    assert "Traceback" not in err and "Warning" not in err, err[-2000:]
+    again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "Sweep summary: 2 runs: 2 finished" in again.stdout, again.stderr[-2000:]
+    resumed = [p.read_text() for p in tmp_path.rglob("train.log")]
+    assert len(resumed) == 2 and all(re.search(r"- resuming synthetic/\S+ from epoch [1-7]$", log, re.M)
+                                     for log in resumed), resumed
 
 
 @pytest.mark.full  # scontrol show job

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, given_once
 
 pytestmark = pytest.mark.slurm
 if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=True, timeout=30).returncode != 0:
@@ -34,13 +34,9 @@ WAIT = 420  # seconds: the longest any command or state is waited for
 
 
 def command(module: str, out_root: Path, *overrides: str, fuse: int = 0) -> list[str]:
-    """The command line of TINY, out_root and the overrides; a key given again replaces its earlier value in
-    place (a command line gives each key once: jal.config_check.check_given_once)."""
+    """The command line of TINY, out_root and the overrides, each key once (a later value in its place)."""
     head = [sys.executable, "-m", module] + (["--fuse", str(fuse)] if fuse else ["-m"])
-    given = {}
-    for override in [*TINY, f"out_root={out_root}", *overrides]:
-        given[override.split("=")[0]] = override
-    return head + list(given.values())
+    return head + given_once([*TINY, f"out_root={out_root}", *overrides])
 
 
 def env() -> dict:

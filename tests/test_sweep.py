@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, REPO, compose_train
+from conftest import CONFIG_DIR, REPO, compose_train, given_once
 from hydra import initialize_config_dir
 from test_notebook import FIGURES, run_notebook
 
@@ -287,9 +287,7 @@ def sweep_script(out_root: Path, tmp_path: Path, **settings: str) -> subprocess.
     script = tmp_path / "reproduce_tiny.sh"
     # EXTRA: more overrides, in place of TINY's of the same key (a key is given once), e.g. a subset the tiny
     # dataset holds (the quick preset's 10000 images it does not)
-    extra = settings.pop("EXTRA", "").split()
-    replaced = {override.split("=")[0] for override in extra}
-    overrides = [override for override in TINY if override.split("=")[0] not in replaced] + extra
+    overrides = given_once([*TINY, *settings.pop("EXTRA", "").split()])
     script.write_text(f"source {REPO}/scripts/sweep.sh\nmultirun {' '.join(overrides)} "
                       f"out_root={out_root}\nrun_sweeps\n"
                       "echo 'not reached'\n")
