@@ -190,8 +190,8 @@ def test_a_preempted_run_is_requeued_and_ends_as_uninterrupted(basic_long, tmp_p
     preempting = []
 
     def stop(job):
-        out = subprocess.run(["sbatch", "-p", "high", "-c", "2", "-o", "/dev/null", "--wrap", "sleep 3"], capture_output=True,
-                             text=True, check=True, timeout=60).stdout
+        out = subprocess.run(["sbatch", "-p", "high", "-c", "2", "-o", "/dev/null", "--wrap", "sleep 3"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
         preempting.append(out.split()[-1])
 
     try:
