@@ -253,8 +253,8 @@ def test_a_diverging_run_fails_alone_and_the_sweep_goes_on(tmp_path):
     # the finished run's lines first (where it trained; 64 images: symmetric 0.2's exact counts flip none of ~6 a
     # class, and the summary says so), the failure last, nearest the prompt
     assert lines[summary + 1:] == ["  where   1 finished run: 1 trained here",
-                                   f"  noise   {converged}: symmetric 0.2 on 64 images realises 0: exact sampling flips "
-                                   "int(0.2/9 x 6) = 0 images of each class to each other class; noise.sampling="
+                                   f"  noise   {converged}: symmetric 0.2 on 64 images realises 0: exact sampling "
+                                   "flips int(0.2/9 x 6) = 0 images of each class to each other class; noise.sampling="
                                    "per_sample draws per image (more than 1 pp off: its table cell is marked)",
                                    f"  failed  {diverged}: {error}"]
 
