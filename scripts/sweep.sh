@@ -122,11 +122,11 @@ run_sweeps() {
       "$PYTHON" -m jal.train -m "$@" || status=$?
     fi
     # 1: a run failed or is blocked (its summary says which); the other sweeps and the table go on. Anything
-    # else (Ctrl-C 130, a second SIGTERM 143, a bad setting 2) ends the script here.
+    # else (Ctrl-C 130, a second SIGTERM 143) ends the script here.
     if [ "$status" = 1 ]; then failed=$((failed + 1)); elif [ "$status" != 0 ]; then exit "$status"; fi
   done
   if [ "$failed" -gt 0 ]; then
-    # the script goes on to its table (which lists the missing cells), then exits 1
+    # the script goes on to its table (which lists the failed runs), then exits 1
     trap "echo \"$failed of ${#SWEEPS[@]} sweeps had a run that failed or is blocked: see their summaries above\" >&2
           exit 1" EXIT
   fi
